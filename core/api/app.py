@@ -1,0 +1,45 @@
+"""The FastAPI application factory: the API's composition root."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from suifang.core.api import health
+from suifang.core.api.errors import install_error_handlers
+from suifang.core.config import Settings, get_settings
+from suifang.core.runtime import Runtime
+from suifang.core.telemetry import setup_tracing
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+suifang (随访) runs hospital patient follow-up after discharge or a health check-up, and the
+feedback tickets that follow-up produces. This is its headless HTTP API.
+"""
+
+
+def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
+    """Build the API around ``runtime`` (default: one built from the settings)."""
+    runtime = runtime or Runtime.from_settings(settings or get_settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="suifang",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health.router)
+    setup_tracing(runtime.settings)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
+    return app

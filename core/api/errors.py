@@ -1,0 +1,85 @@
+"""Every error leaves the API as a clear JSON body: what is wrong and where, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from suifang.core.errors import (
+    ConfigurationError,
+    NotFoundError,
+    StartupError,
+    SuifangError,
+    ValidationFailed,
+)
+
+__all__ = ["error_body", "install_error_handlers"]
+
+log = logging.getLogger("suifang.api")
+
+_STATUS = {NotFoundError: 404, ValidationFailed: 422, ConfigurationError: 422, StartupError: 503}
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _where(loc: tuple[object, ...] | list[object]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        head, rest = parts[0], parts[1:]
+        return head + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
+    return ".".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"where": _where(err.get("loc", ())), "problem": err.get("msg", "invalid")}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
+        return JSONResponse(
+            status_code=422, content=error_body("invalid_request", summary, problems=problems)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(f"http_{exc.status_code}", message),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(SuifangError)
+    async def _suifang(_: Request, exc: SuifangError) -> JSONResponse:
+        status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
+        return JSONResponse(status_code=status, content=error_body(type(exc).__name__, str(exc)))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "error")
+        return JSONResponse(
+            status_code=503,
+            content=error_body(
+                "database_unavailable", "the database is unavailable; retry shortly"
+            ),
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await _db_down(_, OperationalError(exc.statement, exc.params, exc.orig))
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "error")
+        return JSONResponse(
+            status_code=500,
+            content=error_body("database_error", "the database refused the request"),
+        )

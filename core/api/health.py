@@ -1,0 +1,45 @@
+"""``/healthz``: is the database reachable, is Temporal reachable. Deliberately public."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from suifang.core.api.deps import RuntimeDep
+from suifang.core.db import check_database
+from suifang.core.errors import StartupError
+from suifang.core.temporal import temporal_health
+
+router = APIRouter(tags=["health"])
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: ComponentHealth
+    temporal: ComponentHealth
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness of the API and its dependencies")
+async def healthz(runtime: RuntimeDep, response: Response) -> Health:
+    db_problem = await asyncio.to_thread(check_database, runtime.engine)
+    try:
+        client = await runtime.client()
+        temporal_problem = await temporal_health(client)
+    except StartupError:
+        temporal_problem = f"unreachable at {runtime.settings.temporal_address}"
+    health = Health(
+        status="ok" if db_problem is None and temporal_problem is None else "degraded",
+        database=ComponentHealth(ok=db_problem is None, detail=db_problem),
+        temporal=ComponentHealth(ok=temporal_problem is None, detail=temporal_problem),
+    )
+    if health.status != "ok":
+        response.status_code = 503
+    return health

@@ -1,0 +1,44 @@
+"""The ``suifang`` command line: one clear line on error, never a traceback for user mistakes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from suifang.core.cli import platform
+from suifang.core.errors import SuifangError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="suifang",
+    help="suifang (随访): hospital patient follow-up and feedback tickets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+platform.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one ``suifang: error: …`` line and a non-zero exit code."""
+    try:
+        app(args=argv, prog_name="suifang")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except SuifangError as exc:
+        print(f"suifang: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

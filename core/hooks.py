@@ -1,0 +1,53 @@
+"""The plugin contract: hook specifications and the ``hookimpl`` marker plugins use.
+
+Every extension point of suifang is one hook below. A plugin is any module or object with
+``@hookimpl``-decorated functions named like these specs, registered through the ``suifang``
+entry-point group (third-party) or ``DEFAULT_PLUGINS`` (built-ins)::
+
+    from suifang.core.hooks import hookimpl
+
+    @hookimpl
+    def suifang_register_channels(register):
+        register(MyGatewayChannel)
+
+The rest of suifang never calls ``pm.hook.*`` directly: it goes through the typed facade
+:class:`suifang.core.plugins.Plugins`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from suifang.core.channels import ChannelRegistry
+    from suifang.core.pathways import PathwayRegistry
+
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "suifang"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def suifang_register_channels(register: ChannelRegistry) -> None:
+    """Register channel classes: ``register(SmsChannel)``.
+
+    Each class implements :class:`suifang.core.channels.Channel`. Called once when the
+    plugin manager is built; every plugin's registrations are collected. Two channels with
+    the same ``name`` are a configuration error.
+    """
+
+
+@hookspec
+def suifang_register_pathways(register: PathwayRegistry) -> None:
+    """Register pathway templates: ``register(path_to_yaml)`` or ``register(PathwayTemplate(...))``.
+
+    A path may be a single YAML file or a directory (every ``*.yaml`` under it). Templates
+    are validated when registered; an invalid one is refused with its file, field and reason.
+    Registering a second template with the same ``id`` and ``version`` is an error; a higher
+    version of the same ``id`` becomes the one new journeys use.
+    """

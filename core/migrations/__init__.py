@@ -1,0 +1,1 @@
+"""Alembic migrations of the app database (``suifang db upgrade``)."""

@@ -1,0 +1,45 @@
+"""Alembic environment: runs against the engine suifang hands over, or the configured URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import context
+from sqlmodel import SQLModel
+from sqlmodel.sql.sqltypes import AutoString
+
+import suifang.core.models  # noqa: F401  -- registers every table on the metadata
+from suifang.core.config import load_settings
+from suifang.core.db import UTCDateTime, create_db_engine
+
+target_metadata = SQLModel.metadata
+
+
+def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Render our column types so migration files depend on SQLAlchemy and suifang.core.db only."""
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        autogen_context.imports.add("import suifang.core.db")
+        return "suifang.core.db.UTCDateTime()"
+    if kind == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
+    return False
+
+
+def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        render_item=_render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+engine = context.config.attributes.get("engine")
+if engine is None:
+    engine = create_db_engine(load_settings().database_url)
+with engine.connect() as conn:
+    _run(conn)
+    conn.commit()

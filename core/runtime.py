@@ -1,0 +1,56 @@
+"""The services a process shares: settings, database engine, plugins and a Temporal client.
+
+Surfaces (API, CLI, worker) build one :class:`Runtime` at start-up and hand it down, so
+nothing below them reaches for globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from suifang.core.config import Settings
+from suifang.core.db import create_db_engine
+from suifang.core.plugins import Plugins
+from suifang.core.temporal import connect_client
+
+__all__ = ["Runtime"]
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    plugins: Plugins
+    _client: Client | None = None
+    _client_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, plugins: Plugins | None = None) -> Runtime:
+        return cls(
+            settings=settings,
+            engine=create_db_engine(settings.database_url),
+            plugins=plugins or Plugins.load(disabled=settings.disabled_plugins),
+        )
+
+    def with_client(self, client: Client) -> Runtime:
+        self._client = client
+        return self
+
+    async def client(self) -> Client:
+        """The Temporal client, connected on first use (raises StartupError if unreachable)."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await connect_client(self.settings)
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,68 @@
+"""The Temporal runtime: the one place that builds clients (data converter, tracing).
+
+Workers are assembled in :mod:`suifang.workflows.worker`, which adds suifang's workflows
+and activities to the options built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.service import RPCError
+
+from suifang.core.config import Settings
+from suifang.core.errors import StartupError
+
+__all__ = ["connect_client", "data_converter", "temporal_health"]
+
+
+def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
+    """pydantic (JSON) payloads for client, worker and tests alike, optionally encoded."""
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
+
+async def connect_client(
+    settings: Settings,
+    *,
+    codec: PayloadCodec | None = None,
+    timeout: float = 10.0,
+) -> Client:
+    """Connect to ``SUIFANG_TEMPORAL_ADDRESS``; unreachable → a one-line :class:`StartupError`."""
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=data_converter(codec),
+                interceptors=[TracingInterceptor()],
+                tls=settings.temporal_tls,
+                api_key=(
+                    settings.temporal_api_key.get_secret_value()
+                    if settings.temporal_api_key
+                    else None
+                ),
+            ),
+            timeout=timeout,
+        )
+    except (RuntimeError, RPCError, OSError, TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StartupError(
+            f"cannot reach Temporal at {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace!r}): {reason}"
+        ) from None
+
+
+async def temporal_health(client: Client, *, timeout: float = 3.0) -> str | None:
+    """``None`` if the frontend answers, else a short reason (for ``/healthz``)."""
+    try:
+        ok = await asyncio.wait_for(client.service_client.check_health(), timeout=timeout)
+    except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
+        return type(exc).__name__
+    return None if ok else "not serving"

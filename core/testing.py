@@ -1,0 +1,132 @@
+"""pytest fixtures for suifang and for plugin authors: real databases, real Temporal servers.
+
+Load them in a ``conftest.py`` with ``pytest_plugins = ["suifang.core.testing"]``.
+
+- ``db_url`` runs a test once on SQLite and once on PostgreSQL (``SUIFANG_TEST_POSTGRES_URL``,
+  each test in its own throw-away schema). Unset, the PostgreSQL variant is skipped; set but
+  unreachable, it fails — CI sets it.
+- ``engine`` / ``session``: that database with every table created.
+- ``time_skipping_env``: the time-skipping Temporal test server (one per session).
+- ``dev_server_env``: a real Temporal dev server (one per session), for tests that need one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
+
+from suifang.core.binaries import find_binary
+from suifang.core.config import Settings, load_settings
+from suifang.core.db import create_db_engine
+from suifang.core.models import metadata
+from suifang.core.temporal import data_converter
+
+__all__ = [
+    "POSTGRES_ENV",
+    "db_url",
+    "dev_server_env",
+    "engine",
+    "postgres_schema_url",
+    "session",
+    "settings",
+    "time_skipping_env",
+]
+
+POSTGRES_ENV = "SUIFANG_TEST_POSTGRES_URL"
+
+
+def postgres_base_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def postgres_schema_url(base: str, schema: str) -> str:
+    """``base`` with every connection's ``search_path`` set to ``schema``."""
+    return (
+        make_url(base)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test (dropped afterwards)."""
+    base = postgres_base_url()
+    if base is None:
+        pytest.skip(f"{POSTGRES_ENV} is not set; CI sets it to run the PostgreSQL variant")
+    admin = create_db_engine(base)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {type(exc).__name__}: {exc}")
+    try:
+        yield postgres_schema_url(base, schema)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(db_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings isolated in a temporary data directory (SQLite app database inside it)."""
+    return load_settings(data_dir=tmp_path / "var")
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(find_binary("temporal-test-server")),
+        data_converter=data_converter(),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(find_binary("temporal")),
+        data_converter=data_converter(),
+        ui=False,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

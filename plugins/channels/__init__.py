@@ -1,0 +1,1 @@
+"""Built-in channel plugins, one module each."""

@@ -1,0 +1,1 @@
+"""Built-in pathway plugins."""

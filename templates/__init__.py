@@ -1,0 +1,1 @@
+"""Data shipped with suifang: pathway templates, questionnaires, message and report templates."""

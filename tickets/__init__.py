@@ -1,0 +1,1 @@
+"""The ticket domain: SLA policies and calendars, routing, triage, the department service."""

@@ -1,0 +1,1 @@
+"""Temporal workflows (journeys, tickets), their activities and the worker."""
