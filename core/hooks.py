@@ -23,6 +23,8 @@ import pluggy
 if TYPE_CHECKING:
     from suifang.core.channels import ChannelRegistry
     from suifang.core.pathways import PathwayRegistry
+    from suifang.core.risk import RiskAssessment, RiskInput
+    from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -50,4 +52,32 @@ def suifang_register_pathways(register: PathwayRegistry) -> None:
     are validated when registered; an invalid one is refused with its file, field and reason.
     Registering a second template with the same ``id`` and ``version`` is an error; a higher
     version of the same ``id`` becomes the one new journeys use.
+    """
+
+
+@hookspec(firstresult=True)
+def suifang_assess_risk(subject: RiskInput) -> RiskAssessment | None:
+    """Stratify a discharged patient's readmission risk at enrollment.
+
+    The first non-None answer wins; plugins registered later are asked first, so a hospital's
+    own model overrides the built-in LACE score. The tier picks the pathway variant; the
+    groups (``elderly``, ``child``, ``pregnant``) pick special-group variants.
+    """
+
+
+@hookspec(firstresult=True)
+def suifang_triage(request: TriageRequest) -> TriageResult | None:
+    """Classify a ticket's text: category, urgency, red flags, and a routine answer if one fits.
+
+    The first non-None answer wins. Must not call the network from a worker's hot path
+    without a timeout; the built-in classifier is local and deterministic.
+    """
+
+
+@hookspec(firstresult=True)
+def suifang_route_ticket(request: RoutingRequest) -> str | None:
+    """Pick the department code that owns a ticket; the first non-None answer wins.
+
+    Return None to fall through to the routing table (category → department); clinical
+    tickets default to the patient's discharge department.
     """

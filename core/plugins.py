@@ -20,6 +20,8 @@ import pluggy
 from suifang.core import hooks
 from suifang.core.channels import Channel
 from suifang.core.errors import ConfigurationError
+from suifang.core.risk import RiskAssessment, RiskInput
+from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -156,6 +158,27 @@ class Plugins:
         sources: list[Path] = []
         self.pm.hook.suifang_register_pathways(register=sources.append)
         return sources
+
+    def assess_risk(self, subject: RiskInput) -> RiskAssessment:
+        """The readmission-risk assessment of the first plugin that answers."""
+        assessment = self.pm.hook.suifang_assess_risk(subject=subject)
+        if assessment is None:
+            raise ConfigurationError(
+                "no plugin assessed risk (is the built-in risk plugin blocked?)"
+            )
+        return RiskAssessment.model_validate(assessment)
+
+    def triage(self, request: TriageRequest) -> TriageResult:
+        """The triage of the first plugin that answers."""
+        result = self.pm.hook.suifang_triage(request=request)
+        if result is None:
+            raise ConfigurationError("no plugin triaged (is the built-in triage plugin blocked?)")
+        return TriageResult.model_validate(result)
+
+    def route_ticket(self, request: RoutingRequest) -> str | None:
+        """A plugin's choice of department, or None to use the routing table."""
+        department = self.pm.hook.suifang_route_ticket(request=request)
+        return department if isinstance(department, str) and department else None
 
     def describe(self) -> list[PluginInfo]:
         """What ``suifang plugins`` prints: every loaded plugin, its origin and hooks."""
