@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated plugin names not to load."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys, newest first; default: a key file in data dir.",
+    )
+    blind_index_key: SecretStr | None = Field(
+        None, description="Key of the keyed hashes used to look up encrypted values."
+    )
+    hospital_name: str = Field("", description="How messages name the hospital (optional).")
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

@@ -11,7 +11,6 @@ import dataclasses
 import importlib
 import importlib.metadata
 from collections.abc import Iterable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +19,7 @@ import pluggy
 from suifang.core import hooks
 from suifang.core.channels import Channel
 from suifang.core.errors import ConfigurationError
+from suifang.core.pathways import PathwayCatalog, PathwaySource
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 
@@ -153,11 +153,18 @@ class Plugins:
         self.pm.hook.suifang_register_channels(register=register)
         return found
 
-    def pathway_sources(self) -> list[Path]:
-        """Every pathway template file or folder the plugins registered, in registration order."""
-        sources: list[Path] = []
+    def pathway_sources(self) -> list[PathwaySource]:
+        """Every pathway template file, folder or object the plugins registered, in order."""
+        sources: list[PathwaySource] = []
         self.pm.hook.suifang_register_pathways(register=sources.append)
         return sources
+
+    def pathway_catalog(self) -> PathwayCatalog:
+        """Load and validate every registered template (errors name the file and line)."""
+        catalog = PathwayCatalog()
+        for source in self.pathway_sources():
+            catalog.add_source(source)
+        return catalog
 
     def assess_risk(self, subject: RiskInput) -> RiskAssessment:
         """The readmission-risk assessment of the first plugin that answers."""

@@ -14,7 +14,9 @@ from temporalio.client import Client
 
 from suifang.core.config import Settings
 from suifang.core.db import create_db_engine
+from suifang.core.pathways import PathwayCatalog
 from suifang.core.plugins import Plugins
+from suifang.core.security.crypto import configure_keyring, keyring_from_settings
 from suifang.core.temporal import connect_client
 
 __all__ = ["Runtime"]
@@ -25,16 +27,25 @@ class Runtime:
     settings: Settings
     engine: Engine
     plugins: Plugins
+    _catalog: PathwayCatalog | None = None
     _client: Client | None = None
     _client_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, plugins: Plugins | None = None) -> Runtime:
+        configure_keyring(keyring_from_settings(settings))
         return cls(
             settings=settings,
             engine=create_db_engine(settings.database_url),
             plugins=plugins or Plugins.load(disabled=settings.disabled_plugins),
         )
+
+    @property
+    def catalog(self) -> PathwayCatalog:
+        """Every pathway template the plugins registered (loaded and validated once)."""
+        if self._catalog is None:
+            self._catalog = self.plugins.pathway_catalog()
+        return self._catalog
 
     def with_client(self, client: Client) -> Runtime:
         self._client = client

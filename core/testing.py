@@ -27,6 +27,7 @@ from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
 from suifang.core.db import create_db_engine
 from suifang.core.models import metadata
+from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
 from suifang.core.temporal import data_converter
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "postgres_schema_url",
     "session",
     "settings",
+    "test_keyring",
     "time_skipping_env",
 ]
 
@@ -54,6 +56,14 @@ def postgres_schema_url(base: str, schema: str) -> str:
         .update_query_dict({"options": f"-csearch_path={schema}"})
         .render_as_string(hide_password=False)
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_keyring() -> Keyring:
+    """Encryption keys for the test process (subprocesses use their data directory's key file)."""
+    keyring = Keyring((generate_key(), generate_key()), os.urandom(32))
+    configure_keyring(keyring)
+    return keyring
 
 
 @pytest.fixture

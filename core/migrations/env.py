@@ -11,6 +11,7 @@ from sqlmodel.sql.sqltypes import AutoString
 import suifang.core.models  # noqa: F401  -- registers every table on the metadata
 from suifang.core.config import load_settings
 from suifang.core.db import UTCDateTime, create_db_engine
+from suifang.core.security.crypto import EncryptedText
 
 target_metadata = SQLModel.metadata
 
@@ -20,6 +21,8 @@ def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
     if kind == "type" and isinstance(obj, UTCDateTime):
         autogen_context.imports.add("import suifang.core.db")
         return "suifang.core.db.UTCDateTime()"
+    if kind == "type" and isinstance(obj, EncryptedText):
+        return "sa.Text()"  # ciphertext: the database sees only text
     if kind == "type" and isinstance(obj, AutoString):
         return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
     return False

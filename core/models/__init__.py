@@ -9,11 +9,36 @@ from suifang.core.models.departments import (
     DepartmentCreate,
     DepartmentPublic,
 )
+from suifang.core.models.encounters import ENCOUNTER_KINDS, Encounter
+from suifang.core.models.journeys import (
+    Alert,
+    Answer,
+    Enrollment,
+    Observation,
+    PointsEntry,
+    TouchpointRecord,
+)
+from suifang.core.models.messages import DeliveryAttempt, InboundRecord, Message
+from suifang.core.models.patients import CONTACT_SYSTEMS, ContactPoint, Patient
 
 __all__ = [
+    "CONTACT_SYSTEMS",
+    "ENCOUNTER_KINDS",
+    "Alert",
+    "Answer",
+    "ContactPoint",
+    "DeliveryAttempt",
     "Department",
     "DepartmentBase",
     "DepartmentCreate",
     "DepartmentPublic",
+    "Encounter",
+    "Enrollment",
+    "InboundRecord",
+    "Message",
+    "Observation",
+    "Patient",
+    "PointsEntry",
+    "TouchpointRecord",
     "metadata",
 ]

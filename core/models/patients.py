@@ -1,0 +1,61 @@
+"""Patients and their contact points. Sensitive values are encrypted at rest.
+
+Contact points are looked up by a keyed hash (``value_hash``) so an inbound SMS can be
+matched to its patient without storing the number in the clear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from suifang.core.db import UTCDateTime
+from suifang.core.models.base import TimestampField
+from suifang.core.security.crypto import EncryptedText
+
+__all__ = ["CONTACT_SYSTEMS", "ContactPoint", "Patient"]
+
+CONTACT_SYSTEMS = ("phone", "email", "wechat", "app")
+"""phone serves SMS and voice; wechat holds an official-account openid; app a push user id."""
+
+
+class Patient(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=64, unique=True, description="MRN / 病历号 in the HIS.")
+    name: str = Field(max_length=128)
+    sex: str | None = Field(default=None, max_length=16)
+    birth_date: dt.date | None = None
+    locale: str = Field(default="zh-CN", max_length=8)
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    preferred_channels: list[str] = Field(default_factory=list, sa_type=JSON)
+    id_number: str | None = Field(default=None, sa_type=EncryptedText, description="身份证号")
+    id_number_hash: str | None = Field(default=None, max_length=64, index=True)
+    address: str | None = Field(default=None, sa_type=EncryptedText)
+    contact_consent: bool = True
+    consent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    consent_source: str | None = Field(default=None, max_length=64)
+    do_not_contact: bool = False
+    do_not_contact_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    do_not_contact_source: str | None = Field(default=None, max_length=64)
+    deceased_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: dt.datetime = TimestampField()
+    updated_at: dt.datetime = TimestampField()
+
+    @property
+    def contactable(self) -> bool:
+        return self.contact_consent and not self.do_not_contact and self.deceased_at is None
+
+
+class ContactPoint(SQLModel, table=True):
+    __tablename__ = "contact_point"
+    __table_args__ = (UniqueConstraint("patient_id", "system", "value_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
+    system: str = Field(max_length=16)
+    value: str = Field(sa_type=EncryptedText)
+    value_hash: str = Field(max_length=64, index=True)
+    rank: int = 1
+    created_at: dt.datetime = TimestampField()

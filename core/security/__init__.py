@@ -1,0 +1,1 @@
+"""Security and privacy: encryption at rest, webhook signatures, authentication, audit."""

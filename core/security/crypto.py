@@ -1,0 +1,186 @@
+"""Encryption of sensitive fields at rest, and keyed hashes to find rows by them.
+
+Phone numbers, ID-card numbers, addresses, free-text answers and message bodies are stored
+as Fernet tokens (AES-128-CBC + HMAC-SHA256, from the ``cryptography`` package). Several
+keys may be configured: the first encrypts, all decrypt, so keys rotate without downtime
+(``suifang keys rotate`` re-encrypts old rows). Equality lookups (which patient sent this
+SMS?) use a *blind index*: an HMAC-SHA256 of the normalised value under a separate key.
+
+Keys come from ``SUIFANG_ENCRYPTION_KEYS`` (comma-separated, newest first) and
+``SUIFANG_BLIND_INDEX_KEY``. When both are unset — the embedded default — a key file is
+created once in the data directory with owner-only permissions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from suifang.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from suifang.core.config import Settings
+
+__all__ = [
+    "EncryptedText",
+    "Keyring",
+    "blind_index",
+    "configure_keyring",
+    "generate_key",
+    "get_keyring",
+    "keyring_from_settings",
+    "normalise_phone",
+]
+
+KEY_FILE = "keys.json"
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@dataclass(frozen=True)
+class Keyring:
+    encryption_keys: tuple[str, ...]
+    blind_index_key: bytes
+
+    def __post_init__(self) -> None:
+        if not self.encryption_keys:
+            raise ConfigurationError("SUIFANG_ENCRYPTION_KEYS: at least one key is needed")
+        for number, key in enumerate(self.encryption_keys, start=1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise ConfigurationError(
+                    f"SUIFANG_ENCRYPTION_KEYS: key {number} is not a Fernet key "
+                    "(32 url-safe base64 bytes; make one with `suifang keys generate`)"
+                ) from None
+        if len(self.blind_index_key) < 16:
+            raise ConfigurationError("SUIFANG_BLIND_INDEX_KEY: must be at least 16 bytes")
+
+    @property
+    def fernet(self) -> MultiFernet:
+        return MultiFernet([Fernet(k) for k in self.encryption_keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self.fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self.fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            raise ConfigurationError(
+                "cannot decrypt a stored value: none of SUIFANG_ENCRYPTION_KEYS fits "
+                "(was a retired key removed before `suifang keys rotate` ran?)"
+            ) from None
+
+    def rotate(self, token: str) -> str:
+        return self.fernet.rotate(token.encode("ascii")).decode("ascii")
+
+    def index(self, kind: str, value: str) -> str:
+        return hmac.new(
+            self.blind_index_key, f"{kind}:{value}".encode(), hashlib.sha256
+        ).hexdigest()
+
+    @classmethod
+    def from_strings(cls, encryption_keys: str, blind_index_key: str) -> Keyring:
+        keys = tuple(k.strip() for k in encryption_keys.split(",") if k.strip())
+        return cls(keys, blind_index_key.encode("utf-8"))
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> Keyring:
+        """The embedded default: one key file, created owner-readable on first use."""
+        path = data_dir / KEY_FILE
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            content = {
+                "encryption_keys": [generate_key()],
+                "blind_index_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            }
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(content, handle)
+        try:
+            content = json.loads(path.read_text())
+            return cls(tuple(content["encryption_keys"]), content["blind_index_key"].encode())
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigurationError(f"{path}: not a valid suifang key file") from None
+
+
+_keyring: Keyring | None = None
+
+
+def configure_keyring(keyring: Keyring) -> None:
+    """Install the process's keyring (the runtime does this once at start-up)."""
+    global _keyring
+    _keyring = keyring
+
+
+def get_keyring() -> Keyring:
+    if _keyring is None:
+        raise ConfigurationError("encryption keys are not configured (Runtime not started?)")
+    return _keyring
+
+
+_NON_DIGITS = re.compile(r"[^\d+]")
+
+
+def normalise_phone(value: str) -> str:
+    """``+86 138-0013-8000`` and ``13800138000`` index the same way (mainland numbers)."""
+    digits = _NON_DIGITS.sub("", value)
+    if digits.startswith("+86"):
+        digits = digits[3:]
+    elif digits.startswith("0086"):
+        digits = digits[4:]
+    return digits
+
+
+def blind_index(kind: str, value: str) -> str:
+    """The keyed hash used to look a row up by a sensitive value (phone, email, ID number)."""
+    normalised = normalise_phone(value) if kind == "phone" else value.strip().lower()
+    return get_keyring().index(kind, normalised)
+
+
+class EncryptedText(TypeDecorator[str]):
+    """A string column stored encrypted; reads give the plaintext back."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return get_keyring().encrypt(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return get_keyring().decrypt(value)
+
+    def copy(self, **kw: Any) -> EncryptedText:
+        return EncryptedText()
+
+
+def keyring_from_settings(settings: Settings) -> Keyring:
+    """The keys named by the settings, or the data directory's key file when none are set."""
+    keys, index_key = settings.encryption_keys, settings.blind_index_key
+    if keys is not None and index_key is not None:
+        return Keyring.from_strings(keys.get_secret_value(), index_key.get_secret_value())
+    if keys is not None or index_key is not None:
+        raise ConfigurationError(
+            "set both SUIFANG_ENCRYPTION_KEYS and SUIFANG_BLIND_INDEX_KEY, or neither "
+            "(then a key file in the data directory is used)"
+        )
+    return Keyring.load_or_create(settings.data_dir)

@@ -1,0 +1,1013 @@
+"""The journey state machine: every decision of a journey, a pure function of time and events.
+
+The journey workflow (imperative shell) only drives this core: it asks
+:meth:`JourneyCore.next_command` what to do at ``now``, does it (a timer, an activity),
+reports the outcome with :meth:`JourneyCore.complete`, and feeds signals in with
+:meth:`JourneyCore.handle`. The workload simulator drives the very same core on simulated
+time, so simulation and production cannot disagree. Nothing here does I/O or reads a
+clock; ``zoneinfo`` lookups are pure.
+
+Time: a journey runs on *plan time* — days after discharge, send windows in the patient's
+timezone — mapped to real time by ``time_scale`` (1 in production; the demo runs one pathway
+day per real minute with 1440). Everything the core returns is real UTC time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
+from suifang.core.pathways import (
+    AllCondition,
+    AnswerCondition,
+    AnyCondition,
+    Condition,
+    IndicatorCondition,
+    JourneyPlan,
+    LocalizedText,
+    PlannedTouchpoint,
+)
+
+__all__ = [
+    "AnswerEvent",
+    "ControlEvent",
+    "CreditPoints",
+    "ExtendGreetings",
+    "Finish",
+    "GreetingBatch",
+    "GreetingOccasion",
+    "JourneyCore",
+    "JourneyProgress",
+    "JourneySetup",
+    "JourneyState",
+    "ObservationEvent",
+    "ObservationValue",
+    "OpenCallTask",
+    "RaiseAlert",
+    "RecordAnswers",
+    "RecordObservation",
+    "RecordTouchpoint",
+    "RescheduleEvent",
+    "SendAdvice",
+    "SendGreeting",
+    "SendOutcome",
+    "SendTouchpoint",
+    "SetStatus",
+    "Wait",
+]
+
+UTC = dt.UTC
+LATE_ANSWER_KEYS = 8
+"""How many past touchpoints a late answer may still be matched to."""
+
+
+# --------------------------------------------------------------------------- inputs and state
+
+
+class GreetingOccasion(BaseModel):
+    date: dt.date
+    occasion: str = Field(description="e.g. birthday, spring_festival, lidong")
+
+
+class GreetingBatch(BaseModel):
+    """More greeting occasions for an open-ended journey, up to ``until``."""
+
+    greetings: list[GreetingOccasion] = Field(default_factory=list)
+    until: dt.date
+
+
+class JourneySetup(BaseModel):
+    """Everything fixed at enrollment: the plan and the patient's calendar facts."""
+
+    enrollment_id: int
+    patient_id: int
+    plan: JourneyPlan
+    discharged_at: dt.datetime
+    timezone: str = "Asia/Shanghai"
+    locale: str = "zh-CN"
+    time_scale: float = Field(1.0, gt=0, description="Pathway days per real day (demo: 1440).")
+    greetings: list[GreetingOccasion] = Field(default_factory=list)
+    greetings_until: dt.date | None = None
+    continue_as_new_after: int = Field(100, ge=1, description="Sends per workflow run.")
+
+
+class OpenTouchpoint(BaseModel):
+    key: str
+    touchpoint_id: str
+    occurrence: int
+    day: int
+    due_at: dt.datetime
+    sent_at: dt.datetime | None = None
+    deadline: dt.datetime | None = None
+    reminders_sent: int = 0
+    delivered_via: str | None = None
+    retry_at: dt.datetime | None = None
+
+
+class SentKey(BaseModel):
+    key: str
+    touchpoint_id: str
+
+
+class JourneyState(BaseModel):
+    """Everything that changes; serialisable so a long journey can continue-as-new."""
+
+    status: JourneyStatus = JourneyStatus.ACTIVE
+    stop_reason: str | None = None
+    started_at: dt.datetime | None = None
+    next_occurrence: dict[str, int] = Field(default_factory=dict)
+    open: list[OpenTouchpoint] = Field(default_factory=list)
+    recent: list[SentKey] = Field(default_factory=list)
+    answered_keys: list[str] = Field(default_factory=list)
+    alerts_raised: list[str] = Field(default_factory=list)
+    next_greeting: int = 0
+    consecutive_missed: int = 0
+    sent: int = 0
+    answered: int = 0
+    missed: int = 0
+    skipped: int = 0
+    alerts: int = 0
+    points: int = 0
+    shift: dt.timedelta = dt.timedelta(0)
+    """Plan-time shift of the remaining schedule (pauses, reschedules)."""
+    paused_at: dt.datetime | None = None
+    override_next_due: dt.datetime | None = None
+    sends_this_run: int = 0
+    seq: int = 0
+
+
+# --------------------------------------------------------------------------- events (signals)
+
+
+class AnswerEvent(BaseModel):
+    """A patient's answers (or a staff member's, on their behalf)."""
+
+    answers: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = None
+    touchpoint_key: str | None = None
+    received_at: dt.datetime | None = None
+    channel: str | None = None
+    source: str = "patient"
+
+
+class ObservationValue(BaseModel):
+    indicator: str
+    value: float
+    unit: str | None = None
+
+
+class ObservationEvent(BaseModel):
+    """A measurement from a device, the HIS or a staff entry (not a questionnaire answer)."""
+
+    observations: list[ObservationValue]
+    observed_at: dt.datetime | None = None
+    source: str = "device"
+
+
+class ControlEvent(BaseModel):
+    action: Literal["pause", "resume", "stop", "readmitted", "deceased", "do_not_contact"]
+    reason: str | None = None
+    at: dt.datetime | None = None
+
+
+class RescheduleEvent(BaseModel):
+    """Move the rest of the schedule by ``shift``, and/or the very next send to ``next_due``."""
+
+    shift: dt.timedelta | None = None
+    next_due: dt.datetime | None = None
+
+
+Event = AnswerEvent | ObservationEvent | ControlEvent | RescheduleEvent
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    until: dt.datetime | None
+    """None: nothing is due; wake only for a signal (paused, or waiting for nothing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SendTouchpoint:
+    seq: int
+    key: str
+    touchpoint_id: str
+    day: int
+    reminder: int
+    """0 for the first send, then 1, 2… for reminders."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SendGreeting:
+    seq: int
+    occasion: str
+    date: dt.date
+
+
+@dataclasses.dataclass(frozen=True)
+class SendAdvice:
+    seq: int
+    rule_id: str
+    key: str | None
+    advice: LocalizedText
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordTouchpoint:
+    seq: int
+    key: str
+    touchpoint_id: str
+    day: int
+    status: TouchpointStatus
+    due_at: dt.datetime
+    at: dt.datetime
+    detail: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordAnswers:
+    seq: int
+    key: str | None
+    touchpoint_id: str | None
+    answers: dict[str, Any]
+    invalid: dict[str, str]
+    observations: tuple[ObservationValue, ...]
+    text: str | None
+    at: dt.datetime
+    late: bool
+    channel: str | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordObservation:
+    seq: int
+    observations: tuple[ObservationValue, ...]
+    at: dt.datetime
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RaiseAlert:
+    seq: int
+    rule_id: str
+    key: str | None
+    tier: Tier
+    priority: Priority
+    category: str
+    summary: LocalizedText
+    evidence: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenCallTask:
+    seq: int
+    reason: Literal["lost_to_follow_up", "undeliverable"]
+    key: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditPoints:
+    seq: int
+    key: str
+    points: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtendGreetings:
+    seq: int
+    after: dt.date
+
+
+@dataclasses.dataclass(frozen=True)
+class SetStatus:
+    seq: int
+    status: JourneyStatus
+    reason: str | None
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    status: JourneyStatus
+    reason: str | None
+
+
+Command = (
+    Wait
+    | SendTouchpoint
+    | SendGreeting
+    | SendAdvice
+    | RecordTouchpoint
+    | RecordAnswers
+    | RecordObservation
+    | RaiseAlert
+    | OpenCallTask
+    | CreditPoints
+    | ExtendGreetings
+    | SetStatus
+    | Finish
+)
+Effect = (
+    SendTouchpoint
+    | SendGreeting
+    | SendAdvice
+    | RecordTouchpoint
+    | RecordAnswers
+    | RecordObservation
+    | RaiseAlert
+    | OpenCallTask
+    | CreditPoints
+    | ExtendGreetings
+    | SetStatus
+)
+
+
+class SendOutcome(BaseModel):
+    """What the send activity reports back."""
+
+    delivered: bool
+    channel: str | None = None
+    message_id: int | None = None
+    suppressed: Literal["do_not_contact", "quiet_hours", "undeliverable"] | None = None
+    retry_at: dt.datetime | None = None
+
+
+class JourneyProgress(BaseModel):
+    """The answer to the workflow's progress query."""
+
+    enrollment_id: int
+    pathway_id: str
+    pathway_version: int
+    variants: list[str]
+    status: JourneyStatus
+    stop_reason: str | None
+    sent: int
+    answered: int
+    missed: int
+    skipped: int
+    alerts: int
+    points: int
+    consecutive_missed: int
+    open_touchpoints: list[str]
+    next_touchpoint: str | None
+    next_due_at: dt.datetime | None
+    paused: bool
+
+
+# --------------------------------------------------------------------------- the core
+
+
+class JourneyCore:
+    """One journey's decisions. Mutates ``state``; never touches the outside world."""
+
+    def __init__(self, setup: JourneySetup, state: JourneyState | None = None) -> None:
+        self.setup = setup
+        self.plan = setup.plan
+        self.state = state or JourneyState()
+        self.zone = ZoneInfo(setup.timezone)
+        self.origin = setup.discharged_at.astimezone(UTC)
+        self.discharge_date = self.origin.astimezone(self.zone).date()
+        self._pending: list[Effect] = []
+        for touchpoint in self.plan.touchpoints:
+            self.state.next_occurrence.setdefault(touchpoint.id, 0)
+
+    # ----------------------------------------------------------------- time mapping
+
+    def to_plan(self, real: dt.datetime) -> dt.datetime:
+        scale = self.setup.time_scale
+        return real if scale == 1 else self.origin + (real - self.origin) * scale
+
+    def to_real(self, plan: dt.datetime) -> dt.datetime:
+        scale = self.setup.time_scale
+        return plan if scale == 1 else self.origin + (plan - self.origin) / scale
+
+    def _real_duration(self, plan_duration: dt.timedelta) -> dt.timedelta:
+        return plan_duration / self.setup.time_scale
+
+    def in_window(self, real: dt.datetime) -> dt.datetime:
+        """``real``, or the next opening of the send window if that is quiet hours."""
+        plan_local = self.to_plan(real).astimezone(self.zone)
+        window = self.plan.send_window
+        if window.contains(plan_local.time()):
+            return real
+        day = plan_local.date()
+        if plan_local.time() >= window.end:
+            day += dt.timedelta(days=1)
+        opening = dt.datetime.combine(day, window.start, tzinfo=self.zone).astimezone(UTC)
+        return self.to_real(opening)
+
+    def _day_due(self, touchpoint: PlannedTouchpoint | None, day: int) -> dt.datetime:
+        send_at = touchpoint.send_at if touchpoint else self.plan.send_window.start
+        local = dt.datetime.combine(
+            self.discharge_date + dt.timedelta(days=day), send_at, tzinfo=self.zone
+        )
+        plan_due = local.astimezone(UTC) + self.state.shift
+        return self.in_window(self.to_real(plan_due))
+
+    def _occurrence_day(self, touchpoint: PlannedTouchpoint, occurrence: int) -> int | None:
+        if touchpoint.every is None:
+            return touchpoint.day if occurrence == 0 else None
+        return touchpoint.every.day(occurrence)
+
+    @staticmethod
+    def occurrence_key(touchpoint: PlannedTouchpoint, occurrence: int) -> str:
+        return touchpoint.id if touchpoint.every is None else f"{touchpoint.id}#{occurrence + 1}"
+
+    # ----------------------------------------------------------------- what is next
+
+    def _next_occurrence(self) -> tuple[dt.datetime, PlannedTouchpoint, int, int] | None:
+        best: tuple[dt.datetime, int, PlannedTouchpoint, int, int] | None = None
+        for order, touchpoint in enumerate(self.plan.touchpoints):
+            occurrence = self.state.next_occurrence[touchpoint.id]
+            day = self._occurrence_day(touchpoint, occurrence)
+            if day is None:
+                continue
+            due = self._day_due(touchpoint, day)
+            if best is None or (due, order) < (best[0], best[1]):
+                best = (due, order, touchpoint, occurrence, day)
+        if best is None:
+            return None
+        due = best[0]
+        if self.state.override_next_due is not None:
+            due = self.in_window(self.state.override_next_due)
+        return due, best[2], best[3], best[4]
+
+    def _next_greeting(
+        self, horizon: dt.datetime | None, now: dt.datetime
+    ) -> tuple[dt.datetime, GreetingOccasion] | None:
+        if not self.plan.greetings:
+            return None
+        today = self.to_plan(now).astimezone(self.zone).date()
+        greetings = self.setup.greetings
+        while self.state.next_greeting < len(greetings):
+            occasion = greetings[self.state.next_greeting]
+            if occasion.date >= today:
+                break
+            self.state.next_greeting += 1  # a greeting for a day already gone is not sent late
+        else:
+            return None
+        due = self._day_due(None, (occasion.date - self.discharge_date).days)
+        if horizon is None or due > horizon:
+            return None
+        return due, occasion
+
+    def _journey_end_bound(self, next_touchpoint_due: dt.datetime | None) -> dt.datetime | None:
+        """Greetings are sent only while the journey still has touchpoints ahead or open."""
+        candidates = [next_touchpoint_due] if next_touchpoint_due else []
+        candidates += [t.deadline for t in self.state.open if t.deadline]
+        return max(candidates) if candidates else None
+
+    # ----------------------------------------------------------------- the driver API
+
+    def next_command(self, now: dt.datetime) -> Command:
+        """What to do at ``now``. Repeats the same command until :meth:`complete` reports it."""
+        if self._pending:
+            return self._pending[0]
+        state = self.state
+        if state.started_at is None:
+            state.started_at = now
+        if state.status in (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED):
+            return Finish(state.status, state.stop_reason)
+        if state.status == JourneyStatus.PAUSED:
+            return Wait(None)
+
+        wakes: list[dt.datetime] = []
+        # 1. Open touchpoints: retries after quiet hours, reminders, deadlines.
+        for touchpoint in sorted(self.state.open, key=lambda t: t.due_at):
+            if touchpoint.sent_at is None:
+                retry = touchpoint.retry_at or touchpoint.due_at
+                if retry <= now:
+                    return self._emit_send(touchpoint, reminder=0)
+                wakes.append(retry)
+                continue
+            if touchpoint.deadline is not None and touchpoint.deadline <= now:
+                return self._miss(touchpoint, now)
+            reminder_at = self._reminder_due(touchpoint)
+            if reminder_at is not None:
+                if reminder_at <= now:
+                    return self._emit_send(touchpoint, reminder=touchpoint.reminders_sent + 1)
+                wakes.append(reminder_at)
+            if touchpoint.deadline is not None:
+                wakes.append(touchpoint.deadline)
+
+        # 2. The next scheduled occurrence.
+        upcoming = self._next_occurrence()
+        if upcoming is not None:
+            due, planned, occurrence, day = upcoming
+            if due <= now:
+                return self._open(planned, occurrence, day, due, now)
+            wakes.append(due)
+
+        # 3. Greetings, while the journey has something ahead.
+        greeting = self._next_greeting(
+            self._journey_end_bound(upcoming[0] if upcoming else None), now
+        )
+        if greeting is not None:
+            due, occasion = greeting
+            if due <= now:
+                return self._push(SendGreeting(self._seq(), occasion.occasion, occasion.date))
+            wakes.append(due)
+        elif (
+            self.plan.open_ended
+            and self.plan.greetings
+            and self.setup.greetings_until is not None
+            and self.state.next_greeting >= len(self.setup.greetings)
+            and upcoming is not None
+            and upcoming[0].astimezone(self.zone).date() > self.setup.greetings_until
+        ):
+            return self._push(ExtendGreetings(self._seq(), self.setup.greetings_until))
+
+        if upcoming is None and not self.state.open:
+            return self._set_status(JourneyStatus.COMPLETED, None, now)
+        return Wait(min(wakes) if wakes else None)
+
+    def complete(self, command: Command, result: Any, now: dt.datetime) -> None:
+        """Report that ``command`` was carried out, with the activity's result (or None)."""
+        if not self._pending or self._pending[0] is not command:
+            raise ValueError(f"{type(command).__name__} is not the pending command")
+        self._pending.pop(0)
+        if isinstance(command, SendTouchpoint):
+            self._sent(command, SendOutcome.model_validate(result), now)
+        elif isinstance(command, SendGreeting):
+            self.state.next_greeting += 1
+        elif isinstance(command, ExtendGreetings):
+            batch = GreetingBatch.model_validate(result)
+            self.setup.greetings.extend(g for g in batch.greetings if g.date > command.after)
+            self.setup.greetings_until = max(batch.until, command.after + dt.timedelta(days=1))
+
+    def compact(self) -> None:
+        """Drop consumed greetings before continue-as-new, so the input does not grow forever."""
+        self.setup.greetings = self.setup.greetings[self.state.next_greeting :]
+        self.state.next_greeting = 0
+
+    @property
+    def idle(self) -> bool:
+        """No command in flight: safe to continue-as-new."""
+        return not self._pending
+
+    @property
+    def wants_continue_as_new(self) -> bool:
+        return self.idle and self.state.sends_this_run >= self.setup.continue_as_new_after
+
+    # ----------------------------------------------------------------- transitions
+
+    def _seq(self) -> int:
+        self.state.seq += 1
+        return self.state.seq
+
+    def _push(self, effect: Effect) -> Effect:
+        self._pending.append(effect)
+        return self._pending[0]
+
+    def _set_status(self, status: JourneyStatus, reason: str | None, now: dt.datetime) -> Command:
+        self.state.status = status
+        self.state.stop_reason = reason
+        return self._push(SetStatus(self._seq(), status, reason, now))
+
+    def _open(
+        self,
+        planned: PlannedTouchpoint,
+        occurrence: int,
+        day: int,
+        due: dt.datetime,
+        now: dt.datetime,
+    ) -> Command:
+        self.state.next_occurrence[planned.id] = occurrence + 1
+        self.state.override_next_due = None
+        key = self.occurrence_key(planned, occurrence)
+        started = self.state.started_at or now
+        started_day = self.to_plan(started).astimezone(self.zone).date()
+        due_day = self.to_plan(due).astimezone(self.zone).date()
+        if due < started and due_day < started_day:
+            # Enrolled after this touchpoint's day had passed: do not send stale questions.
+            self.state.skipped += 1
+            return self._push(
+                RecordTouchpoint(
+                    self._seq(),
+                    key,
+                    planned.id,
+                    day,
+                    TouchpointStatus.SKIPPED,
+                    due,
+                    now,
+                    "due before enrollment",
+                )
+            )
+        touchpoint = OpenTouchpoint(
+            key=key,
+            touchpoint_id=planned.id,
+            occurrence=occurrence,
+            day=day,
+            due_at=self.in_window(max(due, started)),
+        )
+        self.state.open.append(touchpoint)
+        self._push(
+            RecordTouchpoint(
+                self._seq(),
+                key,
+                planned.id,
+                day,
+                TouchpointStatus.SCHEDULED,
+                touchpoint.due_at,
+                now,
+            )
+        )
+        return self._pending[0]
+
+    def _emit_send(self, touchpoint: OpenTouchpoint, *, reminder: int) -> Command:
+        return self._push(
+            SendTouchpoint(
+                self._seq(), touchpoint.key, touchpoint.touchpoint_id, touchpoint.day, reminder
+            )
+        )
+
+    def _reminder_due(self, touchpoint: OpenTouchpoint) -> dt.datetime | None:
+        planned = self.plan.touchpoint(touchpoint.touchpoint_id)
+        if not planned.expects_answer or touchpoint.sent_at is None:
+            return None
+        if touchpoint.reminders_sent >= planned.reminders:
+            return None
+        interval = self._real_duration(planned.answer_wait) / (planned.reminders + 1)
+        return self.in_window(touchpoint.sent_at + interval * (touchpoint.reminders_sent + 1))
+
+    def _sent(self, command: SendTouchpoint, outcome: SendOutcome, now: dt.datetime) -> None:
+        touchpoint = self._find_open(command.key)
+        if touchpoint is None:
+            return  # answered or closed while the send was in flight
+        planned = self.plan.touchpoint(command.touchpoint_id)
+        if outcome.suppressed == "do_not_contact":
+            self.handle(
+                ControlEvent(action="do_not_contact", reason="found in patient record"), now
+            )
+            return
+        if outcome.suppressed == "quiet_hours" and command.reminder == 0:
+            touchpoint.retry_at = outcome.retry_at or self.in_window(now)
+            return
+        if command.reminder > 0:
+            touchpoint.reminders_sent = command.reminder
+            return
+        touchpoint.sent_at = now
+        touchpoint.delivered_via = outcome.channel
+        self.state.sent += 1
+        self.state.sends_this_run += 1
+        self.state.recent.append(
+            SentKey(key=touchpoint.key, touchpoint_id=touchpoint.touchpoint_id)
+        )
+        del self.state.recent[:-LATE_ANSWER_KEYS]
+        if not planned.expects_answer:
+            self.state.open.remove(touchpoint)
+            self._push(
+                RecordTouchpoint(
+                    self._seq(),
+                    touchpoint.key,
+                    touchpoint.touchpoint_id,
+                    touchpoint.day,
+                    TouchpointStatus.SENT if outcome.delivered else TouchpointStatus.SKIPPED,
+                    touchpoint.due_at,
+                    now,
+                    None if outcome.delivered else outcome.suppressed,
+                )
+            )
+            return
+        touchpoint.deadline = now + self._real_duration(planned.answer_wait)
+        self._push(
+            RecordTouchpoint(
+                self._seq(),
+                touchpoint.key,
+                touchpoint.touchpoint_id,
+                touchpoint.day,
+                TouchpointStatus.SENT,
+                touchpoint.due_at,
+                now,
+                None if outcome.delivered else "no channel delivered: call task opened",
+            )
+        )
+        if not outcome.delivered:
+            # Every automated channel failed: a person calls (the last step of the cascade).
+            self._push(OpenCallTask(self._seq(), "undeliverable", touchpoint.key))
+
+    def _miss(self, touchpoint: OpenTouchpoint, now: dt.datetime) -> Command:
+        self.state.open.remove(touchpoint)
+        self.state.missed += 1
+        self.state.consecutive_missed += 1
+        self._push(
+            RecordTouchpoint(
+                self._seq(),
+                touchpoint.key,
+                touchpoint.touchpoint_id,
+                touchpoint.day,
+                TouchpointStatus.MISSED,
+                touchpoint.due_at,
+                now,
+            )
+        )
+        if self.state.consecutive_missed >= self.plan.lost_after_missed:
+            # 失访: stop automated contact and hand the patient to a person.
+            self._push(OpenCallTask(self._seq(), "lost_to_follow_up", touchpoint.key))
+            for other in list(self.state.open):
+                self.state.open.remove(other)
+                self.state.skipped += 1
+                self._push(
+                    RecordTouchpoint(
+                        self._seq(),
+                        other.key,
+                        other.touchpoint_id,
+                        other.day,
+                        TouchpointStatus.SKIPPED,
+                        other.due_at,
+                        now,
+                        "lost to follow-up",
+                    )
+                )
+            self._set_status(JourneyStatus.LOST, "no answer to consecutive touchpoints", now)
+        return self._pending[0]
+
+    def _find_open(self, key: str) -> OpenTouchpoint | None:
+        return next((t for t in self.state.open if t.key == key), None)
+
+    # ----------------------------------------------------------------- events
+
+    def handle(self, event: Event, now: dt.datetime) -> None:
+        """Apply a signal; its effects come out of the following ``next_command`` calls."""
+        if isinstance(event, AnswerEvent):
+            self._answer(event, now)
+        elif isinstance(event, ObservationEvent):
+            self._observe(event, now)
+        elif isinstance(event, ControlEvent):
+            self._control(event, now)
+        elif isinstance(event, RescheduleEvent):
+            self._reschedule(event)
+
+    def _answer(self, event: AnswerEvent, now: dt.datetime) -> None:
+        at = event.received_at or now
+        target = self._answer_target(event.touchpoint_key)
+        touchpoint_id = target[1] if target else None
+        key = target[0] if target else None
+        planned = self.plan.touchpoint(touchpoint_id) if touchpoint_id else None
+        questionnaire = planned.questionnaire if planned else None
+        parsed: dict[str, Any] = {}
+        invalid: dict[str, str] = {}
+        observations: list[ObservationValue] = []
+        for question_id, raw in event.answers.items():
+            question = questionnaire.question(question_id) if questionnaire else None
+            if question is None:
+                question = self._any_question(question_id)
+            if question is None:
+                invalid[question_id] = "unknown question"
+                continue
+            try:
+                value = question.parse_answer(raw)
+            except ValueError as exc:
+                invalid[question_id] = str(exc)
+                continue
+            parsed[question_id] = value
+            if question.indicator and isinstance(value, float):
+                observations.append(
+                    ObservationValue(indicator=question.indicator, value=value, unit=question.unit)
+                )
+        open_touchpoint = self._find_open(key) if key else None
+        late = key is not None and open_touchpoint is None
+        self._push(
+            RecordAnswers(
+                self._seq(),
+                key,
+                touchpoint_id,
+                parsed,
+                invalid,
+                tuple(observations),
+                event.text,
+                at,
+                late,
+                event.channel,
+                event.source,
+            )
+        )
+        if parsed or observations:
+            self._evaluate_rules(key, touchpoint_id, parsed, observations)
+        if open_touchpoint is not None and (parsed or event.text):
+            self.state.open.remove(open_touchpoint)
+            self.state.answered += 1
+            self.state.consecutive_missed = 0
+            self._push(
+                RecordTouchpoint(
+                    self._seq(),
+                    open_touchpoint.key,
+                    open_touchpoint.touchpoint_id,
+                    open_touchpoint.day,
+                    TouchpointStatus.ANSWERED,
+                    open_touchpoint.due_at,
+                    at,
+                )
+            )
+            if (
+                planned is not None
+                and planned.points
+                and open_touchpoint.key not in self.state.answered_keys
+            ):
+                self.state.points += planned.points
+                self._push(CreditPoints(self._seq(), open_touchpoint.key, planned.points))
+            self.state.answered_keys.append(open_touchpoint.key)
+            del self.state.answered_keys[:-LATE_ANSWER_KEYS]
+
+    def _answer_target(self, key: str | None) -> tuple[str, str] | None:
+        if key is not None:
+            open_touchpoint = self._find_open(key)
+            if open_touchpoint is not None:
+                return open_touchpoint.key, open_touchpoint.touchpoint_id
+            sent = next((s for s in reversed(self.state.recent) if s.key == key), None)
+            return (sent.key, sent.touchpoint_id) if sent else None
+        awaiting = [t for t in self.state.open if t.sent_at is not None]
+        awaiting = [t for t in awaiting if self.plan.touchpoint(t.touchpoint_id).expects_answer]
+        if awaiting:
+            latest = max(awaiting, key=lambda t: t.sent_at or t.due_at)
+            return latest.key, latest.touchpoint_id
+        if self.state.recent:
+            return self.state.recent[-1].key, self.state.recent[-1].touchpoint_id
+        return None
+
+    def _any_question(self, question_id: str) -> Any:
+        for planned in self.plan.touchpoints:
+            if planned.questionnaire and (q := planned.questionnaire.question(question_id)):
+                return q
+        return None
+
+    def _observe(self, event: ObservationEvent, now: dt.datetime) -> None:
+        self._push(
+            RecordObservation(
+                self._seq(), tuple(event.observations), event.observed_at or now, event.source
+            )
+        )
+        self._evaluate_rules(None, None, {}, list(event.observations))
+
+    def _evaluate_rules(
+        self,
+        key: str | None,
+        touchpoint_id: str | None,
+        answers: dict[str, Any],
+        observations: list[ObservationValue],
+    ) -> None:
+        indicators = {o.indicator: o.value for o in observations}
+        for rule in self.plan.alert_rules:
+            if rule.touchpoints is not None and touchpoint_id not in rule.touchpoints:
+                continue
+            if not evaluate(rule.condition, answers, indicators):
+                continue
+            dedupe = f"{rule.id}@{key or 'observation'}"
+            if key is not None and dedupe in self.state.alerts_raised:
+                continue
+            self.state.alerts_raised.append(dedupe)
+            del self.state.alerts_raised[:-64]
+            self.state.alerts += 1
+            evidence = {**answers, **{f"indicator:{k}": v for k, v in indicators.items()}}
+            self._push(
+                RaiseAlert(
+                    self._seq(),
+                    rule.id,
+                    key,
+                    rule.tier,
+                    rule.priority,
+                    rule.category,
+                    rule.summary,
+                    evidence,
+                )
+            )
+            if rule.advice is not None and self.state.status not in _ENDED:
+                self._push(SendAdvice(self._seq(), rule.id, key, rule.advice))
+
+    def _control(self, event: ControlEvent, now: dt.datetime) -> None:
+        state = self.state
+        if state.status in _ENDED:
+            return
+        at = event.at or now
+        if event.action == "pause":
+            if state.status == JourneyStatus.ACTIVE:
+                # Queued sends are regenerated on resume; advice already decided still goes out.
+                self._pending = [
+                    e for e in self._pending if not isinstance(e, SendTouchpoint | SendGreeting)
+                ]
+                state.paused_at = now
+                self._set_status(JourneyStatus.PAUSED, event.reason, at)
+            return
+        if event.action == "resume":
+            if state.status == JourneyStatus.PAUSED and state.paused_at is not None:
+                paused_for = now - state.paused_at
+                state.shift += paused_for * self.setup.time_scale
+                for touchpoint in state.open:
+                    touchpoint.due_at += paused_for
+                    if touchpoint.deadline:
+                        touchpoint.deadline += paused_for
+                    if touchpoint.sent_at:
+                        touchpoint.sent_at += paused_for
+                state.paused_at = None
+                self._set_status(JourneyStatus.ACTIVE, None, at)
+            return
+        reason = {"stop": event.reason or "stopped by staff"}.get(event.action, event.action)
+        # Contact stops at once: nothing queued goes out after this.
+        self._pending = [e for e in self._pending if not isinstance(e, _SENDS)]
+        for touchpoint in list(state.open):
+            state.open.remove(touchpoint)
+            if touchpoint.sent_at is None:
+                state.skipped += 1
+                self._push(
+                    RecordTouchpoint(
+                        self._seq(),
+                        touchpoint.key,
+                        touchpoint.touchpoint_id,
+                        touchpoint.day,
+                        TouchpointStatus.SKIPPED,
+                        touchpoint.due_at,
+                        now,
+                        reason,
+                    )
+                )
+        self._set_status(JourneyStatus.STOPPED, reason, at)
+
+    def _reschedule(self, event: RescheduleEvent) -> None:
+        if event.shift:
+            self.state.shift += event.shift * self.setup.time_scale
+        if event.next_due is not None:
+            self.state.override_next_due = event.next_due.astimezone(UTC)
+
+    # ----------------------------------------------------------------- reading
+
+    def progress(self, now: dt.datetime) -> JourneyProgress:
+        upcoming = self._next_occurrence() if self.state.status not in _ENDED else None
+        next_key = None
+        if upcoming is not None:
+            next_key = self.occurrence_key(upcoming[1], upcoming[2])
+        return JourneyProgress(
+            enrollment_id=self.setup.enrollment_id,
+            pathway_id=self.plan.pathway_id,
+            pathway_version=self.plan.pathway_version,
+            variants=self.plan.variants,
+            status=self.state.status,
+            stop_reason=self.state.stop_reason,
+            sent=self.state.sent,
+            answered=self.state.answered,
+            missed=self.state.missed,
+            skipped=self.state.skipped,
+            alerts=self.state.alerts,
+            points=self.state.points,
+            consecutive_missed=self.state.consecutive_missed,
+            open_touchpoints=[t.key for t in self.state.open],
+            next_touchpoint=next_key,
+            next_due_at=upcoming[0] if upcoming else None,
+            paused=self.state.status == JourneyStatus.PAUSED,
+        )
+
+    def schedule(self, limit: int = 50) -> list[tuple[str, int, dt.datetime]]:
+        """The dated plan from here on, without sending anything (``pathways preview``)."""
+        probe = JourneyCore(self.setup.model_copy(deep=True), self.state.model_copy(deep=True))
+        rows = []
+        while len(rows) < limit:
+            upcoming = probe._next_occurrence()
+            if upcoming is None:
+                break
+            due, planned, occurrence, day = upcoming
+            rows.append((probe.occurrence_key(planned, occurrence), day, due))
+            probe.state.next_occurrence[planned.id] = occurrence + 1
+        return rows
+
+
+_ENDED = (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED)
+_SENDS = (SendTouchpoint, SendGreeting, SendAdvice)
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if op == "in":
+        return actual in (expected if isinstance(expected, list | tuple | set) else [expected])
+    if op in ("eq", "ne"):
+        same = str(actual).lower() == str(expected).lower()
+        if isinstance(actual, float) and isinstance(expected, int | float):
+            same = actual == float(expected)
+        return same if op == "eq" else not same
+    try:
+        left, right = float(actual), float(expected)
+    except (TypeError, ValueError):
+        return False
+    return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
+
+
+def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str, float]) -> bool:
+    """Does ``condition`` hold for these parsed answers and indicator values? (Pure.)"""
+    if isinstance(condition, AnswerCondition):
+        return condition.question in answers and _compare(
+            condition.op, answers[condition.question], condition.value
+        )
+    if isinstance(condition, IndicatorCondition):
+        return condition.indicator in indicators and _compare(
+            condition.op, indicators[condition.indicator], condition.value
+        )
+    if isinstance(condition, AnyCondition):
+        return any(evaluate(c, answers, indicators) for c in condition.any)
+    if isinstance(condition, AllCondition):
+        return all(evaluate(c, answers, indicators) for c in condition.all)
+    return False
