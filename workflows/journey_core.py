@@ -59,9 +59,11 @@ __all__ = [
     "SendTouchpoint",
     "SetStatus",
     "Wait",
+    "preview_schedule",
 ]
 
 UTC = dt.UTC
+QUIET_HOURS_BACKOFF = dt.timedelta(minutes=15)
 LATE_ANSWER_KEYS = 8
 """How many past touchpoints a late answer may still be matched to."""
 
@@ -649,7 +651,9 @@ class JourneyCore:
             )
             return
         if outcome.suppressed == "quiet_hours" and command.reminder == 0:
-            touchpoint.retry_at = outcome.retry_at or self.in_window(now)
+            retry = max(outcome.retry_at or now, self.in_window(now))
+            # Never retry at once: the clocks of worker and workflow may disagree.
+            touchpoint.retry_at = retry if retry > now else now + QUIET_HOURS_BACKOFF
             return
         if command.reminder > 0:
             touchpoint.reminders_sent = command.reminder
@@ -1011,3 +1015,17 @@ def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str
     if isinstance(condition, AllCondition):
         return all(evaluate(c, answers, indicators) for c in condition.all)
     return False
+
+
+def preview_schedule(
+    plan: JourneyPlan,
+    discharged_at: dt.datetime,
+    *,
+    timezone: str = "Asia/Shanghai",
+    limit: int = 50,
+) -> list[tuple[str, int, dt.datetime]]:
+    """The dated schedule a journey would follow (send windows applied), touching nothing."""
+    setup = JourneySetup(
+        enrollment_id=0, patient_id=0, plan=plan, discharged_at=discharged_at, timezone=timezone
+    )
+    return JourneyCore(setup).schedule(limit)

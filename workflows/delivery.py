@@ -1,0 +1,321 @@
+"""Delivering one message: the channel cascade, the idempotency ledger, the attempt record.
+
+:func:`deliver` is the body of the send activity. It writes the :class:`Message` row first
+(keyed by the idempotency key), then walks the patient's channels in order until one accepts:
+a permanent error moves on at once, a transient one is retried by Temporal a few times on the
+same channel before the cascade moves on, and a plugin that raises something unexpected,
+returns garbage or hangs past its timeout is recorded as an incident and skipped. A retried
+activity finds the row it wrote and never sends an accepted message again. When nothing
+accepts, the caller opens a task for a person to call (the cascade's last step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from suifang.core.channels import (
+    AddressKind,
+    Channel,
+    DeliveryReceipt,
+    OutboundMessage,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from suifang.core.db import utcnow
+from suifang.core.errors import ConfigurationError
+from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
+from suifang.core.plugins import Plugins
+from suifang.workflows.journey_core import SendOutcome
+
+__all__ = [
+    "ChannelDirectory",
+    "DeliveryRequest",
+    "RetryableDelivery",
+    "cascade_for",
+    "deliver",
+]
+
+log = logging.getLogger("suifang.delivery")
+
+TRANSIENT_ATTEMPTS_PER_CHANNEL = 3
+_ADDRESS_SYSTEM = {
+    AddressKind.PHONE: "phone",
+    AddressKind.EMAIL: "email",
+    AddressKind.WECHAT_OPENID: "wechat",
+    AddressKind.APP_USER: "app",
+}
+_DONE = ("accepted", "delivered", "read", "answered")
+
+
+class DeliveryRequest(BaseModel):
+    idempotency_key: str
+    patient_id: int
+    kind: str
+    subject: str
+    body: str
+    locale: str
+    channels: list[str]
+    enrollment_id: int | None = None
+    ticket_id: int | None = None
+    touchpoint_key: str | None = None
+    template_id: str | None = None
+    template_params: dict[str, str] = Field(default_factory=dict)
+    link: str | None = None
+
+
+class RetryableDelivery(Exception):
+    """A channel failed transiently: let Temporal retry the activity with backoff."""
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.updated = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class ChannelDirectory:
+    """The channels this worker can use: registered, not blocked, and configured.
+
+    A channel whose settings do not validate (e.g. no gateway URL) is unavailable, with the
+    reason kept for ``suifang channels`` and the delivery record.
+    """
+
+    def __init__(self, plugins: Plugins, *, instances: dict[str, Channel] | None = None) -> None:
+        self.classes = plugins.channel_classes()
+        self._instances: dict[str, Channel] = dict(instances or {})
+        self._problems: dict[str, str] = {}
+        self._buckets: dict[str, _TokenBucket] = {}
+
+    def get(self, name: str) -> Channel | None:
+        if name in self._instances:
+            return self._instances[name]
+        if name in self._problems:
+            return None
+        channel_class = self.classes.get(name)
+        if channel_class is None:
+            self._problems[name] = "no such channel is installed"
+            return None
+        try:
+            config = channel_class.load_config()
+        except ConfigurationError as exc:
+            self._problems[name] = f"not configured: {exc}"
+            return None
+        if not config.enabled:
+            self._problems[name] = "disabled"
+            return None
+        channel = channel_class(config)
+        self._instances[name] = channel
+        return channel
+
+    def problem(self, name: str) -> str | None:
+        self.get(name)
+        return self._problems.get(name)
+
+    def status(self) -> dict[str, str | None]:
+        return {name: self.problem(name) for name in sorted(self.classes)}
+
+    def bucket(self, channel: Channel) -> _TokenBucket:
+        if channel.name not in self._buckets:
+            self._buckets[channel.name] = _TokenBucket(channel.config.rate_per_second)
+        return self._buckets[channel.name]
+
+    async def aclose(self) -> None:
+        for channel in self._instances.values():
+            await channel.aclose()
+
+
+def cascade_for(patient: Patient, channels: Sequence[str]) -> list[str]:
+    """The patient's preferred channels first, then the pathway's, each once."""
+    ordered: list[str] = []
+    for name in [*patient.preferred_channels, *channels]:
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
+
+
+def _address(session: Session, patient: Patient, channel: Channel) -> str | None:
+    if channel.address_kind == AddressKind.NONE:
+        return ""
+    system = _ADDRESS_SYSTEM.get(channel.address_kind)
+    if system is None:
+        return None
+    contact = session.exec(
+        select(ContactPoint)
+        .where(ContactPoint.patient_id == patient.id, ContactPoint.system == system)
+        .order_by(ContactPoint.rank, ContactPoint.id)
+    ).first()
+    return contact.value if contact else None
+
+
+def _record_attempt(
+    session: Session,
+    message: Message,
+    channel: str,
+    outcome: str,
+    *,
+    error: str | None = None,
+    receipt: DeliveryReceipt | None = None,
+) -> None:
+    attempt = (
+        session.exec(
+            select(func.count())
+            .select_from(DeliveryAttempt)
+            .where(DeliveryAttempt.message_id == message.id)
+        ).one()
+        + 1
+    )
+    session.add(
+        DeliveryAttempt(
+            message_id=message.id,  # type: ignore[arg-type]
+            attempt=attempt,
+            channel=channel,
+            outcome=outcome,
+            error=error[:256] if error else None,
+            provider_message_id=receipt.provider_message_id if receipt else None,
+            cost=receipt.cost if receipt else None,
+            currency=receipt.currency if receipt else None,
+            detail=receipt.detail if receipt else {},
+        )
+    )
+    session.commit()
+
+
+def _exhausted(attempts: Sequence[DeliveryAttempt], channel: str) -> bool:
+    mine = [a for a in attempts if a.channel == channel]
+    if any(a.outcome in ("permanent_error", "unavailable", "no_address", "incident") for a in mine):
+        return True
+    return sum(a.outcome == "transient_error" for a in mine) >= TRANSIENT_ATTEMPTS_PER_CHANNEL
+
+
+async def deliver(
+    engine: Engine,
+    directory: ChannelDirectory,
+    request: DeliveryRequest,
+    *,
+    channel_timeout: float = 30.0,
+) -> SendOutcome:
+    """Send ``request`` over the first channel of the cascade that accepts it (idempotent)."""
+    with Session(engine, expire_on_commit=False) as session:
+        message = session.exec(
+            select(Message).where(Message.idempotency_key == request.idempotency_key)
+        ).first()
+        if message is not None and message.status in _DONE:
+            return SendOutcome(delivered=True, channel=message.channel, message_id=message.id)
+        patient = session.get(Patient, request.patient_id)
+        if patient is None:
+            raise ConfigurationError(f"patient {request.patient_id} does not exist")
+        if message is None:
+            message = Message(
+                idempotency_key=request.idempotency_key,
+                patient_id=request.patient_id,
+                enrollment_id=request.enrollment_id,
+                ticket_id=request.ticket_id,
+                kind=request.kind,
+                touchpoint_key=request.touchpoint_key,
+                locale=request.locale,
+                subject=request.subject,
+                body=request.body,
+            )
+            session.add(message)
+            session.commit()
+        if not patient.contactable:
+            message.status = "suppressed"
+            message.status_detail = "do not contact"
+            session.add(message)
+            session.commit()
+            return SendOutcome(delivered=False, message_id=message.id, suppressed="do_not_contact")
+
+        attempts = list(
+            session.exec(
+                select(DeliveryAttempt).where(DeliveryAttempt.message_id == message.id)
+            ).all()
+        )
+        for name in cascade_for(patient, request.channels):
+            if _exhausted(attempts, name):
+                continue
+            channel = directory.get(name)
+            if channel is None:
+                _record_attempt(
+                    session, message, name, "unavailable", error=directory.problem(name)
+                )
+                continue
+            address = _address(session, patient, channel)
+            if address is None:
+                _record_attempt(
+                    session, message, name, "no_address", error="patient has no address"
+                )
+                continue
+            outbound = OutboundMessage(
+                idempotency_key=request.idempotency_key,
+                patient_id=request.patient_id,
+                address=address,
+                locale=request.locale,
+                subject=request.subject,
+                body=request.body,
+                link=request.link,
+                template_id=request.template_id,
+                template_params=request.template_params,
+                metadata={"kind": request.kind, "message_id": str(message.id)},
+            )
+            await directory.bucket(channel).acquire()
+            try:
+                receipt = await asyncio.wait_for(
+                    channel.send(outbound),
+                    timeout=min(channel.config.timeout_seconds + 5, channel_timeout),
+                )
+                receipt = DeliveryReceipt.model_validate(receipt)
+            except PermanentChannelError as exc:
+                _record_attempt(session, message, name, "permanent_error", error=str(exc))
+                continue
+            except (TransientChannelError, TimeoutError) as exc:
+                reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
+                _record_attempt(session, message, name, "transient_error", error=reason)
+                transient_so_far = sum(
+                    a.outcome == "transient_error" for a in attempts if a.channel == name
+                )
+                if transient_so_far + 1 < TRANSIENT_ATTEMPTS_PER_CHANNEL:
+                    raise RetryableDelivery(f"channel {name!r}: {reason}") from None
+                continue
+            except Exception as exc:
+                # A misbehaving plugin must not stall the journey: record and move on.
+                log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
+                _record_attempt(
+                    session, message, name, "incident", error=f"{type(exc).__name__}: {exc}"[:256]
+                )
+                continue
+            _record_attempt(session, message, name, "accepted", receipt=receipt)
+            message.status = "delivered" if receipt.status == "delivered" else "accepted"
+            message.channel = name
+            message.provider_message_id = receipt.provider_message_id
+            message.sent_at = utcnow()
+            if receipt.status == "delivered":
+                message.delivered_at = message.sent_at
+            session.add(message)
+            session.commit()
+            return SendOutcome(delivered=True, channel=name, message_id=message.id)
+
+        message.status = "failed"
+        message.status_detail = "no channel accepted the message"
+        session.add(message)
+        session.commit()
+        return SendOutcome(delivered=False, message_id=message.id, suppressed="undeliverable")

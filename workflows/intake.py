@@ -1,0 +1,447 @@
+"""Intake: register a discharge and enroll the patient in a pathway, in one idempotent call.
+
+One call carries the patient, the encounter and (optionally) the pathway. The patient and
+encounter are upserted by their HIS ids, the pathway is chosen by its match rules when not
+named, the readmission risk is assessed, the template is resolved for the patient's tier and
+groups, and the journey workflow is started. Calling again with the same idempotency key —
+or the same encounter and pathway — returns the same enrollment and starts nothing twice.
+If Temporal is unreachable the enrollment is kept as ``pending`` and starts on the retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
+from sqlmodel import Session, select
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from suifang.core.db import utcnow
+from suifang.core.enums import JourneyStatus, RiskTier
+from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
+from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
+from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
+from suifang.core.risk import RiskAssessment, RiskInput
+from suifang.core.runtime import Runtime
+from suifang.core.security.crypto import blind_index
+from suifang.workflows.journey import JourneyInput, PatientJourneyWorkflow, journey_workflow_id
+from suifang.workflows.journey_core import GreetingOccasion, JourneySetup, preview_schedule
+
+__all__ = [
+    "DischargeIn",
+    "EncounterIn",
+    "EnrollmentOut",
+    "PatientIn",
+    "ScheduledTouchpoint",
+    "register_discharge",
+    "start_journey",
+]
+
+Locale = Literal["zh-CN", "en"]
+
+
+class PatientIn(BaseModel):
+    external_id: str = Field(min_length=1, max_length=64, description="MRN / 病历号.")
+    name: str = Field(min_length=1, max_length=128)
+    sex: Literal["male", "female", "other", "unknown"] | None = None
+    birth_date: dt.date | None = None
+    locale: Locale = "zh-CN"
+    timezone: str = "Asia/Shanghai"
+    phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 \-]{5,19}$")
+    email: EmailStr | None = None
+    wechat_openid: str | None = Field(None, max_length=64)
+    app_user_id: str | None = Field(None, max_length=64)
+    id_number: str | None = Field(None, pattern=r"^[0-9]{17}[0-9Xx]$", description="身份证号")
+    address: str | None = Field(None, max_length=256)
+    preferred_channels: list[str] = Field(default_factory=list)
+    contact_consent: bool = Field(True, description="Separate consent to be contacted (PIPL).")
+    consent_source: str | None = Field(None, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+    @field_validator("birth_date")
+    @classmethod
+    def _past(cls, value: dt.date | None) -> dt.date | None:
+        if value is not None and not dt.date(1880, 1, 1) <= value <= dt.date.today():
+            raise ValueError("birth date must be in the past")
+        return value
+
+
+class EncounterIn(BaseModel):
+    external_id: str = Field(min_length=1, max_length=64, description="Visit number.")
+    kind: Literal["inpatient", "checkup", "outpatient", "day_surgery"] = "inpatient"
+    department: str = Field(min_length=1, max_length=64, description="Department code.")
+    ward: str | None = Field(None, max_length=64)
+    diagnosis_codes: list[str] = Field(default_factory=list, max_length=50)
+    diagnosis_text: str | None = Field(None, max_length=512)
+    comorbidity_codes: list[str] = Field(default_factory=list, max_length=50)
+    procedure_codes: list[str] = Field(default_factory=list, max_length=50)
+    procedure_text: str | None = Field(None, max_length=512)
+    attending_doctor: str | None = Field(None, max_length=128)
+    admitted_at: dt.datetime | None = None
+    discharged_at: dt.datetime
+    length_of_stay_days: float | None = Field(None, ge=0, le=3650)
+    emergency_admission: bool = False
+    ed_visits_6_months: int = Field(0, ge=0, le=365)
+    charlson_index: int | None = Field(None, ge=0, le=40)
+    pregnant: bool = False
+    discharge_disposition: str | None = Field(None, max_length=64)
+
+    @field_validator("admitted_at", "discharged_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone, e.g. 2026-11-01T10:00:00+08:00")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> EncounterIn:
+        if self.admitted_at and self.admitted_at > self.discharged_at:
+            raise ValueError("admitted_at is after discharged_at")
+        return self
+
+
+class DischargeIn(BaseModel):
+    patient: PatientIn
+    encounter: EncounterIn
+    pathway: str | None = Field(None, description="Pathway id; omitted → chosen by match rules.")
+    pathway_version: int | None = Field(None, ge=1)
+    risk_tier: RiskTier | None = Field(None, description="Override the assessed tier.")
+    time_scale: float = Field(1.0, gt=0, le=100_000, description="Demo: 1440 = a day a minute.")
+    idempotency_key: str | None = Field(None, max_length=128)
+
+
+class ScheduledTouchpoint(BaseModel):
+    key: str
+    day: int
+    due_at: dt.datetime
+
+
+class EnrollmentOut(BaseModel):
+    enrollment_id: int
+    workflow_id: str
+    patient_id: int
+    encounter_id: int
+    pathway_id: str
+    pathway_version: int
+    variants: list[str]
+    department: str
+    risk_tier: str
+    risk_score: float | None
+    risk_reasons: list[str]
+    groups: list[str]
+    status: str
+    created: bool = Field(description="False when this call found an existing enrollment.")
+    schedule: list[ScheduledTouchpoint] = Field(default_factory=list)
+
+
+def _upsert_patient(session: Session, data: PatientIn) -> Patient:
+    patient = session.exec(select(Patient).where(Patient.external_id == data.external_id)).first()
+    now = utcnow()
+    if patient is None:
+        patient = Patient(external_id=data.external_id, name=data.name)
+    patient.name = data.name
+    patient.sex = data.sex or patient.sex
+    patient.birth_date = data.birth_date or patient.birth_date
+    patient.locale = data.locale
+    patient.timezone = data.timezone
+    patient.preferred_channels = data.preferred_channels or patient.preferred_channels
+    if data.id_number:
+        patient.id_number = data.id_number.upper()
+        patient.id_number_hash = blind_index("id_number", data.id_number.upper())
+    if data.address:
+        patient.address = data.address
+    if patient.consent_at is None or patient.contact_consent != data.contact_consent:
+        patient.contact_consent = data.contact_consent
+        patient.consent_at = now
+        patient.consent_source = data.consent_source or "intake"
+    patient.updated_at = now
+    session.add(patient)
+    session.flush()
+    for system, value in (
+        ("phone", data.phone),
+        ("email", data.email),
+        ("wechat", data.wechat_openid),
+        ("app", data.app_user_id),
+    ):
+        if not value:
+            continue
+        digest = blind_index(system, str(value))
+        existing = session.exec(
+            select(ContactPoint).where(
+                ContactPoint.patient_id == patient.id,
+                ContactPoint.system == system,
+                ContactPoint.value_hash == digest,
+            )
+        ).first()
+        if existing is None:
+            session.add(
+                ContactPoint(
+                    patient_id=patient.id, system=system, value=str(value), value_hash=digest
+                )
+            )  # type: ignore[arg-type]
+    return patient
+
+
+def _upsert_encounter(session: Session, patient: Patient, data: EncounterIn) -> Encounter:
+    encounter = session.exec(
+        select(Encounter).where(Encounter.external_id == data.external_id)
+    ).first()
+    if encounter is not None and encounter.patient_id != patient.id:
+        raise ValidationFailed(
+            f"encounter.external_id {data.external_id!r} already belongs to another patient"
+        )
+    fields = data.model_dump(exclude={"department"})
+    if encounter is None:
+        encounter = Encounter(patient_id=patient.id, department_code=data.department, **fields)  # type: ignore[arg-type]
+    else:
+        for name, value in fields.items():
+            setattr(encounter, name, value)
+        encounter.department_code = data.department
+    if encounter.length_of_stay_days is None and data.admitted_at:
+        encounter.length_of_stay_days = round(
+            (data.discharged_at - data.admitted_at).total_seconds() / 86400, 2
+        )
+    session.add(encounter)
+    session.flush()
+    return encounter
+
+
+def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
+    catalog = runtime.catalog
+    if data.pathway:
+        return catalog.get(data.pathway, data.pathway_version)
+    template = catalog.match(
+        diagnosis_codes=data.encounter.diagnosis_codes,
+        procedure_codes=data.encounter.procedure_codes,
+        department=data.encounter.department,
+        encounter_kind=data.encounter.kind,
+    )
+    if template is None:
+        raise ValidationFailed(
+            "no pathway matches this discharge's diagnoses, procedures and department; "
+            f"name one in `pathway` (known: {', '.join(catalog.ids())})"
+        )
+    return template
+
+
+def assess(
+    runtime: Runtime, patient: Patient, encounter: Encounter, pathway_id: str
+) -> RiskAssessment:
+    return runtime.plugins.assess_risk(
+        RiskInput(
+            birth_date=patient.birth_date,
+            sex=patient.sex,
+            pregnant=encounter.pregnant,
+            admitted_at=encounter.admitted_at,
+            discharged_at=encounter.discharged_at,
+            length_of_stay_days=encounter.length_of_stay_days,
+            emergency_admission=encounter.emergency_admission,
+            diagnosis_codes=encounter.diagnosis_codes,
+            comorbidity_codes=encounter.comorbidity_codes,
+            charlson_index=encounter.charlson_index,
+            ed_visits_6_months=encounter.ed_visits_6_months,
+            department=encounter.department_code,
+            pathway_id=pathway_id,
+        )
+    )
+
+
+def _greetings(
+    plan: JourneyPlan, patient: Patient, discharged_at: dt.datetime
+) -> tuple[list[GreetingOccasion], dt.date | None]:
+    if not plan.greetings:
+        return [], None
+    from suifang.workflows.greetings import greeting_occasions
+
+    start = discharged_at.date()
+    if plan.open_ended:
+        until = start + dt.timedelta(days=365)
+    else:
+        last_day = max(
+            (t.day if t.day is not None else (t.every.until_day or 0) if t.every else 0)
+            for t in plan.touchpoints
+        )
+        longest_wait = max(t.answer_wait for t in plan.touchpoints)
+        until = start + dt.timedelta(days=last_day) + longest_wait
+    occasions = greeting_occasions(start, until, birth_date=patient.birth_date)
+    return [GreetingOccasion(date=o.date, occasion=o.id) for o in occasions], until
+
+
+def _output(
+    enrollment: Enrollment,
+    encounter: Encounter,
+    created: bool,
+    plan: JourneyPlan | None,
+    timezone: str,
+) -> EnrollmentOut:
+    schedule = []
+    if plan is not None:
+        schedule = [
+            ScheduledTouchpoint(key=key, day=day, due_at=due)
+            for key, day, due in preview_schedule(
+                plan, encounter.discharged_at, timezone=timezone, limit=20
+            )
+        ]
+    return EnrollmentOut(
+        enrollment_id=enrollment.id,  # type: ignore[arg-type]
+        workflow_id=enrollment.workflow_id,
+        patient_id=enrollment.patient_id,
+        encounter_id=enrollment.encounter_id,
+        pathway_id=enrollment.pathway_id,
+        pathway_version=enrollment.pathway_version,
+        variants=enrollment.variants,
+        department=enrollment.department_code,
+        risk_tier=enrollment.risk_tier,
+        risk_score=enrollment.risk_score,
+        risk_reasons=enrollment.risk_reasons,
+        groups=enrollment.groups,
+        status=enrollment.status,
+        created=created,
+        schedule=schedule,
+    )
+
+
+async def register_discharge(
+    runtime: Runtime, data: DischargeIn, *, idempotency_key: str | None = None
+) -> EnrollmentOut:
+    """Upsert patient and encounter, enroll, start the journey. Safe to call again."""
+    key = idempotency_key or data.idempotency_key
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        if key is not None:
+            existing = session.exec(
+                select(Enrollment).where(Enrollment.idempotency_key == key)
+            ).first()
+            if existing is not None:
+                return await _resume(runtime, session, existing)
+        if session.get(Department, data.encounter.department) is None:
+            known = ", ".join(session.exec(select(Department.code)).all())
+            raise ValidationFailed(
+                f"encounter.department: unknown department {data.encounter.department!r} "
+                f"(known: {known})"
+            )
+        template = _choose_pathway(runtime, data)
+        patient = _upsert_patient(session, data.patient)
+        encounter = _upsert_encounter(session, patient, data.encounter)
+        existing = session.exec(
+            select(Enrollment).where(
+                Enrollment.encounter_id == encounter.id, Enrollment.pathway_id == template.id
+            )
+        ).first()
+        if existing is not None:
+            session.commit()
+            return await _resume(runtime, session, existing)
+        risk = assess(runtime, patient, encounter, template.id)
+        tier = data.risk_tier or risk.tier
+        plan = resolve_plan(template, tier, risk.groups)
+        greetings, greetings_until = _greetings(plan, patient, encounter.discharged_at)
+        enrollment = Enrollment(
+            patient_id=patient.id,  # type: ignore[arg-type]
+            encounter_id=encounter.id,  # type: ignore[arg-type]
+            department_code=template.department
+            if template.department and session.get(Department, template.department)
+            else encounter.department_code,
+            pathway_id=template.id,
+            pathway_version=template.version,
+            variants=plan.variants,
+            risk_tier=tier,
+            risk_score=risk.score,
+            risk_method=risk.method if data.risk_tier is None else f"{risk.method} (overridden)",
+            risk_reasons=risk.reasons,
+            groups=risk.groups,
+            workflow_id=f"pending-{key or encounter.external_id}-{template.id}",
+            status=JourneyStatus.PENDING,
+            time_scale=data.time_scale,
+            idempotency_key=key,
+        )
+        session.add(enrollment)
+        session.flush()
+        enrollment.workflow_id = journey_workflow_id(enrollment.id)  # type: ignore[arg-type]
+        session.add(enrollment)
+        session.commit()
+        setup = JourneySetup(
+            enrollment_id=enrollment.id,  # type: ignore[arg-type]
+            patient_id=patient.id,  # type: ignore[arg-type]
+            plan=plan,
+            discharged_at=encounter.discharged_at,
+            timezone=patient.timezone,
+            locale=patient.locale,
+            time_scale=data.time_scale,
+            greetings=greetings,
+            greetings_until=greetings_until,
+        )
+        await start_journey(runtime, session, enrollment, setup)
+        return _output(enrollment, encounter, True, plan, patient.timezone)
+
+
+async def start_journey(
+    runtime: Runtime, session: Session, enrollment: Enrollment, setup: JourneySetup
+) -> WorkflowHandle:
+    """Start the enrollment's workflow (idempotent: an already running one is fine)."""
+    try:
+        client = await runtime.client()
+        handle = await client.start_workflow(
+            PatientJourneyWorkflow.run,
+            JourneyInput(setup=setup),
+            id=enrollment.workflow_id,
+            task_queue=runtime.settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = (await runtime.client()).get_workflow_handle(enrollment.workflow_id)
+    except StartupError as exc:
+        raise StartupError(
+            f"the enrollment was saved (id {enrollment.id}) but its journey could not start: "
+            f"{exc}; retry the same request (same idempotency key) to start it"
+        ) from None
+    if enrollment.status == JourneyStatus.PENDING:
+        enrollment.status = JourneyStatus.ACTIVE
+        enrollment.started_at = utcnow()
+        session.add(enrollment)
+        session.commit()
+    return handle
+
+
+async def _resume(runtime: Runtime, session: Session, enrollment: Enrollment) -> EnrollmentOut:
+    encounter = session.get(Encounter, enrollment.encounter_id)
+    patient = session.get(Patient, enrollment.patient_id)
+    if encounter is None or patient is None:
+        raise NotFoundError(f"enrollment {enrollment.id} lost its patient or encounter")
+    plan: JourneyPlan | None = None
+    try:
+        template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
+        plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    except NotFoundError:
+        plan = None
+    if enrollment.status == JourneyStatus.PENDING:
+        if plan is None:
+            raise NotFoundError(
+                f"pathway {enrollment.pathway_id} v{enrollment.pathway_version} "
+                "is no longer registered"
+            )
+        greetings, until = _greetings(plan, patient, encounter.discharged_at)
+        setup = JourneySetup(
+            enrollment_id=enrollment.id,  # type: ignore[arg-type]
+            patient_id=patient.id,  # type: ignore[arg-type]
+            plan=plan,
+            discharged_at=encounter.discharged_at,
+            timezone=patient.timezone,
+            locale=patient.locale,
+            time_scale=enrollment.time_scale,
+            greetings=greetings,
+            greetings_until=until,
+        )
+        await start_journey(runtime, session, enrollment, setup)
+    return _output(enrollment, encounter, False, plan, patient.timezone)

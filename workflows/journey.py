@@ -1,0 +1,341 @@
+"""PatientJourneyWorkflow, one per enrollment: drives the journey core with timers and activities.
+
+The workflow holds no decisions of its own: it asks the core what is next, sleeps until then
+(waking early for a signal), runs the activity the core asked for and reports the outcome.
+Signals and updates are queued and applied between commands, so the core is only ever
+touched by the main loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from suifang.core.enums import JourneyStatus
+    from suifang.workflows.journey_activities import (
+        AlertInput,
+        AnswersInput,
+        CallTaskInput,
+        GreetingsInput,
+        JourneyMessageInput,
+        ObservationsInput,
+        PointsInput,
+        StatusInput,
+        TouchpointInput,
+    )
+    from suifang.workflows.journey_core import (
+        AnswerEvent,
+        ControlEvent,
+        CreditPoints,
+        ExtendGreetings,
+        Finish,
+        GreetingBatch,
+        JourneyCore,
+        JourneyProgress,
+        JourneySetup,
+        JourneyState,
+        ObservationEvent,
+        OpenCallTask,
+        RaiseAlert,
+        RecordAnswers,
+        RecordObservation,
+        RecordTouchpoint,
+        RescheduleEvent,
+        SendAdvice,
+        SendGreeting,
+        SendOutcome,
+        SendTouchpoint,
+        SetStatus,
+        Wait,
+    )
+
+__all__ = ["JourneyInput", "JourneyResult", "PatientJourneyWorkflow", "journey_workflow_id"]
+
+RECORD_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+SEND_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(minutes=2),
+    "retry_policy": RetryPolicy(
+        initial_interval=dt.timedelta(seconds=5),
+        maximum_interval=dt.timedelta(minutes=10),
+        non_retryable_error_types=["ConfigurationError"],
+    ),
+}
+
+
+def journey_workflow_id(enrollment_id: int) -> str:
+    return f"journey-{enrollment_id}"
+
+
+class JourneyInput(BaseModel):
+    setup: JourneySetup
+    state: JourneyState | None = None
+
+
+class JourneyResult(BaseModel):
+    status: JourneyStatus
+    reason: str | None
+    progress: JourneyProgress
+
+
+_ENDED = (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED)
+
+
+@workflow.defn(name="PatientJourney")
+class PatientJourneyWorkflow:
+    @workflow.init
+    def __init__(self, journey: JourneyInput) -> None:
+        self.core = JourneyCore(journey.setup, journey.state)
+        self.inbox: list[Any] = []
+
+    # ----------------------------------------------------------------- handlers
+
+    @workflow.signal(name="answer")
+    def answer(self, event: AnswerEvent) -> None:
+        self.inbox.append(event)
+
+    @workflow.signal(name="observe")
+    def observe(self, event: ObservationEvent) -> None:
+        self.inbox.append(event)
+
+    @workflow.update(name="control")
+    def control(self, event: ControlEvent) -> JourneyStatus:
+        self.inbox.append(event)
+        return self.core.state.status
+
+    @control.validator
+    def _validate_control(self, event: ControlEvent) -> None:
+        status = self.core.state.status
+        if status in _ENDED:
+            raise ValueError(f"the journey has already ended ({status.value})")
+        if event.action == "resume" and status != JourneyStatus.PAUSED:
+            raise ValueError("the journey is not paused")
+        if event.action == "pause" and status == JourneyStatus.PAUSED:
+            raise ValueError("the journey is already paused")
+
+    @workflow.update(name="reschedule")
+    def reschedule(self, event: RescheduleEvent) -> None:
+        self.inbox.append(event)
+
+    @reschedule.validator
+    def _validate_reschedule(self, event: RescheduleEvent) -> None:
+        if self.core.state.status in _ENDED:
+            raise ValueError("the journey has already ended")
+        if event.shift is None and event.next_due is None:
+            raise ValueError("give a shift, a next_due time, or both")
+        if event.next_due is not None and event.next_due < workflow.now():
+            raise ValueError("next_due is in the past")
+
+    @workflow.query(name="progress")
+    def progress(self) -> JourneyProgress:
+        return self.core.progress(workflow.now())
+
+    # ----------------------------------------------------------------- the loop
+
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyResult:
+        while True:
+            now = workflow.now()
+            command = self.core.next_command(now)
+            if isinstance(command, Finish):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return JourneyResult(
+                    status=command.status, reason=command.reason, progress=self.core.progress(now)
+                )
+            if isinstance(command, Wait):
+                if not self.inbox and (
+                    self.core.wants_continue_as_new
+                    or workflow.info().is_continue_as_new_suggested()
+                ):
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    if not self.inbox:
+                        self.core.compact()
+                        workflow.continue_as_new(
+                            JourneyInput(setup=self.core.setup, state=self.core.state)
+                        )
+                timeout = (
+                    None if command.until is None else max(command.until - now, dt.timedelta(0))
+                )
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: bool(self.inbox), timeout=timeout)
+                self._apply_inbox()
+                continue
+            result = await self._carry_out(command)
+            self.core.complete(command, result, workflow.now())
+            self._apply_inbox()
+
+    def _apply_inbox(self) -> None:
+        while self.inbox:
+            self.core.handle(self.inbox.pop(0), workflow.now())
+
+    def _event_key(self, seq: int) -> str:
+        return f"{workflow.info().workflow_id}:{seq}"
+
+    async def _carry_out(self, command: Any) -> Any:
+        setup = self.core.setup
+        ids = {"enrollment_id": setup.enrollment_id, "patient_id": setup.patient_id}
+        if isinstance(command, SendTouchpoint):
+            planned = setup.plan.touchpoint(command.touchpoint_id)
+            kind = "reminder" if command.reminder else "touchpoint"
+            suffix = f":r{command.reminder}" if command.reminder else ""
+            return await workflow.execute_activity(
+                "send_journey_message",
+                JourneyMessageInput(
+                    idempotency_key=f"{workflow.info().workflow_id}:{command.key}{suffix}",
+                    kind=kind,
+                    touchpoint_key=command.key,
+                    message=planned.message,
+                    questionnaire=planned.questionnaire,
+                    day=command.day,
+                    reminder=command.reminder,
+                    channels=planned.channels,
+                    window=setup.plan.send_window,
+                    **ids,
+                ),
+                result_type=SendOutcome,
+                **SEND_OPTIONS,
+            )
+        if isinstance(command, SendGreeting):
+            return await workflow.execute_activity(
+                "send_journey_message",
+                JourneyMessageInput(
+                    idempotency_key=f"{workflow.info().workflow_id}:greeting:{command.date}:{command.occasion}",
+                    kind="greeting",
+                    greeting=command.occasion,
+                    channels=setup.plan.touchpoints[0].channels,
+                    window=setup.plan.send_window,
+                    **ids,
+                ),
+                result_type=SendOutcome,
+                **SEND_OPTIONS,
+            )
+        if isinstance(command, SendAdvice):
+            return await workflow.execute_activity(
+                "send_journey_message",
+                JourneyMessageInput(
+                    idempotency_key=self._event_key(command.seq) + f":advice:{command.rule_id}",
+                    kind="advice",
+                    touchpoint_key=command.key,
+                    message=command.advice,
+                    channels=setup.plan.touchpoints[0].channels,
+                    respect_quiet_hours=False,
+                    **ids,
+                ),
+                result_type=SendOutcome,
+                **SEND_OPTIONS,
+            )
+        if isinstance(command, RecordTouchpoint):
+            return await workflow.execute_activity(
+                "record_touchpoint",
+                TouchpointInput(
+                    enrollment_id=setup.enrollment_id,
+                    key=command.key,
+                    touchpoint_id=command.touchpoint_id,
+                    day=command.day,
+                    status=command.status,
+                    due_at=command.due_at,
+                    at=command.at,
+                    detail=command.detail,
+                ),
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, RecordAnswers):
+            return await workflow.execute_activity(
+                "record_answers",
+                AnswersInput(
+                    event_key=self._event_key(command.seq),
+                    touchpoint_key=command.key,
+                    answers=command.answers,
+                    invalid=command.invalid,
+                    observations=list(command.observations),
+                    text=command.text,
+                    at=command.at,
+                    late=command.late,
+                    channel=command.channel,
+                    source=command.source,
+                    **ids,
+                ),
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, RecordObservation):
+            return await workflow.execute_activity(
+                "record_observations",
+                ObservationsInput(
+                    event_key=self._event_key(command.seq),
+                    observations=list(command.observations),
+                    at=command.at,
+                    source=command.source,
+                    **ids,
+                ),
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, RaiseAlert):
+            return await workflow.execute_activity(
+                "raise_alert",
+                AlertInput(
+                    event_key=self._event_key(command.seq),
+                    rule_id=command.rule_id,
+                    touchpoint_key=command.key,
+                    tier=command.tier,
+                    priority=command.priority,
+                    category=command.category,
+                    summary=command.summary,
+                    evidence=command.evidence,
+                    **ids,
+                ),
+                result_type=int,
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, OpenCallTask):
+            return await workflow.execute_activity(
+                "open_call_task",
+                CallTaskInput(
+                    event_key=self._event_key(command.seq),
+                    reason=command.reason,
+                    touchpoint_key=command.key,
+                    **ids,
+                ),
+                result_type=int,
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, CreditPoints):
+            return await workflow.execute_activity(
+                "credit_points",
+                PointsInput(
+                    event_key=self._event_key(command.seq),
+                    touchpoint_key=command.key,
+                    points=command.points,
+                    **ids,
+                ),
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, SetStatus):
+            return await workflow.execute_activity(
+                "set_journey_status",
+                StatusInput(
+                    enrollment_id=setup.enrollment_id,
+                    status=command.status,
+                    reason=command.reason,
+                    at=command.at,
+                ),
+                **RECORD_OPTIONS,
+            )
+        if isinstance(command, ExtendGreetings):
+            return await workflow.execute_activity(
+                "extend_greetings",
+                GreetingsInput(patient_id=setup.patient_id, after=command.after),
+                result_type=GreetingBatch,
+                **RECORD_OPTIONS,
+            )
+        raise ApplicationError(
+            f"unknown journey command {type(command).__name__}", non_retryable=True
+        )

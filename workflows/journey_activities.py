@@ -1,0 +1,494 @@
+"""The journey's side effects, as idempotent Temporal activities.
+
+Each activity carries the ``event_key`` of the command it carries out (workflow id + the
+command's sequence number, stable across retries and replays), and writes under a unique
+constraint on it: a retried activity changes nothing the first attempt already changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from suifang.core.db import utcnow
+from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
+from suifang.core.models import (
+    Alert,
+    Answer,
+    Department,
+    Enrollment,
+    Observation,
+    Patient,
+    PointsEntry,
+    TouchpointRecord,
+)
+from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
+from suifang.core.runtime import Runtime
+from suifang.workflows.delivery import ChannelDirectory, DeliveryRequest, RetryableDelivery, deliver
+from suifang.workflows.journey_core import (
+    GreetingBatch,
+    GreetingOccasion,
+    ObservationValue,
+    SendOutcome,
+)
+from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
+
+__all__ = [
+    "AlertInput",
+    "AnswersInput",
+    "CallTaskInput",
+    "GreetingsInput",
+    "JourneyActivities",
+    "JourneyMessageInput",
+    "ObservationsInput",
+    "PointsInput",
+    "StatusInput",
+    "TouchpointInput",
+]
+
+
+class JourneyMessageInput(BaseModel):
+    idempotency_key: str
+    enrollment_id: int
+    patient_id: int
+    kind: Literal["touchpoint", "reminder", "greeting", "advice"]
+    touchpoint_key: str | None = None
+    message: LocalizedText | None = None
+    questionnaire: Questionnaire | None = None
+    greeting: str | None = None
+    day: int | None = None
+    reminder: int = 0
+    channels: list[str]
+    window: SendWindow | None = None
+    respect_quiet_hours: bool = True
+
+
+class TouchpointInput(BaseModel):
+    enrollment_id: int
+    key: str
+    touchpoint_id: str
+    day: int
+    status: TouchpointStatus
+    due_at: dt.datetime
+    at: dt.datetime
+    detail: str | None = None
+
+
+class AnswersInput(BaseModel):
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    touchpoint_key: str | None
+    answers: dict[str, Any]
+    invalid: dict[str, str] = Field(default_factory=dict)
+    observations: list[ObservationValue] = Field(default_factory=list)
+    text: str | None = None
+    at: dt.datetime
+    late: bool = False
+    channel: str | None = None
+    source: str = "patient"
+
+
+class ObservationsInput(BaseModel):
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    observations: list[ObservationValue]
+    at: dt.datetime
+    source: str
+
+
+class AlertInput(BaseModel):
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    rule_id: str
+    touchpoint_key: str | None
+    tier: Tier
+    priority: Priority
+    category: str
+    summary: LocalizedText
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallTaskInput(BaseModel):
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    reason: Literal["lost_to_follow_up", "undeliverable"]
+    touchpoint_key: str | None
+
+
+class PointsInput(BaseModel):
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    touchpoint_key: str
+    points: int
+
+
+class StatusInput(BaseModel):
+    enrollment_id: int
+    status: JourneyStatus
+    reason: str | None
+    at: dt.datetime
+
+
+class GreetingsInput(BaseModel):
+    patient_id: int
+    after: dt.date
+    days: int = 365
+
+
+_CALL_TASK_SUMMARY = {
+    "lost_to_follow_up": LocalizedText.model_validate(
+        {
+            "zh-CN": "失访:连续多次随访未回复,请电话联系患者",
+            "en": "Lost to follow-up: please phone the patient",
+        }
+    ),
+    "undeliverable": LocalizedText.model_validate(
+        {
+            "zh-CN": "所有渠道均无法送达,请电话随访",
+            "en": "No channel could reach the patient: please phone",
+        }
+    ),
+}
+
+
+class JourneyActivities:
+    """Activities of the journey workflow, bound to one runtime (DB engine, plugins)."""
+
+    def __init__(self, runtime: Runtime, directory: ChannelDirectory | None = None) -> None:
+        self.runtime = runtime
+        self.engine = runtime.engine
+        self.directory = directory or ChannelDirectory(runtime.plugins)
+        self.renderer = MessageRenderer()
+
+    def all(self) -> list[Any]:
+        return [
+            self.send_journey_message,
+            self.record_touchpoint,
+            self.record_answers,
+            self.record_observations,
+            self.raise_alert,
+            self.open_call_task,
+            self.credit_points,
+            self.set_journey_status,
+            self.extend_greetings,
+        ]
+
+    # ----------------------------------------------------------------- messages
+
+    def _context(
+        self, session: Session, patient: Patient, enrollment: Enrollment, day: int | None
+    ) -> MessageContext:
+        department = session.get(Department, enrollment.department_code)
+        department_name = ""
+        if department is not None:
+            department_name = department.name_en if patient.locale == "en" else department.name_zh
+        today = utcnow().date()
+        return MessageContext(
+            name=address_patient(
+                patient.name,
+                sex=patient.sex,
+                birth_date=patient.birth_date,
+                locale=patient.locale,
+                today=today,
+            ),
+            department=department_name,
+            hospital=self.runtime.settings.hospital_name,
+            day=day,
+            points=enrollment.points,
+        )
+
+    def _outside_window(self, patient: Patient, window: SendWindow) -> dt.datetime | None:
+        """When sending now would break the patient's quiet hours, the next allowed instant.
+
+        "Now" is when Temporal scheduled this attempt: the workflow's clock, which is the
+        wall clock in production and the skipped-ahead clock in tests.
+        """
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(patient.timezone)
+        local = activity.info().current_attempt_scheduled_time.astimezone(zone)
+        if window.contains(local.time()):
+            return None
+        day = local.date() + (
+            dt.timedelta(days=1) if local.time() >= window.end else dt.timedelta(0)
+        )
+        return dt.datetime.combine(day, window.start, tzinfo=zone).astimezone(dt.UTC)
+
+    @activity.defn(name="send_journey_message")
+    async def send_journey_message(self, request: JourneyMessageInput) -> SendOutcome:
+        with Session(self.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, request.patient_id)
+            enrollment = session.get(Enrollment, request.enrollment_id)
+            if patient is None or enrollment is None:
+                raise ApplicationError("patient or enrollment missing", non_retryable=True)
+            if request.respect_quiet_hours and request.window and enrollment.time_scale == 1:
+                retry_at = self._outside_window(patient, request.window)
+                if retry_at is not None and request.kind != "advice":
+                    return SendOutcome(delivered=False, suppressed="quiet_hours", retry_at=retry_at)
+            context = self._context(session, patient, enrollment, request.day)
+        locale = patient.locale
+        if request.kind == "greeting":
+            from suifang.workflows.greetings import load_greeting_texts
+
+            texts = load_greeting_texts()
+            text = texts.get(request.greeting or "")
+            if text is None:
+                raise ApplicationError(
+                    f"no greeting text for {request.greeting!r}", non_retryable=True
+                )
+            body = self.renderer.text(text.get(locale), locale, context)
+            subject = body.split("。")[0].split(".")[0][:40]
+        elif request.kind == "advice" and request.message is not None:
+            body = self.renderer.text(request.message, locale, context)
+            subject = body[:40]
+        elif request.message is not None:
+            rendered = self.renderer.touchpoint(
+                request.message, request.questionnaire, locale, context, reminder=request.reminder
+            )
+            subject, body = rendered.subject, rendered.body
+        else:
+            raise ApplicationError("a touchpoint message needs its text", non_retryable=True)
+        try:
+            return await deliver(
+                self.engine,
+                self.directory,
+                DeliveryRequest(
+                    idempotency_key=request.idempotency_key,
+                    patient_id=request.patient_id,
+                    enrollment_id=request.enrollment_id,
+                    kind=request.kind,
+                    touchpoint_key=request.touchpoint_key,
+                    subject=subject,
+                    body=body,
+                    locale=locale,
+                    channels=request.channels,
+                ),
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    # ----------------------------------------------------------------- records
+
+    @activity.defn(name="record_touchpoint")
+    async def record_touchpoint(self, update: TouchpointInput) -> None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            record = session.exec(
+                select(TouchpointRecord).where(
+                    TouchpointRecord.enrollment_id == update.enrollment_id,
+                    TouchpointRecord.key == update.key,
+                )
+            ).first()
+            if record is None:
+                record = TouchpointRecord(
+                    enrollment_id=update.enrollment_id,
+                    key=update.key,
+                    touchpoint_id=update.touchpoint_id,
+                    day=update.day,
+                    status=update.status,
+                    due_at=update.due_at,
+                )
+            record.status = update.status
+            record.due_at = update.due_at
+            record.detail = update.detail
+            record.updated_at = utcnow()
+            if update.status == TouchpointStatus.SENT:
+                record.sent_at = update.at
+            elif update.status == TouchpointStatus.ANSWERED:
+                record.answered_at = update.at
+                record.closed_at = update.at
+            elif update.status in (TouchpointStatus.MISSED, TouchpointStatus.SKIPPED):
+                record.closed_at = update.at
+            session.add(record)
+            session.commit()
+
+    @activity.defn(name="record_answers")
+    async def record_answers(self, record: AnswersInput) -> None:
+        rows: list[Answer] = []
+        for question_id, value in record.answers.items():
+            rows.append(self._answer_row(record, question_id, value=value))
+        for question_id, problem in record.invalid.items():
+            rows.append(self._answer_row(record, question_id, invalid=problem))
+        if record.text:
+            rows.append(self._answer_row(record, "_text", text=record.text))
+        observations = [
+            Observation(
+                event_key=record.event_key,
+                patient_id=record.patient_id,
+                enrollment_id=record.enrollment_id,
+                indicator=o.indicator,
+                value=o.value,
+                unit=o.unit,
+                observed_at=record.at,
+                source="questionnaire",
+            )
+            for o in record.observations
+        ]
+        self._insert_once(record.event_key, Answer, [*rows, *observations])
+
+    def _answer_row(self, record: AnswersInput, question_id: str, **values: Any) -> Answer:
+        return Answer(
+            event_key=record.event_key,
+            enrollment_id=record.enrollment_id,
+            patient_id=record.patient_id,
+            touchpoint_key=record.touchpoint_key,
+            question_id=question_id,
+            late=record.late,
+            channel=record.channel,
+            source=record.source,
+            received_at=record.at,
+            **values,
+        )
+
+    def _insert_once(self, event_key: str, marker: type[Any], rows: list[Any]) -> bool:
+        """Insert ``rows`` unless this event was already recorded; True if inserted now."""
+        with Session(self.engine) as session:
+            if (
+                session.exec(select(marker).where(marker.event_key == event_key)).first()
+                is not None
+            ):
+                return False
+            session.add_all(rows)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()  # a concurrent attempt won the race: same rows, keep theirs
+                return False
+        return True
+
+    @activity.defn(name="record_observations")
+    async def record_observations(self, record: ObservationsInput) -> None:
+        rows = [
+            Observation(
+                event_key=record.event_key,
+                patient_id=record.patient_id,
+                enrollment_id=record.enrollment_id,
+                indicator=o.indicator,
+                value=o.value,
+                unit=o.unit,
+                observed_at=record.at,
+                source=record.source,
+            )
+            for o in record.observations
+        ]
+        self._insert_once(record.event_key, Observation, rows)
+
+    @activity.defn(name="raise_alert")
+    async def raise_alert(self, alert: AlertInput) -> int:
+        row = Alert(
+            event_key=alert.event_key,
+            enrollment_id=alert.enrollment_id,
+            patient_id=alert.patient_id,
+            rule_id=alert.rule_id,
+            touchpoint_key=alert.touchpoint_key,
+            tier=alert.tier,
+            priority=alert.priority,
+            category=alert.category,
+            summary_zh=alert.summary.zh_cn,
+            summary_en=alert.summary.en,
+            evidence=alert.evidence,
+        )
+        self._insert_once(alert.event_key, Alert, [row])
+        with Session(self.engine) as session:
+            stored = session.exec(select(Alert).where(Alert.event_key == alert.event_key)).one()
+            return stored.id  # type: ignore[return-value]
+
+    @activity.defn(name="open_call_task")
+    async def open_call_task(self, task: CallTaskInput) -> int:
+        return await self.raise_alert(
+            AlertInput(
+                event_key=task.event_key,
+                enrollment_id=task.enrollment_id,
+                patient_id=task.patient_id,
+                rule_id=f"call-task:{task.reason}",
+                touchpoint_key=task.touchpoint_key,
+                tier=Tier.L2,
+                priority=Priority.ROUTINE,
+                category="call_task",
+                summary=_CALL_TASK_SUMMARY[task.reason],
+            )
+        )
+
+    @activity.defn(name="credit_points")
+    async def credit_points(self, credit: PointsInput) -> None:
+        entry = PointsEntry(
+            event_key=credit.event_key,
+            patient_id=credit.patient_id,
+            enrollment_id=credit.enrollment_id,
+            touchpoint_key=credit.touchpoint_key,
+            points=credit.points,
+            reason="follow-up completed",
+        )
+        if self._insert_once(credit.event_key, PointsEntry, [entry]):
+            with Session(self.engine) as session:
+                enrollment = session.get(Enrollment, credit.enrollment_id)
+                if enrollment is not None:
+                    enrollment.points = sum(
+                        session.exec(
+                            select(PointsEntry.points).where(
+                                PointsEntry.enrollment_id == credit.enrollment_id
+                            )
+                        ).all()
+                    )
+                    session.add(enrollment)
+                    session.commit()
+
+    @activity.defn(name="set_journey_status")
+    async def set_journey_status(self, update: StatusInput) -> None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            enrollment = session.get(Enrollment, update.enrollment_id)
+            if enrollment is None:
+                raise ApplicationError(
+                    f"enrollment {update.enrollment_id} missing", non_retryable=True
+                )
+            enrollment.status = update.status
+            enrollment.stop_reason = update.reason
+            if update.status in (
+                JourneyStatus.COMPLETED,
+                JourneyStatus.LOST,
+                JourneyStatus.STOPPED,
+            ):
+                enrollment.ended_at = enrollment.ended_at or update.at
+            else:
+                enrollment.ended_at = None
+            if update.reason == "readmitted":
+                enrollment.readmitted_at = enrollment.readmitted_at or update.at
+            patient = session.get(Patient, enrollment.patient_id)
+            if (
+                patient is not None
+                and update.reason == "do_not_contact"
+                and not patient.do_not_contact
+            ):
+                patient.do_not_contact = True
+                patient.do_not_contact_at = update.at
+                patient.do_not_contact_source = patient.do_not_contact_source or "journey"
+                session.add(patient)
+            if patient is not None and update.reason == "deceased" and patient.deceased_at is None:
+                patient.deceased_at = update.at
+                session.add(patient)
+            session.add(enrollment)
+            session.commit()
+
+    @activity.defn(name="extend_greetings")
+    async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
+        from suifang.workflows.greetings import greeting_occasions
+
+        with Session(self.engine) as session:
+            patient = session.get(Patient, request.patient_id)
+            birth_date = patient.birth_date if patient else None
+        start = request.after + dt.timedelta(days=1)
+        until = request.after + dt.timedelta(days=request.days)
+        occasions = greeting_occasions(start, until, birth_date=birth_date)
+        return GreetingBatch(
+            greetings=[GreetingOccasion(date=o.date, occasion=o.id) for o in occasions], until=until
+        )

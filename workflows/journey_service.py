@@ -1,0 +1,301 @@
+"""Reading and steering journeys: the service behind the journeys API and CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from suifang.core.db import utcnow
+from suifang.core.enums import JourneyStatus
+from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
+from suifang.core.models import Alert, Answer, Enrollment, Message, Patient, TouchpointRecord
+from suifang.core.runtime import Runtime
+from suifang.workflows.journey import PatientJourneyWorkflow
+from suifang.workflows.journey_core import (
+    AnswerEvent,
+    ControlEvent,
+    JourneyProgress,
+    ObservationEvent,
+    RescheduleEvent,
+)
+
+__all__ = [
+    "JourneyDetail",
+    "JourneySummary",
+    "control_journey",
+    "journey_detail",
+    "list_journeys",
+    "record_observation",
+    "reschedule_journey",
+    "send_answer",
+    "withdraw_consent",
+]
+
+_ENDED = {JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED}
+
+
+class JourneySummary(BaseModel):
+    enrollment_id: int
+    workflow_id: str
+    patient_id: int
+    patient_name: str
+    pathway_id: str
+    pathway_version: int
+    variants: list[str]
+    department: str
+    risk_tier: str
+    status: str
+    stop_reason: str | None
+    enrolled_at: dt.datetime
+    ended_at: dt.datetime | None
+    points: int
+
+
+class TouchpointView(BaseModel):
+    key: str
+    day: int
+    status: str
+    due_at: dt.datetime
+    sent_at: dt.datetime | None
+    answered_at: dt.datetime | None
+    detail: str | None
+
+
+class AlertView(BaseModel):
+    id: int
+    rule_id: str
+    touchpoint_key: str | None
+    tier: str
+    priority: str
+    category: str
+    summary: str
+    created_at: dt.datetime
+    ticket_id: int | None
+
+
+class AnswerView(BaseModel):
+    touchpoint_key: str | None
+    question_id: str
+    value: Any
+    text: str | None
+    invalid: str | None
+    late: bool
+    received_at: dt.datetime
+
+
+class JourneyDetail(JourneySummary):
+    risk_score: float | None
+    risk_reasons: list[str]
+    groups: list[str]
+    touchpoints: list[TouchpointView]
+    alerts: list[AlertView]
+    answers: list[AnswerView]
+    messages: int
+    progress: JourneyProgress | None
+    """Live from the workflow; None when Temporal cannot be reached."""
+
+
+def _summary(enrollment: Enrollment, patient: Patient) -> dict[str, Any]:
+    return {
+        "enrollment_id": enrollment.id,
+        "workflow_id": enrollment.workflow_id,
+        "patient_id": enrollment.patient_id,
+        "patient_name": patient.name,
+        "pathway_id": enrollment.pathway_id,
+        "pathway_version": enrollment.pathway_version,
+        "variants": enrollment.variants,
+        "department": enrollment.department_code,
+        "risk_tier": enrollment.risk_tier,
+        "status": enrollment.status,
+        "stop_reason": enrollment.stop_reason,
+        "enrolled_at": enrollment.enrolled_at,
+        "ended_at": enrollment.ended_at,
+        "points": enrollment.points,
+    }
+
+
+def list_journeys(
+    session: Session,
+    *,
+    status: str | None = None,
+    pathway: str | None = None,
+    department: str | None = None,
+    departments: list[str] | None = None,
+    patient_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[JourneySummary]:
+    """Journeys, newest first; ``departments`` restricts to those (department scoping)."""
+    query = select(Enrollment, Patient).join(Patient, col(Patient.id) == Enrollment.patient_id)
+    if status:
+        query = query.where(Enrollment.status == status)
+    if pathway:
+        query = query.where(Enrollment.pathway_id == pathway)
+    if department:
+        query = query.where(Enrollment.department_code == department)
+    if departments is not None:
+        query = query.where(col(Enrollment.department_code).in_(departments))
+    if patient_id is not None:
+        query = query.where(Enrollment.patient_id == patient_id)
+    query = query.order_by(col(Enrollment.id).desc()).offset(offset).limit(limit)
+    return [JourneySummary(**_summary(e, p)) for e, p in session.exec(query).all()]
+
+
+def get_enrollment(session: Session, enrollment_id: int) -> Enrollment:
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        raise NotFoundError(f"no journey {enrollment_id}")
+    return enrollment
+
+
+async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int) -> JourneyDetail:
+    enrollment = get_enrollment(session, enrollment_id)
+    patient = session.get(Patient, enrollment.patient_id)
+    assert patient is not None
+    touchpoints = session.exec(
+        select(TouchpointRecord)
+        .where(TouchpointRecord.enrollment_id == enrollment_id)
+        .order_by(col(TouchpointRecord.due_at))
+    ).all()
+    alerts = session.exec(
+        select(Alert).where(Alert.enrollment_id == enrollment_id).order_by(col(Alert.id))
+    ).all()
+    answers = session.exec(
+        select(Answer).where(Answer.enrollment_id == enrollment_id).order_by(col(Answer.id))
+    ).all()
+    messages = len(
+        session.exec(select(Message.id).where(Message.enrollment_id == enrollment_id)).all()
+    )
+    progress: JourneyProgress | None = None
+    if enrollment.status != JourneyStatus.PENDING:
+        try:
+            client = await runtime.client()
+            handle = client.get_workflow_handle_for(
+                PatientJourneyWorkflow.run, enrollment.workflow_id
+            )
+            progress = await handle.query(PatientJourneyWorkflow.progress)
+        except (StartupError, RPCError):
+            progress = None
+    locale = patient.locale
+    return JourneyDetail(
+        **_summary(enrollment, patient),
+        risk_score=enrollment.risk_score,
+        risk_reasons=enrollment.risk_reasons,
+        groups=enrollment.groups,
+        touchpoints=[TouchpointView.model_validate(t, from_attributes=True) for t in touchpoints],
+        alerts=[
+            AlertView(
+                id=a.id,  # type: ignore[arg-type]
+                rule_id=a.rule_id,
+                touchpoint_key=a.touchpoint_key,
+                tier=a.tier,
+                priority=a.priority,
+                category=a.category,
+                summary=a.summary_en if locale == "en" else a.summary_zh,
+                created_at=a.created_at,
+                ticket_id=a.ticket_id,
+            )
+            for a in alerts
+        ],
+        answers=[AnswerView.model_validate(a, from_attributes=True) for a in answers],
+        messages=messages,
+        progress=progress,
+    )
+
+
+async def _handle(runtime: Runtime, session: Session, enrollment_id: int) -> Any:
+    enrollment = get_enrollment(session, enrollment_id)
+    if enrollment.status in _ENDED:
+        raise ValidationFailed(f"journey {enrollment_id} has ended ({enrollment.status})")
+    if enrollment.status == JourneyStatus.PENDING:
+        raise ValidationFailed(f"journey {enrollment_id} has not started yet; retry its intake")
+    client = await runtime.client()
+    return client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+
+
+async def send_answer(
+    runtime: Runtime, session: Session, enrollment_id: int, answer: AnswerEvent
+) -> None:
+    """Deliver answers (from a channel, or entered by staff for the patient) to the journey."""
+    if not answer.answers and not (answer.text or "").strip():
+        raise ValidationFailed("give answers or a text")
+    handle = await _handle(runtime, session, enrollment_id)
+    await handle.signal(PatientJourneyWorkflow.answer, answer)
+
+
+async def record_observation(
+    runtime: Runtime, session: Session, enrollment_id: int, observation: ObservationEvent
+) -> None:
+    handle = await _handle(runtime, session, enrollment_id)
+    await handle.signal(PatientJourneyWorkflow.observe, observation)
+
+
+async def control_journey(
+    runtime: Runtime, session: Session, enrollment_id: int, event: ControlEvent
+) -> str:
+    """Pause, resume, stop, or report readmission/death/do-not-contact; refused if it cannot apply."""
+    handle = await _handle(runtime, session, enrollment_id)
+    try:
+        await handle.execute_update(PatientJourneyWorkflow.control, event)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause.message if exc.cause and hasattr(exc.cause, "message") else str(exc)
+        raise ValidationFailed(f"journey {enrollment_id}: cannot {event.action}: {cause}") from None
+    return event.action
+
+
+async def reschedule_journey(
+    runtime: Runtime, session: Session, enrollment_id: int, event: RescheduleEvent
+) -> None:
+    handle = await _handle(runtime, session, enrollment_id)
+    try:
+        await handle.execute_update(PatientJourneyWorkflow.reschedule, event)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause.message if exc.cause and hasattr(exc.cause, "message") else str(exc)
+        raise ValidationFailed(f"journey {enrollment_id}: cannot reschedule: {cause}") from None
+
+
+async def withdraw_consent(
+    runtime: Runtime,
+    session: Session,
+    patient_id: int,
+    *,
+    source: str,
+    reason: str = "do_not_contact",
+) -> list[int]:
+    """Record do-not-contact at once (every send checks it) and stop every active journey."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFoundError(f"no patient {patient_id}")
+    now = utcnow()
+    patient.do_not_contact = True
+    patient.do_not_contact_at = now
+    patient.do_not_contact_source = source
+    patient.contact_consent = False
+    patient.consent_at = now
+    patient.consent_source = source
+    session.add(patient)
+    session.commit()
+    stopped = []
+    active = session.exec(
+        select(Enrollment).where(
+            Enrollment.patient_id == patient_id,
+            col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
+        )
+    ).all()
+    for enrollment in active:
+        try:
+            await control_journey(
+                runtime,
+                session,
+                enrollment.id,
+                ControlEvent(action="do_not_contact", reason=reason),  # type: ignore[arg-type]
+            )
+            stopped.append(enrollment.id)
+        except ValidationFailed:
+            continue  # ended meanwhile
+    return stopped  # type: ignore[return-value]

@@ -1,0 +1,224 @@
+"""Patient-facing text: jinja2 rendering of pathway messages, questionnaires and reminders.
+
+Every message addresses the patient by name (politely, the way a nurse would: 王阿姨,
+张先生, Mrs Wang) and names the department that cares for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from suifang.core.pathways import LocalizedText, Questionnaire
+
+__all__ = [
+    "MessageContext",
+    "MessageRenderer",
+    "RenderedMessage",
+    "address_patient",
+    "parse_reply",
+]
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_COMPOUND_SURNAMES = (
+    "欧阳",
+    "司马",
+    "诸葛",
+    "上官",
+    "东方",
+    "皇甫",
+    "尉迟",
+    "公孙",
+    "慕容",
+    "司徒",
+)
+
+
+def _is_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def _age(birth_date: dt.date | None, today: dt.date) -> int | None:
+    if birth_date is None:
+        return None
+    return (
+        today.year
+        - birth_date.year
+        - ((today.month, today.day) < (birth_date.month, birth_date.day))
+    )
+
+
+def address_patient(
+    name: str, *, sex: str | None, birth_date: dt.date | None, locale: str, today: dt.date
+) -> str:
+    """How a nurse would address this patient: 王阿姨 / 张先生 / Mrs Wang / the full name."""
+    name = name.strip()
+    age = _age(birth_date, today)
+    female, male = sex in ("female", "f", "女"), sex in ("male", "m", "男")
+    if locale != "en" and _is_cjk(name) and 2 <= len(name) <= 4:
+        surname = name[:2] if name.startswith(_COMPOUND_SURNAMES) else name[:1]
+        if age is not None and age >= 60 and (female or male):
+            return surname + ("阿姨" if female else "叔叔")
+        if female:
+            return surname + "女士"
+        if male:
+            return surname + "先生"
+        return name
+    if locale == "en" and (female or male):
+        surname = name.split()[-1] if not _is_cjk(name) else name[:1]
+        return ("Ms " if female else "Mr ") + surname
+    return name
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    name: str
+    department: str
+    hospital: str = ""
+    day: int | None = None
+    points: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "department": self.department,
+            "hospital": self.hospital,
+            "day": self.day,
+            "points": self.points,
+        }
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    body: str
+
+
+class MessageRenderer:
+    """Renders pathway texts (strings from YAML) and the shared message templates (files)."""
+
+    def __init__(self, templates: Path = TEMPLATES) -> None:
+        # Plain text for SMS, WeChat and voice scripts; nothing here is HTML.
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates / "messages")),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one renderer per worker, texts are few
+    def _compiled(self, text: str) -> jinja2.Template:
+        return self.env.from_string(text)
+
+    def text(self, text: LocalizedText | str, locale: str, context: MessageContext) -> str:
+        source = text.get(locale) if isinstance(text, LocalizedText) else text
+        return self._compiled(source).render(**context.as_dict()).strip()
+
+    def file(self, name: str, locale: str, context: MessageContext, **extra: Any) -> str:
+        folder = "en" if locale == "en" else "zh-CN"
+        template = self.env.get_template(f"{folder}/{name}.j2")
+        return template.render(**context.as_dict(), **extra).strip()
+
+    def questionnaire(self, questionnaire: Questionnaire, locale: str) -> str:
+        questions = []
+        example = []
+        for question in questionnaire.questions:
+            choices = ""
+            if question.options:
+                choices = " / ".join(
+                    f"{index}.{option.label.get(locale)}"
+                    for index, option in enumerate(question.options, start=1)
+                )
+            span = ""
+            if question.type in ("scale", "number") and question.min is not None:
+                span = f"{question.min:g}–{question.max:g}" + (
+                    f" {question.unit}" if question.unit else ""
+                )
+            questions.append(
+                {
+                    "text": question.text.get(locale),
+                    "type": question.type,
+                    "choices": choices,
+                    "range": span,
+                    "required": question.required,
+                }
+            )
+            if not question.required:
+                continue
+            if question.type == "yes_no":
+                example.append("否" if locale != "en" else "no")
+            elif question.options:
+                example.append("1")
+            elif question.type in ("scale", "number"):
+                example.append(f"{question.min or 0:g}")
+        folder = "en" if locale == "en" else "zh-CN"
+        return (
+            self.env.get_template(f"{folder}/questionnaire.j2")
+            .render(
+                title=questionnaire.title.get(locale),
+                questions=questions,
+                example=("," if locale != "en" else ", ").join(example),
+            )
+            .strip()
+        )
+
+    def touchpoint(
+        self,
+        message: LocalizedText,
+        questionnaire: Questionnaire | None,
+        locale: str,
+        context: MessageContext,
+        *,
+        reminder: int = 0,
+    ) -> RenderedMessage:
+        opening = (
+            self.file("reminder", locale, context)
+            if reminder
+            else self.text(message, locale, context)
+        )
+        body = opening
+        if questionnaire is not None:
+            body += "\n\n" + self.questionnaire(questionnaire, locale)
+        subject = questionnaire.title.get(locale) if questionnaire else opening.split("。")[0][:40]
+        return RenderedMessage(subject=subject, body=body)
+
+
+_SEPARATORS = str.maketrans({"，": ",", "、": ",", "；": ",", ";": ",", "\n": ",", "\t": ","})
+
+
+def parse_reply(text: str, questionnaire: Questionnaire) -> dict[str, str] | None:
+    """A text reply (``否,1,2`` or ``chest_pain=no``) → raw answers by question id, or None.
+
+    Answers are positional, in question order; a reply that gives only the required
+    questions fills those. Every value must parse for its question, else the reply is not
+    an answer (it is treated as a free-text message instead).
+    """
+    cleaned = text.translate(_SEPARATORS).strip()
+    if not cleaned:
+        return None
+    if "=" in cleaned:
+        pairs = [part.split("=", 1) for part in cleaned.split(",") if "=" in part]
+        answers = {k.strip(): v.strip() for k, v in pairs}
+    else:
+        tokens = [t for t in cleaned.replace(",", " ").split() if t]
+        questions = questionnaire.questions
+        if len(tokens) != len(questions):
+            questions = [q for q in questionnaire.questions if q.required]
+        if len(tokens) != len(questions):
+            return None
+        answers = {q.id: token for q, token in zip(questions, tokens, strict=True)}
+    for question_id, raw in answers.items():
+        question = questionnaire.question(question_id)
+        if question is None:
+            return None
+        try:
+            question.parse_answer(raw)
+        except ValueError:
+            return None
+    return answers
