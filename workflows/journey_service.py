@@ -238,7 +238,7 @@ async def record_observation(
 async def control_journey(
     runtime: Runtime, session: Session, enrollment_id: int, event: ControlEvent
 ) -> str:
-    """Pause, resume, stop, or report readmission/death/do-not-contact; refused if it cannot apply."""
+    """Pause, resume, stop, or report readmission/death/do-not-contact; refused if invalid."""
     handle = await _handle(runtime, session, enrollment_id)
     try:
         await handle.execute_update(PatientJourneyWorkflow.control, event)
