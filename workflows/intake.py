@@ -37,6 +37,7 @@ __all__ = [
     "PatientIn",
     "ScheduledTouchpoint",
     "register_discharge",
+    "resume_enrollment",
     "start_journey",
 ]
 
@@ -325,7 +326,7 @@ async def register_discharge(
                 select(Enrollment).where(Enrollment.idempotency_key == key)
             ).first()
             if existing is not None:
-                return await _resume(runtime, session, existing)
+                return await resume_enrollment(runtime, session, existing)
         if session.get(Department, data.encounter.department) is None:
             known = ", ".join(session.exec(select(Department.code)).all())
             raise ValidationFailed(
@@ -342,7 +343,7 @@ async def register_discharge(
         ).first()
         if existing is not None:
             session.commit()
-            return await _resume(runtime, session, existing)
+            return await resume_enrollment(runtime, session, existing)
         risk = assess(runtime, patient, encounter, template.id)
         tier = data.risk_tier or risk.tier
         plan = resolve_plan(template, tier, risk.groups)
@@ -414,7 +415,10 @@ async def start_journey(
     return handle
 
 
-async def _resume(runtime: Runtime, session: Session, enrollment: Enrollment) -> EnrollmentOut:
+async def resume_enrollment(
+    runtime: Runtime, session: Session, enrollment: Enrollment
+) -> EnrollmentOut:
+    """The enrollment as intake returns it, starting its journey if that never happened."""
     encounter = session.get(Encounter, enrollment.encounter_id)
     patient = session.get(Patient, enrollment.patient_id)
     if encounter is None or patient is None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from suifang.core.api import health
+from suifang.core.api import health, journeys, outbox, pathways
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
@@ -40,6 +40,9 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(journeys.router)
+    app.include_router(pathways.router)
+    app.include_router(outbox.router)
     setup_tracing(runtime.settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
     return app

@@ -1,0 +1,193 @@
+"""Intake and journeys: register a discharge, list and inspect journeys, answer, steer them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel, Field
+
+from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.enums import JourneyStatus
+from suifang.workflows import journey_service
+from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
+from suifang.workflows.journey_core import (
+    AnswerEvent,
+    ControlEvent,
+    ObservationEvent,
+    ObservationValue,
+    RescheduleEvent,
+)
+from suifang.workflows.journey_service import JourneyDetail, JourneySummary
+
+router = APIRouter(tags=["journeys"])
+
+
+@router.post(
+    "/intake/discharges",
+    response_model=EnrollmentOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a discharge and enroll the patient (idempotent)",
+    responses={200: {"description": "Already enrolled: the existing enrollment"}},
+)
+async def intake_discharge(
+    body: DischargeIn,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> EnrollmentOut:
+    """One call: patient + encounter (+ pathway, or chosen by the pathway match rules).
+
+    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
+    same key returns the same enrollment and never creates a second patient or journey.
+    """
+    enrollment = await register_discharge(runtime, body, idempotency_key=idempotency_key)
+    if not enrollment.created:
+        response.status_code = status.HTTP_200_OK
+    return enrollment
+
+
+@router.get("/journeys", response_model=list[JourneySummary], summary="List journeys")
+def list_journeys(
+    session: SessionDep,
+    status_: Annotated[JourneyStatus | None, Query(alias="status")] = None,
+    pathway: str | None = None,
+    department: str | None = None,
+    patient_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[JourneySummary]:
+    return journey_service.list_journeys(
+        session,
+        status=status_,
+        pathway=pathway,
+        department=department,
+        patient_id=patient_id,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/journeys/{enrollment_id}", response_model=JourneyDetail, summary="One journey")
+async def get_journey(
+    enrollment_id: int, runtime: RuntimeDep, session: SessionDep
+) -> JourneyDetail:
+    """Touchpoints, answers and alerts from the database, progress live from the workflow."""
+    return await journey_service.journey_detail(runtime, session, enrollment_id)
+
+
+class AnswerIn(BaseModel):
+    answers: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description='Question id → answer, e.g. {"chest_pain": "no"}.'
+    )
+    text: str | None = Field(None, max_length=2000)
+    touchpoint_key: str | None = Field(None, max_length=64)
+    source: Literal["patient", "staff"] = "staff"
+
+
+class Accepted(BaseModel):
+    accepted: bool = True
+    detail: str
+
+
+@router.post(
+    "/journeys/{enrollment_id}/answers",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Answer a touchpoint on the patient's behalf",
+)
+async def answer_journey(
+    enrollment_id: int, body: AnswerIn, runtime: RuntimeDep, session: SessionDep
+) -> Accepted:
+    await journey_service.send_answer(
+        runtime,
+        session,
+        enrollment_id,
+        AnswerEvent(
+            answers=body.answers,
+            text=body.text,
+            touchpoint_key=body.touchpoint_key,
+            source=body.source,
+            channel="api",
+        ),
+    )
+    return Accepted(detail="answer delivered to the journey")
+
+
+class ObservationIn(BaseModel):
+    observations: list[ObservationValue] = Field(min_length=1, max_length=50)
+    observed_at: dt.datetime | None = None
+    source: str = Field("manual", max_length=32)
+
+
+@router.post(
+    "/journeys/{enrollment_id}/observations",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Record measurements (blood pressure, glucose…) for the journey's alert rules",
+)
+async def observe_journey(
+    enrollment_id: int, body: ObservationIn, runtime: RuntimeDep, session: SessionDep
+) -> Accepted:
+    await journey_service.record_observation(
+        runtime,
+        session,
+        enrollment_id,
+        ObservationEvent(
+            observations=body.observations, observed_at=body.observed_at, source=body.source
+        ),
+    )
+    return Accepted(detail="observations delivered to the journey")
+
+
+class RescheduleIn(BaseModel):
+    shift_days: float | None = Field(None, ge=-365, le=365)
+    next_due: dt.datetime | None = None
+
+
+@router.post(
+    "/journeys/{enrollment_id}/reschedule",
+    response_model=Accepted,
+    summary="Move the rest of the schedule, or the next touchpoint",
+)
+async def reschedule(
+    enrollment_id: int, body: RescheduleIn, runtime: RuntimeDep, session: SessionDep
+) -> Accepted:
+    await journey_service.reschedule_journey(
+        runtime,
+        session,
+        enrollment_id,
+        RescheduleEvent(
+            shift=dt.timedelta(days=body.shift_days) if body.shift_days else None,
+            next_due=body.next_due,
+        ),
+    )
+    return Accepted(detail="schedule changed")
+
+
+class ControlIn(BaseModel):
+    reason: str | None = Field(None, max_length=128)
+    at: dt.datetime | None = Field(None, description="When it happened (readmission, death).")
+
+
+ControlAction = Literal["pause", "resume", "stop", "readmitted", "deceased"]
+
+
+@router.post(
+    "/journeys/{enrollment_id}/{action}",
+    response_model=Accepted,
+    summary="Pause, resume or stop a journey; report a readmission or death",
+)
+async def control(
+    enrollment_id: int,
+    action: ControlAction,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    body: ControlIn | None = None,
+) -> Accepted:
+    body = body or ControlIn()
+    await journey_service.control_journey(
+        runtime, session, enrollment_id, ControlEvent(action=action, reason=body.reason, at=body.at)
+    )
+    return Accepted(detail=f"journey {enrollment_id}: {action} accepted")

@@ -1,0 +1,76 @@
+"""The outbox: every message the embedded default delivered, readable without any provider."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from suifang.core.api.deps import SessionDep
+from suifang.core.models import Message
+
+router = APIRouter(tags=["outbox"])
+
+
+class OutboxMessage(BaseModel):
+    id: int
+    patient_id: int
+    enrollment_id: int | None
+    ticket_id: int | None
+    kind: str
+    touchpoint_key: str | None
+    locale: str
+    subject: str | None
+    body: str
+    status: str
+    channel: str | None
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+
+
+def outbox_messages(
+    session: Session,
+    *,
+    patient_id: int | None = None,
+    enrollment_id: int | None = None,
+    channel: str | None = "outbox",
+    after_id: int = 0,
+    limit: int = 50,
+) -> list[OutboxMessage]:
+    """Messages, newest first (or oldest first after ``after_id``, for following)."""
+    query = select(Message)
+    if channel:
+        query = query.where(Message.channel == channel)
+    if patient_id is not None:
+        query = query.where(Message.patient_id == patient_id)
+    if enrollment_id is not None:
+        query = query.where(Message.enrollment_id == enrollment_id)
+    if after_id:
+        query = query.where(col(Message.id) > after_id).order_by(col(Message.id))
+    else:
+        query = query.order_by(col(Message.id).desc())
+    rows = session.exec(query.limit(limit)).all()
+    return [OutboxMessage.model_validate(m, from_attributes=True) for m in rows]
+
+
+@router.get(
+    "/outbox", response_model=list[OutboxMessage], summary="Messages delivered to the outbox"
+)
+def outbox(
+    session: SessionDep,
+    patient_id: int | None = None,
+    enrollment_id: int | None = None,
+    all_channels: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[OutboxMessage]:
+    """The outbox channel's messages (``all_channels=true``: every channel's)."""
+    return outbox_messages(
+        session,
+        patient_id=patient_id,
+        enrollment_id=enrollment_id,
+        channel=None if all_channels else "outbox",
+        limit=limit,
+    )
