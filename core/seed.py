@@ -27,7 +27,8 @@ def seed_departments(engine: Engine, path: Path = DEPARTMENTS_FILE) -> int:
     return len(new)
 
 
-def prepare_database(engine: Engine) -> None:
-    """Migrate to the newest schema and add missing default departments."""
-    migrate(engine)
-    seed_departments(engine)
+def prepare_database(engine: Engine, revision: str = "head") -> None:
+    """Migrate (to the newest schema by default) and add missing default departments."""
+    migrate(engine, revision)
+    if revision == "head":
+        seed_departments(engine)

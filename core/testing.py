@@ -6,6 +6,8 @@ Load them in a ``conftest.py`` with ``pytest_plugins = ["suifang.core.testing"]`
   each test in its own throw-away schema). Unset, the PostgreSQL variant is skipped; set but
   unreachable, it fails — CI sets it.
 - ``engine`` / ``session``: that database with every table created.
+- ``runtime``: a :class:`Runtime` on that database, migrated and seeded, built-in plugins.
+- ``journey_worker``: a real worker for ``runtime`` on the time-skipping server.
 - ``time_skipping_env``: the time-skipping Temporal test server (one per session).
 - ``dev_server_env``: a real Temporal dev server (one per session), for tests that need one.
 """
@@ -27,7 +29,10 @@ from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
 from suifang.core.db import create_db_engine
 from suifang.core.models import metadata
+from suifang.core.plugins import Plugins
+from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
+from suifang.core.seed import prepare_database
 from suifang.core.temporal import data_converter
 
 __all__ = [
@@ -35,7 +40,9 @@ __all__ = [
     "db_url",
     "dev_server_env",
     "engine",
+    "journey_worker",
     "postgres_schema_url",
+    "runtime",
     "session",
     "settings",
     "test_keyring",
@@ -114,6 +121,36 @@ def session(engine: Engine) -> Iterator[Session]:
 def settings(tmp_path: Path) -> Settings:
     """Settings isolated in a temporary data directory (SQLite app database inside it)."""
     return load_settings(data_dir=tmp_path / "var")
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on a migrated, seeded database, with every built-in plugin, its own task queue."""
+    settings = load_settings(
+        data_dir=tmp_path / "var",
+        database_url=db_url,
+        task_queue=f"test-{uuid.uuid4().hex[:10]}",
+    )
+    runtime = Runtime(
+        settings=settings,
+        engine=create_db_engine(db_url),
+        plugins=Plugins.load(entrypoints=False, disabled=settings.disabled_plugins),
+    )
+    prepare_database(runtime.engine)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def journey_worker(
+    runtime: Runtime, time_skipping_env: WorkflowEnvironment
+) -> AsyncIterator[WorkflowEnvironment]:
+    """A real worker for ``runtime`` on the time-skipping server; yields the environment."""
+    from suifang.workflows.worker import build_worker
+
+    runtime.with_client(time_skipping_env.client)
+    async with build_worker(time_skipping_env.client, runtime):
+        yield time_skipping_env
 
 
 @pytest.fixture(scope="session")

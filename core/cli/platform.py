@@ -15,7 +15,8 @@ import uvicorn
 from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.config import Settings
-from suifang.core.db import current_revision, migrate
+from suifang.core.db import current_revision
+from suifang.core.seed import prepare_database
 from suifang.core.embedded import DevServer, ensure_ports_free
 from suifang.core.errors import StartupError
 from suifang.core.runtime import Runtime
@@ -64,7 +65,7 @@ def list_plugins(
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
     runtime = cli_runtime()
-    migrate(runtime.engine, revision)
+    prepare_database(runtime.engine, revision)
     print(f"database at revision {current_revision(runtime.engine)}")
 
 
@@ -92,7 +93,7 @@ def run_worker_command() -> None:
     runtime = cli_runtime()
     _configure_logging(runtime.settings)
     setup_tracing(runtime.settings)
-    migrate(runtime.engine)
+    prepare_database(runtime.engine)
     asyncio.run(_until_signalled(run_worker(runtime)))
 
 
@@ -105,7 +106,7 @@ def run_api_command(
 
     runtime = cli_runtime()
     _configure_logging(runtime.settings)
-    migrate(runtime.engine)
+    prepare_database(runtime.engine)
     host = host or runtime.settings.api_host
     port = port or runtime.settings.api_port
     ensure_ports_free({"SUIFANG_API_PORT": (host, port)})
@@ -203,7 +204,7 @@ def up() -> None:
     _configure_logging(settings)
     setup_tracing(settings)
     ensure_ports_free({"SUIFANG_API_PORT": (settings.api_host, settings.api_port)})
-    migrate(runtime.engine)
+    prepare_database(runtime.engine)
     server = DevServer(settings)
     server.start()
     try:
