@@ -350,47 +350,65 @@ class PathwayTemplate(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> PathwayTemplate:
-        _no_duplicates(t.id for t in self.touchpoints)
-        _no_duplicates(r.id for r in self.alert_rules)
+        """Cross-references between sections; each error points at the offending field."""
+        for section, items in (
+            ("touchpoints", self.touchpoints),
+            ("alert_rules", self.alert_rules),
+        ):
+            _no_duplicates((item.id for item in items), section)
         for name in self.variants:
             if name not in {t.value for t in RiskTier} | set(SPECIAL_GROUPS):
-                raise ValueError(
-                    f"variants: unknown variant {name!r}; use a risk tier "
+                raise LocatedError(
+                    ("variants", name),
+                    f"unknown variant {name!r}; use a risk tier "
                     f"({', '.join(t.value for t in RiskTier)}) "
-                    f"or a group ({', '.join(SPECIAL_GROUPS)})"
+                    f"or a group ({', '.join(SPECIAL_GROUPS)})",
                 )
         if not self.send_window.contains(self.send_at):
-            raise ValueError(f"send_at {self.send_at:%H:%M} is outside the send window")
-        all_touchpoints = list(self.touchpoints)
-        all_rules = list(self.alert_rules)
+            raise LocatedError(("send_at",), f"{self.send_at:%H:%M} is outside the send window")
+        located_touchpoints: list[tuple[tuple[str | int, ...], TouchpointSpec]] = [
+            (("touchpoints", i), t) for i, t in enumerate(self.touchpoints)
+        ]
+        located_rules: list[tuple[tuple[str | int, ...], AlertRule]] = [
+            (("alert_rules", i), r) for i, r in enumerate(self.alert_rules)
+        ]
         for name, variant in self.variants.items():
             known = {t.id for t in self.touchpoints}
-            for removed in variant.remove_touchpoints:
+            for index, removed in enumerate(variant.remove_touchpoints):
                 if removed not in known:
-                    raise ValueError(
-                        f"variants.{name}.remove_touchpoints: no touchpoint {removed!r}"
+                    raise LocatedError(
+                        ("variants", name, "remove_touchpoints", index),
+                        f"no touchpoint {removed!r}",
                     )
-            all_touchpoints += variant.add_touchpoints
-            all_rules += variant.alert_rules
+            located_touchpoints += [
+                (("variants", name, "add_touchpoints", i), t)
+                for i, t in enumerate(variant.add_touchpoints)
+            ]
+            located_rules += [
+                (("variants", name, "alert_rules", i), r) for i, r in enumerate(variant.alert_rules)
+            ]
         questions = {q.id for qn in self.questionnaires.values() for q in qn.questions}
-        touchpoint_ids = {t.id for t in all_touchpoints}
-        for touchpoint in all_touchpoints:
+        touchpoint_ids = {t.id for _, t in located_touchpoints}
+        for loc, touchpoint in located_touchpoints:
             if touchpoint.questionnaire and touchpoint.questionnaire not in self.questionnaires:
-                raise ValueError(
-                    f"touchpoint {touchpoint.id!r}: "
-                    f"unknown questionnaire {touchpoint.questionnaire!r}"
+                raise LocatedError(
+                    (*loc, "questionnaire"), f"unknown questionnaire {touchpoint.questionnaire!r}"
                 )
-            if touchpoint.send_at and not (self.send_window.contains(touchpoint.send_at)):
-                raise ValueError(f"touchpoint {touchpoint.id!r}: send_at outside the send window")
-        for rule in all_rules:
+            if touchpoint.send_at and not self.send_window.contains(touchpoint.send_at):
+                raise LocatedError((*loc, "send_at"), "outside the send window")
+        for loc, rule in located_rules:
             for question in _condition_questions(rule.condition):
                 if question not in questions:
-                    raise ValueError(
-                        f"alert rule {rule.id!r}: no question {question!r} in any questionnaire"
+                    raise LocatedError(
+                        (*loc, "if"),
+                        f"alert rule {rule.id!r}: no question {question!r} in any questionnaire",
                     )
             for touchpoint_id in rule.touchpoints or ():
                 if touchpoint_id not in touchpoint_ids:
-                    raise ValueError(f"alert rule {rule.id!r}: no touchpoint {touchpoint_id!r}")
+                    raise LocatedError(
+                        (*loc, "touchpoints"),
+                        f"alert rule {rule.id!r}: no touchpoint {touchpoint_id!r}",
+                    )
         return self
 
     @property
@@ -402,12 +420,22 @@ class PathwayTemplate(_Strict):
         return (self.id, self.version)
 
 
-def _no_duplicates(ids: Iterable[str]) -> None:
+def _no_duplicates(ids: Iterable[str], section: str | None = None) -> None:
     seen: set[str] = set()
-    for item in ids:
+    for index, item in enumerate(ids):
         if item in seen:
-            raise ValueError(f"duplicate id {item!r}")
+            if section is None:
+                raise ValueError(f"duplicate id {item!r}")
+            raise LocatedError((section, index, "id"), f"duplicate id {item!r}")
         seen.add(item)
+
+
+class LocatedError(ValueError):
+    """A validation error that knows which field of the template it is about."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def _condition_questions(condition: Condition) -> Iterator[str]:
@@ -590,6 +618,9 @@ def load_template(path: Path) -> PathwayTemplate:
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, LocatedError):
+                loc = loc + cause.loc
             line = _line_of(root, loc)
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{path}:{line}: {_loc_text(loc)}: {message}")
