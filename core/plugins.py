@@ -38,6 +38,7 @@ ENTRY_POINT_GROUP = "suifang"
 DEFAULT_PLUGINS: dict[str, str] = {
     "outbox": "suifang.plugins.channels.outbox",
     "builtin-pathways": "suifang.plugins.pathways.builtin",
+    "risk": "suifang.workflows.risk",
 }
 
 

@@ -16,10 +16,10 @@ from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.config import Settings
 from suifang.core.db import current_revision
-from suifang.core.seed import prepare_database
 from suifang.core.embedded import DevServer, ensure_ports_free
 from suifang.core.errors import StartupError
 from suifang.core.runtime import Runtime
+from suifang.core.seed import prepare_database
 from suifang.core.telemetry import setup_tracing
 
 __all__ = ["db_app", "register"]
