@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         None, description="Key of the keyed hashes used to look up encrypted values."
     )
     hospital_name: str = Field("", description="How messages name the hospital (optional).")
+    journey_run_length: int = Field(
+        100, ge=1, le=10_000, description="Sends per journey workflow run before continue-as-new."
+    )
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

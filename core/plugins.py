@@ -37,6 +37,11 @@ ENTRY_POINT_GROUP = "suifang"
 #: Built-in plugins: name → module. The name is what ``SUIFANG_DISABLED_PLUGINS`` blocks.
 DEFAULT_PLUGINS: dict[str, str] = {
     "outbox": "suifang.plugins.channels.outbox",
+    "email": "suifang.plugins.channels.email",
+    "sms": "suifang.plugins.channels.sms",
+    "wechat": "suifang.plugins.channels.wechat",
+    "voice": "suifang.plugins.channels.voice",
+    "webhook": "suifang.plugins.channels.webhook",
     "builtin-pathways": "suifang.plugins.pathways.builtin",
     "risk": "suifang.workflows.risk",
 }

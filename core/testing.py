@@ -14,6 +14,8 @@ Load them in a ``conftest.py`` with ``pytest_plugins = ["suifang.core.testing"]`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +25,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.binaries import find_binary
@@ -151,6 +155,33 @@ async def journey_worker(
     runtime.with_client(time_skipping_env.client)
     async with build_worker(time_skipping_env.client, runtime):
         yield time_skipping_env
+        await terminate_open_workflows(runtime, time_skipping_env.client)
+
+
+async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
+    """End what a test left running, gracefully: on the shared time-skipping server a workflow
+    left open (or terminated mid-activity) would hold time still for every later test."""
+    from sqlmodel import select
+
+    from suifang.core.models import Enrollment
+    from suifang.workflows.journey_core import ControlEvent
+
+    with Session(runtime.engine) as session:
+        workflow_ids = session.exec(select(Enrollment.workflow_id)).all()
+    for workflow_id in workflow_ids:
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                continue
+        except RPCError:
+            continue
+        with contextlib.suppress(Exception):
+            await handle.execute_update("control", ControlEvent(action="stop", reason="test end"))
+        try:
+            await asyncio.wait_for(handle.result(), timeout=10)
+        except Exception:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test finished")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ accepts, the caller opens a task for a person to call (the cascade's last step).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -212,9 +213,14 @@ async def deliver(
     directory: ChannelDirectory,
     request: DeliveryRequest,
     *,
+    now: dt.datetime | None = None,
     channel_timeout: float = 30.0,
 ) -> SendOutcome:
-    """Send ``request`` over the first channel of the cascade that accepts it (idempotent)."""
+    """Send ``request`` over the first channel of the cascade that accepts it (idempotent).
+
+    ``now`` stamps the message (activities pass the time Temporal scheduled them, so a
+    journey's records follow the workflow's clock).
+    """
     with Session(engine, expire_on_commit=False) as session:
         message = session.exec(
             select(Message).where(Message.idempotency_key == request.idempotency_key)
@@ -307,7 +313,7 @@ async def deliver(
             message.status = "delivered" if receipt.status == "delivered" else "accepted"
             message.channel = name
             message.provider_message_id = receipt.provider_message_id
-            message.sent_at = utcnow()
+            message.sent_at = now or utcnow()
             if receipt.status == "delivered":
                 message.delivered_at = message.sent_at
             session.add(message)

@@ -11,6 +11,7 @@ If Temporal is unreachable the enrollment is kept as ``pending`` and starts on t
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
@@ -362,14 +363,14 @@ async def register_discharge(
             risk_method=risk.method if data.risk_tier is None else f"{risk.method} (overridden)",
             risk_reasons=risk.reasons,
             groups=risk.groups,
-            workflow_id=f"pending-{key or encounter.external_id}-{template.id}",
+            workflow_id=f"pending-{uuid.uuid4().hex}",
             status=JourneyStatus.PENDING,
             time_scale=data.time_scale,
             idempotency_key=key,
         )
         session.add(enrollment)
         session.flush()
-        enrollment.workflow_id = journey_workflow_id(enrollment.id)  # type: ignore[arg-type]
+        enrollment.workflow_id = journey_workflow_id(enrollment.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
         session.add(enrollment)
         session.commit()
         setup = JourneySetup(
@@ -382,6 +383,7 @@ async def register_discharge(
             time_scale=data.time_scale,
             greetings=greetings,
             greetings_until=greetings_until,
+            continue_as_new_after=runtime.settings.journey_run_length,
         )
         await start_journey(runtime, session, enrollment, setup)
         return _output(enrollment, encounter, True, plan, patient.timezone)
@@ -446,6 +448,7 @@ async def resume_enrollment(
             time_scale=enrollment.time_scale,
             greetings=greetings,
             greetings_until=until,
+            continue_as_new_after=runtime.settings.journey_run_length,
         )
         await start_journey(runtime, session, enrollment, setup)
     return _output(enrollment, encounter, False, plan, patient.timezone)

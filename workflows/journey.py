@@ -72,8 +72,10 @@ SEND_OPTIONS: dict[str, Any] = {
 }
 
 
-def journey_workflow_id(enrollment_id: int) -> str:
-    return f"journey-{enrollment_id}"
+def journey_workflow_id(enrollment_id: int, token: str) -> str:
+    """``journey-<enrollment>-<token>``: readable, and unique even across databases that share
+    a Temporal namespace (a restored backup, a second hospital, a test run)."""
+    return f"journey-{enrollment_id}-{token}"
 
 
 class JourneyInput(BaseModel):

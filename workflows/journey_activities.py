@@ -274,6 +274,7 @@ class JourneyActivities:
                     locale=locale,
                     channels=request.channels,
                 ),
+                now=activity.info().current_attempt_scheduled_time,
             )
         except RetryableDelivery as exc:
             raise ApplicationError(str(exc), type="TransientChannelError") from None

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from suifang.core.api import health, journeys, outbox, pathways
+from suifang.core.api import channels, health, journeys, outbox, pathways
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
@@ -43,6 +43,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(journeys.router)
     app.include_router(pathways.router)
     app.include_router(outbox.router)
+    app.include_router(channels.router)
+    app.include_router(channels.webhooks)
     setup_tracing(runtime.settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
     return app

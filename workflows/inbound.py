@@ -1,0 +1,312 @@
+"""Inbound: a provider's webhook → a verified reply matched to its patient, touchpoint and journey.
+
+Every call is stored (encrypted) before anything else happens, so nothing is ever dropped:
+a bad signature, a malformed body, a sender no patient has — each is kept as an
+:class:`InboundRecord` and answered with a clear 4xx. A reply that parses as answers to the
+open touchpoint's questionnaire is signalled to the journey as answers; free text is
+signalled as the patient's reply *and* kept as feedback for a person to read (the feedback
+ticket). Delivery receipts update the message ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+from suifang.core.channels import (
+    AddressKind,
+    DeliveryStatusUpdate,
+    InboundMessage,
+    InboundRejected,
+    InboundRequest,
+)
+from suifang.core.db import utcnow
+from suifang.core.enums import JourneyStatus
+from suifang.core.models import ContactPoint, Enrollment, InboundRecord, Message
+from suifang.core.pathways import Questionnaire, resolve_plan
+from suifang.core.runtime import Runtime
+from suifang.core.security.crypto import blind_index
+from suifang.workflows.delivery import ChannelDirectory
+from suifang.workflows.journey import PatientJourneyWorkflow
+from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.rendering import parse_reply
+
+__all__ = ["InboundOutcome", "InboundResult", "receive_inbound"]
+
+MAX_BODY_BYTES = 256 * 1024
+_SYSTEM = {
+    AddressKind.PHONE: "phone",
+    AddressKind.EMAIL: "email",
+    AddressKind.WECHAT_OPENID: "wechat",
+    AddressKind.APP_USER: "app",
+}
+_STATUS_FIELD = {"delivered": "delivered_at", "read": "read_at", "answered": "read_at"}
+
+
+class InboundOutcome(BaseModel):
+    record_id: int
+    kind: str = Field(description="answer, feedback, status, unmatched…")
+    patient_id: int | None = None
+    enrollment_id: int | None = None
+    touchpoint_key: str | None = None
+    detail: str | None = None
+
+
+class InboundResult(BaseModel):
+    channel: str
+    outcomes: list[InboundOutcome]
+    reply_body: str = '{"ok": true}'
+    reply_media_type: str = "application/json"
+
+
+class InboundFailure(InboundRejected):
+    """Refused after the call was stored; carries the id of the stored record."""
+
+    def __init__(self, message: str, *, status_code: int, record_id: int) -> None:
+        super().__init__(message, status_code=status_code)
+        self.record_id = record_id
+
+
+def _store(session: Session, channel: str, kind: str, payload: Any, **fields: Any) -> InboundRecord:
+    text = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, ensure_ascii=False, default=str)
+    )
+    record = InboundRecord(channel=channel, kind=kind, payload=text, **fields)
+    session.add(record)
+    session.commit()
+    session.refresh(record)
+    return record
+
+
+def _raw(request: InboundRequest) -> str:
+    return request.body.decode("utf-8", errors="replace")
+
+
+async def receive_inbound(
+    runtime: Runtime, directory: ChannelDirectory, channel_name: str, request: InboundRequest
+) -> InboundResult:
+    """Verify, store, match and route one webhook call; raise InboundRejected for a 4xx."""
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        if len(request.body) > MAX_BODY_BYTES:
+            record = _store(
+                session, channel_name, "rejected", _raw(request)[:4096], error="too large"
+            )
+            raise InboundFailure(
+                f"body of {len(request.body)} bytes is over the {MAX_BODY_BYTES} byte limit",
+                status_code=413,
+                record_id=record.id,  # type: ignore[arg-type]
+            )
+        channel = directory.get(channel_name)
+        if channel is None:
+            problem = directory.problem(channel_name) or "unknown channel"
+            record = _store(session, channel_name, "rejected", _raw(request), error=problem[:256])
+            raise InboundFailure(
+                f"channel {channel_name!r}: {problem}",
+                status_code=404,
+                record_id=record.id,  # type: ignore[arg-type]
+            )
+        try:
+            items = await channel.parse_inbound(request)
+        except InboundRejected as exc:
+            record = _store(session, channel_name, "rejected", _raw(request), error=str(exc)[:256])
+            raise InboundFailure(
+                str(exc), status_code=exc.status_code, record_id=record.id
+            ) from None  # type: ignore[arg-type]
+        outcomes = []
+        for item in items:
+            if isinstance(item, DeliveryStatusUpdate):
+                outcomes.append(_status_update(session, channel_name, item))
+            else:
+                outcomes.append(await _reply(runtime, session, channel, item))
+        body, media_type = channel.inbound_response(items)
+        unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
+        if unmatched and len(unmatched) == len(outcomes):
+            raise InboundFailure(
+                unmatched[0].detail or "not matched",
+                status_code=404,
+                record_id=unmatched[0].record_id,
+            )
+        return InboundResult(
+            channel=channel_name, outcomes=outcomes, reply_body=body, reply_media_type=media_type
+        )
+
+
+def _status_update(session: Session, channel: str, update: DeliveryStatusUpdate) -> InboundOutcome:
+    message = session.exec(
+        select(Message).where(
+            Message.provider_message_id == update.provider_message_id, Message.channel == channel
+        )
+    ).first()
+    payload = update.model_dump(mode="json")
+    if message is None:
+        record = _store(
+            session,
+            channel,
+            "unmatched_status",
+            payload,
+            provider_message_id=update.provider_message_id,
+        )
+        return InboundOutcome(
+            record_id=record.id,  # type: ignore[arg-type]
+            kind="unmatched_status",
+            detail=f"no message with provider id {update.provider_message_id!r} on {channel}",
+        )
+    at = update.at or utcnow()
+    if update.status == "failed":
+        message.status = "failed"
+        message.status_detail = (update.error or "provider reported failure")[:256]
+    else:
+        message.status = update.status
+        setattr(message, _STATUS_FIELD[update.status], at)
+    session.add(message)
+    record = _store(
+        session,
+        channel,
+        "status",
+        payload,
+        provider_message_id=update.provider_message_id,
+        patient_id=message.patient_id,
+        enrollment_id=message.enrollment_id,
+        touchpoint_key=message.touchpoint_key,
+    )
+    return InboundOutcome(
+        record_id=record.id,  # type: ignore[arg-type]
+        kind="status",
+        patient_id=message.patient_id,
+        enrollment_id=message.enrollment_id,
+        touchpoint_key=message.touchpoint_key,
+        detail=update.status,
+    )
+
+
+def _match(
+    session: Session, channel: Any, reply: InboundMessage
+) -> tuple[int | None, Message | None, str | None]:
+    """(patient id, the message replied to, sender hash) — by reply reference, else by sender."""
+    replied: Message | None = None
+    if reply.in_reply_to:
+        replied = session.exec(
+            select(Message).where(
+                (Message.idempotency_key == reply.in_reply_to)
+                | (Message.provider_message_id == reply.in_reply_to)
+            )
+        ).first()
+    system = _SYSTEM.get(channel.address_kind)
+    sender_hash = blind_index(system, reply.sender) if system and reply.sender else None
+    if replied is not None:
+        return replied.patient_id, replied, sender_hash
+    if sender_hash is None:
+        return None, None, None
+    contact = session.exec(
+        select(ContactPoint)
+        .where(ContactPoint.system == system, ContactPoint.value_hash == sender_hash)
+        .order_by(col(ContactPoint.id).desc())
+    ).first()
+    return (contact.patient_id if contact else None), None, sender_hash
+
+
+async def _reply(
+    runtime: Runtime, session: Session, channel: Any, reply: InboundMessage
+) -> InboundOutcome:
+    payload = reply.model_dump(mode="json", exclude={"extra"})
+    patient_id, replied, sender_hash = _match(session, channel, reply)
+    common = {"sender_hash": sender_hash, "provider_message_id": reply.provider_message_id}
+    if patient_id is None:
+        record = _store(session, channel.name, "unmatched", payload, **common)
+        return InboundOutcome(
+            record_id=record.id,  # type: ignore[arg-type]
+            kind="unmatched",
+            detail="no patient has this sender address; the message is kept for review",
+        )
+    enrollment = _active_enrollment(session, patient_id, replied)
+    if enrollment is None:
+        record = _store(session, channel.name, "feedback", payload, patient_id=patient_id, **common)
+        return InboundOutcome(
+            record_id=record.id,  # type: ignore[arg-type]
+            kind="feedback",
+            patient_id=patient_id,
+            detail="no active journey: kept as patient feedback",
+        )
+    touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
+    answers = dict(reply.answers or {})
+    if not answers and reply.text and questionnaire is not None:
+        answers = parse_reply(reply.text, questionnaire) or {}
+    kind = "answer" if answers else "feedback"
+    event = AnswerEvent(
+        answers=answers,
+        text=None if answers else reply.text,
+        touchpoint_key=touchpoint_key,
+        received_at=reply.received_at,
+        channel=channel.name,
+    )
+    if answers or (reply.text and reply.text.strip()):
+        client = await runtime.client()
+        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+        await handle.signal(PatientJourneyWorkflow.answer, event)
+    record = _store(
+        session,
+        channel.name,
+        kind,
+        payload,
+        patient_id=patient_id,
+        enrollment_id=enrollment.id,
+        touchpoint_key=touchpoint_key,
+        **common,
+    )
+    return InboundOutcome(
+        record_id=record.id,  # type: ignore[arg-type]
+        kind=kind,
+        patient_id=patient_id,
+        enrollment_id=enrollment.id,
+        touchpoint_key=touchpoint_key,
+        detail="answers delivered to the journey"
+        if answers
+        else "free text: delivered and kept as feedback",
+    )
+
+
+def _active_enrollment(
+    session: Session, patient_id: int, replied: Message | None
+) -> Enrollment | None:
+    if replied is not None and replied.enrollment_id is not None:
+        enrollment = session.get(Enrollment, replied.enrollment_id)
+        if enrollment is not None and enrollment.status in (
+            JourneyStatus.ACTIVE,
+            JourneyStatus.PAUSED,
+        ):
+            return enrollment
+    return session.exec(
+        select(Enrollment)
+        .where(
+            Enrollment.patient_id == patient_id,
+            col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
+        )
+        .order_by(col(Enrollment.id).desc())
+    ).first()
+
+
+async def _open_touchpoint(
+    runtime: Runtime, enrollment: Enrollment, replied: Message | None
+) -> tuple[str | None, Questionnaire | None]:
+    """The touchpoint a reply answers (the one replied to, else the open one) and its questions."""
+    key = replied.touchpoint_key if replied is not None else None
+    if key is None:
+        client = await runtime.client()
+        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+        progress = await handle.query(PatientJourneyWorkflow.progress)
+        key = progress.open_touchpoints[-1] if progress.open_touchpoints else None
+    if key is None:
+        return None, None
+    try:
+        template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
+    except Exception:
+        return key, None
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    touchpoint_id = key.split("#", 1)[0]
+    planned = next((t for t in plan.touchpoints if t.id == touchpoint_id), None)
+    return key, planned.questionnaire if planned else None
