@@ -60,6 +60,26 @@ def test_an_inline_plugin_adds_a_channel() -> None:
     assert plugins.channel_classes()["pager"] is PagerChannel
 
 
+def test_a_plugin_registers_pathways_from_its_own_folder(tmp_path: Path) -> None:
+    source = (Path(__file__).parents[2] / "templates" / "pathways" / "pci.yaml").read_text("utf-8")
+    folder = tmp_path / "pathways"
+    folder.mkdir()
+    (folder / "cardiac-rehab.yaml").write_text(
+        source.replace("id: pci", "id: cardiac-rehab").replace("priority: 10", "priority: 20"),
+        encoding="utf-8",
+    )
+
+    @hookimpl
+    def suifang_register_pathways(register):  # type: ignore[no-untyped-def]
+        register(folder)
+
+    plugin = _plugin_module("rehab", suifang_register_pathways=suifang_register_pathways)
+    catalog = Plugins.load(entrypoints=False, extra=[("rehab", plugin)]).pathway_catalog()
+    assert "cardiac-rehab" in catalog.ids()
+    assert "pci" in catalog.ids()  # the built-ins are still there
+    assert catalog.origin(catalog.get("cardiac-rehab")).endswith("cardiac-rehab.yaml")
+
+
 def test_two_channels_with_one_name_are_refused() -> None:
     @hookimpl
     def suifang_register_channels(register):  # type: ignore[no-untyped-def]
