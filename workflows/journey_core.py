@@ -546,9 +546,11 @@ class JourneyCore:
             self.setup.greetings_until = max(batch.until, command.after + dt.timedelta(days=1))
 
     def compact(self) -> None:
-        """Drop consumed greetings before continue-as-new, so the input does not grow forever."""
+        """Prepare the state for continue-as-new: a fresh run count, consumed greetings dropped
+        (so the input does not grow forever)."""
         self.setup.greetings = self.setup.greetings[self.state.next_greeting :]
         self.state.next_greeting = 0
+        self.state.sends_this_run = 0
 
     @property
     def idle(self) -> bool:

@@ -372,8 +372,8 @@ def test_open_ended_recurrence_continues_as_new_with_the_same_schedule() -> None
     # What continue-as-new does: a new core from the serialised setup and state.
     setup = JourneySetup.model_validate_json(run.core.setup.model_dump_json())
     state = type(run.core.state).model_validate_json(run.core.state.model_dump_json())
-    state.sends_this_run = 0
     resumed = Driver(JourneyCore(setup, state), run.now, on_send=run.on_send)
+    assert not resumed.core.wants_continue_as_new  # a fresh run, not a loop of empty runs
     resumed.run(until=DISCHARGED + dt.timedelta(days=36))
     keys = [k for k, r, _ in run.sends() + resumed.sends() if not r]
     assert keys == ["weekly#1", "weekly#2", "weekly#3", "weekly#4", "weekly#5"]

@@ -1,0 +1,526 @@
+"""Journeys end to end on the time-skipping server: real workflow, real activities, real DB.
+
+Every built-in pathway runs through its schedule with normal, abnormal and missing answers;
+do-not-contact, readmission, continue-as-new, template changes and replay are covered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from suifang.core.enums import JourneyStatus
+from suifang.core.models import (
+    Alert,
+    Answer,
+    Enrollment,
+    Message,
+    Patient,
+    PointsEntry,
+    TouchpointRecord,
+)
+from suifang.core.pathways import (
+    AlertRule,
+    AllCondition,
+    AnswerCondition,
+    AnyCondition,
+    Condition,
+    IndicatorCondition,
+    JourneyPlan,
+    PathwayTemplate,
+    Question,
+    Questionnaire,
+    resolve_plan,
+)
+from suifang.core.runtime import Runtime
+from suifang.workflows import journey_service
+from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
+from suifang.workflows.journey import PatientJourneyWorkflow
+from suifang.workflows.journey_core import AnswerEvent, ControlEvent, evaluate
+
+BUILT_IN = ["pci", "diabetes", "hip-replacement", "post-checkup", "hypertension", "general"]
+_counter = itertools.count(1)
+
+
+# --------------------------------------------------------------------------- answer helpers
+
+
+def _candidates(question: Question) -> list[Any]:
+    if question.type == "yes_no":
+        return ["no", "yes"]
+    if question.type == "choice":
+        return [o.id for o in question.options]
+    if question.type in ("scale", "number"):
+        low = question.min if question.min is not None else 0
+        high = question.max if question.max is not None else 300
+        middle = round((low + high) / 2)
+        return [str(v) for v in dict.fromkeys([middle, round(low + (high - low) * 0.3), low, high])]
+    return ["还好"]
+
+
+def normal_answers(questionnaire: Questionnaire, rules: list[AlertRule]) -> dict[str, Any]:
+    """For each question, the first plausible answer that trips no alert rule."""
+    answers: dict[str, Any] = {}
+    for question in questionnaire.questions:
+        for candidate in _candidates(question):
+            trial = {**answers, question.id: question.parse_answer(candidate)}
+            indicators = {
+                q.indicator: trial[q.id]
+                for q in questionnaire.questions
+                if q.indicator and isinstance(trial.get(q.id), float)
+            }
+            if not any(evaluate(rule.condition, trial, indicators) for rule in rules):
+                answers[question.id] = candidate
+                break
+    return answers
+
+
+def _satisfy(condition: Condition, questionnaire: Questionnaire) -> dict[str, Any] | None:
+    if isinstance(condition, AnswerCondition):
+        question = questionnaire.question(condition.question)
+        if question is None:
+            return None
+        value = condition.value
+        if condition.op in ("gt",):
+            value = float(value) + 1
+        elif condition.op in ("lt",):
+            value = float(value) - 1
+        elif condition.op == "in":
+            value = value[0]
+        return {condition.question: str(value if not isinstance(value, float) else f"{value:g}")}
+    if isinstance(condition, IndicatorCondition):
+        question = next(
+            (q for q in questionnaire.questions if q.indicator == condition.indicator), None
+        )
+        if question is None:
+            return None
+        value = {"gt": condition.value + 1, "lt": condition.value - 0.5}.get(
+            condition.op, condition.value
+        )
+        return {question.id: f"{value:g}"}
+    if isinstance(condition, AnyCondition):
+        return next((a for c in condition.any if (a := _satisfy(c, questionnaire))), None)
+    if isinstance(condition, AllCondition):
+        merged: dict[str, Any] = {}
+        for inner in condition.all:
+            part = _satisfy(inner, questionnaire)
+            if part is None:
+                return None
+            merged.update(part)
+        return merged
+    return None
+
+
+def abnormal_answers(plan: JourneyPlan, touchpoint_id: str) -> tuple[dict[str, Any], AlertRule]:
+    """Normal answers except for what trips the first applicable alert rule."""
+    planned = plan.touchpoint(touchpoint_id)
+    assert planned.questionnaire is not None
+    for rule in plan.alert_rules:
+        if rule.touchpoints is not None and touchpoint_id not in rule.touchpoints:
+            continue
+        trigger = _satisfy(rule.condition, planned.questionnaire)
+        if trigger:
+            return {**normal_answers(planned.questionnaire, []), **trigger}, rule
+    raise AssertionError(f"no alert rule of {plan.pathway_id} applies to {touchpoint_id}")
+
+
+# --------------------------------------------------------------------------- journey helpers
+
+
+def discharge(
+    runtime: Runtime, template: PathwayTemplate, discharged_at: dt.datetime, **extra: Any
+) -> DischargeIn:
+    number = next(_counter)
+    kind = "checkup" if template.id == "post-checkup" else "inpatient"
+    return DischargeIn.model_validate(
+        {
+            "pathway": template.id,
+            "patient": {
+                "external_id": f"P-{template.id}-{number}",
+                "name": "李建国",
+                "sex": "male",
+                "birth_date": "1970-05-01",
+                "phone": f"1390000{number:04d}",
+                **extra.pop("patient", {}),
+            },
+            "encounter": {
+                "external_id": f"V-{template.id}-{number}",
+                "kind": kind,
+                "department": template.department or "general_medicine",
+                "discharged_at": discharged_at.isoformat(),
+                "length_of_stay_days": 3,
+                **extra.pop("encounter", {}),
+            },
+            **extra,
+        }
+    )
+
+
+async def settle(check: Any, timeout: float = 10.0) -> Any:
+    """Poll ``check`` (in real time) until it returns something truthy; workflows are async."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def run_to_end(env: WorkflowEnvironment, handle: WorkflowHandle, days: int = 400) -> Any:
+    """Skip time a week at a time until the journey ends; its result.
+
+    (A handle obtained by id does not unlock time skipping while awaiting its result, so the
+    test moves the clock itself.)
+    """
+    for _ in range(days // 7 + 1):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            break
+        await env.sleep(dt.timedelta(days=7))
+    return await handle.result()
+
+
+def handle_of(env: WorkflowEnvironment, enrollment: EnrollmentOut) -> WorkflowHandle:
+    return env.client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+
+
+async def advance_to_next_touchpoint(
+    env: WorkflowEnvironment, handle: WorkflowHandle
+) -> str | None:
+    """Skip time to the next touchpoint and wait until it is open; its key, or None at the end."""
+    progress = await handle.query(PatientJourneyWorkflow.progress)
+    if progress.next_due_at is None:
+        return None
+    now = await env.get_current_time()
+    await env.sleep(max(progress.next_due_at - now, dt.timedelta(0)) + dt.timedelta(minutes=1))
+    key = progress.next_touchpoint
+
+    async def opened() -> bool:
+        state = await handle.query(PatientJourneyWorkflow.progress)
+        return key in state.open_touchpoints or state.status != JourneyStatus.ACTIVE
+
+    await settle(opened)
+    return key
+
+
+def rows(runtime: Runtime, model: Any, **where: Any) -> list[Any]:
+    with Session(runtime.engine) as session:
+        query = select(model)
+        for name, value in where.items():
+            query = query.where(getattr(model, name) == value)
+        return list(session.exec(query.order_by(col(model.id))).all())
+
+
+async def journey_status(runtime: Runtime, enrollment_id: int) -> str:
+    with Session(runtime.engine) as session:
+        enrollment = session.get(Enrollment, enrollment_id)
+        assert enrollment is not None
+        return enrollment.status
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("pathway_id", BUILT_IN)
+async def test_pathway_runs_on_schedule_with_normal_answers(
+    pathway_id: str, runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get(pathway_id)
+    start = await env.get_current_time()
+    enrollment = await register_discharge(runtime, discharge(runtime, template, start))
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    handle = handle_of(env, enrollment)
+    expected = {s.key: s.due_at for s in enrollment.schedule}
+    answered = []
+    for _ in range(4 if plan.open_ended else len(expected)):
+        key = await advance_to_next_touchpoint(env, handle)
+        assert key is not None
+        planned = plan.touchpoint(key.split("#")[0])
+        if planned.expects_answer:
+            answers = (
+                normal_answers(planned.questionnaire, plan.alert_rules)
+                if planned.questionnaire
+                else {}
+            )
+            await handle.signal(
+                PatientJourneyWorkflow.answer,
+                AnswerEvent(answers=answers, text=None if answers else "都挺好"),
+            )
+            answered.append(key)
+    if plan.open_ended:
+        await handle.execute_update(
+            PatientJourneyWorkflow.control, ControlEvent(action="stop", reason="test done")
+        )
+    result = await handle.result()
+    assert result.status == (JourneyStatus.STOPPED if plan.open_ended else JourneyStatus.COMPLETED)
+    messages = [
+        m
+        for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+        if m.kind == "touchpoint"
+    ]
+    sent = {m.touchpoint_key: m.sent_at for m in messages}
+    for key in list(sent)[: len(expected)]:
+        if key in expected:
+            assert abs(sent[key] - expected[key]) < dt.timedelta(minutes=1), (
+                key
+            )  # on the planned day and time
+    assert all(m.channel == "outbox" and m.status == "delivered" for m in messages)
+    assert "李" in messages[0].body  # addressed by name
+    assert rows(runtime, Alert, enrollment_id=enrollment.enrollment_id) == []
+    points = rows(runtime, PointsEntry, enrollment_id=enrollment.enrollment_id)
+    assert len(points) == len(answered)
+    assert await journey_status(runtime, enrollment.enrollment_id) == result.status
+
+
+@pytest.mark.parametrize("pathway_id", BUILT_IN)
+async def test_abnormal_answer_raises_the_alert_at_the_templates_tier(
+    pathway_id: str, runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get(pathway_id)
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    handle = handle_of(env, enrollment)
+    key = await advance_to_next_touchpoint(env, handle)
+    assert key is not None
+    while plan.touchpoint(key.split("#")[0]).questionnaire is None:
+        key = await advance_to_next_touchpoint(env, handle)
+        assert key is not None
+    answers, rule = abnormal_answers(plan, key.split("#")[0])
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
+    alerts = await settle(lambda: rows(runtime, Alert, enrollment_id=enrollment.enrollment_id))
+    raised = {a.rule_id: (a.tier, a.priority) for a in alerts}
+    assert raised[rule.id] == (rule.tier.value, rule.priority.value)
+    assert alerts[0].touchpoint_key == key
+    stored = rows(runtime, Answer, enrollment_id=enrollment.enrollment_id)
+    assert {a.question_id for a in stored} >= set(answers)
+    if rule.advice is not None:
+        advice = await settle(
+            lambda: [
+                m
+                for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+                if m.kind == "advice"
+            ]
+        )
+        assert "120" in advice[0].body or "emergency" in advice[0].body.lower()
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+
+
+@pytest.mark.parametrize("pathway_id", BUILT_IN)
+async def test_missing_answers_remind_then_mark_lost_and_open_a_call_task(
+    pathway_id: str, runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get(pathway_id)
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    result = await run_to_end(env, handle)
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    assert result.status == JourneyStatus.LOST
+    assert result.progress.missed == plan.lost_after_missed
+    records = rows(runtime, TouchpointRecord, enrollment_id=enrollment.enrollment_id)
+    assert [r.status for r in records].count("missed") == plan.lost_after_missed
+    kinds = [m.kind for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)]
+    assert "reminder" in kinds or all(t.reminders == 0 for t in plan.touchpoints)
+    tasks = [
+        a
+        for a in rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
+        if a.category == "call_task"
+    ]
+    assert [t.rule_id for t in tasks] == ["call-task:lost_to_follow_up"]
+
+
+async def test_do_not_contact_mid_journey_stops_every_later_send(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get("pci")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    await advance_to_next_touchpoint(env, handle)
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(text="挺好的"))
+    with Session(runtime.engine) as session:
+        stopped = await journey_service.withdraw_consent(
+            runtime, session, enrollment.patient_id, source="patient phoned"
+        )
+    assert stopped == [enrollment.enrollment_id]
+    result = await handle.result()
+    assert (result.status, result.reason) == (JourneyStatus.STOPPED, "do_not_contact")
+    await env.sleep(dt.timedelta(days=40))
+    sent = rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+    assert [m.touchpoint_key for m in sent if m.kind == "touchpoint"] == ["day3"]
+    stopped_at = rows(runtime, Patient, id=enrollment.patient_id)[0].do_not_contact_at
+    assert all(m.created_at <= stopped_at for m in sent)  # nothing at all after the withdrawal
+    patient = rows(runtime, Patient, id=enrollment.patient_id)[0]
+    assert patient.do_not_contact
+    assert patient.do_not_contact_source == "patient phoned"
+
+
+async def test_the_send_activity_refuses_a_do_not_contact_patient_even_before_the_signal(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get("pci")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    with Session(runtime.engine) as session:
+        patient = session.get(Patient, enrollment.patient_id)
+        assert patient is not None
+        patient.do_not_contact = True
+        session.add(patient)
+        session.commit()
+    result = await run_to_end(env, handle_of(env, enrollment))
+    assert (result.status, result.reason) == (JourneyStatus.STOPPED, "do_not_contact")
+    messages = rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+    assert [(m.status, m.channel) for m in messages] == [("suppressed", None)]
+
+
+async def test_readmission_stops_the_journey_and_is_recorded(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get("pci")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    await advance_to_next_touchpoint(env, handle)
+    with Session(runtime.engine) as session:
+        await journey_service.control_journey(
+            runtime, session, enrollment.enrollment_id, ControlEvent(action="readmitted")
+        )
+    result = await handle.result()
+    assert (result.status, result.reason) == (JourneyStatus.STOPPED, "readmitted")
+    stored = rows(runtime, Enrollment, id=enrollment.enrollment_id)[0]
+    assert stored.readmitted_at is not None
+    assert stored.status == "stopped"
+
+
+async def test_control_updates_are_refused_when_they_cannot_apply(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get("pci")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    with Session(runtime.engine) as session:
+        from suifang.core.errors import ValidationFailed
+
+        with pytest.raises(ValidationFailed, match="cannot resume: the journey is not paused"):
+            await journey_service.control_journey(
+                runtime, session, enrollment.enrollment_id, ControlEvent(action="resume")
+            )
+        await journey_service.control_journey(
+            runtime, session, enrollment.enrollment_id, ControlEvent(action="stop")
+        )
+        await handle_of(env, enrollment).result()
+        with pytest.raises(ValidationFailed, match="has ended"):
+            await journey_service.control_journey(
+                runtime, session, enrollment.enrollment_id, ControlEvent(action="pause")
+            )
+
+
+async def test_open_ended_journey_continues_as_new_and_keeps_its_schedule(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    runtime.settings.journey_run_length = 2
+    template = runtime.catalog.get("diabetes")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    handle = handle_of(env, enrollment)
+    first_run = (await handle.describe()).run_id
+    keys = []
+    for _ in range(5):
+        key = await advance_to_next_touchpoint(env, handle)
+        assert key is not None
+        keys.append(key)
+        planned = plan.touchpoint(key.split("#")[0])
+        if planned.expects_answer:
+            await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(text="好的"))
+    assert (await handle.describe()).run_id != first_run  # it continued as new at least once
+    expected = [k for k, _, _ in journey_service_schedule(plan, enrollment)][:5]
+    assert keys == expected
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+    result = await handle.result()
+    assert result.progress.sent == 5
+
+
+def journey_service_schedule(
+    plan: JourneyPlan, enrollment: EnrollmentOut
+) -> list[tuple[str, int, dt.datetime]]:
+    from suifang.workflows.journey_core import preview_schedule
+
+    return preview_schedule(
+        plan, enrollment.schedule[0].due_at - dt.timedelta(days=enrollment.schedule[0].day)
+    )
+
+
+async def test_a_template_change_does_not_alter_running_journeys(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    v1 = runtime.catalog.get("pci")
+    running = await register_discharge(
+        runtime, discharge(runtime, v1, await env.get_current_time())
+    )
+    data = v1.model_dump(by_alias=True)
+    data["version"] = v1.version + 1
+    data["touchpoints"][0]["day"] = 2  # v2 checks in on day 2 instead of day 3
+    runtime.catalog.add(PathwayTemplate.model_validate(data), "test")
+    newer = await register_discharge(runtime, discharge(runtime, v1, await env.get_current_time()))
+    assert (running.pathway_version, newer.pathway_version) == (v1.version, v1.version + 1)
+    assert running.schedule[0].day == 3
+    assert newer.schedule[0].day == 2
+    key = await advance_to_next_touchpoint(env, handle_of(env, running))
+    assert key == "day3"
+    sent = rows(runtime, Message, enrollment_id=running.enrollment_id)
+    assert sent[0].sent_at is not None
+    assert sent[0].sent_at - running.schedule[0].due_at < dt.timedelta(minutes=1)
+    for enrollment in (running, newer):
+        await handle_of(env, enrollment).execute_update(
+            PatientJourneyWorkflow.control, ControlEvent(action="stop")
+        )
+
+
+async def test_a_recorded_journey_history_replays_deterministically(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    env = journey_worker
+    template = runtime.catalog.get("pci")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    key = await advance_to_next_touchpoint(env, handle)
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    answers, _ = abnormal_answers(plan, key or "day3")
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
+    await run_to_end(env, handle)
+    history = await handle.fetch_history()
+    replay = await Replayer(
+        workflows=[PatientJourneyWorkflow], data_converter=env.client.data_converter
+    ).replay_workflow(history)
+    assert replay.replay_failure is None
