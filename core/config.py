@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from suifang.core.errors import ConfigurationError
 
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
         if value:
             try:
                 make_url(value)
-            except Exception:
+            except (ArgumentError, ValueError):
                 raise ValueError(
                     "not a database URL, e.g. postgresql+psycopg://user@host:5432/suifang"
                 ) from None

@@ -523,7 +523,9 @@ def resolve_plan(
         touchpoints = [t for t in touchpoints if t.id not in set(variant.remove_touchpoints)]
         replaced = {t.id for t in variant.add_touchpoints}
         touchpoints = [t for t in touchpoints if t.id not in replaced] + variant.add_touchpoints
-        rules += variant.alert_rules
+        # A variant's rule with an existing id replaces it (e.g. other thresholds in pregnancy).
+        overridden = {r.id for r in variant.alert_rules}
+        rules = [r for r in rules if r.id not in overridden] + list(variant.alert_rules)
         channels = variant.channels or channels
         window = variant.send_window or window
         answer_wait = variant.answer_wait or answer_wait

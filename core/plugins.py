@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "webhook": "suifang.plugins.channels.webhook",
     "builtin-pathways": "suifang.plugins.pathways.builtin",
     "risk": "suifang.workflows.risk",
+    "tickets": "suifang.tickets.builtin",
 }
 
 
@@ -116,7 +117,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
             origin += f" from {entry_point.dist.name} {entry_point.dist.version}"
         try:
             plugin = entry_point.load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any import error of a third-party plugin
             raise ConfigurationError(
                 f"plugin {entry_point.name!r} ({origin}) failed to load: "
                 f"{type(exc).__name__}: {exc}"

@@ -12,11 +12,13 @@ import dataclasses
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.config import Settings
 from suifang.core.db import create_db_engine
 from suifang.core.pathways import PathwayCatalog
 from suifang.core.plugins import Plugins
-from suifang.core.security.crypto import configure_keyring, keyring_from_settings
+from suifang.core.security.codec import PayloadEncryptionCodec
+from suifang.core.security.crypto import configure_keyring, get_keyring, keyring_from_settings
 from suifang.core.temporal import connect_client
 
 __all__ = ["Runtime"]
@@ -28,6 +30,7 @@ class Runtime:
     engine: Engine
     plugins: Plugins
     _catalog: PathwayCatalog | None = None
+    _channels: ChannelDirectory | None = None
     _client: Client | None = None
     _client_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
@@ -47,6 +50,13 @@ class Runtime:
             self._catalog = self.plugins.pathway_catalog()
         return self._catalog
 
+    @property
+    def channels(self) -> ChannelDirectory:
+        """The channels this process can use (instances and rate limits shared by all sends)."""
+        if self._channels is None:
+            self._channels = ChannelDirectory(self.plugins)
+        return self._channels
+
     def with_client(self, client: Client) -> Runtime:
         self._client = client
         return self
@@ -56,8 +66,13 @@ class Runtime:
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await connect_client(self.settings)
+                    self._client = await connect_client(self.settings, codec=self.codec)
         return self._client
+
+    @property
+    def codec(self) -> PayloadEncryptionCodec:
+        """Encrypts every Temporal payload with the process's keys."""
+        return PayloadEncryptionCodec(get_keyring())
 
     @property
     def connected(self) -> bool:

@@ -9,11 +9,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from suifang.core.db import migrate
-from suifang.core.models import Department, DepartmentCreate
+from suifang.core.models import Department, DepartmentCreate, RoutingRule
 
-__all__ = ["prepare_database", "seed_departments"]
+__all__ = ["prepare_database", "seed_departments", "seed_routing"]
 
 DEPARTMENTS_FILE = Path(__file__).resolve().parent.parent / "templates" / "departments.yaml"
+ROUTING_FILE = DEPARTMENTS_FILE.with_name("routing.yaml")
 
 
 def seed_departments(engine: Engine, path: Path = DEPARTMENTS_FILE) -> int:
@@ -28,7 +29,23 @@ def seed_departments(engine: Engine, path: Path = DEPARTMENTS_FILE) -> int:
 
 
 def prepare_database(engine: Engine, revision: str = "head") -> None:
-    """Migrate (to the newest schema by default) and add missing default departments."""
+    """Migrate (to the newest schema by default); add missing default departments and routes."""
     migrate(engine, revision)
     if revision == "head":
         seed_departments(engine)
+        seed_routing(engine)
+
+
+def seed_routing(engine: Engine) -> int:
+    """The default routing table (``templates/routing.yaml``) for categories without a rule."""
+    table = yaml.safe_load(ROUTING_FILE.read_text("utf-8")) or {}
+    with Session(engine) as session:
+        known = set(session.exec(select(Department.code)).all())
+        existing = set(session.exec(select(RoutingRule.category)).all())
+        session.add_all(
+            RoutingRule(category=category, department_code=department)
+            for category, department in table.items()
+            if category not in existing and department in known
+        )
+        session.commit()
+    return len(table)

@@ -20,10 +20,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -35,6 +37,7 @@ from suifang.core.db import create_db_engine
 from suifang.core.models import metadata
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
+from suifang.core.security.codec import PayloadEncryptionCodec
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
 from suifang.core.seed import prepare_database
 from suifang.core.temporal import data_converter
@@ -88,7 +91,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
+    except (SQLAlchemyError, OSError) as exc:
         admin.dispose()
         pytest.fail(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {type(exc).__name__}: {exc}")
     try:
@@ -145,50 +148,116 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
+class _CurrentRuntime:
+    """Stands in for "the runtime of the test that is running" inside the session's worker.
+
+    One worker serves the whole session: starting and stopping a worker per test leaves the
+    time-skipping server with tasks dispatched to pollers that are gone, which freezes its
+    clock for every later test.
+    """
+
+    target: Runtime | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.target is None:
+            raise RuntimeError("no test runtime is active")
+        return getattr(self.target, name)
+
+
+@pytest.fixture(scope="session")
+async def _session_worker(
+    time_skipping_env: WorkflowEnvironment,
+) -> AsyncIterator[tuple[_CurrentRuntime, str]]:
+    from suifang.workflows.worker import activities_for, build_worker
+
+    current = _CurrentRuntime()
+    task_queue = f"test-session-{uuid.uuid4().hex[:8]}"
+    worker = build_worker(
+        time_skipping_env.client,
+        current,  # type: ignore[arg-type]
+        task_queue=task_queue,
+        activities=activities_for(current),  # type: ignore[arg-type]
+    )
+    async with worker:
+        yield current, task_queue
+
+
 @pytest.fixture
 async def journey_worker(
-    runtime: Runtime, time_skipping_env: WorkflowEnvironment
+    runtime: Runtime,
+    time_skipping_env: WorkflowEnvironment,
+    _session_worker: tuple[_CurrentRuntime, str],
 ) -> AsyncIterator[WorkflowEnvironment]:
-    """A real worker for ``runtime`` on the time-skipping server; yields the environment."""
-    from suifang.workflows.worker import build_worker
-
+    """The session's real worker, now serving ``runtime``; yields the time-skipping environment."""
+    current, task_queue = _session_worker
+    runtime.settings.task_queue = task_queue
     runtime.with_client(time_skipping_env.client)
-    async with build_worker(time_skipping_env.client, runtime):
+    current.target = runtime
+    try:
         yield time_skipping_env
         await terminate_open_workflows(runtime, time_skipping_env.client)
+    finally:
+        current.target = None
 
 
 async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
     """End what a test left running, gracefully: on the shared time-skipping server a workflow
-    left open (or terminated mid-activity) would hold time still for every later test."""
+    left open (or terminated mid-activity) would hold time still for every later test.
+
+    Journeys first (they may still be opening tickets), then every ticket there is by then.
+    """
     from sqlmodel import select
 
-    from suifang.core.models import Enrollment
+    from suifang.core.models import Enrollment, Ticket
     from suifang.workflows.journey_core import ControlEvent
 
     with Session(runtime.engine) as session:
-        workflow_ids = session.exec(select(Enrollment.workflow_id)).all()
-    for workflow_id in workflow_ids:
+        journeys = session.exec(select(Enrollment.workflow_id)).all()
+    for workflow_id in journeys:
         handle = client.get_workflow_handle(workflow_id)
-        try:
-            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-                continue
-        except RPCError:
+        if not await _running(handle):
             continue
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # already stopping: that is fine too
             await handle.execute_update("control", ControlEvent(action="stop", reason="test end"))
-        try:
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(handle.result(), timeout=10)
-        except Exception:
+            continue
+        await _wait_until_quiet(handle)
+        with contextlib.suppress(RPCError):
+            await handle.terminate("test finished")
+    with Session(runtime.engine) as session:
+        tickets = session.exec(select(Ticket.workflow_id)).all()
+    for workflow_id in tickets:
+        handle = client.get_workflow_handle(workflow_id)
+        if await _running(handle):
+            await _wait_until_quiet(handle)
             with contextlib.suppress(RPCError):
                 await handle.terminate("test finished")
 
 
+async def _running(handle: Any) -> bool:
+    try:
+        return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    except RPCError:
+        return False
+
+
+async def _wait_until_quiet(handle: Any, *, polls: int = 3, limit: float = 5.0) -> None:
+    """Until nothing is in flight for a few polls in a row: never cut an activity off."""
+    quiet = 0
+    deadline = asyncio.get_running_loop().time() + limit
+    while quiet < polls and asyncio.get_running_loop().time() < deadline:
+        raw = (await handle.describe()).raw_description
+        busy = bool(raw.pending_activities) or raw.HasField("pending_workflow_task")
+        quiet = 0 if busy else quiet + 1
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_env(test_keyring: Keyring) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(find_binary("temporal-test-server")),
-        data_converter=data_converter(),
+        data_converter=data_converter(PayloadEncryptionCodec(test_keyring)),
     )
     try:
         yield env
@@ -197,10 +266,10 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+async def dev_server_env(test_keyring: Keyring) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(find_binary("temporal")),
-        data_converter=data_converter(),
+        data_converter=data_converter(PayloadEncryptionCodec(test_keyring)),
         ui=False,
         dev_server_log_level="error",
     )

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
+from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import (
     AddressKind,
     DeliveryStatusUpdate,
@@ -25,11 +26,11 @@ from suifang.core.channels import (
 )
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus
+from suifang.core.errors import NotFoundError
 from suifang.core.models import ContactPoint, Enrollment, InboundRecord, Message
 from suifang.core.pathways import Questionnaire, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
-from suifang.workflows.delivery import ChannelDirectory
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent
 from suifang.workflows.rendering import parse_reply
@@ -304,8 +305,8 @@ async def _open_touchpoint(
         return None, None
     try:
         template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
-    except Exception:
-        return key, None
+    except NotFoundError:
+        return key, None  # an old version no longer registered: answer without parsing
     plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
     touchpoint_id = key.split("#", 1)[0]
     planned = next((t for t in plan.touchpoints if t.id == touchpoint_id), None)

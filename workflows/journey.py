@@ -16,15 +16,18 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from suifang.core.enums import JourneyStatus
+    from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier
+    from suifang.tickets.service import TicketStart
     from suifang.workflows.journey_activities import (
+        CALL_TASK_SUMMARY,
         AlertInput,
         AnswersInput,
-        CallTaskInput,
         GreetingsInput,
         JourneyMessageInput,
+        JourneyTicketInput,
         ObservationsInput,
         PointsInput,
         StatusInput,
@@ -42,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         JourneySetup,
         JourneyState,
         ObservationEvent,
+        OpenAlertTicket,
         OpenCallTask,
         RaiseAlert,
         RecordAnswers,
@@ -55,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         SetStatus,
         Wait,
     )
+    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
 
 __all__ = ["JourneyInput", "JourneyResult", "PatientJourneyWorkflow", "journey_workflow_id"]
 
@@ -174,6 +179,19 @@ class PatientJourneyWorkflow:
             result = await self._carry_out(command)
             self.core.complete(command, result, workflow.now())
             self._apply_inbox()
+
+    async def _open_ticket(self, request: JourneyTicketInput) -> int:
+        """A feedback ticket as a child workflow that outlives the journey."""
+        start = await workflow.execute_activity(
+            "prepare_journey_ticket", request, result_type=TicketStart, **RECORD_OPTIONS
+        )
+        await workflow.start_child_workflow(
+            FeedbackTicketWorkflow.run,
+            TicketInput(setup=start.setup),
+            id=start.workflow_id,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+        return start.ticket_id
 
     def _apply_inbox(self) -> None:
         while self.inbox:
@@ -297,17 +315,32 @@ class PatientJourneyWorkflow:
                 result_type=int,
                 **RECORD_OPTIONS,
             )
-        if isinstance(command, OpenCallTask):
-            return await workflow.execute_activity(
-                "open_call_task",
-                CallTaskInput(
+        if isinstance(command, OpenAlertTicket):
+            return await self._open_ticket(
+                JourneyTicketInput(
                     event_key=self._event_key(command.seq),
-                    reason=command.reason,
+                    source=TicketSource.CLINICAL_ALERT,
                     touchpoint_key=command.key,
+                    tier=command.tier,
+                    priority=command.priority,
+                    category=command.category,
+                    summary=command.summary,
+                    alert_event_keys=[self._event_key(seq) for seq in command.alert_seqs],
                     **ids,
-                ),
-                result_type=int,
-                **RECORD_OPTIONS,
+                )
+            )
+        if isinstance(command, OpenCallTask):
+            return await self._open_ticket(
+                JourneyTicketInput(
+                    event_key=self._event_key(command.seq),
+                    source=TicketSource.NON_RESPONDER,
+                    touchpoint_key=command.key,
+                    tier=Tier.L2,
+                    priority=Priority.ROUTINE,
+                    category="call_task",
+                    summary=CALL_TASK_SUMMARY[command.reason],
+                    **ids,
+                )
             )
         if isinstance(command, CreditPoints):
             return await workflow.execute_activity(

@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.db import utcnow
-from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
+from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier, TouchpointStatus
 from suifang.core.models import (
     Alert,
     Answer,
@@ -30,7 +30,9 @@ from suifang.core.models import (
 )
 from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
 from suifang.core.runtime import Runtime
-from suifang.workflows.delivery import ChannelDirectory, DeliveryRequest, RetryableDelivery, deliver
+from suifang.core.triage import TriageResult
+from suifang.tickets.service import TicketStart, build_ticket
+from suifang.workflows.delivery import DeliveryRequest, RetryableDelivery, deliver
 from suifang.workflows.journey_core import (
     GreetingBatch,
     GreetingOccasion,
@@ -42,10 +44,10 @@ from suifang.workflows.rendering import MessageContext, MessageRenderer, address
 __all__ = [
     "AlertInput",
     "AnswersInput",
-    "CallTaskInput",
     "GreetingsInput",
     "JourneyActivities",
     "JourneyMessageInput",
+    "JourneyTicketInput",
     "ObservationsInput",
     "PointsInput",
     "StatusInput",
@@ -117,12 +119,19 @@ class AlertInput(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
-class CallTaskInput(BaseModel):
+class JourneyTicketInput(BaseModel):
+    """A ticket the journey opens: for the alerts of one answer, or a call for a person."""
+
     event_key: str
     enrollment_id: int
     patient_id: int
-    reason: Literal["lost_to_follow_up", "undeliverable"]
+    source: TicketSource
     touchpoint_key: str | None
+    tier: Tier
+    priority: Priority
+    category: str
+    summary: LocalizedText
+    alert_event_keys: list[str] = Field(default_factory=list)
 
 
 class PointsInput(BaseModel):
@@ -146,7 +155,8 @@ class GreetingsInput(BaseModel):
     days: int = 365
 
 
-_CALL_TASK_SUMMARY = {
+NON_CLINICAL = {"call_task", "other", "billing", "parking", "food", "environment", "appointment"}
+CALL_TASK_SUMMARY = {
     "lost_to_follow_up": LocalizedText.model_validate(
         {
             "zh-CN": "失访:连续多次随访未回复,请电话联系患者",
@@ -165,10 +175,9 @@ _CALL_TASK_SUMMARY = {
 class JourneyActivities:
     """Activities of the journey workflow, bound to one runtime (DB engine, plugins)."""
 
-    def __init__(self, runtime: Runtime, directory: ChannelDirectory | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        # Everything else comes from the runtime at call time (tests switch it per test).
         self.runtime = runtime
-        self.engine = runtime.engine
-        self.directory = directory or ChannelDirectory(runtime.plugins)
         self.renderer = MessageRenderer()
 
     def all(self) -> list[Any]:
@@ -178,7 +187,7 @@ class JourneyActivities:
             self.record_answers,
             self.record_observations,
             self.raise_alert,
-            self.open_call_task,
+            self.prepare_journey_ticket,
             self.credit_points,
             self.set_journey_status,
             self.extend_greetings,
@@ -227,7 +236,7 @@ class JourneyActivities:
 
     @activity.defn(name="send_journey_message")
     async def send_journey_message(self, request: JourneyMessageInput) -> SendOutcome:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
             patient = session.get(Patient, request.patient_id)
             enrollment = session.get(Enrollment, request.enrollment_id)
             if patient is None or enrollment is None:
@@ -261,8 +270,8 @@ class JourneyActivities:
             raise ApplicationError("a touchpoint message needs its text", non_retryable=True)
         try:
             return await deliver(
-                self.engine,
-                self.directory,
+                self.runtime.engine,
+                self.runtime.channels,
                 DeliveryRequest(
                     idempotency_key=request.idempotency_key,
                     patient_id=request.patient_id,
@@ -283,7 +292,7 @@ class JourneyActivities:
 
     @activity.defn(name="record_touchpoint")
     async def record_touchpoint(self, update: TouchpointInput) -> None:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
             record = session.exec(
                 select(TouchpointRecord).where(
                     TouchpointRecord.enrollment_id == update.enrollment_id,
@@ -353,7 +362,7 @@ class JourneyActivities:
 
     def _insert_once(self, event_key: str, marker: type[Any], rows: list[Any]) -> bool:
         """Insert ``rows`` unless this event was already recorded; True if inserted now."""
-        with Session(self.engine) as session:
+        with Session(self.runtime.engine) as session:
             if (
                 session.exec(select(marker).where(marker.event_key == event_key)).first()
                 is not None
@@ -400,25 +409,42 @@ class JourneyActivities:
             evidence=alert.evidence,
         )
         self._insert_once(alert.event_key, Alert, [row])
-        with Session(self.engine) as session:
+        with Session(self.runtime.engine) as session:
             stored = session.exec(select(Alert).where(Alert.event_key == alert.event_key)).one()
             return stored.id  # type: ignore[return-value]
 
-    @activity.defn(name="open_call_task")
-    async def open_call_task(self, task: CallTaskInput) -> int:
-        return await self.raise_alert(
-            AlertInput(
-                event_key=task.event_key,
-                enrollment_id=task.enrollment_id,
-                patient_id=task.patient_id,
-                rule_id=f"call-task:{task.reason}",
-                touchpoint_key=task.touchpoint_key,
-                tier=Tier.L2,
-                priority=Priority.ROUTINE,
-                category="call_task",
-                summary=_CALL_TASK_SUMMARY[task.reason],
+    @activity.defn(name="prepare_journey_ticket")
+    async def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:
+        """Create the ticket row (once per event) and link its alerts; the workflow starts it."""
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            alerts = list(
+                session.exec(
+                    select(Alert).where(col(Alert.event_key).in_(request.alert_event_keys))
+                ).all()
             )
-        )
+            start = build_ticket(
+                session,
+                patient_id=request.patient_id,
+                source=request.source,
+                summary=f"{request.summary.zh_cn} / {request.summary.en}",
+                triage=TriageResult(
+                    category=request.category,
+                    urgency=request.priority,
+                    confidence=1.0,
+                    suggested_tier=request.tier,
+                    clinical=request.category not in NON_CLINICAL,
+                ),
+                opened_at=activity.info().current_attempt_scheduled_time,
+                enrollment_id=request.enrollment_id,
+                alert_id=alerts[0].id if alerts else None,
+                tier=request.tier,
+                idempotency_key=request.event_key,
+            )
+            for alert in alerts:
+                alert.ticket_id = start.ticket_id
+                session.add(alert)
+            session.commit()
+            return start
 
     @activity.defn(name="credit_points")
     async def credit_points(self, credit: PointsInput) -> None:
@@ -431,7 +457,7 @@ class JourneyActivities:
             reason="follow-up completed",
         )
         if self._insert_once(credit.event_key, PointsEntry, [entry]):
-            with Session(self.engine) as session:
+            with Session(self.runtime.engine) as session:
                 enrollment = session.get(Enrollment, credit.enrollment_id)
                 if enrollment is not None:
                     enrollment.points = sum(
@@ -446,7 +472,7 @@ class JourneyActivities:
 
     @activity.defn(name="set_journey_status")
     async def set_journey_status(self, update: StatusInput) -> None:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
             enrollment = session.get(Enrollment, update.enrollment_id)
             if enrollment is None:
                 raise ApplicationError(
@@ -484,7 +510,7 @@ class JourneyActivities:
     async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
         from suifang.workflows.greetings import greeting_occasions
 
-        with Session(self.engine) as session:
+        with Session(self.runtime.engine) as session:
             patient = session.get(Patient, request.patient_id)
             birth_date = patient.birth_date if patient else None
         start = request.after + dt.timedelta(days=1)

@@ -47,6 +47,7 @@ __all__ = [
     "JourneyState",
     "ObservationEvent",
     "ObservationValue",
+    "OpenAlertTicket",
     "OpenCallTask",
     "RaiseAlert",
     "RecordAnswers",
@@ -269,6 +270,20 @@ class RaiseAlert:
 
 
 @dataclasses.dataclass(frozen=True)
+class OpenAlertTicket:
+    """One feedback ticket for the alerts one answer (or measurement) raised."""
+
+    seq: int
+    key: str | None
+    rule_ids: tuple[str, ...]
+    alert_seqs: tuple[int, ...]
+    tier: Tier
+    priority: Priority
+    category: str
+    summary: LocalizedText
+
+
+@dataclasses.dataclass(frozen=True)
 class OpenCallTask:
     seq: int
     reason: Literal["lost_to_follow_up", "undeliverable"]
@@ -311,6 +326,7 @@ Command = (
     | RecordAnswers
     | RecordObservation
     | RaiseAlert
+    | OpenAlertTicket
     | OpenCallTask
     | CreditPoints
     | ExtendGreetings
@@ -325,6 +341,7 @@ Effect = (
     | RecordAnswers
     | RecordObservation
     | RaiseAlert
+    | OpenAlertTicket
     | OpenCallTask
     | CreditPoints
     | ExtendGreetings
@@ -540,6 +557,11 @@ class JourneyCore:
             self._sent(command, SendOutcome.model_validate(result), now)
         elif isinstance(command, SendGreeting):
             self.state.next_greeting += 1
+        if isinstance(command, SendGreeting | SendAdvice) and result is not None:
+            if SendOutcome.model_validate(result).suppressed == "do_not_contact":
+                self.handle(
+                    ControlEvent(action="do_not_contact", reason="found in patient record"), now
+                )
         elif isinstance(command, ExtendGreetings):
             batch = GreetingBatch.model_validate(result)
             self.setup.greetings.extend(g for g in batch.greetings if g.date > command.after)
@@ -860,7 +882,13 @@ class JourneyCore:
         answers: dict[str, Any],
         observations: list[ObservationValue],
     ) -> None:
+        """Record an alert per rule that fires, and open one ticket for them all.
+
+        One answer that trips several rules is one problem for one person to call about:
+        the ticket takes the highest tier and priority among them.
+        """
         indicators = {o.indicator: o.value for o in observations}
+        raised: list[tuple[RaiseAlert, LocalizedText | None]] = []
         for rule in self.plan.alert_rules:
             if rule.touchpoints is not None and touchpoint_id not in rule.touchpoints:
                 continue
@@ -873,20 +901,42 @@ class JourneyCore:
             del self.state.alerts_raised[:-64]
             self.state.alerts += 1
             evidence = {**answers, **{f"indicator:{k}": v for k, v in indicators.items()}}
-            self._push(
-                RaiseAlert(
-                    self._seq(),
-                    rule.id,
-                    key,
-                    rule.tier,
-                    rule.priority,
-                    rule.category,
-                    rule.summary,
-                    evidence,
-                )
+            alert = RaiseAlert(
+                self._seq(),
+                rule.id,
+                key,
+                rule.tier,
+                rule.priority,
+                rule.category,
+                rule.summary,
+                evidence,
             )
-            if rule.advice is not None and self.state.status not in _ENDED:
-                self._push(SendAdvice(self._seq(), rule.id, key, rule.advice))
+            self._push(alert)
+            raised.append((alert, rule.advice))
+        if not raised:
+            return
+        for alert, advice in raised:
+            if advice is not None and self.state.status not in _ENDED:
+                self._push(SendAdvice(self._seq(), alert.rule_id, key, advice))
+        top = max(raised, key=lambda r: (r[0].tier.rank, r[0].priority.rank))[0]
+        summary = LocalizedText.model_validate(
+            {
+                "zh-CN": "；".join(a.summary.zh_cn for a, _ in raised),
+                "en": "; ".join(a.summary.en for a, _ in raised),
+            }
+        )
+        self._push(
+            OpenAlertTicket(
+                self._seq(),
+                key,
+                tuple(a.rule_id for a, _ in raised),
+                tuple(a.seq for a, _ in raised),
+                top.tier,
+                top.priority,
+                top.category,
+                summary,
+            )
+        )
 
     def _control(self, event: ControlEvent, now: dt.datetime) -> None:
         state = self.state

@@ -59,6 +59,8 @@ def address_patient(
     """How a nurse would address this patient: 王阿姨 / 张先生 / Mrs Wang / the full name."""
     name = name.strip()
     age = _age(birth_date, today)
+    if age is not None and age < 18:
+        return name  # a child: messages address the parent and name the child in full
     female, male = sex in ("female", "f", "女"), sex in ("male", "m", "男")
     if locale != "en" and _is_cjk(name) and 2 <= len(name) <= 4:
         surname = name[:2] if name.startswith(_COMPOUND_SURNAMES) else name[:1]

@@ -10,14 +10,16 @@ from temporalio.worker import Worker
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
+from suifang.workflows.ticket import FeedbackTicketWorkflow
+from suifang.workflows.ticket_activities import TicketActivities
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
-WORKFLOWS: list[type] = [PatientJourneyWorkflow]
+WORKFLOWS: list[type] = [PatientJourneyWorkflow, FeedbackTicketWorkflow]
 
 
 def activities_for(runtime: Runtime) -> list[Any]:
-    return [*JourneyActivities(runtime).all()]
+    return [*JourneyActivities(runtime).all(), *TicketActivities(runtime).all()]
 
 
 def build_worker(

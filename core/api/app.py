@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from suifang.core.api import channels, health, journeys, outbox, pathways
+from suifang.core.api import admin, channels, health, journeys, outbox, pathways
 from suifang.core.api.errors import install_error_handlers
+from suifang.core.api.security import check_routes_are_guarded, install_audit
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
 from suifang.core.telemetry import setup_tracing
+from suifang.tickets import routes as ticket_routes
 
 __all__ = ["create_app"]
 
@@ -45,6 +47,10 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(outbox.router)
     app.include_router(channels.router)
     app.include_router(channels.webhooks)
+    app.include_router(ticket_routes.router)
+    app.include_router(admin.router)
+    install_audit(app)
+    check_routes_are_guarded(app)
     setup_tracing(runtime.settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
     return app

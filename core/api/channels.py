@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel import col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.errors import error_body
+from suifang.core.api.security import audit_patients, require
+from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import InboundRejected, InboundRequest
-from suifang.core.models import InboundRecord
-from suifang.workflows.delivery import ChannelDirectory
+from suifang.core.models import Enrollment, InboundRecord, Ticket
+from suifang.core.security.auth import Permission, Principal
 from suifang.workflows.inbound import InboundFailure, receive_inbound
 
 router = APIRouter(tags=["channels"])
@@ -22,10 +24,7 @@ webhooks = APIRouter(tags=["channels"])
 
 
 def directory_for(request: Request) -> ChannelDirectory:
-    app = request.app
-    if getattr(app.state, "channels", None) is None:
-        app.state.channels = ChannelDirectory(app.state.runtime.plugins)
-    return app.state.channels
+    return request.app.state.runtime.channels
 
 
 class ChannelStatus(BaseModel):
@@ -35,7 +34,12 @@ class ChannelStatus(BaseModel):
     capabilities: list[str]
 
 
-@router.get("/channels", response_model=list[ChannelStatus], summary="Installed channels")
+@router.get(
+    "/channels",
+    response_model=list[ChannelStatus],
+    summary="Installed channels",
+    dependencies=[Depends(require(Permission.CHANNELS_READ))],
+)
 def list_channels(request: Request) -> list[ChannelStatus]:
     directory = directory_for(request)
     return [
@@ -115,6 +119,8 @@ class InboundView(BaseModel):
 @router.get("/inbound", response_model=list[InboundView], summary="Stored inbound calls")
 def list_inbound(
     session: SessionDep,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.INBOUND_READ))],
     kind: str | None = None,
     channel: str | None = None,
     patient_id: int | None = None,
@@ -128,5 +134,14 @@ def list_inbound(
         query = query.where(InboundRecord.channel == channel)
     if patient_id is not None:
         query = query.where(InboundRecord.patient_id == patient_id)
+    scope = principal.scope
+    if scope is not None:
+        journeys = select(Enrollment.id).where(col(Enrollment.department_code).in_(scope))
+        tickets = select(Ticket.id).where(col(Ticket.department_code).in_(scope))
+        query = query.where(
+            col(InboundRecord.enrollment_id).in_(journeys)
+            | col(InboundRecord.ticket_id).in_(tickets)
+        )
     rows = session.exec(query.order_by(col(InboundRecord.id).desc()).limit(limit)).all()
+    audit_patients(request, *(r.patient_id for r in rows))
     return [InboundView.model_validate(r, from_attributes=True) for r in rows]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.security import audit_patients, require
 from suifang.core.enums import JourneyStatus
+from suifang.core.models import Enrollment
+from suifang.core.security.auth import Permission, Principal, Role
 from suifang.workflows import journey_service
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey_core import (
@@ -23,6 +27,28 @@ from suifang.workflows.journey_service import JourneyDetail, JourneySummary
 
 router = APIRouter(tags=["journeys"])
 
+CanIntake = Annotated[Principal, Depends(require(Permission.INTAKE_WRITE))]
+CanRead = Annotated[Principal, Depends(require(Permission.JOURNEYS_READ))]
+CanAnswer = Annotated[Principal, Depends(require(Permission.JOURNEYS_ANSWER))]
+CanAct = Annotated[Principal, Depends(require(Permission.JOURNEYS_ACT))]
+
+
+def scoped_enrollment(
+    session: Session, principal: Principal, enrollment_id: int, request: Request
+) -> Enrollment:
+    """The journey if the caller may touch it; 404 alike for missing and out of scope.
+
+    Integrators (systems such as the HIS or the patient app) act on any journey they are
+    permitted to, but never read one back.
+    """
+    enrollment = session.get(Enrollment, enrollment_id)
+    scope = principal.scope
+    in_scope = scope is None or principal.role == Role.INTEGRATOR
+    if enrollment is None or not (in_scope or enrollment.department_code in (scope or [])):
+        raise HTTPException(status_code=404, detail=f"no journey {enrollment_id}")
+    audit_patients(request, enrollment.patient_id)
+    return enrollment
+
 
 @router.post(
     "/intake/discharges",
@@ -35,6 +61,8 @@ async def intake_discharge(
     body: DischargeIn,
     runtime: RuntimeDep,
     response: Response,
+    request: Request,
+    principal: CanIntake,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> EnrollmentOut:
     """One call: patient + encounter (+ pathway, or chosen by the pathway match rules).
@@ -43,6 +71,7 @@ async def intake_discharge(
     same key returns the same enrollment and never creates a second patient or journey.
     """
     enrollment = await register_discharge(runtime, body, idempotency_key=idempotency_key)
+    audit_patients(request, enrollment.patient_id)
     if not enrollment.created:
         response.status_code = status.HTTP_200_OK
     return enrollment
@@ -51,6 +80,8 @@ async def intake_discharge(
 @router.get("/journeys", response_model=list[JourneySummary], summary="List journeys")
 def list_journeys(
     session: SessionDep,
+    request: Request,
+    principal: CanRead,
     status_: Annotated[JourneyStatus | None, Query(alias="status")] = None,
     pathway: str | None = None,
     department: str | None = None,
@@ -58,22 +89,30 @@ def list_journeys(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[JourneySummary]:
-    return journey_service.list_journeys(
+    journeys = journey_service.list_journeys(
         session,
         status=status_,
         pathway=pathway,
         department=department,
+        departments=principal.scope,
         patient_id=patient_id,
         limit=limit,
         offset=offset,
     )
+    audit_patients(request, *(j.patient_id for j in journeys))
+    return journeys
 
 
 @router.get("/journeys/{enrollment_id}", response_model=JourneyDetail, summary="One journey")
 async def get_journey(
-    enrollment_id: int, runtime: RuntimeDep, session: SessionDep
+    enrollment_id: int,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanRead,
 ) -> JourneyDetail:
     """Touchpoints, answers and alerts from the database, progress live from the workflow."""
+    scoped_enrollment(session, principal, enrollment_id, request)
     return await journey_service.journey_detail(runtime, session, enrollment_id)
 
 
@@ -98,8 +137,14 @@ class Accepted(BaseModel):
     summary="Answer a touchpoint on the patient's behalf",
 )
 async def answer_journey(
-    enrollment_id: int, body: AnswerIn, runtime: RuntimeDep, session: SessionDep
+    enrollment_id: int,
+    body: AnswerIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanAnswer,
 ) -> Accepted:
+    scoped_enrollment(session, principal, enrollment_id, request)
     await journey_service.send_answer(
         runtime,
         session,
@@ -128,8 +173,14 @@ class ObservationIn(BaseModel):
     summary="Record measurements (blood pressure, glucose…) for the journey's alert rules",
 )
 async def observe_journey(
-    enrollment_id: int, body: ObservationIn, runtime: RuntimeDep, session: SessionDep
+    enrollment_id: int,
+    body: ObservationIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanAnswer,
 ) -> Accepted:
+    scoped_enrollment(session, principal, enrollment_id, request)
     await journey_service.record_observation(
         runtime,
         session,
@@ -152,8 +203,14 @@ class RescheduleIn(BaseModel):
     summary="Move the rest of the schedule, or the next touchpoint",
 )
 async def reschedule(
-    enrollment_id: int, body: RescheduleIn, runtime: RuntimeDep, session: SessionDep
+    enrollment_id: int,
+    body: RescheduleIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanAct,
 ) -> Accepted:
+    scoped_enrollment(session, principal, enrollment_id, request)
     await journey_service.reschedule_journey(
         runtime,
         session,
@@ -184,8 +241,11 @@ async def control(
     action: ControlAction,
     runtime: RuntimeDep,
     session: SessionDep,
+    request: Request,
+    principal: CanAct,
     body: ControlIn | None = None,
 ) -> Accepted:
+    scoped_enrollment(session, principal, enrollment_id, request)
     body = body or ControlIn()
     await journey_service.control_journey(
         runtime, session, enrollment_id, ControlEvent(action=action, reason=body.reason, at=body.at)

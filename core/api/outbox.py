@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from suifang.core.api.deps import SessionDep
-from suifang.core.models import Message
+from suifang.core.api.security import audit_patients, require
+from suifang.core.models import Enrollment, Message, Ticket
+from suifang.core.security.auth import Permission, Principal
 
 router = APIRouter(tags=["outbox"])
 
@@ -39,9 +41,19 @@ def outbox_messages(
     channel: str | None = "outbox",
     after_id: int = 0,
     limit: int = 50,
+    departments: list[str] | None = None,
 ) -> list[OutboxMessage]:
-    """Messages, newest first (or oldest first after ``after_id``, for following)."""
+    """Messages, newest first (or oldest first after ``after_id``, for following).
+
+    ``departments`` (None: all) keeps only messages of those departments' journeys and tickets.
+    """
     query = select(Message)
+    if departments is not None:
+        journeys = select(Enrollment.id).where(col(Enrollment.department_code).in_(departments))
+        tickets = select(Ticket.id).where(col(Ticket.department_code).in_(departments))
+        query = query.where(
+            or_(col(Message.enrollment_id).in_(journeys), col(Message.ticket_id).in_(tickets))
+        )
     if channel:
         query = query.where(Message.channel == channel)
     if patient_id is not None:
@@ -61,16 +73,21 @@ def outbox_messages(
 )
 def outbox(
     session: SessionDep,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.OUTBOX_READ))],
     patient_id: int | None = None,
     enrollment_id: int | None = None,
     all_channels: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[OutboxMessage]:
     """The outbox channel's messages (``all_channels=true``: every channel's)."""
-    return outbox_messages(
+    messages = outbox_messages(
         session,
         patient_id=patient_id,
         enrollment_id=enrollment_id,
         channel=None if all_channels else "outbox",
         limit=limit,
+        departments=principal.scope,
     )
+    audit_patients(request, *(m.patient_id for m in messages))
+    return messages

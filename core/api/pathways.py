@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
+from suifang.core.api.security import require
 from suifang.core.enums import RiskTier
 from suifang.core.pathways import resolve_plan
+from suifang.core.security.auth import Permission
 from suifang.workflows.journey_core import preview_schedule
 
 router = APIRouter(prefix="/pathways", tags=["pathways"])
+CanRead = Depends(require(Permission.PATHWAYS_READ))
 
 
 class PathwaySummary(BaseModel):
@@ -42,7 +45,9 @@ class Preview(BaseModel):
     schedule: list[PreviewRow]
 
 
-@router.get("", response_model=list[PathwaySummary], summary="Registered pathways")
+@router.get(
+    "", response_model=list[PathwaySummary], summary="Registered pathways", dependencies=[CanRead]
+)
 def list_pathways(runtime: RuntimeDep, locale: str = "zh-CN") -> list[PathwaySummary]:
     catalog = runtime.catalog
     return [
@@ -60,12 +65,17 @@ def list_pathways(runtime: RuntimeDep, locale: str = "zh-CN") -> list[PathwaySum
     ]
 
 
-@router.get("/{pathway_id}", summary="A pathway template, as validated")
+@router.get("/{pathway_id}", summary="A pathway template, as validated", dependencies=[CanRead])
 def get_pathway(runtime: RuntimeDep, pathway_id: str, version: int | None = None) -> dict[str, Any]:
     return runtime.catalog.get(pathway_id, version).model_dump(mode="json", by_alias=True)
 
 
-@router.get("/{pathway_id}/preview", response_model=Preview, summary="Dry run: the dated schedule")
+@router.get(
+    "/{pathway_id}/preview",
+    response_model=Preview,
+    summary="Dry run: the dated schedule",
+    dependencies=[CanRead],
+)
 def preview(
     runtime: RuntimeDep,
     pathway_id: str,

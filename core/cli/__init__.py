@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from suifang.core.cli import demo, journeys, outbox, pathways, platform
+from suifang.core.cli import demo, journeys, outbox, pathways, platform, security
 from suifang.core.errors import SuifangError
 
 __all__ = ["app", "main"]
@@ -23,6 +23,7 @@ app.add_typer(pathways.app, name="pathways")
 app.add_typer(journeys.app, name="journeys")
 app.command("outbox")(outbox.outbox)
 app.command("demo")(demo.demo)
+security.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,22 @@ from suifang.core.models.journeys import (
 )
 from suifang.core.models.messages import DeliveryAttempt, InboundRecord, Message
 from suifang.core.models.patients import CONTACT_SYSTEMS, ContactPoint, Patient
+from suifang.core.models.security import ApiToken, AuditLog, StaffUser
+from suifang.core.models.tickets import (
+    RoutingRule,
+    StaffNotification,
+    Ticket,
+    TicketEvent,
+    TicketNote,
+)
 
 __all__ = [
     "CONTACT_SYSTEMS",
     "ENCOUNTER_KINDS",
     "Alert",
     "Answer",
+    "ApiToken",
+    "AuditLog",
     "ContactPoint",
     "DeliveryAttempt",
     "Department",
@@ -39,6 +49,12 @@ __all__ = [
     "Observation",
     "Patient",
     "PointsEntry",
+    "RoutingRule",
+    "StaffNotification",
+    "StaffUser",
+    "Ticket",
+    "TicketEvent",
+    "TicketNote",
     "TouchpointRecord",
     "metadata",
 ]

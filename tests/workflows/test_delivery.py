@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
+from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import Channel, DeliveryReceipt, OutboundMessage
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.core.runtime import Runtime
@@ -19,7 +20,6 @@ from suifang.plugins.channels.sms import SmsGatewayChannel
 from suifang.plugins.channels.webhook import WebhookChannel
 from suifang.workflows.delivery import (
     TRANSIENT_ATTEMPTS_PER_CHANNEL,
-    ChannelDirectory,
     DeliveryRequest,
     RetryableDelivery,
     deliver,

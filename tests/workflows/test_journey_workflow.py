@@ -17,7 +17,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from suifang.core.enums import JourneyStatus
+from suifang.core.enums import JourneyStatus, Priority, Tier
 from suifang.core.models import (
     Alert,
     Answer,
@@ -25,6 +25,7 @@ from suifang.core.models import (
     Message,
     Patient,
     PointsEntry,
+    Ticket,
     TouchpointRecord,
 )
 from suifang.core.pathways import (
@@ -308,6 +309,27 @@ async def test_abnormal_answer_raises_the_alert_at_the_templates_tier(
     assert alerts[0].touchpoint_key == key
     stored = rows(runtime, Answer, enrollment_id=enrollment.enrollment_id)
     assert {a.question_id for a in stored} >= set(answers)
+    # One ticket for the answer, at the highest tier and priority among the alerts it raised,
+    # routed to the department that owns the patient's journey.
+    tickets = await settle(
+        lambda: [
+            t
+            for t in rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id)
+            if t.department_code
+        ]
+    )
+    assert len(tickets) == 1
+    top = max(alerts, key=lambda a: (Tier(a.tier).rank, Priority(a.priority).rank))
+    assert (tickets[0].source, tickets[0].tier, tickets[0].priority) == (
+        "clinical_alert",
+        top.tier,
+        top.priority,
+    )
+    assert {a.ticket_id for a in rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)} == {
+        tickets[0].id
+    }
+    if tickets[0].clinical:  # (non-clinical categories follow the routing table)
+        assert tickets[0].department_code == template.department
     if rule.advice is not None:
         advice = await settle(
             lambda: [
@@ -338,12 +360,12 @@ async def test_missing_answers_remind_then_mark_lost_and_open_a_call_task(
     assert [r.status for r in records].count("missed") == plan.lost_after_missed
     kinds = [m.kind for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)]
     assert "reminder" in kinds or all(t.reminders == 0 for t in plan.touchpoints)
-    tasks = [
-        a
-        for a in rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
-        if a.category == "call_task"
-    ]
-    assert [t.rule_id for t in tasks] == ["call-task:lost_to_follow_up"]
+    # 失访 opens a ticket for a person to phone the patient.
+    tasks = await settle(lambda: rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id))
+    assert [(t.source, t.category, t.tier) for t in tasks] == [("non_responder", "call_task", "L2")]
+    assert (
+        await settle(lambda: rows(runtime, Ticket, id=tasks[0].id)[0].department_code) == "nursing"
+    )
 
 
 async def test_do_not_contact_mid_journey_stops_every_later_send(

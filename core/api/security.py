@@ -1,0 +1,188 @@
+"""The API's guard: bearer-token authentication, permission checks, department scope, audit.
+
+Every route requires a token except those in :data:`PUBLIC_ROUTES` (health, the API
+documentation, and the inbound channel webhooks, which are verified by their own HMAC
+signatures). ``create_app`` refuses to start if a route is neither public nor guarded, so
+a new route cannot be exposed by accident. Every guarded request is written to the audit log
+with the patients it touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlmodel import Session
+
+from suifang.core.api.deps import get_runtime
+from suifang.core.api.errors import error_body
+from suifang.core.runtime import Runtime
+from suifang.core.security.audit import outcome_of, record_audit
+from suifang.core.security.auth import (
+    AuthenticationFailed,
+    Permission,
+    Principal,
+    authenticate,
+    patient_in_scope,
+)
+
+__all__ = [
+    "PUBLIC_ROUTES",
+    "PrincipalDep",
+    "api_routes",
+    "audit_patients",
+    "check_routes_are_guarded",
+    "install_audit",
+    "require",
+    "require_patient_in_scope",
+]
+
+#: Deliberately public: health, docs, and webhooks that carry their provider's signature.
+PUBLIC_ROUTES = {
+    "/healthz",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/channels/{name}/inbound",
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def current_principal(
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; 401 for anything else."""
+
+    def check() -> Principal:
+        with Session(runtime.engine) as session:
+            return authenticate(session, _bearer(request))
+
+    try:
+        principal = await asyncio.to_thread(check)
+    except AuthenticationFailed:
+        raise HTTPException(
+            status_code=401,
+            detail="a valid API token is required (Authorization: Bearer sf_…)",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must hold ``permission`` (403 otherwise)."""
+
+    async def guard(principal: PrincipalDep) -> Principal:
+        if not principal.can(permission):
+            raise HTTPException(
+                status_code=403,
+                detail=f"the {principal.role.value} role may not do this ({permission.value})",
+            )
+        return principal
+
+    guard.__name__ = f"require_{permission.value.replace(':', '_')}"
+    return guard
+
+
+def audit_patients(request: Request, *patient_ids: int | None) -> None:
+    """Name the patients a request read or changed, for its audit record."""
+    found = getattr(request.state, "audit_patients", [])
+    found.extend(p for p in patient_ids if p is not None)
+    request.state.audit_patients = found
+
+
+def require_patient_in_scope(session: Session, principal: Principal, patient_id: int) -> None:
+    """404 — not 403, so other departments' patients cannot even be probed."""
+    if not patient_in_scope(session, patient_id, principal.scope):
+        raise HTTPException(status_code=404, detail=f"no patient {patient_id}")
+
+
+def _route_path(request: Request) -> str | None:
+    """The matched route's path template (``/journeys/{enrollment_id}``), if any."""
+    return getattr(request.scope.get("route"), "path", None)
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
+    """Every API route as (full path, methods, route), through included routers."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and context.path is not None:
+            found.append((context.path, set(route.methods), route))
+    return found
+
+
+def install_audit(app: FastAPI) -> None:
+    """Request ids on every response; an audit record for every guarded request."""
+
+    @app.middleware("http")
+    async def audit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        path = _route_path(request)
+        if path is None or path in PUBLIC_ROUTES:
+            return response
+        principal: Principal | None = getattr(request.state, "principal", None)
+        runtime: Runtime = request.app.state.runtime
+        params = request.scope.get("path_params", {})
+        resource = path.strip("/").split("/")[0] or "root"
+        try:
+            await asyncio.to_thread(
+                record_audit,
+                runtime.engine,
+                actor=principal.actor if principal else "anonymous",
+                role=principal.role.value if principal else "-",
+                action=f"{request.method} {path}",
+                resource=resource,
+                resource_id=",".join(f"{v}" for v in params.values()) or None,
+                patient_ids=getattr(request.state, "audit_patients", None),
+                outcome=outcome_of(response.status_code),
+                status_code=response.status_code,
+                request_id=request_id,
+            )
+        except Exception:  # noqa: BLE001 -- an unaudited answer must not leave the building
+            return JSONResponse(
+                status_code=503,
+                content=error_body("audit_unavailable", "the audit log cannot be written; retry"),
+                headers={"X-Request-ID": request_id},
+            )
+        return response
+
+
+def _dependencies(route: APIRoute) -> set[Any]:
+    seen: set[Any] = set()
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        if dependant.call is not None:
+            seen.add(dependant.call)
+        stack.extend(dependant.dependencies)
+    return seen
+
+
+def check_routes_are_guarded(app: FastAPI) -> None:
+    """Refuse to start with a route that is neither deliberately public nor guarded."""
+    for path, methods, route in api_routes(app):
+        if path not in PUBLIC_ROUTES and current_principal not in _dependencies(route):
+            raise RuntimeError(f"route {sorted(methods)} {path} has no authentication")

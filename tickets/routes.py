@@ -1,0 +1,204 @@
+"""The department API: ticket queues, ticket detail and history, and every department action."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.security import audit_patients, require
+from suifang.core.enums import TicketStatus, Tier
+from suifang.core.models import Patient, StaffNotification
+from suifang.core.security.auth import Permission, Principal, Role
+from suifang.tickets import routing, service
+from suifang.tickets.core import Action, ActorAction, PatientEvent
+from suifang.tickets.service import TicketDetail, TicketIn, TicketSummary
+
+router = APIRouter(tags=["tickets"])
+
+CanRead = Annotated[Principal, Depends(require(Permission.TICKETS_READ))]
+CanCreate = Annotated[Principal, Depends(require(Permission.TICKETS_CREATE))]
+CanAct = Annotated[Principal, Depends(require(Permission.TICKETS_ACT))]
+CanPatientEvent = Annotated[Principal, Depends(require(Permission.TICKETS_PATIENT_EVENT))]
+
+
+class ActionIn(BaseModel):
+    """A department action on a ticket."""
+
+    action: Action
+    text: str | None = Field(None, max_length=4000, description="Reply, note, reason…")
+    department: str | None = Field(None, max_length=64, description="For transfer/collaborate.")
+    assignee: str | None = Field(None, max_length=64, description="For claim (default: you).")
+
+
+@router.get("/tickets", response_model=list[TicketSummary], summary="A ticket queue")
+def queue(
+    session: SessionDep,
+    request: Request,
+    principal: CanRead,
+    department: str | None = None,
+    status_: Annotated[TicketStatus | None, Query(alias="status")] = None,
+    tier: Tier | None = None,
+    assignee: str | None = None,
+    due_before: dt.datetime | None = None,
+    breached: bool | None = None,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    patient_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[TicketSummary]:
+    """Tickets by due time (soonest first): filter by department, status, tier, due, breached."""
+    tickets = service.list_tickets(
+        session,
+        departments=principal.scope,
+        department=department,
+        status=status_,
+        tier=tier,
+        assignee=assignee,
+        due_before=due_before,
+        breached=breached,
+        open_only=open_only,
+        patient_id=patient_id,
+        limit=limit,
+        offset=offset,
+    )
+    audit_patients(request, *(t.patient_id for t in tickets))
+    return tickets
+
+
+@router.post(
+    "/tickets",
+    response_model=TicketSummary,
+    status_code=status.HTTP_201_CREATED,
+    summary="Open a ticket: a patient's message, complaint or suggestion",
+)
+async def create(
+    body: TicketIn, runtime: RuntimeDep, session: SessionDep, request: Request, principal: CanCreate
+) -> TicketSummary:
+    """Classified (L1 triage: category, urgency, red flags, knowledge answer) and routed."""
+    if session.get(Patient, body.patient_id) is None:
+        raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
+    audit_patients(request, body.patient_id)
+    return await service.open_ticket(runtime, body, actor=principal.actor)
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketDetail, summary="A ticket and its history")
+def detail(
+    ticket_id: int, session: SessionDep, request: Request, principal: CanRead
+) -> TicketDetail:
+    ticket = service.ticket_detail(session, ticket_id, principal.scope)
+    audit_patients(request, ticket.patient_id)
+    return ticket
+
+
+@router.post(
+    "/tickets/{ticket_id}/actions",
+    response_model=TicketDetail,
+    summary="Claim, reply, note, transfer, collaborate, escalate, wait on patient, resolve, reopen",
+)
+async def act(
+    ticket_id: int,
+    body: ActionIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanAct,
+) -> TicketDetail:
+    """Applied by the ticket's workflow; refused with 422 and the reason if it cannot apply."""
+    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
+    action = ActorAction(
+        action=body.action,
+        actor=principal.actor,
+        text=body.text,
+        department=body.department,
+        assignee=body.assignee,
+    )
+    return await service.act_on_ticket(
+        runtime, session, ticket_id, action, departments=principal.scope
+    )
+
+
+@router.post(
+    "/tickets/{ticket_id}/patient-events",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="The patient replied, or scored their satisfaction (1–5)",
+)
+async def patient_event(
+    ticket_id: int,
+    body: PatientEvent,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanPatientEvent,
+) -> Response:
+    scope = None if principal.role == Role.INTEGRATOR else principal.scope
+    audit_patients(request, service.get_ticket(session, ticket_id, scope).patient_id)
+    await service.patient_event(runtime, session, ticket_id, body)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+class RoutingRuleView(BaseModel):
+    category: str
+    department: str
+
+
+@router.get(
+    "/routing",
+    response_model=list[RoutingRuleView],
+    summary="The routing table",
+    dependencies=[Depends(require(Permission.ROUTING_READ))],
+)
+def routing_table(session: SessionDep) -> list[RoutingRuleView]:
+    from suifang.core.models import RoutingRule
+
+    rules = session.exec(select(RoutingRule).order_by(col(RoutingRule.category))).all()
+    return [RoutingRuleView(category=r.category, department=r.department_code) for r in rules]
+
+
+class RoutingRuleIn(BaseModel):
+    department: str = Field(min_length=1, max_length=64)
+
+
+@router.put(
+    "/routing/{category}",
+    response_model=RoutingRuleView,
+    summary="Route a category",
+    dependencies=[Depends(require(Permission.ROUTING_WRITE))],
+)
+def set_route(category: str, body: RoutingRuleIn, session: SessionDep) -> RoutingRuleView:
+    rule = routing.set_rule(session, category, body.department)
+    return RoutingRuleView(category=rule.category, department=rule.department_code)
+
+
+class NotificationView(BaseModel):
+    id: int
+    ticket_id: int
+    department_code: str | None
+    kind: str
+    clock: str
+    due_at: dt.datetime
+    actions: list[str]
+    delivered_via: str | None
+    created_at: dt.datetime
+
+
+@router.get(
+    "/notifications", response_model=list[NotificationView], summary="SLA warnings and breaches"
+)
+def notifications(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(Permission.NOTIFICATIONS_READ))],
+    department: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[NotificationView]:
+    query = select(StaffNotification)
+    if department:
+        query = query.where(StaffNotification.department_code == department)
+    if principal.scope is not None:
+        query = query.where(col(StaffNotification.department_code).in_(principal.scope))
+    rows = session.exec(query.order_by(col(StaffNotification.id).desc()).limit(limit)).all()
+    return [NotificationView.model_validate(r, from_attributes=True) for r in rows]

@@ -1,0 +1,442 @@
+"""The department-facing ticket service: open tickets, list queues, act on tickets.
+
+Every ticket is a :class:`~suifang.workflows.ticket.FeedbackTicketWorkflow`, the single writer
+of its state; this service creates the row and the workflow, reads the read model for queues
+(always filtered by the departments the caller may see), and sends department actions to the
+workflow as validated updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from suifang.core.db import utcnow
+from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.models import (
+    Department,
+    Encounter,
+    Enrollment,
+    Patient,
+    Ticket,
+    TicketEvent,
+    TicketNote,
+)
+from suifang.core.runtime import Runtime
+from suifang.core.triage import TriageRequest, TriageResult
+from suifang.tickets.core import ActorAction, PatientEvent, TicketSetup
+from suifang.tickets.sla import SlaPolicy, default_policy
+
+__all__ = [
+    "TicketDetail",
+    "TicketIn",
+    "TicketStart",
+    "TicketSummary",
+    "act_on_ticket",
+    "build_ticket",
+    "list_tickets",
+    "open_ticket",
+    "patient_event",
+    "sla_policy",
+    "ticket_detail",
+    "ticket_workflow_id",
+]
+
+
+@functools.cache
+def sla_policy() -> SlaPolicy:
+    """The SLA policy tickets start with (``templates/sla/policy.yaml``), loaded once."""
+    return default_policy()
+
+
+def ticket_workflow_id(ticket_id: int, token: str) -> str:
+    return f"ticket-{ticket_id}-{token}"
+
+
+class TicketIn(BaseModel):
+    """A ticket opened by staff or an integrator: a patient's message, complaint or suggestion."""
+
+    patient_id: int
+    text: str = Field(min_length=1, max_length=4000)
+    source: TicketSource = TicketSource.PATIENT_MESSAGE
+    enrollment_id: int | None = None
+    category: str | None = Field(None, max_length=32, description="Skip classification.")
+    department: str | None = Field(None, max_length=64, description="Skip routing.")
+    idempotency_key: str | None = Field(None, max_length=160)
+
+
+class TicketStart(BaseModel):
+    ticket_id: int
+    workflow_id: str
+    setup: TicketSetup
+    created: bool
+
+
+class TicketSummary(BaseModel):
+    id: int
+    source: str
+    patient_id: int
+    enrollment_id: int | None
+    category: str
+    department: str | None
+    tier: str
+    priority: str
+    status: str
+    assignee: str | None
+    first_response_due: dt.datetime | None
+    resolution_due: dt.datetime | None
+    breached: bool
+    opened_at: dt.datetime
+    summary: str
+
+
+class TicketEventView(BaseModel):
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str | None
+    reason: str | None
+    detail: dict[str, Any]
+
+
+class TicketNoteView(BaseModel):
+    seq: int
+    author: str
+    visible_to_patient: bool
+    body: str
+    created_at: dt.datetime
+
+
+class TicketDetail(TicketSummary):
+    workflow_id: str
+    parent_ticket_id: int | None
+    red_flags: list[str]
+    first_response_at: dt.datetime | None
+    first_response_breached_at: dt.datetime | None
+    resolved_at: dt.datetime | None
+    resolution_breached_at: dt.datetime | None
+    sla_paused: bool
+    reopen_count: int
+    satisfaction: int | None
+    closed_at: dt.datetime | None
+    events: list[TicketEventView]
+    notes: list[TicketNoteView]
+
+
+def _summary(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "source": ticket.source,
+        "patient_id": ticket.patient_id,
+        "enrollment_id": ticket.enrollment_id,
+        "category": ticket.category,
+        "department": ticket.department_code,
+        "tier": ticket.tier,
+        "priority": ticket.priority,
+        "status": ticket.status,
+        "assignee": ticket.assignee,
+        "first_response_due": ticket.first_response_due,
+        "resolution_due": ticket.resolution_due,
+        "breached": ticket.breached,
+        "opened_at": ticket.opened_at,
+        "summary": ticket.summary,
+    }
+
+
+def build_ticket(
+    session: Session,
+    *,
+    patient_id: int,
+    source: TicketSource,
+    summary: str,
+    triage: TriageResult,
+    opened_at: dt.datetime,
+    enrollment_id: int | None = None,
+    alert_id: int | None = None,
+    department: str | None = None,
+    tier: Tier | None = None,
+    parent_ticket_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> TicketStart:
+    """Create the ticket row (idempotent on ``idempotency_key``) and its workflow's input."""
+    if idempotency_key is not None:
+        existing = session.exec(
+            select(Ticket).where(Ticket.idempotency_key == idempotency_key)
+        ).first()
+        if existing is not None:
+            return TicketStart(
+                ticket_id=existing.id,  # type: ignore[arg-type]
+                workflow_id=existing.workflow_id,
+                setup=_setup(session, existing, triage, department, tier, parent_ticket_id),
+                created=False,
+            )
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFoundError(f"no patient {patient_id}")
+    if department is not None and session.get(Department, department) is None:
+        raise ValidationFailed(f"department: unknown department {department!r}")
+    ticket = Ticket(
+        workflow_id=f"pending-{uuid.uuid4().hex}",
+        idempotency_key=idempotency_key,
+        source=source,
+        patient_id=patient_id,
+        enrollment_id=enrollment_id,
+        alert_id=alert_id,
+        parent_ticket_id=parent_ticket_id,
+        category=triage.category,
+        clinical=triage.clinical,
+        department_code=department,
+        tier=tier or triage.suggested_tier,
+        priority=triage.urgency,
+        status=TicketStatus.NEW,
+        summary=summary,
+        red_flags=triage.red_flags,
+        opened_at=opened_at,
+    )
+    session.add(ticket)
+    session.flush()
+    ticket.workflow_id = ticket_workflow_id(ticket.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
+    session.add(ticket)
+    session.commit()
+    return TicketStart(
+        ticket_id=ticket.id,  # type: ignore[arg-type]
+        workflow_id=ticket.workflow_id,
+        setup=_setup(session, ticket, triage, department, tier, parent_ticket_id),
+        created=True,
+    )
+
+
+def _setup(
+    session: Session,
+    ticket: Ticket,
+    triage: TriageResult,
+    department: str | None,
+    tier: Tier | None,
+    parent_ticket_id: int | None,
+) -> TicketSetup:
+    patient = session.get(Patient, ticket.patient_id)
+    discharge_department = None
+    if ticket.enrollment_id is not None:
+        enrollment = session.get(Enrollment, ticket.enrollment_id)
+        discharge_department = enrollment.department_code if enrollment else None
+    else:
+        encounter = session.exec(
+            select(Encounter)
+            .where(Encounter.patient_id == ticket.patient_id)
+            .order_by(col(Encounter.discharged_at).desc())
+        ).first()
+        discharge_department = encounter.department_code if encounter else None
+    return TicketSetup(
+        ticket_id=ticket.id,  # type: ignore[arg-type]
+        patient_id=ticket.patient_id,
+        source=TicketSource(ticket.source),
+        summary=ticket.summary,
+        opened_at=ticket.opened_at,
+        triage=triage,
+        policy=sla_policy(),
+        enrollment_id=ticket.enrollment_id,
+        discharge_department=discharge_department,
+        department=department,
+        tier=tier,
+        parent_ticket_id=parent_ticket_id,
+        locale=patient.locale if patient else "zh-CN",
+    )
+
+
+async def open_ticket(runtime: Runtime, data: TicketIn, *, actor: str = "api") -> TicketSummary:
+    """Classify the text (L1 triage), create the ticket and start its workflow."""
+    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
+
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        patient = session.get(Patient, data.patient_id)
+        if patient is None:
+            raise NotFoundError(f"no patient {data.patient_id}")
+        if data.enrollment_id is not None:
+            enrollment = session.get(Enrollment, data.enrollment_id)
+            if enrollment is None or enrollment.patient_id != data.patient_id:
+                raise ValidationFailed(
+                    f"enrollment_id: journey {data.enrollment_id} is not this patient's"
+                )
+        triage = runtime.plugins.triage(
+            TriageRequest(text=data.text, locale=patient.locale, source=data.source)
+        )
+        if data.category:
+            triage = triage.model_copy(update={"category": data.category})
+        start = build_ticket(
+            session,
+            patient_id=data.patient_id,
+            source=data.source,
+            summary=data.text,
+            triage=triage,
+            opened_at=utcnow(),
+            enrollment_id=data.enrollment_id,
+            department=data.department,
+            idempotency_key=data.idempotency_key,
+        )
+        client = await runtime.client()
+        with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
+            await client.start_workflow(
+                FeedbackTicketWorkflow.run,
+                TicketInput(setup=start.setup),
+                id=start.workflow_id,
+                task_queue=runtime.settings.task_queue,
+            )
+        ticket = session.get(Ticket, start.ticket_id)
+        assert ticket is not None
+        session.refresh(ticket)
+        return TicketSummary(**_summary(ticket))
+
+
+def list_tickets(
+    session: Session,
+    *,
+    departments: list[str] | None,
+    department: str | None = None,
+    status: str | None = None,
+    tier: str | None = None,
+    assignee: str | None = None,
+    due_before: dt.datetime | None = None,
+    breached: bool | None = None,
+    open_only: bool = False,
+    patient_id: int | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[TicketSummary]:
+    """A department queue. ``departments`` (None = all) scopes the query itself, not the caller."""
+    query = select(Ticket)
+    if departments is not None:
+        query = query.where(col(Ticket.department_code).in_(departments))
+    if department:
+        query = query.where(Ticket.department_code == department)
+    if status:
+        query = query.where(Ticket.status == status)
+    if tier:
+        query = query.where(Ticket.tier == tier)
+    if assignee:
+        query = query.where(Ticket.assignee == assignee)
+    if breached is not None:
+        query = query.where(Ticket.breached == breached)
+    if open_only:
+        query = query.where(col(Ticket.status).not_in([TicketStatus.RESOLVED, TicketStatus.CLOSED]))
+    if patient_id is not None:
+        query = query.where(Ticket.patient_id == patient_id)
+    if due_before is not None:
+        query = query.where(
+            (col(Ticket.first_response_due) <= due_before)
+            | (col(Ticket.resolution_due) <= due_before)
+        )
+    order = [col(Ticket.resolution_due).is_(None), col(Ticket.resolution_due), col(Ticket.id)]
+    rows = session.exec(query.order_by(*order).offset(offset).limit(limit)).all()
+    return [TicketSummary(**_summary(t)) for t in rows]
+
+
+def get_ticket(session: Session, ticket_id: int, departments: list[str] | None = None) -> Ticket:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None or (departments is not None and ticket.department_code not in departments):
+        # Out of scope looks exactly like missing: no probing for other departments' tickets.
+        raise NotFoundError(f"no ticket {ticket_id}")
+    return ticket
+
+
+def ticket_detail(
+    session: Session, ticket_id: int, departments: list[str] | None = None
+) -> TicketDetail:
+    ticket = get_ticket(session, ticket_id, departments)
+    events = session.exec(
+        select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(col(TicketEvent.seq))
+    ).all()
+    notes = session.exec(
+        select(TicketNote).where(TicketNote.ticket_id == ticket_id).order_by(col(TicketNote.seq))
+    ).all()
+    return TicketDetail(
+        **_summary(ticket),
+        workflow_id=ticket.workflow_id,
+        parent_ticket_id=ticket.parent_ticket_id,
+        red_flags=ticket.red_flags,
+        first_response_at=ticket.first_response_at,
+        first_response_breached_at=ticket.first_response_breached_at,
+        resolved_at=ticket.resolved_at,
+        resolution_breached_at=ticket.resolution_breached_at,
+        sla_paused=ticket.sla_paused,
+        reopen_count=ticket.reopen_count,
+        satisfaction=ticket.satisfaction,
+        closed_at=ticket.closed_at,
+        events=[TicketEventView.model_validate(e, from_attributes=True) for e in events],
+        notes=[TicketNoteView.model_validate(n, from_attributes=True) for n in notes],
+    )
+
+
+async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | PatientEvent) -> None:
+    """Hand ``event`` to the ticket's workflow; a closed ticket's workflow is started again."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput, TicketResult
+
+    client = await runtime.client()
+    handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, ticket.workflow_id)
+    description = await handle.describe()
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        if isinstance(event, PatientEvent):
+            await handle.signal(FeedbackTicketWorkflow.patient, event)
+            return
+        try:
+            await handle.execute_update(FeedbackTicketWorkflow.act, event)
+        except WorkflowUpdateFailedError as exc:
+            cause = getattr(exc.cause, "message", None) or str(exc)
+            raise ValidationFailed(f"ticket {ticket.id}: cannot {event.action}: {cause}") from None
+        return
+    # Closed: the last run's result holds the state; a new run picks it up with this event.
+    previous: TicketResult = await handle.result()
+    if isinstance(event, ActorAction) and event.action != "reopen":
+        raise ValidationFailed(
+            f"ticket {ticket.id}: cannot {event.action}: the ticket is closed (reopen it first)"
+        )
+    await client.start_workflow(
+        FeedbackTicketWorkflow.run,
+        TicketInput(setup=previous.setup, state=previous.state, first_event=event),
+        id=ticket.workflow_id,
+        task_queue=runtime.settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+
+
+async def act_on_ticket(
+    runtime: Runtime,
+    session: Session,
+    ticket_id: int,
+    action: ActorAction,
+    *,
+    departments: list[str] | None = None,
+) -> TicketDetail:
+    """Send a department action to the ticket's workflow; refused with a reason if invalid."""
+    ticket = get_ticket(session, ticket_id, departments)
+    if action.department is not None and session.get(Department, action.department) is None:
+        raise ValidationFailed(f"department: unknown department {action.department!r}")
+    await _deliver(runtime, ticket, action)
+    session.expire_all()
+    return ticket_detail(session, ticket_id)
+
+
+async def patient_event(
+    runtime: Runtime, session: Session, ticket_id: int, event: PatientEvent
+) -> None:
+    """The patient's reply or satisfaction score (from a channel or an integrator)."""
+    await _deliver(runtime, get_ticket(session, ticket_id), event)
+
+
+def tier_and_priority_of(rules: list[tuple[Tier, Priority]]) -> tuple[Tier, Priority]:
+    """The highest tier and priority among several alert rules (one ticket for one answer)."""
+    tier = max((t for t, _ in rules), key=lambda t: t.rank)
+    priority = max((p for _, p in rules), key=lambda p: p.rank)
+    return tier, priority

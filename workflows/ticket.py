@@ -1,0 +1,200 @@
+"""FeedbackTicketWorkflow, one per ticket: the single writer of its state, driving the ticket core.
+
+Department actions arrive as updates (validated by the core before they are accepted), the
+patient's replies and scores as signals; SLA warnings, breaches and the satisfaction wait
+are exact timers on the deadlines the core computes. Every change is saved to the read
+model by the ``sync_ticket`` activity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from suifang.tickets.core import (
+        ActorAction,
+        Finish,
+        NotifyPatient,
+        NotifyStaff,
+        OpenSubTask,
+        PatientEvent,
+        Route,
+        Save,
+        TicketCore,
+        TicketSetup,
+        TicketSnapshot,
+        TicketState,
+        Wait,
+    )
+    from suifang.tickets.service import TicketStart
+    from suifang.workflows.journey_core import SendOutcome
+    from suifang.workflows.ticket_activities import (
+        PatientNoticeInput,
+        RouteInput,
+        StaffNoticeInput,
+        SubTaskInput,
+    )
+
+__all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
+
+OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+SEND_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(minutes=2),
+    "retry_policy": RetryPolicy(
+        initial_interval=dt.timedelta(seconds=5), maximum_interval=dt.timedelta(minutes=10)
+    ),
+}
+
+
+class TicketInput(BaseModel):
+    setup: TicketSetup
+    state: TicketState | None = None
+    first_event: ActorAction | PatientEvent | None = None
+    """For a closed ticket started again: the reopen or patient event that restarts it."""
+
+
+class TicketResult(BaseModel):
+    setup: TicketSetup
+    state: TicketState
+    snapshot: TicketSnapshot
+
+
+@workflow.defn(name="FeedbackTicket")
+class FeedbackTicketWorkflow:
+    @workflow.init
+    def __init__(self, ticket: TicketInput) -> None:
+        self.core = TicketCore(ticket.setup, ticket.state)
+        self.inbox: list[Any] = [ticket.first_event] if ticket.first_event else []
+
+    @workflow.update(name="act")
+    def act(self, action: ActorAction) -> str:
+        self.inbox.append(action)
+        return action.action
+
+    @act.validator
+    def _validate(self, action: ActorAction) -> None:
+        problem = self.core.check(action)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @workflow.signal(name="patient")
+    def patient(self, event: PatientEvent) -> None:
+        self.inbox.append(event)
+
+    @workflow.query(name="snapshot")
+    def snapshot(self) -> TicketSnapshot:
+        return self.core.snapshot()
+
+    @workflow.run
+    async def run(self, ticket: TicketInput) -> TicketResult:
+        while True:
+            now = workflow.now()
+            command = self.core.next_command(now)
+            if isinstance(command, Finish):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self.inbox:
+                    return TicketResult(
+                        setup=self.core.setup, state=self.core.state, snapshot=self.core.snapshot()
+                    )
+                self._apply_inbox()
+                continue
+            if isinstance(command, Wait):
+                timeout = (
+                    None if command.until is None else max(command.until - now, dt.timedelta(0))
+                )
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: bool(self.inbox), timeout=timeout)
+                self._apply_inbox()
+                continue
+            result = await self._carry_out(command)
+            self.core.complete(command, result, workflow.now())
+            self._apply_inbox()
+
+    def _apply_inbox(self) -> None:
+        while self.inbox:
+            self.core.handle(self.inbox.pop(0), workflow.now())
+
+    def _key(self, seq: int, suffix: str = "") -> str:
+        return f"{workflow.info().workflow_id}:{seq}{suffix}"
+
+    async def _carry_out(self, command: Any) -> Any:
+        setup = self.core.setup
+        if isinstance(command, Save):
+            return await workflow.execute_activity("sync_ticket", command.snapshot, **OPTIONS)
+        if isinstance(command, Route):
+            return await workflow.execute_activity(
+                "route_ticket",
+                RouteInput(
+                    ticket_id=setup.ticket_id,
+                    category=command.category,
+                    clinical=command.clinical,
+                    source=setup.source,
+                    tier=command.tier,
+                    priority=command.priority,
+                    discharge_department=setup.discharge_department,
+                ),
+                result_type=str,
+                **OPTIONS,
+            )
+        if isinstance(command, NotifyPatient):
+            return await workflow.execute_activity(
+                "notify_patient",
+                PatientNoticeInput(
+                    idempotency_key=self._key(command.seq, f":{command.kind}"),
+                    ticket_id=setup.ticket_id,
+                    patient_id=setup.patient_id,
+                    kind=command.kind,
+                    text=command.text,
+                ),
+                result_type=SendOutcome,
+                **SEND_OPTIONS,
+            )
+        if isinstance(command, NotifyStaff):
+            return await workflow.execute_activity(
+                "notify_staff",
+                StaffNoticeInput(
+                    event_key=self._key(command.seq),
+                    ticket_id=setup.ticket_id,
+                    kind=command.kind,
+                    clock=command.clock,
+                    department=command.department,
+                    due_at=command.due_at,
+                    actions=list(command.actions),
+                ),
+                **OPTIONS,
+            )
+        if isinstance(command, OpenSubTask):
+            start: TicketStart = await workflow.execute_activity(
+                "open_sub_task",
+                SubTaskInput(
+                    idempotency_key=self._key(command.seq, ":subtask"),
+                    parent_ticket_id=setup.ticket_id,
+                    department=command.department,
+                    text=command.text,
+                    actor=command.actor,
+                    opened_at=workflow.now(),
+                ),
+                result_type=TicketStart,
+                **OPTIONS,
+            )
+            await workflow.start_child_workflow(
+                FeedbackTicketWorkflow.run,
+                TicketInput(setup=start.setup),
+                id=start.workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+            return start.ticket_id
+        raise ApplicationError(
+            f"unknown ticket command {type(command).__name__}", non_retryable=True
+        )

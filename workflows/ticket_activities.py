@@ -1,0 +1,319 @@
+"""The ticket workflow's side effects, as idempotent activities."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from suifang.core.channels import OutboundMessage
+from suifang.core.db import utcnow
+from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
+from suifang.core.models import (
+    Department,
+    Patient,
+    StaffNotification,
+    Ticket,
+    TicketEvent,
+    TicketNote,
+)
+from suifang.core.runtime import Runtime
+from suifang.core.triage import RoutingRequest, TriageResult
+from suifang.tickets.core import TicketSnapshot
+from suifang.tickets.routing import route
+from suifang.tickets.service import TicketStart, build_ticket
+from suifang.workflows.delivery import DeliveryRequest, RetryableDelivery, deliver
+from suifang.workflows.journey_core import SendOutcome
+from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
+
+__all__ = [
+    "PatientNoticeInput",
+    "RouteInput",
+    "StaffNoticeInput",
+    "SubTaskInput",
+    "TicketActivities",
+]
+
+TICKET_CHANNELS = ["wechat", "sms", "email", "webhook", "outbox"]
+
+
+class RouteInput(BaseModel):
+    ticket_id: int
+    category: str
+    clinical: bool
+    source: TicketSource
+    tier: Tier
+    priority: Priority
+    discharge_department: str | None = None
+
+
+class PatientNoticeInput(BaseModel):
+    idempotency_key: str
+    ticket_id: int
+    patient_id: int
+    kind: str
+    text: str | None = None
+
+
+class StaffNoticeInput(BaseModel):
+    event_key: str
+    ticket_id: int
+    kind: Literal["warning", "breach"]
+    clock: str
+    department: str | None
+    due_at: dt.datetime
+    actions: list[str] = Field(default_factory=list)
+
+
+class SubTaskInput(BaseModel):
+    idempotency_key: str
+    parent_ticket_id: int
+    department: str
+    text: str
+    actor: str
+    opened_at: dt.datetime
+
+
+class TicketActivities:
+    def __init__(self, runtime: Runtime) -> None:
+        # Everything else comes from the runtime at call time (tests switch it per test).
+        self.runtime = runtime
+        self.renderer = MessageRenderer()
+
+    def all(self) -> list[Any]:
+        return [
+            self.route_ticket,
+            self.notify_patient,
+            self.notify_staff,
+            self.sync_ticket,
+            self.open_sub_task,
+        ]
+
+    @activity.defn(name="route_ticket")
+    async def route_ticket(self, request: RouteInput) -> str:
+        with Session(self.runtime.engine) as session:
+            return route(
+                session,
+                self.runtime.plugins,
+                RoutingRequest(
+                    category=request.category,
+                    clinical=request.clinical,
+                    source=request.source,
+                    tier=request.tier,
+                    priority=request.priority,
+                    discharge_department=request.discharge_department,
+                ),
+            )
+
+    @activity.defn(name="notify_patient")
+    async def notify_patient(self, notice: PatientNoticeInput) -> SendOutcome:
+        with Session(self.runtime.engine) as session:
+            patient = session.get(Patient, notice.patient_id)
+            ticket = session.get(Ticket, notice.ticket_id)
+            if patient is None or ticket is None:
+                raise ApplicationError("patient or ticket missing", non_retryable=True)
+            department = (
+                session.get(Department, ticket.department_code) if ticket.department_code else None
+            )
+            locale = patient.locale
+            context = MessageContext(
+                name=address_patient(
+                    patient.name,
+                    sex=patient.sex,
+                    birth_date=patient.birth_date,
+                    locale=locale,
+                    today=utcnow().date(),
+                ),
+                department=(department.name_en if locale == "en" else department.name_zh)
+                if department
+                else "",
+                hospital=self.runtime.settings.hospital_name,
+            )
+            due = ticket.first_response_due or ticket.resolution_due
+            due_text = (
+                due.astimezone(ZoneInfo(patient.timezone)).strftime("%m-%d %H:%M") if due else ""
+            )
+            channels = list(patient.preferred_channels) or TICKET_CHANNELS
+        body = self.renderer.file(
+            f"ticket_{notice.kind}",
+            locale,
+            context,
+            ticket=notice.ticket_id,
+            text=notice.text or "",
+            due=due_text,
+            assignee=ticket.assignee or "",
+        )
+        try:
+            return await deliver(
+                self.runtime.engine,
+                self.runtime.channels,
+                DeliveryRequest(
+                    idempotency_key=notice.idempotency_key,
+                    patient_id=notice.patient_id,
+                    ticket_id=notice.ticket_id,
+                    kind=f"ticket_{notice.kind}",
+                    subject=body[:40],
+                    body=body,
+                    locale=locale,
+                    channels=channels,
+                ),
+                now=activity.info().current_attempt_scheduled_time,
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    @activity.defn(name="notify_staff")
+    async def notify_staff(self, notice: StaffNoticeInput) -> str | None:
+        """Record the warning or breach for the department; e-mail its supervisor if possible."""
+        with Session(self.runtime.engine) as session:
+            existing = session.exec(
+                select(StaffNotification).where(StaffNotification.event_key == notice.event_key)
+            ).first()
+            if existing is not None:
+                return existing.delivered_via
+            department = session.get(Department, notice.department) if notice.department else None
+            row = StaffNotification(
+                event_key=notice.event_key,
+                ticket_id=notice.ticket_id,
+                department_code=notice.department,
+                kind=notice.kind,
+                clock=notice.clock,
+                due_at=notice.due_at,
+                actions=notice.actions,
+            )
+            email = self.runtime.channels.get("email")
+            if email is not None and department is not None and department.supervisor_email:
+                verb = "breached" if notice.kind == "breach" else "is close to breaching"
+                actions = ", ".join(notice.actions) or "none"
+                body = (
+                    f"Ticket {notice.ticket_id} ({department.name_en}) {verb} its {notice.clock} "
+                    f"SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
+                )
+                try:
+                    await email.send(
+                        OutboundMessage(
+                            idempotency_key=notice.event_key,
+                            patient_id=0,
+                            address=department.supervisor_email,
+                            subject=f"[suifang] SLA {notice.kind}: ticket {notice.ticket_id}",
+                            body=body,
+                            locale="en",
+                        )
+                    )
+                    row.delivered_via = "email"
+                except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
+                    row.delivered_via = None
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+            return row.delivered_via
+
+    @activity.defn(name="sync_ticket")
+    async def sync_ticket(self, snapshot: TicketSnapshot) -> None:
+        """Write the read model and the new history lines (idempotent on their sequence numbers)."""
+        state = snapshot.state
+        with Session(self.runtime.engine) as session:
+            ticket = session.get(Ticket, snapshot.ticket_id)
+            if ticket is None:
+                raise ApplicationError(f"ticket {snapshot.ticket_id} missing", non_retryable=True)
+            ticket.status = state.status
+            ticket.tier = state.tier
+            ticket.priority = state.priority
+            ticket.category = state.category
+            ticket.clinical = state.clinical
+            ticket.department_code = state.department
+            ticket.assignee = state.assignee
+            ticket.red_flags = state.red_flags
+            ticket.first_response_due = snapshot.first_response_due
+            ticket.resolution_due = snapshot.resolution_due
+            ticket.first_response_at = state.first_response_at
+            ticket.first_response_breached_at = snapshot.first_response_breached_at
+            ticket.resolution_breached_at = snapshot.resolution_breached_at
+            ticket.breached = bool(state.breached_at)
+            ticket.resolved_at = state.resolved_at
+            ticket.closed_at = state.closed_at
+            ticket.reopen_count = state.reopen_count
+            ticket.satisfaction = state.satisfaction
+            ticket.sla_paused = state.status == TicketStatus.WAITING_ON_PATIENT
+            ticket.updated_at = utcnow()
+            session.add(ticket)
+            known = set(
+                session.exec(
+                    select(TicketEvent.seq).where(TicketEvent.ticket_id == snapshot.ticket_id)
+                ).all()
+            )
+            for event in snapshot.events:
+                if event.seq in known:
+                    continue
+                session.add(
+                    TicketEvent(
+                        ticket_id=snapshot.ticket_id,
+                        seq=event.seq,
+                        at=event.at,
+                        actor=event.actor,
+                        action=event.action,
+                        from_status=event.from_status,
+                        to_status=event.to_status,
+                        reason=event.reason,
+                        detail=_jsonable(event.detail),
+                    )
+                )
+                if event.note:
+                    session.add(
+                        TicketNote(
+                            ticket_id=snapshot.ticket_id,
+                            seq=event.seq,
+                            author=event.actor,
+                            visible_to_patient=event.visible_to_patient,
+                            body=event.note,
+                            created_at=event.at,
+                        )
+                    )
+            session.commit()
+
+    @activity.defn(name="open_sub_task")
+    async def open_sub_task(self, request: SubTaskInput) -> TicketStart:
+        """The row of a collaboration sub-task in another department (the workflow starts it)."""
+        with Session(self.runtime.engine) as session:
+            parent = session.get(Ticket, request.parent_ticket_id)
+            if parent is None:
+                raise ApplicationError("parent ticket missing", non_retryable=True)
+            return build_ticket(
+                session,
+                patient_id=parent.patient_id,
+                source=TicketSource(parent.source),
+                summary=request.text,
+                triage=TriageResult(
+                    category=parent.category,
+                    urgency=Priority(parent.priority),
+                    confidence=1.0,
+                    suggested_tier=Tier(parent.tier),
+                    clinical=parent.clinical,
+                ),
+                opened_at=request.opened_at,
+                enrollment_id=parent.enrollment_id,
+                department=request.department,
+                tier=Tier(parent.tier),
+                parent_ticket_id=parent.id,
+                idempotency_key=request.idempotency_key,
+            )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return value
