@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 SATISFIED_FROM = 3
+CLINICAL_ANSWER_CONFIDENCE = 0.5
+"""Below this, a clinical question is not answered from the knowledge base but by a nurse."""
 """Scores 1–5; below this a resolved ticket reopens."""
 
 ACTIONS = (
@@ -438,6 +440,12 @@ class TicketCore:
             # Red flags: tell the patient to call 120 at once, before anything else.
             self._push(NotifyPatient(self._seq(), "emergency"))
         answer = triage.knowledge_answer
+        if answer is not None and answer.confidence < (
+            CLINICAL_ANSWER_CONFIDENCE if state.clinical else 0.0
+        ):
+            answer = None  # a clinical question gets an automatic answer only when it clearly fits
+        if state.tier == Tier.L1 and answer is None:
+            state.tier = Tier.L2  # nothing safe to say automatically: a person answers
         if state.tier == Tier.L1 and answer is not None and not state.red_flags:
             self._push(NotifyPatient(self._seq(), "knowledge_answer", answer.answer))
             state.first_response_at = now

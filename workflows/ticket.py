@@ -76,11 +76,20 @@ class FeedbackTicketWorkflow:
     def __init__(self, ticket: TicketInput) -> None:
         self.core = TicketCore(ticket.setup, ticket.state)
         self.inbox: list[Any] = [ticket.first_event] if ticket.first_event else []
+        self.applied: dict[int, int] = {}
+        """id(event) → the state sequence number once the event was applied."""
+        self.saved_through = 0
 
     @workflow.update(name="act")
-    def act(self, action: ActorAction) -> str:
+    async def act(self, action: ActorAction) -> TicketSnapshot:
+        """Apply a department action; returns once it is applied and saved to the read model."""
         self.inbox.append(action)
-        return action.action
+        key = id(action)
+        await workflow.wait_condition(
+            lambda: key in self.applied and self.saved_through >= self.applied[key]
+        )
+        self.applied.pop(key, None)
+        return self.core.snapshot()
 
     @act.validator
     def _validate(self, action: ActorAction) -> None:
@@ -119,11 +128,15 @@ class FeedbackTicketWorkflow:
                 continue
             result = await self._carry_out(command)
             self.core.complete(command, result, workflow.now())
+            if isinstance(command, Save):
+                self.saved_through = max(self.saved_through, command.seq)
             self._apply_inbox()
 
     def _apply_inbox(self) -> None:
         while self.inbox:
-            self.core.handle(self.inbox.pop(0), workflow.now())
+            event = self.inbox.pop(0)
+            self.core.handle(event, workflow.now())
+            self.applied[id(event)] = self.core.state.seq
 
     def _key(self, seq: int, suffix: str = "") -> str:
         return f"{workflow.info().workflow_id}:{seq}{suffix}"

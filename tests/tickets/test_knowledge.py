@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from suifang.core.enums import Tier
 from suifang.core.errors import ValidationFailed
 from suifang.core.triage import TriageRequest
 from suifang.tickets.knowledge import (
@@ -122,7 +123,7 @@ def test_antiplatelet_answers_never_allow_stopping_without_the_doctor() -> None:
 
 
 def test_routine_questions_get_the_right_answer_or_none() -> None:
-    """Measured: 32 of 40 answered, every one of them with the right entry.
+    """Measured: 33 of 40 answered, every one of them with the right entry.
 
     A wrong answer is worse than none (none means a nurse replies), so the bar is: no wrong
     answer at all, and at least 70 % answered.
@@ -146,9 +147,7 @@ def test_symptom_reports_and_complaints_get_no_automatic_answer(text: str) -> No
     result = classify(TriageRequest(text=text))
 
     assert result.knowledge_answer is None
-    assert result.suggested_tier is not None
-    if result.clinical:
-        assert result.suggested_tier.value in ("L2", "L3")
+    assert result.suggested_tier is not Tier.L1
 
 
 def test_the_answer_comes_in_the_patients_language() -> None:
@@ -184,7 +183,13 @@ def test_a_symptom_question_is_answered_only_by_an_entry_about_that_symptom() ->
         result = classify(TriageRequest(text=text))
         assert result.category == "wound_care"
         assert result.knowledge_answer is None
-        assert result.suggested_tier.value == "L2"
+        assert result.suggested_tier is Tier.L2
+
+
+def test_a_red_flag_is_never_answered_whoever_asks() -> None:
+    assert answer("硝酸甘油怎么用", "zh-CN", "medication") is not None
+    assert answer("胸口疼得厉害，硝酸甘油怎么用", "zh-CN", "medication") is None
+    assert answer("can I shower? my wound is bleeding heavily", "en", "wound_care") is None
 
 
 def test_unrelated_text_is_not_answered() -> None:
