@@ -52,11 +52,26 @@ async def connect_client(
             timeout=timeout,
         )
     except (RuntimeError, RPCError, OSError, TimeoutError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StartupError(
             f"cannot reach Temporal at {settings.temporal_address} "
-            f"(namespace {settings.temporal_namespace!r}): {reason}"
+            f"(namespace {settings.temporal_namespace!r}): {_reason(exc)}"
         ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The gist of a connection failure, without the transport's nested error chain."""
+    text = str(exc)
+    for marker, reason in (
+        ("Connection refused", "connection refused (is the server running?)"),
+        ("Name or service not known", "unknown host"),
+        ("dns error", "unknown host"),
+        ("deadline", "timed out"),
+    ):
+        if marker.lower() in text.lower():
+            return reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return text.splitlines()[0].split(": tonic::")[0] if text else type(exc).__name__
 
 
 async def temporal_health(client: Client, *, timeout: float = 3.0) -> str | None:

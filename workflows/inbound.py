@@ -11,6 +11,7 @@ ticket). Delivery receipts update the message ledger.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,12 +26,14 @@ from suifang.core.channels import (
     InboundRequest,
 )
 from suifang.core.db import utcnow
-from suifang.core.enums import JourneyStatus
+from suifang.core.enums import JourneyStatus, TicketSource, TicketStatus
 from suifang.core.errors import NotFoundError
-from suifang.core.models import ContactPoint, Enrollment, InboundRecord, Message
+from suifang.core.models import ContactPoint, Enrollment, InboundRecord, Message, Ticket
 from suifang.core.pathways import Questionnaire, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
+from suifang.tickets.core import PatientEvent
+from suifang.tickets.service import TicketIn, open_ticket, patient_event
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent
 from suifang.workflows.rendering import parse_reply
@@ -211,9 +214,17 @@ def _match(
     return (contact.patient_id if contact else None), None, sender_hash
 
 
+_SCORE = re.compile(r"^\s*([1-5])\s*(分|星|stars?)?\s*[。.!！]?\s*$", re.IGNORECASE)
+
+
 async def _reply(
     runtime: Runtime, session: Session, channel: Any, reply: InboundMessage
 ) -> InboundOutcome:
+    """Route a patient's reply: to the ticket waiting for them, else to their journey.
+
+    Free text that is not an answer is kept as feedback *and* opens a ticket, so a person
+    (or the L1 knowledge base) answers it.
+    """
     payload = reply.model_dump(mode="json", exclude={"extra"})
     patient_id, replied, sender_hash = _match(session, channel, reply)
     common = {"sender_hash": sender_hash, "provider_message_id": reply.provider_message_id}
@@ -224,50 +235,118 @@ async def _reply(
             kind="unmatched",
             detail="no patient has this sender address; the message is kept for review",
         )
+    ticket = _ticket_awaiting(session, patient_id, replied)
+    if ticket is not None and reply.text:
+        return await _ticket_reply(runtime, session, channel, reply, ticket, payload, common)
     enrollment = _active_enrollment(session, patient_id, replied)
-    if enrollment is None:
-        record = _store(session, channel.name, "feedback", payload, patient_id=patient_id, **common)
-        return InboundOutcome(
-            record_id=record.id,  # type: ignore[arg-type]
-            kind="feedback",
-            patient_id=patient_id,
-            detail="no active journey: kept as patient feedback",
+    touchpoint_key: str | None = None
+    answers: dict[str, Any] = dict(reply.answers or {})
+    if enrollment is not None:
+        touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
+        if not answers and reply.text and questionnaire is not None:
+            answers = parse_reply(reply.text, questionnaire) or {}
+        if answers or (reply.text and reply.text.strip() and touchpoint_key is not None):
+            client = await runtime.client()
+            handle = client.get_workflow_handle_for(
+                PatientJourneyWorkflow.run, enrollment.workflow_id
+            )
+            await handle.signal(
+                PatientJourneyWorkflow.answer,
+                AnswerEvent(
+                    answers=answers,
+                    text=None if answers else reply.text,
+                    touchpoint_key=touchpoint_key,
+                    received_at=reply.received_at,
+                    channel=channel.name,
+                ),
+            )
+    ticket_id = None
+    if not answers and reply.text and reply.text.strip():
+        opened = await open_ticket(
+            runtime,
+            TicketIn(
+                patient_id=patient_id,
+                text=reply.text[:4000],
+                source=TicketSource.PATIENT_MESSAGE,
+                enrollment_id=enrollment.id if enrollment else None,
+                idempotency_key=f"inbound:{channel.name}:{reply.provider_message_id}"
+                if reply.provider_message_id
+                else None,
+            ),
         )
-    touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
-    answers = dict(reply.answers or {})
-    if not answers and reply.text and questionnaire is not None:
-        answers = parse_reply(reply.text, questionnaire) or {}
-    kind = "answer" if answers else "feedback"
-    event = AnswerEvent(
-        answers=answers,
-        text=None if answers else reply.text,
-        touchpoint_key=touchpoint_key,
-        received_at=reply.received_at,
-        channel=channel.name,
-    )
-    if answers or (reply.text and reply.text.strip()):
-        client = await runtime.client()
-        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
-        await handle.signal(PatientJourneyWorkflow.answer, event)
+        ticket_id = opened.id
     record = _store(
         session,
         channel.name,
-        kind,
+        "answer" if answers else "feedback",
         payload,
         patient_id=patient_id,
-        enrollment_id=enrollment.id,
+        enrollment_id=enrollment.id if enrollment else None,
         touchpoint_key=touchpoint_key,
+        ticket_id=ticket_id,
         **common,
     )
     return InboundOutcome(
         record_id=record.id,  # type: ignore[arg-type]
-        kind=kind,
+        kind="answer" if answers else "feedback",
         patient_id=patient_id,
-        enrollment_id=enrollment.id,
+        enrollment_id=enrollment.id if enrollment else None,
         touchpoint_key=touchpoint_key,
         detail="answers delivered to the journey"
         if answers
-        else "free text: delivered and kept as feedback",
+        else f"free text: kept as feedback, ticket {ticket_id} opened",
+    )
+
+
+def _ticket_awaiting(session: Session, patient_id: int, replied: Message | None) -> Ticket | None:
+    """The ticket a reply is for: the one replied to, else one waiting on this patient."""
+    if replied is not None and replied.ticket_id is not None:
+        return session.get(Ticket, replied.ticket_id)
+    return session.exec(
+        select(Ticket)
+        .where(
+            Ticket.patient_id == patient_id,
+            col(Ticket.status).in_([TicketStatus.WAITING_ON_PATIENT, TicketStatus.RESOLVED]),
+        )
+        .order_by(col(Ticket.updated_at).desc())
+    ).first()
+
+
+async def _ticket_reply(
+    runtime: Runtime,
+    session: Session,
+    channel: Any,
+    reply: InboundMessage,
+    ticket: Ticket,
+    payload: dict[str, Any],
+    common: dict[str, Any],
+) -> InboundOutcome:
+    text = reply.text or ""
+    score = _SCORE.match(text) if ticket.status == TicketStatus.RESOLVED else None
+    event = (
+        PatientEvent(kind="satisfaction", score=int(score.group(1)))
+        if score
+        else PatientEvent(kind="reply", text=text[:4000])
+    )
+    await patient_event(runtime, session, ticket.id, event)  # type: ignore[arg-type]
+    record = _store(
+        session,
+        channel.name,
+        "ticket_reply",
+        payload,
+        patient_id=ticket.patient_id,
+        enrollment_id=ticket.enrollment_id,
+        ticket_id=ticket.id,
+        **common,
+    )
+    return InboundOutcome(
+        record_id=record.id,  # type: ignore[arg-type]
+        kind="ticket_reply",
+        patient_id=ticket.patient_id,
+        enrollment_id=ticket.enrollment_id,
+        detail=f"satisfaction {event.score}/5 for ticket {ticket.id}"
+        if event.kind == "satisfaction"
+        else f"reply to ticket {ticket.id}",
     )
 
 

@@ -81,9 +81,9 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Third-party chatter at INFO is noise on a newcomer's terminal.
-    logging.getLogger("temporalio").setLevel(
-        max(logging.WARNING, logging.getLevelName(settings.log_level))
-    )
+    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
+    for name in ("temporalio", "alembic", "httpx"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def run_worker_command() -> None:
@@ -204,8 +204,9 @@ def up() -> None:
     _configure_logging(settings)
     setup_tracing(settings)
     ensure_ports_free({"SUIFANG_API_PORT": (settings.api_host, settings.api_port)})
-    prepare_database(runtime.engine)
     server = DevServer(settings)
+    server.command()  # a missing binary is reported before anything else happens
+    prepare_database(runtime.engine)
     server.start()
     try:
         asyncio.run(_serve_platform(runtime, server))

@@ -16,11 +16,13 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.models import Answer, InboundRecord, Message
+from suifang.core.models import Answer, InboundRecord, Message, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.security.signing import sign_body
 from suifang.plugins.channels.voice import twilio_signature
 from suifang.plugins.channels.wechat import wechat_signature
+from suifang.tickets.core import ActorAction
+from suifang.tickets.service import TicketIn, act_on_ticket, open_ticket
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 
@@ -227,7 +229,48 @@ async def test_free_text_reply_is_delivered_and_kept_as_feedback(
     stored = await settle(lambda: answers_of(runtime, enrollment.enrollment_id))
     assert [(a.question_id, a.touchpoint_key) for a in stored] == [("_text", "day3")]
     assert "伤口有点痒" in (stored[0].text or "")
-    assert records(runtime)[-1].kind == "feedback"
+    record = records(runtime)[-1]
+    assert record.kind == "feedback"
+    # Feedback is not left in a pile: it became a ticket for a person to answer.
+    ticket = await settle(lambda: _ticket(runtime, record.ticket_id))
+    assert (ticket.source, ticket.patient_id, ticket.enrollment_id) == (
+        "patient_message",
+        enrollment.patient_id,
+        enrollment.enrollment_id,
+    )
+
+
+def _ticket(runtime: Runtime, ticket_id: int | None) -> Ticket | None:
+    if ticket_id is None:
+        return None
+    with Session(runtime.engine) as session:
+        ticket = session.get(Ticket, ticket_id)
+        return ticket if ticket is not None and ticket.department_code else None
+
+
+async def test_a_satisfaction_score_by_sms_reaches_the_resolved_ticket(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    enrollment = await enroll_and_open_day3(runtime, journey_worker)
+    opened = await open_ticket(
+        runtime,
+        TicketIn(patient_id=enrollment.patient_id, text="停车场太难找了", source="complaint"),
+    )
+    await settle(lambda: _ticket(runtime, opened.id))
+    with Session(runtime.engine) as session:
+        await act_on_ticket(
+            runtime,
+            session,
+            opened.id,
+            ActorAction(action="resolve", actor="zhang", text="已加指示牌"),
+        )
+    response = await api.post(**provider_call("sms", "2分"))
+    assert response.status_code == 200
+    assert records(runtime)[-1].kind == "ticket_reply"
+    reopened = await settle(
+        lambda: (t := _ticket(runtime, opened.id)) is not None and t.status == "reopened" and t
+    )
+    assert reopened.satisfaction == 2
 
 
 async def test_bad_signature_is_stored_and_refused_with_401(
