@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from suifang.core.db import migrate
 from suifang.core.models import Department, DepartmentCreate, RoutingRule
 
-__all__ = ["prepare_database", "seed_departments", "seed_routing"]
+__all__ = ["ensure_schema", "prepare_database", "seed_departments", "seed_routing"]
 
 DEPARTMENTS_FILE = Path(__file__).resolve().parent.parent / "templates" / "departments.yaml"
 ROUTING_FILE = DEPARTMENTS_FILE.with_name("routing.yaml")
@@ -49,3 +49,23 @@ def seed_routing(engine: Engine) -> int:
         )
         session.commit()
     return len(table)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """A SQLite database (the embedded default) is migrated on first use; any other one must
+    already be at the newest schema (``suifang db upgrade``), so several processes never race."""
+    from alembic.script import ScriptDirectory
+
+    from suifang.core.db import alembic_config, current_revision
+    from suifang.core.errors import StartupError
+
+    if engine.dialect.name == "sqlite":
+        prepare_database(engine)
+        return
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    current = current_revision(engine)
+    if current != head:
+        raise StartupError(
+            f"the database is at schema {current or 'none'}, suifang needs {head}: "
+            "run `suifang db upgrade`"
+        )

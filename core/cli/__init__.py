@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
-from suifang.core.cli import demo, journeys, outbox, pathways, platform, security
+from suifang.core.cli import demo, journeys, outbox, pathways, platform, security, tickets
 from suifang.core.errors import SuifangError
 
 __all__ = ["app", "main"]
@@ -24,6 +25,7 @@ app.add_typer(journeys.app, name="journeys")
 app.command("outbox")(outbox.outbox)
 app.command("demo")(demo.demo)
 security.register(app)
+tickets.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except SuifangError as exc:
         print(f"suifang: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"suifang: error: the database refused: {reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import ValidationFailed
@@ -106,6 +106,7 @@ def list_journeys(
             patient_id=patient,
             limit=limit,
         )
+    cli_audit("journeys list", "journeys", [r.patient_id for r in rows])
     if as_json:
         emit_json(rows)
         return
@@ -136,6 +137,7 @@ def show(
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
         detail = asyncio.run(journey_service.journey_detail(runtime, session, enrollment_id))
+    cli_audit("journeys show", "journeys", [detail.patient_id], str(enrollment_id))
     if as_json:
         emit_json(detail)
         return
@@ -204,7 +206,7 @@ def answer(
         parsed[key.strip()] = value.strip()
     runtime = cli_runtime()
     event = AnswerEvent(
-        answers=parsed, text=text, touchpoint_key=touchpoint, source="staff", channel="cli"
+        answers=parsed, text=text, touchpoint_key=touchpoint, source=cli_actor(), channel="cli"
     )
     with Session(runtime.engine) as session:
         asyncio.run(journey_service.send_answer(runtime, session, enrollment_id, event))

@@ -9,7 +9,7 @@ import typer
 from sqlmodel import Session
 
 from suifang.core.api.outbox import OutboxMessage, outbox_messages
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_audit, cli_runtime
 from suifang.core.cli.output import emit_json
 
 
@@ -51,6 +51,7 @@ def outbox(
                 )
             )
         )
+    cli_audit("outbox", "outbox", [m.patient_id for m in messages])
     if as_json:
         emit_json(messages)
         return
