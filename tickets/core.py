@@ -229,7 +229,7 @@ class OpenSubTask:
 @dataclasses.dataclass(frozen=True)
 class Save:
     seq: int
-    snapshot: TicketSnapshot
+    snapshot: TicketSnapshot | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,10 +242,14 @@ Command = Effect | Wait | Finish
 
 
 class TicketCore:
-    def __init__(self, setup: TicketSetup, state: TicketState | None = None) -> None:
+    def __init__(
+        self, setup: TicketSetup, state: TicketState | None = None, *, snapshots: bool = True
+    ) -> None:
+        """``snapshots=False`` (the simulator) skips copying the read model into each Save."""
         self.setup = setup
         self.policy = setup.policy
         self.state = state or TicketState()
+        self.snapshots = snapshots
         self._pending: list[Effect] = []
         self._events: list[TicketEventRecord] = []
 
@@ -406,7 +410,7 @@ class TicketCore:
         )
 
     def _save(self, now: dt.datetime) -> None:
-        self._push(Save(self.state.seq, self.snapshot()))
+        self._push(Save(self.state.seq, self.snapshot() if self.snapshots else None))
         self._events = []
 
     def _save_and_first(self, now: dt.datetime) -> Command:

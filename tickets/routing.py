@@ -16,7 +16,7 @@ from suifang.core.models import Department, RoutingRule
 from suifang.core.plugins import Plugins
 from suifang.core.triage import RoutingRequest
 
-__all__ = ["DEFAULT_DEPARTMENT", "route", "set_rule"]
+__all__ = ["DEFAULT_DEPARTMENT", "choose_department", "route", "set_rule"]
 
 log = logging.getLogger("suifang.routing")
 
@@ -36,16 +36,29 @@ def set_rule(session: Session, category: str, department: str) -> RoutingRule:
     return rule
 
 
-def route(session: Session, plugins: Plugins, request: RoutingRequest) -> str:
-    """The department code that owns a ticket described by ``request``."""
-    chosen = plugins.route_ticket(request)
-    if chosen is not None:
-        if session.get(Department, chosen) is not None:
-            return chosen
+def choose_department(
+    request: RoutingRequest,
+    *,
+    plugin_choice: str | None,
+    known_departments: set[str] | frozenset[str],
+    table: dict[str, str],
+) -> str:
+    """The routing decision itself (pure): plugin, table, discharge department, default."""
+    if plugin_choice is not None:
+        if plugin_choice in known_departments:
+            return plugin_choice
         log.warning("a routing plugin named an unknown department; using the routing table")
-    rule = session.get(RoutingRule, request.category)
-    if rule is not None:
-        return rule.department_code
+    if request.category in table:
+        return table[request.category]
     if request.clinical and request.discharge_department:
         return request.discharge_department
     return DEFAULT_DEPARTMENT
+
+
+def route(session: Session, plugins: Plugins, request: RoutingRequest) -> str:
+    """The department code that owns a ticket described by ``request``."""
+    chosen = plugins.route_ticket(request)
+    known = {chosen} if chosen is not None and session.get(Department, chosen) else set()
+    rule = session.get(RoutingRule, request.category)
+    table = {rule.category: rule.department_code} if rule else {}
+    return choose_department(request, plugin_choice=chosen, known_departments=known, table=table)

@@ -395,6 +395,8 @@ class JourneyCore:
         self.origin = setup.discharged_at.astimezone(UTC)
         self.discharge_date = self.origin.astimezone(self.zone).date()
         self._pending: list[Effect] = []
+        # Pure function of (send time, day, shift): memoised, it is asked on every step.
+        self._due_cache: dict[tuple[dt.time, int, dt.timedelta], dt.datetime] = {}
         for touchpoint in self.plan.touchpoints:
             self.state.next_occurrence.setdefault(touchpoint.id, 0)
 
@@ -425,11 +427,15 @@ class JourneyCore:
 
     def _day_due(self, touchpoint: PlannedTouchpoint | None, day: int) -> dt.datetime:
         send_at = touchpoint.send_at if touchpoint else self.plan.send_window.start
-        local = dt.datetime.combine(
-            self.discharge_date + dt.timedelta(days=day), send_at, tzinfo=self.zone
-        )
-        plan_due = local.astimezone(UTC) + self.state.shift
-        return self.in_window(self.to_real(plan_due))
+        key = (send_at, day, self.state.shift)
+        due = self._due_cache.get(key)
+        if due is None:
+            local = dt.datetime.combine(
+                self.discharge_date + dt.timedelta(days=day), send_at, tzinfo=self.zone
+            )
+            plan_due = local.astimezone(UTC) + self.state.shift
+            due = self._due_cache[key] = self.in_window(self.to_real(plan_due))
+        return due
 
     def _occurrence_day(self, touchpoint: PlannedTouchpoint, occurrence: int) -> int | None:
         if touchpoint.every is None:

@@ -144,7 +144,9 @@ class FeedbackTicketWorkflow:
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
         if isinstance(command, Save):
-            return await workflow.execute_activity("sync_ticket", command.snapshot, **OPTIONS)
+            return await workflow.execute_activity(
+                "sync_ticket", command.snapshot or self.core.snapshot(), **OPTIONS
+            )
         if isinstance(command, Route):
             return await workflow.execute_activity(
                 "route_ticket",

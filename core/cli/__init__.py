@@ -7,7 +7,16 @@ import sys
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from suifang.core.cli import demo, journeys, outbox, pathways, platform, security, tickets
+from suifang.core.cli import (
+    demo,
+    journeys,
+    outbox,
+    pathways,
+    platform,
+    report,
+    security,
+    tickets,
+)
 from suifang.core.errors import SuifangError
 
 __all__ = ["app", "main"]
@@ -26,6 +35,7 @@ app.command("outbox")(outbox.outbox)
 app.command("demo")(demo.demo)
 security.register(app)
 tickets.register(app)
+app.add_typer(report.report_app, name="report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
 import getpass
 import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
 
-__all__ = ["cli_actor", "cli_audit", "cli_runtime", "cli_settings"]
+__all__ = ["cli_actor", "cli_audit", "cli_run", "cli_runtime", "cli_settings"]
 
 
 def cli_settings() -> Settings:
@@ -47,3 +51,25 @@ def cli_audit(
         outcome="ok",
         request_id=f"cli-{uuid.uuid4().hex[:12]}",
     )
+
+
+T = TypeVar("T")
+
+
+def cli_run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's async work, then let go of the Temporal client while its loop is alive.
+
+    A client that outlives its event loop can be torn down by the interpreter at exit from
+    a Temporal core thread, which aborts the process; releasing it here keeps exits clean.
+    """
+
+    async def run_and_release() -> T:
+        try:
+            return await coroutine
+        finally:
+            if cli_runtime.cache_info().currsize:
+                cli_runtime()._client = None
+            gc.collect()
+            await asyncio.sleep(0)
+
+    return asyncio.run(run_and_release())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from typing import Annotated, Any
 
 import typer
 
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_run, cli_runtime
 from suifang.core.cli.output import print_table
 from suifang.core.db import utcnow
 from suifang.core.errors import SuifangError
@@ -138,7 +137,7 @@ def demo(
             },
         }
         try:
-            enrollment = asyncio.run(register_discharge(runtime, DischargeIn.model_validate(data)))
+            enrollment = cli_run(register_discharge(runtime, DischargeIn.model_validate(data)))
         except SuifangError as exc:
             raise SuifangError(f"demo patient {sample['patient']['name']}: {exc}") from None
         first = enrollment.schedule[0] if enrollment.schedule else None

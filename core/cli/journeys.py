@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import sys
@@ -13,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
+from suifang.core.cli.context import cli_actor, cli_audit, cli_run, cli_runtime
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import ValidationFailed
@@ -65,7 +64,7 @@ def enroll(
         discharge = DischargeIn.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(_validation_message(source, exc)) from None
-    enrollment = asyncio.run(
+    enrollment = cli_run(
         register_discharge(cli_runtime(), discharge, idempotency_key=idempotency_key)
     )
     if as_json:
@@ -136,7 +135,7 @@ def show(
     """One journey: touchpoints, answers, alerts and live progress."""
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
-        detail = asyncio.run(journey_service.journey_detail(runtime, session, enrollment_id))
+        detail = cli_run(journey_service.journey_detail(runtime, session, enrollment_id))
     cli_audit("journeys show", "journeys", [detail.patient_id], str(enrollment_id))
     if as_json:
         emit_json(detail)
@@ -209,14 +208,14 @@ def answer(
         answers=parsed, text=text, touchpoint_key=touchpoint, source=cli_actor(), channel="cli"
     )
     with Session(runtime.engine) as session:
-        asyncio.run(journey_service.send_answer(runtime, session, enrollment_id, event))
+        cli_run(journey_service.send_answer(runtime, session, enrollment_id, event))
     print(f"journey {enrollment_id}: answer delivered")
 
 
 def _control(enrollment_id: int, action: str, reason: str | None) -> None:
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
-        asyncio.run(
+        cli_run(
             journey_service.control_journey(
                 runtime,
                 session,
@@ -279,7 +278,7 @@ def reschedule(
         shift=dt.timedelta(days=shift_days) if shift_days else None, next_due=due
     )
     with Session(runtime.engine) as session:
-        asyncio.run(journey_service.reschedule_journey(runtime, session, enrollment_id, event))
+        cli_run(journey_service.reschedule_journey(runtime, session, enrollment_id, event))
     print(f"journey {enrollment_id}: rescheduled")
 
 
@@ -294,7 +293,7 @@ def start_pending() -> None:
             select(Enrollment).where(Enrollment.status == JourneyStatus.PENDING)
         ).all()
         for enrollment in pending:
-            asyncio.run(resume_enrollment(runtime, session, enrollment))
+            cli_run(resume_enrollment(runtime, session, enrollment))
             print(f"journey {enrollment.id}: started")
     if not pending:
         print("no pending enrollments")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_run, cli_runtime
 from suifang.core.cli.output import emit_json, print_table
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import ApiToken, StaffUser
@@ -242,7 +241,7 @@ def history(workflow_id: str) -> None:
             events.append(data)
         return events
 
-    emit_json(asyncio.run(fetch()))
+    emit_json(cli_run(fetch()))
 
 
 def _payload_fields(event: object) -> list[object]:

@@ -7,14 +7,13 @@ the actor ``cli:<operating-system user>``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Annotated
 
 import typer
 from sqlmodel import Session, col, select
 
-from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
+from suifang.core.cli.context import cli_actor, cli_audit, cli_run, cli_runtime
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import TicketSource, TicketStatus, Tier
 from suifang.core.errors import ValidationFailed
@@ -169,7 +168,7 @@ def create(
     department: Annotated[str | None, typer.Option(help="Skip routing.")] = None,
 ) -> None:
     """Open a ticket for a patient's message, complaint or suggestion."""
-    ticket = asyncio.run(
+    ticket = cli_run(
         service.open_ticket(
             cli_runtime(),
             service.TicketIn(
@@ -185,7 +184,7 @@ def create(
 def _act(ticket_id: int, action: str, **fields: str | None) -> None:
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
-        detail = asyncio.run(
+        detail = cli_run(
             service.act_on_ticket(
                 runtime,
                 session,

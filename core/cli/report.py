@@ -1,0 +1,100 @@
+"""``suifang report``: the follow-up KPIs of a period, as a table or JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+from sqlmodel import Session
+
+from suifang.core.cli.context import cli_audit, cli_runtime
+from suifang.core.cli.output import emit_json, print_kv, print_table
+from suifang.core.errors import ValidationFailed
+from suifang.core.models import Department
+from suifang.workflows.kpis import KpiReport, compute_kpis
+
+__all__ = ["kpis", "print_report", "report_app"]
+
+report_app = typer.Typer(
+    help="Reports: follow-up KPIs per period, department and pathway.", no_args_is_help=True
+)
+
+
+def _date(option: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def print_report(report: KpiReport) -> None:
+    """The report as aligned text: a header, the KPI table, ticket volumes."""
+    filters = ", ".join(
+        f"{name} {value}"
+        for name, value in (("department", report.department), ("pathway", report.pathway))
+        if value
+    )
+    print_kv(
+        [
+            ("period", f"{report.start} – {report.end} ({report.timezone})"),
+            ("filters", filters or "all departments and pathways"),
+            ("as of", f"{report.as_of:%Y-%m-%d %H:%M} UTC"),
+        ]
+    )
+    print()
+    print_table(
+        ["KPI", "VALUE", "N/D", "PENDING", "DEFINITION"],
+        [
+            (
+                f"{k.name} {k.name_zh}",
+                k.value_text,
+                k.counts_text,
+                k.pending or "",
+                k.short,
+            )
+            for k in report.kpis
+        ],
+    )
+    for title, counts in (
+        ("tickets by category", report.tickets_by_category),
+        ("tickets by department", report.tickets_by_department),
+    ):
+        print(f"\n{title}")
+        print_table(["NAME", "TICKETS"], sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@report_app.command("kpis")
+def kpis(
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last day (included), YYYY-MM-DD.")],
+    department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
+    pathway: Annotated[str | None, typer.Option(help="Only this pathway.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Coverage, response, 失访, alerts, SLA, time to first response, readmission, satisfaction.
+
+    Days are calendar days in the hospital's timezone (SUIFANG_TIMEZONE); see docs/kpis.md
+    for every definition.
+    """
+    first, last = _date("--from", start), _date("--to", end)
+    if first > last:
+        raise ValidationFailed(f"--from ({first}) is after --to ({last})")
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        if department and session.get(Department, department) is None:
+            raise ValidationFailed(f"--department: unknown department {department!r}")
+        report = compute_kpis(
+            session,
+            start=first,
+            end=last,
+            department=department or None,
+            pathway=pathway or None,
+            departments=None,
+            timezone=runtime.settings.timezone,
+        )
+    cli_audit("report kpis", "reports", [], f"{first}..{last}")
+    if as_json:
+        emit_json(report)
+        return
+    print_report(report)
