@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from suifang.core.api import admin, channels, health, journeys, outbox, pathways
+from suifang.core.api import admin, channels, health, journeys, outbox, pathways, reports
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.security import check_routes_are_guarded, install_audit
 from suifang.core.config import Settings, get_settings
@@ -49,6 +49,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(channels.webhooks)
     app.include_router(ticket_routes.router)
     app.include_router(admin.router)
+    app.include_router(reports.router)
     install_audit(app)
     check_routes_are_guarded(app)
     setup_tracing(runtime.settings)
