@@ -18,17 +18,18 @@ Filters
 
 KPIs
     follow_up_coverage (随访覆盖率)
-        Enrollments whose *first* touchpoint due in the period (and by ``as_of``) was sent —
-        status sent, answered or missed — ÷ enrollments with at least one touchpoint due in the
-        period. Touchpoints that fell due before the patient was enrolled are no opportunity
-        and are ignored.
+        Enrollments reached by at least one touchpoint due in the period (and by ``as_of``) —
+        status sent, answered or missed — ÷ enrollments with a touchpoint due in the period.
+        Pending: enrollments whose only due touchpoints are still waiting to go out (quiet
+        hours, a send in flight). Touchpoints that fell due before the patient was enrolled
+        are no opportunity and are ignored.
     discharges_enrolled (出院患者入组率)
         Encounters discharged in the period with at least one enrollment (in ``pathway``, if
         given) ÷ encounters discharged in the period (department = the encounter's).
     response_rate (应答率)
-        Touchpoints answered ÷ touchpoints sent that expected an answer and whose answer window
-        has closed (answered + missed), due in the period. Informational touchpoints and
-        questions still waiting for an answer (status sent) are not counted.
+        Touchpoints answered ÷ touchpoints whose answer window has closed (answered + missed),
+        due in the period. Informational touchpoints and questions still waiting for an answer
+        (status sent) are not counted; a late answer to a missed touchpoint does not count.
     lost_to_follow_up_rate (失访率)
         Enrollments that ended as ``lost`` ÷ enrollments that ended in the period (completed,
         lost or stopped; ``ended_at`` in the period).
@@ -38,14 +39,17 @@ KPIs
     first_response_sla / resolution_sla (首次响应/解决时限达标率)
         Tickets opened in the period and routed to a department (L1 automatic answers start no
         SLA clock) whose first response (resolution) was made without breaching its target ÷
-        those whose outcome is known: met, or breached (recorded breach, or still unanswered
-        after its due time). Open tickets within their target are ``pending``. The ticket read
-        model clears ``first_response_due``/``resolution_due`` once a clock is met, so "due in
-        the period" cannot be reconstructed: the period rule is the ticket's ``opened_at``.
+        those whose outcome is known: met, or breached (a recorded breach, or a clock still
+        running past its due time). Tickets whose clock is still within its target, paused
+        (waiting on the patient) or not started are ``pending``; a reopened ticket's
+        resolution is pending again until it is resolved once more. The ticket read model
+        clears ``first_response_due``/``resolution_due`` once a clock is met, so "due in the
+        period" cannot be reconstructed: the period rule is the ticket's ``opened_at``.
     time_to_first_response_median / _p90 (首次响应时长)
         Minutes from ``opened_at`` to ``first_response_at`` (wall clock, not business hours)
-        over the tickets of the SLA KPIs that have a first response: the median and the 90th
-        percentile (nearest rank). ``denominator`` is how many tickets were measured.
+        over the tickets of the first-response SLA KPI that have a first response (met or
+        breached): the median and the 90th percentile (nearest rank). ``denominator`` is how
+        many tickets were measured.
     tickets_opened (工单量)
         Tickets opened in the period; ``tickets_by_category`` and ``tickets_by_department``
         split them (``unrouted``: no department yet, e.g. answered automatically at L1).
@@ -53,9 +57,12 @@ KPIs
         Discharges (encounters) in the period with an enrollment, whose 30-day window has
         closed by ``as_of``, that have an enrollment with ``readmitted_at`` within 30 days of
         discharge ÷ those discharges. Discharges less than 30 days before ``as_of`` are pending.
+        Staff record a readmission with ``suifang journeys readmitted ID [--at TIME]`` or
+        ``POST /journeys/{id}/readmitted``, also after the journey has ended.
     satisfaction_mean / satisfaction_rate (满意度 / 满意率)
         Tickets scored in the period (time of their latest satisfaction score, else
-        ``closed_at``): the mean score (sum ÷ count) and the share scored 4 or 5.
+        ``closed_at``): the mean score (numerator: the sum of the scores; denominator: how
+        many tickets) and the share scored 4 or 5.
 """
 
 from __future__ import annotations
@@ -69,13 +76,21 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, computed_field
-from sqlalchemy import and_
+from sqlalchemy import and_, case
 from sqlmodel import Session, col, func, select
 
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus, TouchpointStatus
 from suifang.core.errors import NotFoundError, ValidationFailed
-from suifang.core.models import Alert, Encounter, Enrollment, Ticket, TicketEvent, TouchpointRecord
+from suifang.core.models import (
+    Alert,
+    Department,
+    Encounter,
+    Enrollment,
+    Ticket,
+    TicketEvent,
+    TouchpointRecord,
+)
 
 __all__ = [
     "KPI_DEFINITIONS",
@@ -83,6 +98,7 @@ __all__ = [
     "KpiDefinition",
     "KpiReport",
     "compute_kpis",
+    "filter_problems",
     "period_window",
 ]
 
@@ -127,10 +143,11 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "Follow-up coverage",
             "随访覆盖率",
             "percent",
-            "first due touchpoint sent / enrollments with a touchpoint due",
-            "Enrollments whose first touchpoint due in the period (and by the report time) was "
-            "sent (status sent, answered or missed) ÷ enrollments with at least one touchpoint "
-            "due in the period. Touchpoints due before the patient was enrolled are ignored.",
+            "enrollments reached / enrollments with a touchpoint due",
+            "Enrollments reached by at least one touchpoint due in the period (sent, answered "
+            "or missed) ÷ enrollments with a touchpoint due in the period. Enrollments whose "
+            "due touchpoints are all still waiting to go out are pending; touchpoints due "
+            "before the patient was enrolled are ignored.",
         ),
         _d(
             "discharges_enrolled",
@@ -202,7 +219,7 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "Tickets opened in the period and routed to a department whose first response "
             "was made without breaching its target ÷ those whose outcome is known (met, or "
             "breached: a recorded breach or no response after the due time). Tickets still "
-            "within their target are pending.",
+            "within their target, waiting on the patient or not routed yet are pending.",
         ),
         _d(
             "resolution_sla",
@@ -213,7 +230,7 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "Tickets opened in the period and routed to a department that were resolved "
             "without breaching the resolution target ÷ those whose outcome is known (resolved, "
             "or breached: a recorded breach or unresolved after the due time). Open tickets "
-            "within their target are pending.",
+            "within their target or waiting on the patient, and reopened ones, are pending.",
         ),
         _d(
             "time_to_first_response_median",
@@ -221,8 +238,8 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "首次响应时长(中位数)",
             "minutes",
             "median minutes, n = tickets",
-            "Median of first_response_at − opened_at in minutes (wall clock) over tickets "
-            "opened in the period, routed to a department and answered.",
+            "Median of first_response_at − opened_at in minutes (wall clock) over the tickets "
+            "of the first-response SLA KPI that have a first response (met or breached).",
         ),
         _d(
             "time_to_first_response_p90",
@@ -231,7 +248,7 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "minutes",
             "90th percentile minutes, n = tickets",
             "90th percentile (nearest rank) of first_response_at − opened_at in minutes (wall "
-            "clock) over tickets opened in the period, routed to a department and answered.",
+            "clock) over the tickets of the first-response SLA KPI that have a first response.",
         ),
         _d(
             "tickets_opened",
@@ -256,7 +273,7 @@ KPI_DEFINITIONS: dict[str, KpiDefinition] = {
             "Satisfaction (mean)",
             "平均满意度",
             "score",
-            "sum of scores / tickets scored",
+            "mean score 1–5, n = tickets scored",
             "Mean satisfaction score (1–5) of tickets scored in the period (time of the latest "
             "score, else closed_at).",
         ),
@@ -281,8 +298,10 @@ class Kpi(BaseModel):
     value: float | None = Field(
         description="percent (0–100), per 100, minutes, mean score or count; None if no data."
     )
-    numerator: int | None
-    denominator: int | None = Field(description="For minutes: how many tickets were measured.")
+    numerator: int | None = Field(description="None for minutes; for a mean score, the sum.")
+    denominator: int | None = Field(
+        description="For minutes and mean scores: how many tickets were measured."
+    )
     pending: int = Field(0, description="Left out: outcome not known yet at the report time.")
     short: str
     definition: str
@@ -304,10 +323,11 @@ class Kpi(BaseModel):
 
     @property
     def counts_text(self) -> str:
-        """Numerator/denominator (``230/250``), or the sample size (``n=12``)."""
+        """Numerator/denominator (``230/250``), or the sample size (``n=12``) of a median or
+        mean (whose numerator, for a mean, is the sum)."""
         if self.unit == "count":
             return ""
-        if self.numerator is None:
+        if self.numerator is None or self.unit == "score":
             return f"n={self.denominator}"
         return f"{self.numerator}/{self.denominator}"
 
@@ -375,9 +395,36 @@ def period_window(start: dt.date, end: dt.date, timezone: str) -> tuple[dt.datet
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationFailed(f"unknown IANA timezone {timezone!r}, e.g. Asia/Shanghai") from None
-    first = dt.datetime.combine(start, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
-    after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
-    return first, after.astimezone(dt.UTC)
+    try:
+        first = dt.datetime.combine(start, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+        after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        return first, after.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationFailed(
+            f"the period {start} – {end} is out of range (years 2 to 9998)"
+        ) from None
+
+
+def filter_problems(
+    session: Session, *, department: str | None, pathway: str | None, pathways: list[str]
+) -> dict[str, str]:
+    """What is wrong with the filters, by name: an unknown department or pathway.
+
+    A pathway is known if the catalog has it (``pathways``) or a journey was ever enrolled in
+    it (a template since removed still has history to report on).
+    """
+    problems: dict[str, str] = {}
+    if department and session.get(Department, department) is None:
+        problems["department"] = f"unknown department {department!r}"
+    if (
+        pathway
+        and pathway not in pathways
+        and session.exec(select(Enrollment.id).where(Enrollment.pathway_id == pathway)).first()
+        is None
+    ):
+        known = ", ".join(sorted(pathways)) or "none"
+        problems["pathway"] = f"unknown pathway {pathway!r} (known: {known})"
+    return problems
 
 
 @dataclass(frozen=True)
@@ -467,28 +514,36 @@ def _journey_kpis(
     tp = TouchpointRecord
     due_by = min(hi, as_of)
 
-    # Coverage: each enrollment's first touchpoint due in the period, and whether it went out.
-    first_due = (
+    # Coverage: per enrollment with a touchpoint due in the period, did any of them go out?
+    went_out = col(tp.status).in_(_REACHED)
+    waiting = tp.status == TouchpointStatus.SCHEDULED
+    per_enrollment = (
         f.enrollments(
-            select(tp.enrollment_id, func.min(tp.due_at).label("first_due"))
+            select(
+                tp.enrollment_id,
+                func.max(case((went_out, 1), else_=0)).label("reached"),
+                func.max(case((waiting, 1), else_=0)).label("waiting"),
+            )
             .join(Enrollment, col(tp.enrollment_id) == Enrollment.id)
             .where(tp.due_at >= lo, tp.due_at < due_by, tp.due_at >= Enrollment.enrolled_at)
         )
         .group_by(tp.enrollment_id)
         .subquery()
     )
-    due_enrollments = session.exec(select(func.count()).select_from(first_due)).one()
-    reached = session.exec(
-        select(func.count(func.distinct(tp.enrollment_id)))
-        .select_from(tp)
-        .join(
-            first_due,
-            and_(
-                col(tp.enrollment_id) == first_due.c.enrollment_id,
-                col(tp.due_at) == first_due.c.first_due,
+    due_enrollments, reached, coverage_pending = session.exec(
+        select(
+            func.count(),
+            func.coalesce(func.sum(per_enrollment.c.reached), 0),
+            func.coalesce(
+                func.sum(
+                    case(
+                        (and_(per_enrollment.c.reached == 0, per_enrollment.c.waiting == 1), 1),
+                        else_=0,
+                    )
+                ),
+                0,
             ),
-        )
-        .where(col(tp.status).in_(_REACHED))
+        ).select_from(per_enrollment)
     ).one()
 
     # Discharges enrolled.
@@ -553,7 +608,12 @@ def _journey_kpis(
     )
 
     return [
-        _rate("follow_up_coverage", reached, due_enrollments),
+        _rate(
+            "follow_up_coverage",
+            reached,
+            due_enrollments - coverage_pending,
+            pending=coverage_pending,
+        ),
         _rate("discharges_enrolled", enrolled, discharged),
         _rate("response_rate", answered_due, answered_due + missed_due),
         _rate("lost_to_follow_up_rate", ended.get(JourneyStatus.LOST, 0), sum(ended.values())),
@@ -644,9 +704,10 @@ def _ticket_kpis(
         by_department[department or UNROUTED] += 1
         if department is None:
             continue  # answered automatically (L1) or not routed yet: no SLA clock ran
-        first[_outcome(first_at, first_due, first_breached, as_of)] += 1
+        first_outcome = _outcome(first_at, first_due, first_breached, as_of)
+        first[first_outcome] += 1
         resolution[_outcome(resolved_at, resolution_due, resolution_breached, as_of)] += 1
-        if first_at is not None:
+        if first_at is not None and first_outcome != "pending":
             minutes.append((first_at - opened_at).total_seconds() / 60)
     median = statistics.median(minutes) if minutes else None
     p90 = _nearest_rank(minutes, 0.9) if minutes else None
@@ -676,14 +737,17 @@ def _outcome(
     breached_at: dt.datetime | None,
     as_of: dt.datetime,
 ) -> Literal["met", "breached", "pending"]:
-    """One SLA clock: met, breached (recorded, or overdue and not done) or still running."""
+    """One SLA clock: breached (recorded, or running past its due time), met, or pending.
+
+    The read model shows a running clock as its due time (None once met, while paused, or
+    before routing), so a due time wins over an earlier ``done_at``: a reopened ticket, or
+    an L1 answer taken over by a department, is working to a new target.
+    """
     if breached_at is not None:
         return "breached"
-    if done_at is not None:
-        return "met"
-    if due is not None and due <= as_of:
-        return "breached"
-    return "pending"
+    if due is not None:
+        return "breached" if due <= as_of else "pending"
+    return "met" if done_at is not None else "pending"
 
 
 def _satisfaction(session: Session, f: _Filters, lo: dt.datetime, hi: dt.datetime) -> list[Kpi]:

@@ -16,9 +16,9 @@ from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.security import require
-from suifang.core.models import Department
+from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Principal
-from suifang.workflows.kpis import KpiReport, compute_kpis
+from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
 
 __all__ = ["router"]
 
@@ -27,17 +27,28 @@ router = APIRouter(tags=["reports"])
 CanReport = Annotated[Principal, Depends(require(Permission.REPORTS_READ))]
 
 
-def _check_department(session: Session, principal: Principal, department: str | None) -> None:
-    if department is None:
-        return
+def _check_filters(
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    department: str | None,
+    pathway: str | None,
+) -> None:
     scope = principal.scope
-    if scope is not None and department not in scope:
+    if department is not None and scope is not None and department not in scope:
+        yours = ", ".join(scope) or "none"
         raise HTTPException(
             status_code=403,
-            detail=f"department {department!r} is outside your departments ({', '.join(scope)})",
+            detail=f"department {department!r} is outside your departments ({yours})",
         )
-    if session.get(Department, department) is None:
-        raise HTTPException(status_code=422, detail=f"query.department: unknown {department!r}")
+    problems = filter_problems(
+        session, department=department, pathway=pathway, pathways=runtime.catalog.ids()
+    )
+    if problems:
+        raise HTTPException(
+            status_code=422,
+            detail="; ".join(f"query.{name}: {problem}" for name, problem in problems.items()),
+        )
 
 
 @router.get(
@@ -68,14 +79,14 @@ def kpis(
         raise HTTPException(
             status_code=422, detail=f"query.from ({start}) is after query.to ({end})"
         )
-    department = department or None
-    _check_department(session, principal, department)
+    department, pathway = department or None, pathway or None
+    _check_filters(session, runtime, principal, department, pathway)
     return compute_kpis(
         session,
         start=start,
         end=end,
         department=department,
-        pathway=pathway or None,
+        pathway=pathway,
         departments=principal.scope,
         timezone=runtime.settings.timezone,
     )

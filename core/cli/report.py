@@ -11,8 +11,7 @@ from sqlmodel import Session
 from suifang.core.cli.context import cli_audit, cli_runtime
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.errors import ValidationFailed
-from suifang.core.models import Department
-from suifang.workflows.kpis import KpiReport, compute_kpis
+from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
 
 __all__ = ["kpis", "print_report", "report_app"]
 
@@ -82,8 +81,13 @@ def kpis(
         raise ValidationFailed(f"--from ({first}) is after --to ({last})")
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
-        if department and session.get(Department, department) is None:
-            raise ValidationFailed(f"--department: unknown department {department!r}")
+        problems = filter_problems(
+            session, department=department, pathway=pathway, pathways=runtime.catalog.ids()
+        )
+        if problems:
+            raise ValidationFailed(
+                "; ".join(f"--{name}: {problem}" for name, problem in problems.items())
+            )
         report = compute_kpis(
             session,
             start=first,
