@@ -252,6 +252,12 @@ class TicketCore:
         self.snapshots = snapshots
         self._pending: list[Effect] = []
         self._events: list[TicketEventRecord] = []
+        # Deadlines are a pure function of (start, duration, calendar, pauses) and each step
+        # asks for every clock's deadline and warning time again: memoised per ticket.
+        self._deadlines: dict[
+            tuple[dt.datetime, dt.timedelta, str, tuple[tuple[dt.datetime, dt.datetime], ...]],
+            dt.datetime,
+        ] = {}
 
     # ----------------------------------------------------------------- clocks
 
@@ -261,9 +267,14 @@ class TicketCore:
     def clock_due(self, clock: SlaClockState, fraction: float = 1.0) -> dt.datetime | None:
         if clock.paused_since is not None or clock.met_at is not None:
             return None
-        return deadline(
-            clock.started_at, clock.target * fraction, self._calendar(clock.calendar), clock.pauses
-        )
+        duration = clock.target * fraction
+        key = (clock.started_at, duration, clock.calendar, tuple(clock.pauses))
+        due = self._deadlines.get(key)
+        if due is None:
+            due = self._deadlines[key] = deadline(
+                clock.started_at, duration, self._calendar(clock.calendar), clock.pauses
+            )
+        return due
 
     def _start_clocks(self, now: dt.datetime, *, include_first_response: bool = True) -> None:
         target = self.policy.target_for(self.state.tier, self.state.priority, self.state.department)
@@ -480,7 +491,13 @@ class TicketCore:
         state.department = department
         self._start_clocks(now)
         self._transition(
-            TicketStatus.ASSIGNED, now, "routing", "route", detail={"department": department}
+            TicketStatus.ASSIGNED,
+            now,
+            "routing",
+            "route",
+            department=department,
+            tier=state.tier,
+            priority=state.priority,
         )
         self._save(now)
         if first_routing and not state.red_flags and self.setup.source in _ACKNOWLEDGED:

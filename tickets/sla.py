@@ -89,7 +89,12 @@ def parse_working_time(value: Any) -> Any:
         raise ValueError(f"{value!r} has no unit: write it like '48h', '15m' or '1h30m'")
     if isinstance(value, str) and _DURATION.match(value):
         parts = _DURATION_PART.findall(value)
-        return sum((dt.timedelta(**{_UNITS[unit]: float(amount)}) for amount, unit in parts), _ZERO)
+        try:
+            return sum(
+                (dt.timedelta(**{_UNITS[unit]: float(amount)}) for amount, unit in parts), _ZERO
+            )
+        except OverflowError:
+            raise ValueError(f"{value!r} is too long a duration") from None
     return value
 
 
@@ -613,7 +618,11 @@ def _loc_text(loc: Loc) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part != "[key]" and not part.startswith("function-"):
+        elif part == "[key]" or part.startswith("function-"):
+            continue  # pydantic's own markers, not keys of the file
+        elif not re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            text += f"[{part!r}]"  # a key as odd as an empty one: quoted, so it shows
+        else:
             text += f".{part}" if text else part
     return text or "(top level)"
 
@@ -622,11 +631,12 @@ def load_policy(path: Path | str) -> SlaPolicy:
     """Read and validate an SLA policy file; errors say ``file:line: field: reason``."""
     import yaml  # imported on use: workflow code imports this module and never loads files
 
+    from suifang.core.yaml_input import read_yaml
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root, data = read_yaml(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationFailed(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:

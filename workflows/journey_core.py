@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
+from collections.abc import Callable
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
 from suifang.core.pathways import (
+    AlertRule,
     AllCondition,
     AnswerCondition,
     AnyCondition,
@@ -31,6 +34,7 @@ from suifang.core.pathways import (
     JourneyPlan,
     LocalizedText,
     PlannedTouchpoint,
+    Question,
 )
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "ObservationValue",
     "OpenAlertTicket",
     "OpenCallTask",
+    "PlanIndex",
     "RaiseAlert",
     "RecordAnswers",
     "RecordObservation",
@@ -60,6 +65,7 @@ __all__ = [
     "SendTouchpoint",
     "SetStatus",
     "Wait",
+    "compile_condition",
     "preview_schedule",
 ]
 
@@ -379,24 +385,122 @@ class JourneyProgress(BaseModel):
     next_touchpoint: str | None
     next_due_at: dt.datetime | None
     paused: bool
+    parked: bool = Field(
+        False, description="The workflow is waiting: nothing in flight, no event unprocessed."
+    )
+    wakes_at: dt.datetime | None = Field(
+        None, description="While parked: when its timer fires (None: it waits for an event)."
+    )
+
+
+# --------------------------------------------------------------------------- the plan, indexed
+
+Predicate = Callable[[dict[str, Any], dict[str, float]], bool]
+DueCache = dict[tuple[dt.time, int, dt.timedelta], dt.datetime]
+
+
+class PlanIndex:
+    """Lookups the core makes on every step, computed once per plan instead of by scanning.
+
+    A plan is immutable (frozen models), so everything here is a pure function of it; the
+    memo tables below only ever hold pure functions of their keys. A workflow builds one per
+    :class:`JourneyCore`; the simulator shares one between all journeys on the same plan, so
+    the calendar arithmetic for a given discharge day is done once, not once per patient.
+    """
+
+    def __init__(self, plan: JourneyPlan) -> None:
+        self.plan = plan
+        self.touchpoints: dict[str, PlannedTouchpoint] = {}
+        self.questions: dict[str, dict[str, Question]] = {}
+        self.any_question: dict[str, Question] = {}
+        # setdefault everywhere: the first match wins, as in the plan's own linear lookups.
+        for touchpoint in plan.touchpoints:
+            self.touchpoints.setdefault(touchpoint.id, touchpoint)
+        for touchpoint in self.touchpoints.values():
+            by_id: dict[str, Question] = {}
+            if touchpoint.questionnaire is not None:
+                for question in touchpoint.questionnaire.questions:
+                    by_id.setdefault(question.id, question)
+            self.questions[touchpoint.id] = by_id
+        for touchpoint in plan.touchpoints:
+            if touchpoint.questionnaire:
+                for question in touchpoint.questionnaire.questions:
+                    self.any_question.setdefault(question.id, question)
+        self.open_ended = plan.open_ended
+        self._rules: dict[str | None, tuple[tuple[AlertRule, Predicate], ...]] = {}
+        self._compiled = [(rule, compile_condition(rule.condition)) for rule in plan.alert_rules]
+        # Real-time memo tables, valid only for journeys on real time (time_scale 1), where
+        # they depend on nothing but the timezone (and the discharge day), not the journey.
+        self._due: dict[tuple[str, dt.date], DueCache] = {}
+        self._windows: dict[str, dict[dt.datetime, dt.datetime]] = {}
+
+    def rules_for(self, touchpoint_id: str | None) -> tuple[tuple[AlertRule, Predicate], ...]:
+        """The alert rules that apply to answers to ``touchpoint_id``, in plan order."""
+        rules = self._rules.get(touchpoint_id)
+        if rules is None:
+            rules = self._rules[touchpoint_id] = tuple(
+                (rule, predicate)
+                for rule, predicate in self._compiled
+                if rule.touchpoints is None or touchpoint_id in rule.touchpoints
+            )
+        return rules
+
+    def due_cache(self, timezone: str, discharge_date: dt.date) -> DueCache:
+        return self._due.setdefault((timezone, discharge_date), {})
+
+    def window_cache(self, timezone: str) -> dict[dt.datetime, dt.datetime]:
+        return self._windows.setdefault(timezone, {})
 
 
 # --------------------------------------------------------------------------- the core
+
+_DUE_AT = operator.attrgetter("due_at")
 
 
 class JourneyCore:
     """One journey's decisions. Mutates ``state``; never touches the outside world."""
 
-    def __init__(self, setup: JourneySetup, state: JourneyState | None = None) -> None:
+    def __init__(
+        self,
+        setup: JourneySetup,
+        state: JourneyState | None = None,
+        *,
+        index: PlanIndex | None = None,
+    ) -> None:
+        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator)."""
         self.setup = setup
         self.plan = setup.plan
+        if index is None or index.plan is not self.plan:
+            index = PlanIndex(self.plan)
+        self.index = index
         self.state = state or JourneyState()
         self.zone = ZoneInfo(setup.timezone)
         self.origin = setup.discharged_at.astimezone(UTC)
         self.discharge_date = self.origin.astimezone(self.zone).date()
         self._pending: list[Effect] = []
-        # Pure function of (send time, day, shift): memoised, it is asked on every step.
-        self._due_cache: dict[tuple[dt.time, int, dt.timedelta], dt.datetime] = {}
+        # Pure functions of (send time, day, shift) and of a UTC instant: memoised, they are
+        # asked on every step. On real time they do not depend on the journey, only on its
+        # timezone and discharge day, so journeys sharing the plan's index share them too.
+        self._due_cache: DueCache
+        self._window_cache: dict[dt.datetime, dt.datetime]
+        if setup.time_scale == 1:
+            self._due_cache = index.due_cache(setup.timezone, self.discharge_date)
+            self._window_cache = index.window_cache(setup.timezone)
+        else:
+            self._due_cache, self._window_cache = {}, {}
+        # Plan-time reminder spacing per touchpoint, in real time (time_scale is fixed).
+        self._reminder_interval = {
+            t.id: self._real_duration(t.answer_wait) / (t.reminders + 1)
+            for t in index.touchpoints.values()
+        }
+        # The next occurrence by (occurrence counters, shift): asked on every step, it changes
+        # only when a touchpoint opens or the schedule moves.
+        self._upcoming: dict[
+            tuple[tuple[tuple[str, int], ...], dt.timedelta],
+            tuple[dt.datetime, PlannedTouchpoint, int, int] | None,
+        ] = {}
+        # Today's date in plan time for the last ``now`` asked (one step asks several times).
+        self._today: tuple[dt.datetime, dt.date] | None = None
         for touchpoint in self.plan.touchpoints:
             self.state.next_occurrence.setdefault(touchpoint.id, 0)
 
@@ -415,6 +519,16 @@ class JourneyCore:
 
     def in_window(self, real: dt.datetime) -> dt.datetime:
         """``real``, or the next opening of the send window if that is quiet hours."""
+        # Memoised for UTC instants only: equal datetimes in other zones must keep their own
+        # tzinfo in the result.
+        if real.tzinfo is not UTC:
+            return self._in_window(real)
+        cached = self._window_cache.get(real)
+        if cached is None:
+            cached = self._window_cache[real] = self._in_window(real)
+        return cached
+
+    def _in_window(self, real: dt.datetime) -> dt.datetime:
         plan_local = self.to_plan(real).astimezone(self.zone)
         window = self.plan.send_window
         if window.contains(plan_local.time()):
@@ -449,28 +563,42 @@ class JourneyCore:
     # ----------------------------------------------------------------- what is next
 
     def _next_occurrence(self) -> tuple[dt.datetime, PlannedTouchpoint, int, int] | None:
-        best: tuple[dt.datetime, int, PlannedTouchpoint, int, int] | None = None
-        for order, touchpoint in enumerate(self.plan.touchpoints):
-            occurrence = self.state.next_occurrence[touchpoint.id]
+        state = self.state
+        key = (tuple(state.next_occurrence.items()), state.shift)
+        if key in self._upcoming:
+            best = self._upcoming[key]
+        else:
+            best = self._upcoming[key] = self._earliest_occurrence()
+        if best is None:
+            return None
+        if state.override_next_due is not None:
+            return self.in_window(state.override_next_due), best[1], best[2], best[3]
+        return best
+
+    def _earliest_occurrence(self) -> tuple[dt.datetime, PlannedTouchpoint, int, int] | None:
+        best: tuple[dt.datetime, PlannedTouchpoint, int, int] | None = None
+        next_occurrence = self.state.next_occurrence
+        for touchpoint in self.plan.touchpoints:
+            occurrence = next_occurrence[touchpoint.id]
             day = self._occurrence_day(touchpoint, occurrence)
             if day is None:
                 continue
             due = self._day_due(touchpoint, day)
-            if best is None or (due, order) < (best[0], best[1]):
-                best = (due, order, touchpoint, occurrence, day)
-        if best is None:
-            return None
-        due = best[0]
-        if self.state.override_next_due is not None:
-            due = self.in_window(self.state.override_next_due)
-        return due, best[2], best[3], best[4]
+            # Strictly earlier only: on a tie the touchpoint first in the plan wins.
+            if best is None or due < best[0]:
+                best = (due, touchpoint, occurrence, day)
+        return best
 
     def _next_greeting(
         self, horizon: dt.datetime | None, now: dt.datetime
     ) -> tuple[dt.datetime, GreetingOccasion] | None:
         if not self.plan.greetings:
             return None
-        today = self.to_plan(now).astimezone(self.zone).date()
+        if self._today is not None and self._today[0] == now:
+            today = self._today[1]
+        else:
+            today = self.to_plan(now).astimezone(self.zone).date()
+            self._today = (now, today)
         greetings = self.setup.greetings
         while self.state.next_greeting < len(greetings):
             occasion = greetings[self.state.next_greeting]
@@ -486,9 +614,13 @@ class JourneyCore:
 
     def _journey_end_bound(self, next_touchpoint_due: dt.datetime | None) -> dt.datetime | None:
         """Greetings are sent only while the journey still has touchpoints ahead or open."""
-        candidates = [next_touchpoint_due] if next_touchpoint_due else []
-        candidates += [t.deadline for t in self.state.open if t.deadline]
-        return max(candidates) if candidates else None
+        # max() of the candidates, without building the list: the first of equals wins.
+        bound = next_touchpoint_due or None
+        for touchpoint in self.state.open:
+            deadline = touchpoint.deadline
+            if deadline and (bound is None or deadline > bound):
+                bound = deadline
+        return bound
 
     # ----------------------------------------------------------------- the driver API
 
@@ -499,14 +631,18 @@ class JourneyCore:
         state = self.state
         if state.started_at is None:
             state.started_at = now
-        if state.status in (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED):
+        if state.status in _ENDED:
             return Finish(state.status, state.stop_reason)
         if state.status == JourneyStatus.PAUSED:
             return Wait(None)
 
         wakes: list[dt.datetime] = []
-        # 1. Open touchpoints: retries after quiet hours, reminders, deadlines.
-        for touchpoint in sorted(self.state.open, key=lambda t: t.due_at):
+        # 1. Open touchpoints: retries after quiet hours, reminders, deadlines. (Any branch
+        # that changes ``open`` returns at once, so a single one need not be copied to sort.)
+        open_touchpoints = state.open
+        if len(open_touchpoints) > 1:
+            open_touchpoints = sorted(open_touchpoints, key=_DUE_AT)
+        for touchpoint in open_touchpoints:
             if touchpoint.sent_at is None:
                 retry = touchpoint.retry_at or touchpoint.due_at
                 if retry <= now:
@@ -531,24 +667,25 @@ class JourneyCore:
                 return self._open(planned, occurrence, day, due, now)
             wakes.append(due)
 
-        # 3. Greetings, while the journey has something ahead.
-        greeting = self._next_greeting(
-            self._journey_end_bound(upcoming[0] if upcoming else None), now
-        )
-        if greeting is not None:
-            due, occasion = greeting
-            if due <= now:
-                return self._push(SendGreeting(self._seq(), occasion.occasion, occasion.date))
-            wakes.append(due)
-        elif (
-            self.plan.open_ended
-            and self.plan.greetings
-            and self.setup.greetings_until is not None
-            and self.state.next_greeting >= len(self.setup.greetings)
-            and upcoming is not None
-            and upcoming[0].astimezone(self.zone).date() > self.setup.greetings_until
-        ):
-            return self._push(ExtendGreetings(self._seq(), self.setup.greetings_until))
+        # 3. Greetings, while the journey has something ahead. (Without greetings in the
+        # plan, ``_next_greeting`` is None and the extension below cannot apply: skip both.)
+        if self.plan.greetings:
+            greeting = self._next_greeting(
+                self._journey_end_bound(upcoming[0] if upcoming else None), now
+            )
+            if greeting is not None:
+                due, occasion = greeting
+                if due <= now:
+                    return self._push(SendGreeting(self._seq(), occasion.occasion, occasion.date))
+                wakes.append(due)
+            elif (
+                self.setup.greetings_until is not None
+                and self.index.open_ended
+                and self.state.next_greeting >= len(self.setup.greetings)
+                and upcoming is not None
+                and upcoming[0].astimezone(self.zone).date() > self.setup.greetings_until
+            ):
+                return self._push(ExtendGreetings(self._seq(), self.setup.greetings_until))
 
         if upcoming is None and not self.state.open:
             return self._set_status(JourneyStatus.COMPLETED, None, now)
@@ -559,11 +696,14 @@ class JourneyCore:
         if not self._pending or self._pending[0] is not command:
             raise ValueError(f"{type(command).__name__} is not the pending command")
         self._pending.pop(0)
+        kind = type(command)  # the core's own commands: exact classes, no subclasses
+        if kind is RecordTouchpoint or kind is RecordAnswers or kind is CreditPoints:
+            return  # the most frequent, and nothing to do
         if isinstance(command, SendTouchpoint):
             self._sent(command, SendOutcome.model_validate(result), now)
         elif isinstance(command, SendGreeting):
             self.state.next_greeting += 1
-        if isinstance(command, SendGreeting | SendAdvice) and result is not None:
+        if isinstance(command, (SendGreeting, SendAdvice)) and result is not None:
             if SendOutcome.model_validate(result).suppressed == "do_not_contact":
                 self.handle(
                     ControlEvent(action="do_not_contact", reason="found in patient record"), now
@@ -662,19 +802,26 @@ class JourneyCore:
         )
 
     def _reminder_due(self, touchpoint: OpenTouchpoint) -> dt.datetime | None:
-        planned = self.plan.touchpoint(touchpoint.touchpoint_id)
+        planned = self._planned(touchpoint.touchpoint_id)
         if not planned.expects_answer or touchpoint.sent_at is None:
             return None
         if touchpoint.reminders_sent >= planned.reminders:
             return None
-        interval = self._real_duration(planned.answer_wait) / (planned.reminders + 1)
+        interval = self._reminder_interval[planned.id]
         return self.in_window(touchpoint.sent_at + interval * (touchpoint.reminders_sent + 1))
+
+    def _planned(self, touchpoint_id: str) -> PlannedTouchpoint:
+        """``plan.touchpoint``, by dictionary rather than by scan."""
+        planned = self.index.touchpoints.get(touchpoint_id)
+        if planned is None:
+            raise KeyError(touchpoint_id)
+        return planned
 
     def _sent(self, command: SendTouchpoint, outcome: SendOutcome, now: dt.datetime) -> None:
         touchpoint = self._find_open(command.key)
         if touchpoint is None:
             return  # answered or closed while the send was in flight
-        planned = self.plan.touchpoint(command.touchpoint_id)
+        planned = self._planned(command.touchpoint_id)
         if outcome.suppressed == "do_not_contact":
             self.handle(
                 ControlEvent(action="do_not_contact", reason="found in patient record"), now
@@ -765,7 +912,10 @@ class JourneyCore:
         return self._pending[0]
 
     def _find_open(self, key: str) -> OpenTouchpoint | None:
-        return next((t for t in self.state.open if t.key == key), None)
+        for touchpoint in self.state.open:
+            if touchpoint.key == key:
+                return touchpoint
+        return None
 
     # ----------------------------------------------------------------- events
 
@@ -785,13 +935,13 @@ class JourneyCore:
         target = self._answer_target(event.touchpoint_key)
         touchpoint_id = target[1] if target else None
         key = target[0] if target else None
-        planned = self.plan.touchpoint(touchpoint_id) if touchpoint_id else None
-        questionnaire = planned.questionnaire if planned else None
+        planned = self._planned(touchpoint_id) if touchpoint_id else None
+        questions = self.index.questions[planned.id] if planned else None
         parsed: dict[str, Any] = {}
         invalid: dict[str, str] = {}
         observations: list[ObservationValue] = []
         for question_id, raw in event.answers.items():
-            question = questionnaire.question(question_id) if questionnaire else None
+            question = questions.get(question_id) if questions else None
             if question is None:
                 question = self._any_question(question_id)
             if question is None:
@@ -859,7 +1009,7 @@ class JourneyCore:
             sent = next((s for s in reversed(self.state.recent) if s.key == key), None)
             return (sent.key, sent.touchpoint_id) if sent else None
         awaiting = [t for t in self.state.open if t.sent_at is not None]
-        awaiting = [t for t in awaiting if self.plan.touchpoint(t.touchpoint_id).expects_answer]
+        awaiting = [t for t in awaiting if self._planned(t.touchpoint_id).expects_answer]
         if awaiting:
             latest = max(awaiting, key=lambda t: t.sent_at or t.due_at)
             return latest.key, latest.touchpoint_id
@@ -868,10 +1018,7 @@ class JourneyCore:
         return None
 
     def _any_question(self, question_id: str) -> Any:
-        for planned in self.plan.touchpoints:
-            if planned.questionnaire and (q := planned.questionnaire.question(question_id)):
-                return q
-        return None
+        return self.index.any_question.get(question_id)
 
     def _observe(self, event: ObservationEvent, now: dt.datetime) -> None:
         self._push(
@@ -895,10 +1042,8 @@ class JourneyCore:
         """
         indicators = {o.indicator: o.value for o in observations}
         raised: list[tuple[RaiseAlert, LocalizedText | None]] = []
-        for rule in self.plan.alert_rules:
-            if rule.touchpoints is not None and touchpoint_id not in rule.touchpoints:
-                continue
-            if not evaluate(rule.condition, answers, indicators):
+        for rule, holds in self.index.rules_for(touchpoint_id):
+            if not holds(answers, indicators):
                 continue
             dedupe = f"{rule.id}@{key or 'observation'}"
             if key is not None and dedupe in self.state.alerts_raised:
@@ -1073,6 +1218,74 @@ def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str
     if isinstance(condition, AllCondition):
         return all(evaluate(c, answers, indicators) for c in condition.all)
     return False
+
+
+def _compiled_compare(op: str, expected: Any) -> Callable[[Any], bool]:
+    """``lambda actual: _compare(op, actual, expected)``, with the work on ``expected`` done
+    once. Same results, same exceptions."""
+    if op == "in":
+        members = expected if isinstance(expected, list | tuple | set) else [expected]
+        return lambda actual: actual in members
+    if op in ("eq", "ne"):
+        expected_text = str(expected).lower()
+        numeric = isinstance(expected, int | float)
+        try:
+            expected_number = float(expected) if numeric else 0.0
+        except OverflowError:  # an int beyond float: fail when compared, as before
+            return lambda actual: _compare(op, actual, expected)
+        want = op == "eq"
+
+        def equal(actual: Any) -> bool:
+            if numeric and isinstance(actual, float):
+                return (actual == expected_number) is want
+            return (str(actual).lower() == expected_text) is want
+
+        return equal
+    if op not in _ORDERINGS:
+        return lambda actual: _compare(op, actual, expected)
+    try:
+        right = float(expected)
+    except (TypeError, ValueError):
+        right = None
+    except OverflowError:  # an int beyond float: fail when compared, as before
+        return lambda actual: _compare(op, actual, expected)
+    ordering = _ORDERINGS[op]
+
+    def compare(actual: Any) -> bool:
+        try:
+            left = float(actual)
+        except (TypeError, ValueError):
+            return False
+        return right is not None and ordering(left, right)
+
+    return compare
+
+
+_ORDERINGS: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """``condition`` as a predicate equivalent to :func:`evaluate` — alert rules are checked on
+    every answer, so their constants are converted once, when the plan is indexed."""
+    if isinstance(condition, AnswerCondition):
+        question, holds = condition.question, _compiled_compare(condition.op, condition.value)
+        return lambda answers, indicators: question in answers and holds(answers[question])
+    if isinstance(condition, IndicatorCondition):
+        indicator = condition.indicator
+        holds = _compiled_compare(condition.op, condition.value)
+        return lambda answers, indicators: indicator in indicators and holds(indicators[indicator])
+    if isinstance(condition, AnyCondition):
+        parts = tuple(compile_condition(c) for c in condition.any)
+        return lambda answers, indicators: any(p(answers, indicators) for p in parts)
+    if isinstance(condition, AllCondition):
+        parts = tuple(compile_condition(c) for c in condition.all)
+        return lambda answers, indicators: all(p(answers, indicators) for p in parts)
+    return lambda answers, indicators: False
 
 
 def preview_schedule(

@@ -15,6 +15,7 @@ from suifang.core.cli import (
     platform,
     report,
     security,
+    simulate,
     tickets,
 )
 from suifang.core.errors import SuifangError
@@ -36,6 +37,7 @@ app.command("demo")(demo.demo)
 security.register(app)
 tickets.register(app)
 app.add_typer(report.report_app, name="report")
+app.command("simulate")(simulate.simulate)
 
 
 def main(argv: list[str] | None = None) -> int:

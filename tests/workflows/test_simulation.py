@@ -1,0 +1,249 @@
+"""The workload simulator: deterministic forecasts, plausible workloads, and agreement with the
+real workflows (``--verify``) for every built-in pathway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from suifang.core.cli import main as cli_main
+from suifang.core.config import get_settings
+from suifang.core.plugins import Plugins
+from suifang.core.runtime import Runtime
+from suifang.core.security.crypto import Keyring, configure_keyring
+from suifang.workflows.simulation import (
+    TEMPLATES,
+    PatientBehaviour,
+    SimulationConfig,
+    build_simulator,
+    simulate,
+)
+from suifang.workflows.simulation_verify import pick_sample, verify_sample
+
+BUILT_IN = ["pci", "diabetes", "hip-replacement", "post-checkup", "hypertension", "general"]
+
+
+@pytest.fixture(scope="module")
+def catalog():  # type: ignore[no-untyped-def]
+    return Plugins.load(entrypoints=False).pathway_catalog()
+
+
+def test_same_seed_same_forecast_other_seed_other_forecast(catalog) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(pathway="pci", patients_per_day=40, days=5, seed=7)
+    first = simulate(config, catalog.get("pci"))
+    again = simulate(config, catalog.get("pci"))
+    other = simulate(config.model_copy(update={"seed": 8}), catalog.get("pci"))
+    strip = {"elapsed_seconds"}
+    assert first.model_dump(exclude=strip) == again.model_dump(exclude=strip)
+    assert first.model_dump(exclude=strip) != other.model_dump(exclude=strip)
+
+
+def test_forecast_counts_add_up(catalog) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(pathway="pci", patients_per_day=50, days=10, seed=2)
+    result = simulate(config, catalog.get("pci"))
+    assert result.journeys == 500
+    assert sum(result.journey_outcomes.values()) == 500
+    # 35 days after the last discharge every 30-day PCI journey has ended.
+    assert set(result.journey_outcomes) <= {"completed", "lost"}
+    touchpoints = result.touchpoints
+    assert touchpoints["answered"] + touchpoints["missed"] <= touchpoints["sent"]
+    assert 0.7 < result.kpis["response_rate"] < 0.9  # the configured answer rate is 0.8
+    assert result.tickets == sum(result.tickets_by_source.values())
+    assert result.tickets == sum(result.tickets_by_tier.values())
+    assert sum(result.daily[d]["discharges"] for d in range(len(result.daily))) == 500
+    for clock in ("first_response", "resolution"):
+        assert sum(result.sla[clock].values()) <= result.tickets
+    # Every department that received tickets appears in the staffing plan.
+    routed = {d for d in result.tickets_by_department if d != "-"}
+    assert routed <= set(result.staffing)
+    json.loads(result.model_dump_json())  # exportable
+
+
+def test_behaviour_drives_the_workload(catalog) -> None:  # type: ignore[no-untyped-def]
+    template = catalog.get("pci")
+    calm = simulate(
+        SimulationConfig(
+            pathway="pci",
+            patients_per_day=60,
+            days=5,
+            behaviour=PatientBehaviour(abnormal_rate=0.0, message_rate=0.0),
+        ),
+        template,
+    )
+    worried = simulate(
+        SimulationConfig(
+            pathway="pci",
+            patients_per_day=60,
+            days=5,
+            behaviour=PatientBehaviour(abnormal_rate=0.5, message_rate=0.3),
+        ),
+        template,
+    )
+    assert sum(calm.alerts_by_tier.values()) == 0
+    assert "clinical_alert" not in calm.tickets_by_source
+    assert sum(worried.alerts_by_tier.values()) > 50
+    assert worried.tickets_by_source["patient_message"] > 0
+    silent = simulate(
+        SimulationConfig(
+            pathway="pci",
+            patients_per_day=20,
+            days=2,
+            behaviour=PatientBehaviour(answer_rate=0.0, message_rate=0.0),
+        ),
+        template,
+    )
+    assert silent.touchpoints["answered"] == 0
+    assert silent.journey_outcomes == {"lost": 40}
+    assert silent.tickets_by_source.get("non_responder", 0) > 0
+
+
+def test_more_staff_meets_more_slas(catalog) -> None:  # type: ignore[no-untyped-def]
+    base = SimulationConfig(
+        pathway="pci",
+        patients_per_day=150,
+        days=5,
+        behaviour=PatientBehaviour(abnormal_rate=0.3),
+        default_staff=1,
+    )
+    short = simulate(base, catalog.get("pci"))
+    staffed = simulate(base.model_copy(update={"default_staff": 6}), catalog.get("pci"))
+    assert (
+        staffed.kpis["first_response_sla_compliance"] > short.kpis["first_response_sla_compliance"]
+    )
+    assert staffed.first_response_minutes["p90"] < short.first_response_minutes["p90"]
+
+
+# The workflows' agreement with the simulator does not depend on the database: SQLite only.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("pathway_id", BUILT_IN)
+async def test_real_workflows_agree_with_the_simulator(
+    pathway_id: str, catalog, runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(
+        pathway=pathway_id,
+        patients_per_day=30,
+        days=2,
+        tail_days=40,
+        seed=11,
+        behaviour=PatientBehaviour(abnormal_rate=0.35, message_rate=0.15, answer_rate=0.7),
+    )
+    simulator = build_simulator(config, catalog.get(pathway_id))
+    simulator.run()
+    sample = pick_sample(simulator, 3, seed=config.seed)
+    report = await verify_sample(simulator, sample, runtime, journey_worker)
+    assert report.checked == 3
+    assert report.ok, [p.differences for p in report.patients if not p.matches]
+    # The sample covers more than the happy path.
+    outcomes = [p.simulated for p in report.patients]
+    assert any(o["alerts"] or o["tickets"] or o["missed"] for o in outcomes)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    test_keyring: Keyring,
+) -> Iterator[Callable[..., tuple[int, str, str]]]:
+    """``suifang …`` in this process, with its own data directory."""
+    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
+    get_settings.cache_clear()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli_main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    try:
+        yield run
+    finally:
+        get_settings.cache_clear()
+        configure_keyring(test_keyring)  # the verify run installed its scratch keys
+
+
+def test_cli_prints_the_forecast_and_staffing_plan(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    args = ("simulate", "--pathway", "pci", "--patients-per-day", "40", "--days", "4")
+    code, out, err = cli(*args, "--staff", "cardiology=4", "--plot", str(tmp_path / "load.svg"))
+    assert code == 0, err
+    assert "Forecast for pci v1" in out
+    assert "160: completed" in out  # 40 a day for 4 days, followed until every journey ended
+    assert "Staffing plan" in out
+    cardiology = next(line for line in out.splitlines() if line.startswith("cardiology"))
+    assert cardiology.split()[1] == "4"
+    svg = (tmp_path / "load.svg").read_text()
+    assert svg.startswith("<?xml")
+    assert "tickets routed" in svg
+
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["journeys"] == 160
+    assert data["config"]["staff"] == {}
+    assert len(data["daily"]) >= 4
+    # The same seed, the same forecast, whichever way it is printed.
+    code, again, _ = cli(*args, "--json")
+    strip = lambda d: {k: v for k, v in d.items() if k != "elapsed_seconds"}  # noqa: E731
+    assert strip(json.loads(again)) == strip(data)
+
+
+def test_cli_dry_runs_a_template_file(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    template = tmp_path / "short-pci.yaml"
+    source = TEMPLATES / "pathways" / "pci.yaml"
+    template.write_text(
+        source.read_text("utf-8").replace("id: pci", "id: short-pci", 1), encoding="utf-8"
+    )
+    code, out, err = cli(
+        "simulate", "--template", str(template), "--patients-per-day", "10", "--days", "2"
+    )
+    assert code == 0, err
+    assert "Forecast for short-pci v1" in out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: broken\nversion: one\n", encoding="utf-8")
+    code, _, err = cli("simulate", "--template", str(broken))
+    assert code != 0
+    assert "broken.yaml" in err
+    assert "version" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--pathway", "nope"), "unknown pathway 'nope'"),
+        (("--pathway", "pci", "--answer-rate", "1.5"), "--answer-rate"),
+        (("--pathway", "pci", "--staff", "cardiology"), "DEPARTMENT=PEOPLE"),
+        (("--pathway", "pci", "--plot", "chart.gif"), ".png or .svg"),
+        ((), "--pathway"),
+    ],
+)
+def test_cli_rejects_bad_arguments_clearly(
+    cli: Callable[..., tuple[int, str, str]], args: tuple[str, ...], message: str
+) -> None:
+    code, _, err = cli("simulate", *args)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_cli_verify_runs_sampled_patients_through_the_real_workflows(
+    cli: Callable[..., tuple[int, str, str]],
+) -> None:
+    code, out, err = cli(
+        "simulate", "--pathway", "pci", "--patients-per-day", "20", "--days", "2",
+        "--abnormal-rate", "0.4", "--verify", "2", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)["verify"]
+    assert (report["checked"], report["matched"]) == (2, 2)
+    assert all(p["simulated"] == p["real"] for p in report["patients"])
