@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     task_queue: str = Field("suifang", min_length=1)
     api_host: str = Field("127.0.0.1", min_length=1)
     api_port: Port = 8000
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API reads (413 beyond it)."
+    )
     telemetry_exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint, e.g. http://collector:4318"

@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import DateTime, Engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool, StaticPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -26,6 +26,7 @@ __all__ = [
     "check_database",
     "create_db_engine",
     "migrate",
+    "pool_capacity",
     "session_scope",
     "utcnow",
 ]
@@ -75,6 +76,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 20
+
+
+def pool_capacity(engine: Engine) -> int | None:
+    """How many connections ``engine`` hands out at once (None: one shared connection).
+
+    The API and the worker admit at most half this many requests or activities at a time: a
+    handler may hold two sessions, and a checkout that finds the pool empty blocks the whole
+    event loop — every other request with it — until the pool timeout.
+    """
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        return pool.size() + POOL_MAX_OVERFLOW
+    return None
+
+
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url`` with the pragmas and pooling that URL's database needs."""
     parsed = make_url(url)
@@ -86,14 +104,26 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
             kwargs["poolclass"] = StaticPool
         else:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs |= {"poolclass": QueuePool, "pool_size": POOL_SIZE}
+            kwargs["max_overflow"] = POOL_MAX_OVERFLOW
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs["pool_pre_ping"] = True
     kwargs["pool_timeout"] = 10
+    kwargs |= {"poolclass": QueuePool, "pool_size": POOL_SIZE, "max_overflow": POOL_MAX_OVERFLOW}
     if parsed.get_backend_name() == "postgresql":
-        # Fail fast when the server is down instead of hanging a request.
-        kwargs["connect_args"] = {"connect_timeout": 5}
+        # Fail fast when the server is down instead of hanging a request (the URL may say
+        # otherwise: ?connect_timeout=N); keepalives notice a server that vanished while a
+        # pooled connection sat idle.
+        defaults = {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        kwargs["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
     return create_engine(parsed, **kwargs)
 
 

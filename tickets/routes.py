@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
@@ -77,11 +77,22 @@ def queue(
     summary="Open a ticket: a patient's message, complaint or suggestion",
 )
 async def create(
-    body: TicketIn, runtime: RuntimeDep, session: SessionDep, request: Request, principal: CanCreate
+    body: TicketIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanCreate,
+    idempotency_key: Annotated[str | None, Header(max_length=160)] = None,
 ) -> TicketSummary:
-    """Classified (L1 triage: category, urgency, red flags, knowledge answer) and routed."""
+    """Classified (L1 triage: category, urgency, red flags, knowledge answer) and routed.
+
+    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
+    same key returns the same ticket and never opens a second one.
+    """
     if session.get(Patient, body.patient_id) is None:
         raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
+    if idempotency_key is not None:
+        body = body.model_copy(update={"idempotency_key": idempotency_key})
     audit_patients(request, body.patient_id)
     return await service.open_ticket(runtime, body, actor=principal.actor)
 

@@ -104,6 +104,7 @@ def _record_attempt(
     *,
     error: str | None = None,
     receipt: DeliveryReceipt | None = None,
+    commit: bool = True,
 ) -> None:
     attempt = (
         session.exec(
@@ -126,7 +127,8 @@ def _record_attempt(
             detail=receipt.detail if receipt else {},
         )
     )
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def _exhausted(attempts: Sequence[DeliveryAttempt], channel: str) -> bool:
@@ -203,9 +205,11 @@ async def deliver(
                 idempotency_key=request.idempotency_key,
                 patient_id=request.patient_id,
                 address=address,
-                locale=request.locale,
-                subject=request.subject,
-                body=request.body,
+                # The ledger's text, not this attempt's rendering: a retry resends the very
+                # message the first attempt may already have handed to the provider.
+                locale=message.locale,
+                subject=message.subject or "",
+                body=message.body,
                 link=request.link,
                 template_id=request.template_id,
                 template_params=request.template_params,
@@ -237,7 +241,10 @@ async def deliver(
                     session, message, name, "incident", error=f"{type(exc).__name__}: {exc}"[:256]
                 )
                 continue
-            _record_attempt(session, message, name, "accepted", receipt=receipt)
+            # The accepted attempt and the message's new status are one commit: a worker
+            # killed between two commits would leave an accepted attempt on a message still
+            # pending, and the retried activity would send it again.
+            _record_attempt(session, message, name, "accepted", receipt=receipt, commit=False)
             message.status = "delivered" if receipt.status == "delivered" else "accepted"
             message.channel = name
             message.provider_message_id = receipt.provider_message_id

@@ -237,7 +237,9 @@ async def _reply(
         )
     ticket = _ticket_awaiting(session, patient_id, replied)
     if ticket is not None and reply.text:
-        return await _ticket_reply(runtime, session, channel, reply, ticket, payload, common)
+        return await _ticket_reply(
+            runtime, session, channel, reply, ticket, replied, payload, common
+        )
     enrollment = _active_enrollment(session, patient_id, replied)
     touchpoint_key: str | None = None
     answers: dict[str, Any] = dict(reply.answers or {})
@@ -318,11 +320,16 @@ async def _ticket_reply(
     channel: Any,
     reply: InboundMessage,
     ticket: Ticket,
+    replied: Message | None,
     payload: dict[str, Any],
     common: dict[str, Any],
 ) -> InboundOutcome:
     text = reply.text or ""
-    score = _SCORE.match(text) if ticket.status == TicketStatus.RESOLVED else None
+    # A reply to the satisfaction question is a score even if the read model does not show
+    # the ticket resolved yet: the question goes out before the ticket's state is saved, and
+    # a quick patient (or a worker restart in between) would otherwise reopen the ticket.
+    asked = replied is not None and replied.kind == "ticket_satisfaction"
+    score = _SCORE.match(text) if asked or ticket.status == TicketStatus.RESOLVED else None
     event = (
         PatientEvent(kind="satisfaction", score=int(score.group(1)))
         if score

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 Locale = Literal["zh-CN", "en"]
+_EARLIEST_VISIT = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+_LATEST_VISIT = dt.datetime(2999, 12, 31, tzinfo=dt.UTC)
 
 
 class PatientIn(BaseModel):
@@ -106,6 +108,11 @@ class EncounterIn(BaseModel):
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("give a timezone, e.g. 2026-11-01T10:00:00+08:00")
+        # A year-1 or year-9999 date is a typo, and the schedule's arithmetic would overflow.
+        if value is not None and not _EARLIEST_VISIT <= value <= _LATEST_VISIT:
+            raise ValueError(
+                f"must be between {_EARLIEST_VISIT:%Y-%m-%d} and {_LATEST_VISIT:%Y-%m-%d}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -121,7 +128,12 @@ class DischargeIn(BaseModel):
     pathway: str | None = Field(None, description="Pathway id; omitted → chosen by match rules.")
     pathway_version: int | None = Field(None, ge=1)
     risk_tier: RiskTier | None = Field(None, description="Override the assessed tier.")
-    time_scale: float = Field(1.0, gt=0, le=100_000, description="Demo: 1440 = a day a minute.")
+    time_scale: float = Field(
+        1.0,
+        ge=1,
+        le=100_000,
+        description="Demo: 1440 = a day a minute (1 is real time; a journey cannot run slower).",
+    )
     idempotency_key: str | None = Field(None, max_length=128)
 
 

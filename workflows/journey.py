@@ -65,10 +65,14 @@ __all__ = ["JourneyInput", "JourneyResult", "PatientJourneyWorkflow", "journey_w
 
 RECORD_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(seconds=30),
+    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
+    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
+    "heartbeat_timeout": dt.timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
+    "heartbeat_timeout": dt.timedelta(seconds=15),
     "retry_policy": RetryPolicy(
         initial_interval=dt.timedelta(seconds=5),
         maximum_interval=dt.timedelta(minutes=10),
@@ -102,7 +106,13 @@ class PatientJourneyWorkflow:
     @workflow.init
     def __init__(self, journey: JourneyInput) -> None:
         self.core = JourneyCore(journey.setup, journey.state)
+        if journey.state is None:
+            # "Due before enrollment" means before the journey was started, not before a
+            # worker first ran it: a journey started while every worker was down keeps the
+            # touchpoints that fell due meanwhile (they go out late rather than never).
+            self.core.state.started_at = workflow.info().workflow_start_time
         self.inbox: list[Any] = []
+        self._parked_until: tuple[dt.datetime | None] | None = None
 
     # ----------------------------------------------------------------- handlers
 
@@ -144,7 +154,11 @@ class PatientJourneyWorkflow:
 
     @workflow.query(name="progress")
     def progress(self) -> JourneyProgress:
-        return self.core.progress(workflow.now())
+        progress = self.core.progress(workflow.now())
+        if self._parked_until is not None and not self.inbox:
+            progress.parked = True
+            progress.wakes_at = self._parked_until[0]
+        return progress
 
     # ----------------------------------------------------------------- the loop
 
@@ -172,8 +186,10 @@ class PatientJourneyWorkflow:
                 timeout = (
                     None if command.until is None else max(command.until - now, dt.timedelta(0))
                 )
+                self._parked_until = (command.until,)
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(lambda: bool(self.inbox), timeout=timeout)
+                self._parked_until = None
                 self._apply_inbox()
                 continue
             result = await self._carry_out(command)

@@ -407,6 +407,8 @@ class JourneyActivities:
             summary_zh=alert.summary.zh_cn,
             summary_en=alert.summary.en,
             evidence=alert.evidence,
+            # The journey's clock, like the answer that raised it (the alert rate compares them).
+            created_at=activity.info().current_attempt_scheduled_time,
         )
         self._insert_once(alert.event_key, Alert, [row])
         with Session(self.runtime.engine) as session:

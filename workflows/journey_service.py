@@ -13,7 +13,15 @@ from temporalio.service import RPCError
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
-from suifang.core.models import Alert, Answer, Enrollment, Message, Patient, TouchpointRecord
+from suifang.core.models import (
+    Alert,
+    Answer,
+    Encounter,
+    Enrollment,
+    Message,
+    Patient,
+    TouchpointRecord,
+)
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import (
@@ -238,7 +246,28 @@ async def record_observation(
 async def control_journey(
     runtime: Runtime, session: Session, enrollment_id: int, event: ControlEvent
 ) -> str:
-    """Pause, resume, stop, or report readmission/death/do-not-contact; refused if invalid."""
+    """Pause, resume, stop, or report readmission/death/do-not-contact; refused if invalid.
+
+    A readmission reported after the journey ended (completed, or lost after missed
+    touchpoints) is still recorded on the enrollment: the 30-day readmission KPI needs it,
+    and there is nothing left for the journey to stop.
+    """
+    if event.at is not None and event.at.tzinfo is None:
+        raise ValidationFailed("at: give a timezone, e.g. 2026-11-20T10:00+08:00")
+    if event.action == "readmitted":
+        enrollment = get_enrollment(session, enrollment_id)
+        encounter = session.get(Encounter, enrollment.encounter_id)
+        if event.at is not None and encounter is not None and event.at < encounter.discharged_at:
+            raise ValidationFailed(
+                f"at: the readmission ({event.at.isoformat()}) is before the discharge "
+                f"({encounter.discharged_at.isoformat()})"
+            )
+        if enrollment.status in _ENDED:
+            if enrollment.readmitted_at is None:
+                enrollment.readmitted_at = event.at or utcnow()
+                session.add(enrollment)
+                session.commit()
+            return event.action
     handle = await _handle(runtime, session, enrollment_id)
     try:
         await handle.execute_update(PatientJourneyWorkflow.control, event)

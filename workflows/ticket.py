@@ -47,10 +47,14 @@ __all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
 
 OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(seconds=30),
+    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
+    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
+    "heartbeat_timeout": dt.timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
+    "heartbeat_timeout": dt.timedelta(seconds=15),
     "retry_policy": RetryPolicy(
         initial_interval=dt.timedelta(seconds=5), maximum_interval=dt.timedelta(minutes=10)
     ),
@@ -76,8 +80,12 @@ class FeedbackTicketWorkflow:
     def __init__(self, ticket: TicketInput) -> None:
         self.core = TicketCore(ticket.setup, ticket.state)
         self.inbox: list[Any] = [ticket.first_event] if ticket.first_event else []
-        self.applied: dict[int, int] = {}
-        """id(event) → the state sequence number once the event was applied."""
+        self.applied: dict[int, int | None] = {}
+        """id(action) of each update still waiting → the state sequence number once applied.
+
+        Only awaited actions are keys: an id is reused once its object is gone, so a key left
+        for a signal could match a later action and release its update early — at a different
+        point on replay (a nondeterminism error)."""
         self.saved_through = 0
 
     @workflow.update(name="act")
@@ -85,10 +93,11 @@ class FeedbackTicketWorkflow:
         """Apply a department action; returns once it is applied and saved to the read model."""
         self.inbox.append(action)
         key = id(action)
+        self.applied[key] = None
         await workflow.wait_condition(
-            lambda: key in self.applied and self.saved_through >= self.applied[key]
+            lambda: (seq := self.applied[key]) is not None and self.saved_through >= seq
         )
-        self.applied.pop(key, None)
+        del self.applied[key]
         return self.core.snapshot()
 
     @act.validator
@@ -136,7 +145,8 @@ class FeedbackTicketWorkflow:
         while self.inbox:
             event = self.inbox.pop(0)
             self.core.handle(event, workflow.now())
-            self.applied[id(event)] = self.core.state.seq
+            if id(event) in self.applied:
+                self.applied[id(event)] = self.core.state.seq
 
     def _key(self, seq: int, suffix: str = "") -> str:
         return f"{workflow.info().workflow_id}:{seq}{suffix}"

@@ -2,20 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
 
+from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
 from suifang.workflows.ticket import FeedbackTicketWorkflow
 from suifang.workflows.ticket_activities import TicketActivities
 
-__all__ = ["WORKFLOWS", "build_worker", "run_worker"]
+__all__ = ["WORKFLOWS", "HeartbeatInterceptor", "build_worker", "run_worker"]
 
 WORKFLOWS: list[type] = [PatientJourneyWorkflow, FeedbackTicketWorkflow]
+
+
+class _BeatWhileRunning(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        timeout = activity.info().heartbeat_timeout
+        if not timeout:
+            return await self.next.execute_activity(input)
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(timeout.total_seconds() / 4)
+                activity.heartbeat()
+
+        beating = asyncio.ensure_future(beat())
+        try:
+            return await self.next.execute_activity(input)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
+
+class HeartbeatInterceptor(Interceptor):
+    """Heartbeats every activity that has a heartbeat timeout, for as long as it runs.
+
+    Without heartbeats the server learns that a worker died (SIGKILL, OOM, a lost node) only
+    when the activity's start-to-close timeout runs out — two minutes for a send — and every
+    journey waiting on it stalls that long. With them, the activity is retried on a live
+    worker as soon as the heartbeat timeout passes; activities are idempotent, so a retry of
+    one that did finish changes nothing.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _BeatWhileRunning(next)
 
 
 def activities_for(runtime: Runtime) -> list[Any]:
@@ -31,11 +74,17 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     """A worker for ``runtime`` (tests pass a random task queue)."""
+    capacity = None if "max_concurrent_activities" in options else pool_capacity(runtime.engine)
+    if capacity is not None:
+        # Activities use the database synchronously from the event loop: more of them in
+        # flight than the pool serves would block the loop on checkout (see pool_capacity).
+        options.setdefault("max_concurrent_activities", max(1, capacity // 2))
     return Worker(
         client,
         task_queue=task_queue or runtime.settings.task_queue,
         workflows=WORKFLOWS,
         activities=activities if activities is not None else activities_for(runtime),
+        interceptors=[HeartbeatInterceptor(), *options.pop("interceptors", ())],
         **options,
     )
 

@@ -10,8 +10,10 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from suifang.core.api import admin, channels, health, journeys, outbox, pathways, reports
 from suifang.core.api.errors import install_error_handlers
+from suifang.core.api.limits import install_body_guard, install_concurrency_limit
 from suifang.core.api.security import check_routes_are_guarded, install_audit
 from suifang.core.config import Settings, get_settings
+from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
 from suifang.core.telemetry import setup_tracing
 from suifang.tickets import routes as ticket_routes
@@ -51,6 +53,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(admin.router)
     app.include_router(reports.router)
     install_audit(app)
+    install_concurrency_limit(app, pool_capacity(runtime.engine))
+    install_body_guard(app, runtime.settings)  # outermost: refusals never reach the DB
     check_routes_are_guarded(app)
     setup_tracing(runtime.settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")

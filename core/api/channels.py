@@ -65,7 +65,7 @@ async def _inbound_request(request: Request) -> InboundRequest:
 
 @webhooks.api_route(
     "/channels/{name}/inbound",
-    methods=["POST", "GET"],
+    methods=["POST"],
     summary="A provider's webhook: patient replies and delivery receipts",
     response_class=Response,
     responses={
@@ -101,6 +101,18 @@ async def inbound(name: str, request: Request, runtime: RuntimeDep) -> Response:
             content=error_body("inbound_rejected", str(exc), stored_as=exc.record_id),
         )
     return Response(content=result.reply_body, media_type=result.reply_media_type)
+
+
+# Providers such as WeChat verify the endpoint with a GET to the same address; its own
+# operation id keeps the OpenAPI document valid (one id per operation).
+webhooks.add_api_route(
+    "/channels/{name}/inbound",
+    inbound,
+    methods=["GET"],
+    operation_id="verify_inbound_endpoint",
+    summary="A provider's endpoint check (e.g. WeChat's echostr handshake)",
+    response_class=Response,
+)
 
 
 class InboundView(BaseModel):

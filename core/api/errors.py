@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from suifang.core.errors import (
@@ -73,6 +74,52 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _db_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free within the pool timeout")
+        return JSONResponse(
+            status_code=503,
+            content=error_body("database_unavailable", "the database is busy; retry shortly"),
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # The value came from the request (an id beyond the column's range, text too long):
+        # the caller's to fix, and PostgreSQL's own wording says which kind of value it was.
+        diagnosis = getattr(getattr(exc.orig, "diag", None), "message_primary", None)
+        reason = diagnosis or str(exc.orig or exc).splitlines()[0]
+        return JSONResponse(
+            status_code=422,
+            content=error_body(
+                "value_out_of_range", f"a value in this request cannot be stored: {reason}"
+            ),
+        )
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite refuses integers beyond 64 bits this way; dates overflow the same way.
+        return JSONResponse(
+            status_code=422,
+            content=error_body(
+                "value_out_of_range", "a number or date in this request is out of range"
+            ),
+        )
+
+    @app.exception_handler(StatementError)
+    async def _unbindable(_: Request, exc: StatementError) -> JSONResponse:
+        # A value refused before it reached the database: a naive or out-of-range datetime
+        # in a filter, say. Anything else there is a bug and stays loud.
+        if isinstance(exc.orig, ValueError | OverflowError):
+            reason = str(exc.orig) if isinstance(exc.orig, ValueError) else "out of range"
+            return JSONResponse(
+                status_code=422,
+                content=error_body(
+                    "invalid_value", f"a value in this request is unusable: {reason}"
+                ),
+            )
+        raise exc
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.limits import PlausibleInstant
 from suifang.core.api.security import audit_patients, require
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
@@ -162,7 +163,7 @@ async def answer_journey(
 
 class ObservationIn(BaseModel):
     observations: list[ObservationValue] = Field(min_length=1, max_length=50)
-    observed_at: dt.datetime | None = None
+    observed_at: PlausibleInstant | None = None
     source: str = Field("manual", max_length=32)
 
 
@@ -194,7 +195,7 @@ async def observe_journey(
 
 class RescheduleIn(BaseModel):
     shift_days: float | None = Field(None, ge=-365, le=365)
-    next_due: dt.datetime | None = None
+    next_due: PlausibleInstant | None = None
 
 
 @router.post(
@@ -225,7 +226,7 @@ async def reschedule(
 
 class ControlIn(BaseModel):
     reason: str | None = Field(None, max_length=128)
-    at: dt.datetime | None = Field(None, description="When it happened (readmission, death).")
+    at: PlausibleInstant | None = Field(None, description="When it happened (readmission, death).")
 
 
 ControlAction = Literal["pause", "resume", "stop", "readmitted", "deceased"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
@@ -86,11 +86,17 @@ def preview(
     version: int | None = None,
 ) -> Preview:
     """Dates each touchpoint would go out for a patient discharged on ``discharged``."""
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     template = runtime.catalog.get(pathway_id, version)
     plan = resolve_plan(template, risk, group or [])
-    zone = ZoneInfo(timezone)
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HTTPException(
+            status_code=422,
+            detail=f"timezone: unknown IANA time zone {timezone!r}, e.g. Asia/Shanghai",
+        ) from None
     start = dt.datetime.combine(discharged, dt.time(12, 0), tzinfo=zone)
     rows = preview_schedule(plan, start, timezone=timezone)
     return Preview(

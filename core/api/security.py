@@ -53,6 +53,7 @@ PUBLIC_ROUTES = {
     "/channels/{name}/inbound",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_LARGEST_ID = 2**31 - 1
 
 
 def _bearer(request: Request) -> str | None:
@@ -103,7 +104,9 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
 def audit_patients(request: Request, *patient_ids: int | None) -> None:
     """Name the patients a request read or changed, for its audit record."""
     found = getattr(request.state, "audit_patients", [])
-    found.extend(p for p in patient_ids if p is not None)
+    # Ids are 32-bit columns: a larger number (a probe, a typo) names no patient, and writing
+    # it would make the audit record itself fail.
+    found.extend(p for p in patient_ids if p is not None and 0 < p <= _LARGEST_ID)
     request.state.audit_patients = found
 
 
@@ -162,10 +165,12 @@ def install_audit(app: FastAPI) -> None:
                 request_id=request_id,
             )
         except Exception:  # noqa: BLE001 -- an unaudited answer must not leave the building
+            if response.status_code == 503:
+                return response  # already a refusal (the database is down): it says why
             return JSONResponse(
                 status_code=503,
                 content=error_body("audit_unavailable", "the audit log cannot be written; retry"),
-                headers={"X-Request-ID": request_id},
+                headers={"X-Request-ID": request_id, "Retry-After": "5"},
             )
         return response
 

@@ -212,7 +212,9 @@ def answer(
     print(f"journey {enrollment_id}: answer delivered")
 
 
-def _control(enrollment_id: int, action: str, reason: str | None) -> None:
+def _control(
+    enrollment_id: int, action: str, reason: str | None, at: dt.datetime | None = None
+) -> None:
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
         cli_run(
@@ -220,9 +222,11 @@ def _control(enrollment_id: int, action: str, reason: str | None) -> None:
                 runtime,
                 session,
                 enrollment_id,
-                ControlEvent(action=action, reason=reason),  # type: ignore[arg-type]
+                ControlEvent(action=action, reason=reason, at=at),  # type: ignore[arg-type]
             )
         )
+        patient_id = journey_service.get_enrollment(session, enrollment_id).patient_id
+    cli_audit(f"journeys {action}", "journeys", [patient_id], str(enrollment_id))
     print(f"journey {enrollment_id}: {action} accepted")
 
 
@@ -245,9 +249,22 @@ def stop(enrollment_id: int, reason: Annotated[str | None, typer.Option()] = Non
 
 
 @app.command("readmitted")
-def readmitted(enrollment_id: int) -> None:
-    """Record a readmission: the journey stops."""
-    _control(enrollment_id, "readmitted", None)
+def readmitted(
+    enrollment_id: int,
+    at: Annotated[
+        str | None, typer.Option(help="When (ISO time with timezone); default: now.")
+    ] = None,
+) -> None:
+    """Record a readmission: the journey stops (an ended journey just records it)."""
+    when = None
+    if at:
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise ValidationFailed(f"--at: {at!r} is not an ISO time") from None
+        if when.tzinfo is None:
+            raise ValidationFailed("--at: give a timezone, e.g. 2026-11-20T10:00+08:00")
+    _control(enrollment_id, "readmitted", None, when)
 
 
 @app.command("deceased")
