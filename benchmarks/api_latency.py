@@ -1,0 +1,105 @@
+"""API latency: intake and ticket creation at a fixed request rate, from another process.
+
+``suifang api`` (uvicorn) and the real worker run as their own processes on the embedded
+default; this process is the client. Every ``1 / rate`` seconds it fires one intake
+(``POST /intake/discharges``, a PCI discharge) and one ticket creation (``POST /tickets``, a
+patient's question) without waiting for earlier ones — an open loop, so a slow answer
+cannot lower the offered load. Reported: p50/p99/max per kind, the rate achieved, errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from harness import Platform, describe_latencies, log, machine, pci_discharge, summary_line
+from sqlmodel import Session
+
+from suifang.core.security.auth import Role, create_user, issue_token
+
+QUESTIONS = ("请问支架术后多久可以洗澡?", "阿司匹林饭前吃还是饭后吃?", "复查需要空腹吗?")
+
+
+async def main(args: Any) -> str:
+    async with Platform(keep=args.keep) as platform:
+        runtime = platform.runtime
+        assert runtime is not None
+        with Session(runtime.engine) as session:
+            user = create_user(session, username="bench", display_name="Bench", role=Role.ADMIN)
+            token, _ = issue_token(session, user, name="bench")
+        platform.start_worker_process()
+        platform.start_api_process()
+        run = uuid.uuid4().hex[:6]
+        base = f"http://127.0.0.1:{platform.settings.api_port}"
+        latencies: dict[str, list[float]] = {"intake": [], "ticket": []}
+        errors: dict[str, int] = {"intake": 0, "ticket": 0}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=60, limits=limits
+        ) as http:
+            # One patient for the tickets, and a warm-up so first-use costs are not measured.
+            first = await http.post("/intake/discharges", json=pci_discharge(run, 0))
+            first.raise_for_status()
+            patient_id = first.json()["patient_id"]
+            for number in range(1, 6):
+                await http.post("/intake/discharges", json=pci_discharge(run, number))
+
+            async def timed(kind: str, method: str, path: str, body: dict[str, Any]) -> None:
+                began = time.perf_counter()
+                try:
+                    response = await http.request(method, path, json=body)
+                    ok = response.status_code in (200, 201)
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies[kind].append(time.perf_counter() - began)
+                else:
+                    errors[kind] += 1
+
+            total = int(args.rate * args.seconds)
+            log(f"offering {args.rate:g} intakes/s and as many tickets for {args.seconds:g} s")
+            tasks: list[asyncio.Task[None]] = []
+            began = time.perf_counter()
+            for index in range(total):
+                due = began + index / args.rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                number = 100 + index
+                tasks.append(
+                    asyncio.ensure_future(
+                        timed("intake", "POST", "/intake/discharges", pci_discharge(run, number))
+                    )
+                )
+                question = {
+                    "patient_id": patient_id,
+                    "text": f"{QUESTIONS[index % len(QUESTIONS)]}({index})",
+                }
+                tasks.append(asyncio.ensure_future(timed("ticket", "POST", "/tickets", question)))
+            offered_seconds = time.perf_counter() - began
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - began
+        intake = describe_latencies(latencies["intake"])
+        ticket = describe_latencies(latencies["ticket"])
+        log(f"intake p50 {intake['p50_ms']:.1f} ms p99 {intake['p99_ms']:.1f} ms")
+        log(f"ticket p50 {ticket['p50_ms']:.1f} ms p99 {ticket['p99_ms']:.1f} ms")
+    return summary_line(
+        "api_latency",
+        {
+            "rate_per_kind": args.rate,
+            "seconds": args.seconds,
+            "requests": 2 * total,
+            "offered_per_s": 2 * total / offered_seconds if offered_seconds else 0.0,
+            "completed_per_s": 2 * total / elapsed,
+            "intake_p50_ms": intake["p50_ms"],
+            "intake_p99_ms": intake["p99_ms"],
+            "intake_max_ms": intake["max_ms"],
+            "ticket_p50_ms": ticket["p50_ms"],
+            "ticket_p99_ms": ticket["p99_ms"],
+            "ticket_max_ms": ticket["max_ms"],
+            "errors": errors["intake"] + errors["ticket"],
+            "load1": machine()["load1"],
+        },
+    )

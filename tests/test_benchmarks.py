@@ -1,0 +1,63 @@
+"""The benchmark script runs and reports: each benchmark at a tiny size, its BENCH line parsed.
+
+Numbers are not judged here (they depend on the machine; docs/benchmarks.md has them); what
+a user of the script relies on is: it starts everything itself, completes what it started,
+cleans up, and prints one parseable summary line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+pytestmark = [pytest.mark.slow, pytest.mark.devserver, pytest.mark.timeout(600)]
+
+
+def bench(*argv: str) -> dict[str, str]:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    words = last.split()
+    assert words[0] == "BENCH", last
+    return dict(word.split("=", 1) for word in words[2:])
+
+
+def test_throughput_runs_both_shapes_to_completion() -> None:
+    result = bench("throughput", "--journeys", "4", "--warmup", "1", "--concurrency", "4")
+    assert result["suifang_completed"] == result["baseline_completed"] == "4"
+    assert float(result["ratio"]) > 0
+    assert int(result["suifang_activities_per_journey"]) > 4  # the shapes are not the same
+
+
+def test_sla_timers_never_fire_early() -> None:
+    result = bench("sla", "--tickets", "10", "--window", "3", "--open-rate", "10")
+    assert result["tickets"] == "10"
+    assert result["timers"] == "20"  # a warning and a breach per ticket
+    assert result["early"] == "0"
+
+
+def test_api_latency_is_measured_without_errors() -> None:
+    result = bench("api", "--rate", "3", "--seconds", "2")
+    assert result["requests"] == "12"
+    assert result["errors"] == "0"
+    assert float(result["intake_p50_ms"]) > 0
+    assert float(result["ticket_p50_ms"]) > 0
+
+
+def test_memory_and_capacity_count_what_they_started() -> None:
+    memory = bench("memory", "--journeys", "20")
+    assert int(memory["cached_after"]) - int(memory["cached_before"]) == 20
+    capacity = bench("capacity", "--journeys", "30", "--sample", "5")
+    assert capacity["sample_ok"] == "5"
+    assert capacity["visible_running"] == "30"
