@@ -254,12 +254,17 @@ async def history_profile(client: Client, workflow_id: str) -> dict[str, int]:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     kinds: collections.Counter[str] = collections.Counter()
     payload_bytes = 0
+    local_activities = 0
     for event in history.events:
         kinds[EventType.Name(event.event_type)] += 1
         payload_bytes += _payload_bytes(event)
+        # A local activity leaves no ActivityTaskScheduled, only a marker on the task's result.
+        if event.marker_recorded_event_attributes.marker_name == "core_local_activity":
+            local_activities += 1
     return {
         "events": len(history.events),
         "activities": kinds["EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"],
+        "local_activities": local_activities,
         "timers": kinds["EVENT_TYPE_TIMER_STARTED"],
         "workflow_tasks": kinds["EVENT_TYPE_WORKFLOW_TASK_COMPLETED"],
         "signals": kinds["EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"],
@@ -372,6 +377,7 @@ async def main(args: Any) -> str:
             "timer_floor_s": ours[0].timer_floor,
             "suifang_activities_per_journey": suifang_profile["activities"],
             "baseline_activities_per_journey": baseline_profile["activities"],
+            "suifang_local_activities_per_journey": suifang_profile["local_activities"],
             "suifang_workflow_tasks_per_journey": suifang_profile["workflow_tasks"],
             "baseline_workflow_tasks_per_journey": baseline_profile["workflow_tasks"],
             "suifang_history_payload_bytes": suifang_profile["payload_bytes"],

@@ -70,6 +70,12 @@ RECORD_OPTIONS: dict[str, Any] = {
     "heartbeat_timeout": dt.timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
+LOCAL_RECORD_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+LOCAL_RECORDS_PATCH = "local-record-activities"
+"""Journeys started with this marker write their records as local activities (see ``_record``)."""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -106,6 +112,7 @@ class PatientJourneyWorkflow:
     @workflow.init
     def __init__(self, journey: JourneyInput) -> None:
         self.core = JourneyCore(journey.setup, journey.state)
+        self._local_records = False
         if journey.state is None:
             # "Due before enrollment" means before the journey was started, not before a
             # worker first ran it: a journey started while every worker was down keeps the
@@ -164,6 +171,8 @@ class PatientJourneyWorkflow:
 
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyResult:
+        # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
+        self._local_records = workflow.patched(LOCAL_RECORDS_PATCH)
         while True:
             now = workflow.now()
             command = self.core.next_command(now)
@@ -215,6 +224,20 @@ class PatientJourneyWorkflow:
 
     def _event_key(self, seq: int) -> str:
         return f"{workflow.info().workflow_id}:{seq}"
+
+    async def _record(self, activity: str, argument: Any, **options: Any) -> Any:
+        """Run a bookkeeping activity: a short, idempotent write to suifang's own database.
+
+        As a local activity it runs inside the workflow task that asked for it — no task
+        round trip through the server, and the records that follow a send (touchpoint status,
+        answers, alerts, points) complete in one workflow task instead of one each. Sends stay
+        ordinary activities: they wait on providers, heartbeat, and retry for minutes.
+        """
+        if self._local_records:
+            return await workflow.execute_local_activity(
+                activity, argument, **options, **LOCAL_RECORD_OPTIONS
+            )
+        return await workflow.execute_activity(activity, argument, **options, **RECORD_OPTIONS)
 
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
@@ -270,7 +293,7 @@ class PatientJourneyWorkflow:
                 **SEND_OPTIONS,
             )
         if isinstance(command, RecordTouchpoint):
-            return await workflow.execute_activity(
+            return await self._record(
                 "record_touchpoint",
                 TouchpointInput(
                     enrollment_id=setup.enrollment_id,
@@ -282,10 +305,9 @@ class PatientJourneyWorkflow:
                     at=command.at,
                     detail=command.detail,
                 ),
-                **RECORD_OPTIONS,
             )
         if isinstance(command, RecordAnswers):
-            return await workflow.execute_activity(
+            return await self._record(
                 "record_answers",
                 AnswersInput(
                     event_key=self._event_key(command.seq),
@@ -300,10 +322,9 @@ class PatientJourneyWorkflow:
                     source=command.source,
                     **ids,
                 ),
-                **RECORD_OPTIONS,
             )
         if isinstance(command, RecordObservation):
-            return await workflow.execute_activity(
+            return await self._record(
                 "record_observations",
                 ObservationsInput(
                     event_key=self._event_key(command.seq),
@@ -312,10 +333,9 @@ class PatientJourneyWorkflow:
                     source=command.source,
                     **ids,
                 ),
-                **RECORD_OPTIONS,
             )
         if isinstance(command, RaiseAlert):
-            return await workflow.execute_activity(
+            return await self._record(
                 "raise_alert",
                 AlertInput(
                     event_key=self._event_key(command.seq),
@@ -326,10 +346,10 @@ class PatientJourneyWorkflow:
                     category=command.category,
                     summary=command.summary,
                     evidence=command.evidence,
+                    at=workflow.now(),
                     **ids,
                 ),
                 result_type=int,
-                **RECORD_OPTIONS,
             )
         if isinstance(command, OpenAlertTicket):
             return await self._open_ticket(
@@ -359,7 +379,7 @@ class PatientJourneyWorkflow:
                 )
             )
         if isinstance(command, CreditPoints):
-            return await workflow.execute_activity(
+            return await self._record(
                 "credit_points",
                 PointsInput(
                     event_key=self._event_key(command.seq),
@@ -367,10 +387,9 @@ class PatientJourneyWorkflow:
                     points=command.points,
                     **ids,
                 ),
-                **RECORD_OPTIONS,
             )
         if isinstance(command, SetStatus):
-            return await workflow.execute_activity(
+            return await self._record(
                 "set_journey_status",
                 StatusInput(
                     enrollment_id=setup.enrollment_id,
@@ -378,14 +397,12 @@ class PatientJourneyWorkflow:
                     reason=command.reason,
                     at=command.at,
                 ),
-                **RECORD_OPTIONS,
             )
         if isinstance(command, ExtendGreetings):
-            return await workflow.execute_activity(
+            return await self._record(
                 "extend_greetings",
                 GreetingsInput(patient_id=setup.patient_id, after=command.after),
                 result_type=GreetingBatch,
-                **RECORD_OPTIONS,
             )
         raise ApplicationError(
             f"unknown journey command {type(command).__name__}", non_retryable=True

@@ -117,6 +117,8 @@ class AlertInput(BaseModel):
     category: str
     summary: LocalizedText
     evidence: dict[str, Any] = Field(default_factory=dict)
+    at: dt.datetime | None = None
+    """The journey's clock when the alert was raised (absent from journeys before 2026-11-23)."""
 
 
 class JourneyTicketInput(BaseModel):
@@ -408,7 +410,7 @@ class JourneyActivities:
             summary_en=alert.summary.en,
             evidence=alert.evidence,
             # The journey's clock, like the answer that raised it (the alert rate compares them).
-            created_at=activity.info().current_attempt_scheduled_time,
+            created_at=alert.at or activity.info().current_attempt_scheduled_time,
         )
         self._insert_once(alert.event_key, Alert, [row])
         with Session(self.runtime.engine) as session:

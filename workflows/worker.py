@@ -79,6 +79,11 @@ def build_worker(
         # Activities use the database synchronously from the event loop: more of them in
         # flight than the pool serves would block the loop on checkout (see pool_capacity).
         options.setdefault("max_concurrent_activities", max(1, capacity // 2))
+    # Local activities (the journey's records, the ticket's read-model save) never await
+    # while they hold a session, so they do not add to the connections in use at once; the
+    # same bound keeps a burst of them from starving workflow tasks of the event loop.
+    if "max_concurrent_activities" in options:
+        options.setdefault("max_concurrent_local_activities", options["max_concurrent_activities"])
     return Worker(
         client,
         task_queue=task_queue or runtime.settings.task_queue,
@@ -90,6 +95,6 @@ def build_worker(
 
 
 async def run_worker(runtime: Runtime) -> None:
-    client = await runtime.client()
+    client = await runtime.client(wait=runtime.settings.temporal_connect_wait)
     worker = build_worker(client, runtime)
     await worker.run()

@@ -25,7 +25,13 @@ from temporalio.worker import Replayer
 from suifang.core.security.codec import PayloadEncryptionCodec
 from suifang.core.security.crypto import Keyring
 from suifang.core.temporal import data_converter
-from suifang.workflows.journey import JourneyInput, JourneyResult, PatientJourneyWorkflow
+from suifang.workflows.journey import (
+    LOCAL_RECORDS_PATCH,
+    JourneyInput,
+    JourneyResult,
+    PatientJourneyWorkflow,
+)
+from suifang.workflows.ticket import LOCAL_SAVE_PATCH
 from suifang.workflows.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -108,6 +114,27 @@ def _activities(history: WorkflowHistory) -> set[str]:
     }
 
 
+def _local_activities(history: WorkflowHistory) -> set[str]:
+    """Types of the local activities a history ran (recorded as markers, not as tasks)."""
+    return {
+        json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)[
+            "activity_type"
+        ]
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    }
+
+
+def _patches(history: WorkflowHistory) -> set[str]:
+    return {
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    }
+
+
 def _signals(history: WorkflowHistory) -> set[str]:
     return {
         e.workflow_execution_signaled_event_attributes.signal_name
@@ -135,7 +162,10 @@ def _ends(field: str) -> Any:
 MAIN_PATHS: dict[str, dict[str, Any]] = {
     "PatientJourney": {
         "an answer signal": lambda h: "answer" in _signals(h),
-        "an alert raised": lambda h: "raise_alert" in _activities(h),
+        "an alert raised": lambda h: "raise_alert" in _activities(h) | _local_activities(h),
+        "records written by local activities (patch local-record-activities)": lambda h: (
+            LOCAL_RECORDS_PATCH in _patches(h) and "record_touchpoint" in _local_activities(h)
+        ),
         "a journey nobody answered (a call task opened)": lambda h: (
             "answer" not in _signals(h) and "prepare_journey_ticket" in _activities(h)
         ),
@@ -152,6 +182,9 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
         "a patient signal": lambda h: "patient" in _signals(h),
         "routing": lambda h: "route_ticket" in _activities(h),
         "an SLA notice to staff": lambda h: "notify_staff" in _activities(h),
+        "the read model saved by a local activity (patch local-ticket-sync)": lambda h: (
+            LOCAL_SAVE_PATCH in _patches(h) and "sync_ticket" in _local_activities(h)
+        ),
         "a child ticket (started by a journey)": lambda h: h.events[
             0
         ].workflow_execution_started_event_attributes.HasField("parent_workflow_execution"),
