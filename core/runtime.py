@@ -61,12 +61,13 @@ class Runtime:
         self._client = client
         return self
 
-    async def client(self) -> Client:
-        """The Temporal client, connected on first use (raises StartupError if unreachable)."""
+    async def client(self, *, wait: float = 0.0) -> Client:
+        """The Temporal client, connected on first use (raises StartupError if unreachable
+        after ``wait`` seconds of trying)."""
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await connect_client(self.settings, codec=self.codec)
+                    self._client = await connect_client(self.settings, codec=self.codec, wait=wait)
         return self._client
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -33,8 +34,26 @@ async def connect_client(
     *,
     codec: PayloadCodec | None = None,
     timeout: float = 10.0,
+    wait: float = 0.0,
 ) -> Client:
-    """Connect to ``SUIFANG_TEMPORAL_ADDRESS``; unreachable → a one-line :class:`StartupError`."""
+    """Connect to ``SUIFANG_TEMPORAL_ADDRESS``; unreachable → a one-line :class:`StartupError`.
+
+    With ``wait``, keep trying for that many seconds first: a worker started while the
+    server restarts should come up with it rather than exit.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await _connect_once(settings, codec=codec, timeout=timeout)
+        except StartupError:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+async def _connect_once(
+    settings: Settings, *, codec: PayloadCodec | None, timeout: float
+) -> Client:
     try:
         return await asyncio.wait_for(
             Client.connect(

@@ -149,7 +149,10 @@ def test_a_missing_temporal_binary_is_one_clear_line(
 def test_a_worker_without_a_temporal_server_is_one_clear_line(
     ports_env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = run_suifang("worker", env=ports_env, cwd=tmp_path)
+    env = {**ports_env, "SUIFANG_TEMPORAL_CONNECT_WAIT": "2"}
+    started = time.monotonic()
+    result = run_suifang("worker", env=env, cwd=tmp_path)
+    assert time.monotonic() - started >= 2  # it kept trying for as long as it was told
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
