@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -60,7 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _entry() -> None:
-    sys.exit(main())
+    code = main()
+    if code and "temporalio.bridge.runtime" in sys.modules:
+        # A Temporal connection that failed can leave a bridge thread calling into Python
+        # while the interpreter finalizes, which aborts the process (temporalio/sdk-python
+        # #300) and turns a one-line error into a crash dump. Nothing is left to clean up
+        # after an error exit, so skip the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
