@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
         JourneyTicketInput,
         ObservationsInput,
         PointsInput,
+        RecordBatch,
+        RecordItem,
         StatusInput,
         TouchpointInput,
     )
@@ -75,7 +77,8 @@ LOCAL_RECORD_OPTIONS: dict[str, Any] = {
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
 LOCAL_RECORDS_PATCH = "local-record-activities"
-"""Journeys started with this marker write their records as local activities (see ``_record``)."""
+"""Journeys started with this marker write their records in batches, as local activities
+(see ``_write_batch``); older ones write each record as an ordinary activity."""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -113,6 +116,7 @@ class PatientJourneyWorkflow:
     def __init__(self, journey: JourneyInput) -> None:
         self.core = JourneyCore(journey.setup, journey.state)
         self._local_records = False
+        self._batch: list[RecordItem] = []
         if journey.state is None:
             # "Due before enrollment" means before the journey was started, not before a
             # worker first ran it: a journey started while every worker was down keeps the
@@ -176,6 +180,18 @@ class PatientJourneyWorkflow:
         while True:
             now = workflow.now()
             command = self.core.next_command(now)
+            record = self._record_input(command) if self._local_records else None
+            if record is not None:
+                # The core needs nothing back from a record: it is done as far as the journey
+                # is concerned, and the write goes out with the rest of the batch before
+                # anything else happens (a send, a ticket, a wait, the end).
+                self._batch.append(record[1])
+                self.core.complete(command, None, now)
+                self._apply_inbox()
+                continue
+            if self._batch:
+                await self._write_batch()
+                continue  # signals may have arrived meanwhile: ask the core again
             if isinstance(command, Finish):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return JourneyResult(
@@ -225,19 +241,100 @@ class PatientJourneyWorkflow:
     def _event_key(self, seq: int) -> str:
         return f"{workflow.info().workflow_id}:{seq}"
 
-    async def _record(self, activity: str, argument: Any, **options: Any) -> Any:
-        """Run a bookkeeping activity: a short, idempotent write to suifang's own database.
+    async def _write_batch(self) -> None:
+        """Write the records made since the last send or wait, as one local activity.
 
-        As a local activity it runs inside the workflow task that asked for it — no task
-        round trip through the server, and the records that follow a send (touchpoint status,
-        answers, alerts, points) complete in one workflow task instead of one each. Sends stay
-        ordinary activities: they wait on providers, heartbeat, and retry for minutes.
+        A local activity runs inside the workflow task that asked for it — no task round trip
+        through the server — and one batch is one transaction: what a touchpoint's answer
+        leaves behind (answers, touchpoint status, alerts, points, the journey's status) costs
+        one write, not one each. Sends stay ordinary activities: they wait on providers,
+        heartbeat, and retry for minutes.
         """
-        if self._local_records:
-            return await workflow.execute_local_activity(
-                activity, argument, **options, **LOCAL_RECORD_OPTIONS
+        batch, self._batch = RecordBatch(items=self._batch), []
+        await workflow.execute_local_activity("record_batch", batch, **LOCAL_RECORD_OPTIONS)
+
+    def _record_input(self, command: Any) -> tuple[str, RecordItem] | None:
+        """(activity, input) of a bookkeeping command; None for anything else."""
+        setup = self.core.setup
+        ids = {"enrollment_id": setup.enrollment_id, "patient_id": setup.patient_id}
+        if isinstance(command, RecordTouchpoint):
+            return (
+                "record_touchpoint",
+                TouchpointInput(
+                    enrollment_id=setup.enrollment_id,
+                    key=command.key,
+                    touchpoint_id=command.touchpoint_id,
+                    day=command.day,
+                    status=command.status,
+                    due_at=command.due_at,
+                    at=command.at,
+                    detail=command.detail,
+                ),
             )
-        return await workflow.execute_activity(activity, argument, **options, **RECORD_OPTIONS)
+        if isinstance(command, RecordAnswers):
+            return (
+                "record_answers",
+                AnswersInput(
+                    event_key=self._event_key(command.seq),
+                    touchpoint_key=command.key,
+                    answers=command.answers,
+                    invalid=command.invalid,
+                    observations=list(command.observations),
+                    text=command.text,
+                    at=command.at,
+                    late=command.late,
+                    channel=command.channel,
+                    source=command.source,
+                    **ids,
+                ),
+            )
+        if isinstance(command, RecordObservation):
+            return (
+                "record_observations",
+                ObservationsInput(
+                    event_key=self._event_key(command.seq),
+                    observations=list(command.observations),
+                    at=command.at,
+                    source=command.source,
+                    **ids,
+                ),
+            )
+        if isinstance(command, RaiseAlert):
+            alert = AlertInput(
+                event_key=self._event_key(command.seq),
+                rule_id=command.rule_id,
+                touchpoint_key=command.key,
+                tier=command.tier,
+                priority=command.priority,
+                category=command.category,
+                summary=command.summary,
+                evidence=command.evidence,
+                at=workflow.now(),
+                **ids,
+            )
+            # The alert's id is not needed: its ticket finds it by event key.
+            return ("raise_alert", alert)
+        if isinstance(command, CreditPoints):
+            return (
+                "credit_points",
+                PointsInput(
+                    event_key=self._event_key(command.seq),
+                    touchpoint_key=command.key,
+                    points=command.points,
+                    **ids,
+                ),
+            )
+        if isinstance(command, SetStatus):
+            return (
+                "set_journey_status",
+                StatusInput(
+                    enrollment_id=setup.enrollment_id,
+                    status=command.status,
+                    reason=command.reason,
+                    at=command.at,
+                ),
+            )
+        return None
 
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
@@ -292,64 +389,13 @@ class PatientJourneyWorkflow:
                 result_type=SendOutcome,
                 **SEND_OPTIONS,
             )
-        if isinstance(command, RecordTouchpoint):
-            return await self._record(
-                "record_touchpoint",
-                TouchpointInput(
-                    enrollment_id=setup.enrollment_id,
-                    key=command.key,
-                    touchpoint_id=command.touchpoint_id,
-                    day=command.day,
-                    status=command.status,
-                    due_at=command.due_at,
-                    at=command.at,
-                    detail=command.detail,
-                ),
-            )
-        if isinstance(command, RecordAnswers):
-            return await self._record(
-                "record_answers",
-                AnswersInput(
-                    event_key=self._event_key(command.seq),
-                    touchpoint_key=command.key,
-                    answers=command.answers,
-                    invalid=command.invalid,
-                    observations=list(command.observations),
-                    text=command.text,
-                    at=command.at,
-                    late=command.late,
-                    channel=command.channel,
-                    source=command.source,
-                    **ids,
-                ),
-            )
-        if isinstance(command, RecordObservation):
-            return await self._record(
-                "record_observations",
-                ObservationsInput(
-                    event_key=self._event_key(command.seq),
-                    observations=list(command.observations),
-                    at=command.at,
-                    source=command.source,
-                    **ids,
-                ),
-            )
-        if isinstance(command, RaiseAlert):
-            return await self._record(
-                "raise_alert",
-                AlertInput(
-                    event_key=self._event_key(command.seq),
-                    rule_id=command.rule_id,
-                    touchpoint_key=command.key,
-                    tier=command.tier,
-                    priority=command.priority,
-                    category=command.category,
-                    summary=command.summary,
-                    evidence=command.evidence,
-                    at=workflow.now(),
-                    **ids,
-                ),
-                result_type=int,
+        record = self._record_input(command)
+        if record is not None:
+            # Journeys started before batching: one ordinary activity per record.
+            activity_name, argument = record
+            result_type = int if activity_name == "raise_alert" else None
+            return await workflow.execute_activity(
+                activity_name, argument, result_type=result_type, **RECORD_OPTIONS
             )
         if isinstance(command, OpenAlertTicket):
             return await self._open_ticket(
@@ -378,31 +424,14 @@ class PatientJourneyWorkflow:
                     **ids,
                 )
             )
-        if isinstance(command, CreditPoints):
-            return await self._record(
-                "credit_points",
-                PointsInput(
-                    event_key=self._event_key(command.seq),
-                    touchpoint_key=command.key,
-                    points=command.points,
-                    **ids,
-                ),
-            )
-        if isinstance(command, SetStatus):
-            return await self._record(
-                "set_journey_status",
-                StatusInput(
-                    enrollment_id=setup.enrollment_id,
-                    status=command.status,
-                    reason=command.reason,
-                    at=command.at,
-                ),
-            )
         if isinstance(command, ExtendGreetings):
-            return await self._record(
-                "extend_greetings",
-                GreetingsInput(patient_id=setup.patient_id, after=command.after),
-                result_type=GreetingBatch,
+            request = GreetingsInput(patient_id=setup.patient_id, after=command.after)
+            if self._local_records:
+                return await workflow.execute_local_activity(
+                    "extend_greetings", request, result_type=GreetingBatch, **LOCAL_RECORD_OPTIONS
+                )
+            return await workflow.execute_activity(
+                "extend_greetings", request, result_type=GreetingBatch, **RECORD_OPTIONS
             )
         raise ApplicationError(
             f"unknown journey command {type(command).__name__}", non_retryable=True

@@ -8,7 +8,8 @@ constraint on it: a retried activity changes nothing the first attempt already c
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +51,8 @@ __all__ = [
     "JourneyTicketInput",
     "ObservationsInput",
     "PointsInput",
+    "RecordBatch",
+    "RecordItem",
     "StatusInput",
     "TouchpointInput",
 ]
@@ -72,6 +75,7 @@ class JourneyMessageInput(BaseModel):
 
 
 class TouchpointInput(BaseModel):
+    record: Literal["touchpoint"] = "touchpoint"
     enrollment_id: int
     key: str
     touchpoint_id: str
@@ -83,6 +87,7 @@ class TouchpointInput(BaseModel):
 
 
 class AnswersInput(BaseModel):
+    record: Literal["answers"] = "answers"
     event_key: str
     enrollment_id: int
     patient_id: int
@@ -98,6 +103,7 @@ class AnswersInput(BaseModel):
 
 
 class ObservationsInput(BaseModel):
+    record: Literal["observations"] = "observations"
     event_key: str
     enrollment_id: int
     patient_id: int
@@ -107,6 +113,7 @@ class ObservationsInput(BaseModel):
 
 
 class AlertInput(BaseModel):
+    record: Literal["alert"] = "alert"
     event_key: str
     enrollment_id: int
     patient_id: int
@@ -137,6 +144,7 @@ class JourneyTicketInput(BaseModel):
 
 
 class PointsInput(BaseModel):
+    record: Literal["points"] = "points"
     event_key: str
     enrollment_id: int
     patient_id: int
@@ -145,10 +153,23 @@ class PointsInput(BaseModel):
 
 
 class StatusInput(BaseModel):
+    record: Literal["status"] = "status"
     enrollment_id: int
     status: JourneyStatus
     reason: str | None
     at: dt.datetime
+
+
+RecordItem = Annotated[
+    TouchpointInput | AnswersInput | ObservationsInput | AlertInput | PointsInput | StatusInput,
+    Field(discriminator="record"),
+]
+
+
+class RecordBatch(BaseModel):
+    """Records a journey made between two sends or waits, written in the order it made them."""
+
+    items: list[RecordItem]
 
 
 class GreetingsInput(BaseModel):
@@ -185,6 +206,7 @@ class JourneyActivities:
     def all(self) -> list[Any]:
         return [
             self.send_journey_message,
+            self.record_batch,
             self.record_touchpoint,
             self.record_answers,
             self.record_observations,
@@ -291,41 +313,68 @@ class JourneyActivities:
             raise ApplicationError(str(exc), type="TransientChannelError") from None
 
     # ----------------------------------------------------------------- records
+    #
+    # Each record is a ``_write_*`` into a caller's session: the single-record activities
+    # (journeys started before batching) commit one each, ``record_batch`` commits them all
+    # at once.
+
+    @activity.defn(name="record_batch")
+    async def record_batch(self, batch: RecordBatch) -> None:
+        """The records a journey made between two sends or waits, in one transaction."""
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            for item in batch.items:
+                self._WRITERS[type(item)](self, session, item)
+            try:
+                session.commit()
+            except IntegrityError:
+                # Another attempt of this batch committed first; the next attempt finds its
+                # rows and writes nothing twice.
+                session.rollback()
+                raise ApplicationError(
+                    "records of this batch were written concurrently; retrying",
+                    type="ConcurrentRecord",
+                ) from None
 
     @activity.defn(name="record_touchpoint")
     async def record_touchpoint(self, update: TouchpointInput) -> None:
         with Session(self.runtime.engine, expire_on_commit=False) as session:
-            record = session.exec(
-                select(TouchpointRecord).where(
-                    TouchpointRecord.enrollment_id == update.enrollment_id,
-                    TouchpointRecord.key == update.key,
-                )
-            ).first()
-            if record is None:
-                record = TouchpointRecord(
-                    enrollment_id=update.enrollment_id,
-                    key=update.key,
-                    touchpoint_id=update.touchpoint_id,
-                    day=update.day,
-                    status=update.status,
-                    due_at=update.due_at,
-                )
-            record.status = update.status
-            record.due_at = update.due_at
-            record.detail = update.detail
-            record.updated_at = utcnow()
-            if update.status == TouchpointStatus.SENT:
-                record.sent_at = update.at
-            elif update.status == TouchpointStatus.ANSWERED:
-                record.answered_at = update.at
-                record.closed_at = update.at
-            elif update.status in (TouchpointStatus.MISSED, TouchpointStatus.SKIPPED):
-                record.closed_at = update.at
-            session.add(record)
+            self._write_touchpoint(session, update)
             session.commit()
+
+    def _write_touchpoint(self, session: Session, update: TouchpointInput) -> None:
+        record = session.exec(
+            select(TouchpointRecord).where(
+                TouchpointRecord.enrollment_id == update.enrollment_id,
+                TouchpointRecord.key == update.key,
+            )
+        ).first()
+        if record is None:
+            record = TouchpointRecord(
+                enrollment_id=update.enrollment_id,
+                key=update.key,
+                touchpoint_id=update.touchpoint_id,
+                day=update.day,
+                status=update.status,
+                due_at=update.due_at,
+            )
+        record.status = update.status
+        record.due_at = update.due_at
+        record.detail = update.detail
+        record.updated_at = utcnow()
+        if update.status == TouchpointStatus.SENT:
+            record.sent_at = update.at
+        elif update.status == TouchpointStatus.ANSWERED:
+            record.answered_at = update.at
+            record.closed_at = update.at
+        elif update.status in (TouchpointStatus.MISSED, TouchpointStatus.SKIPPED):
+            record.closed_at = update.at
+        session.add(record)
 
     @activity.defn(name="record_answers")
     async def record_answers(self, record: AnswersInput) -> None:
+        self._commit_once(self._write_answers, record)
+
+    def _write_answers(self, session: Session, record: AnswersInput) -> bool:
         rows: list[Answer] = []
         for question_id, value in record.answers.items():
             rows.append(self._answer_row(record, question_id, value=value))
@@ -346,7 +395,7 @@ class JourneyActivities:
             )
             for o in record.observations
         ]
-        self._insert_once(record.event_key, Answer, [*rows, *observations])
+        return self._add_once(session, record.event_key, Answer, [*rows, *observations])
 
     def _answer_row(self, record: AnswersInput, question_id: str, **values: Any) -> Answer:
         return Answer(
@@ -362,15 +411,19 @@ class JourneyActivities:
             **values,
         )
 
-    def _insert_once(self, event_key: str, marker: type[Any], rows: list[Any]) -> bool:
-        """Insert ``rows`` unless this event was already recorded; True if inserted now."""
+    @staticmethod
+    def _add_once(session: Session, event_key: str, marker: type[Any], rows: list[Any]) -> bool:
+        """Add ``rows`` unless this event was already recorded; True if added now."""
+        if session.exec(select(marker).where(marker.event_key == event_key)).first() is not None:
+            return False
+        session.add_all(rows)
+        return True
+
+    def _commit_once(self, write: Any, record: Any) -> bool:
+        """One record in its own transaction; False if it was (or concurrently got) recorded."""
         with Session(self.runtime.engine) as session:
-            if (
-                session.exec(select(marker).where(marker.event_key == event_key)).first()
-                is not None
-            ):
+            if not write(session, record):
                 return False
-            session.add_all(rows)
             try:
                 session.commit()
             except IntegrityError:
@@ -380,6 +433,9 @@ class JourneyActivities:
 
     @activity.defn(name="record_observations")
     async def record_observations(self, record: ObservationsInput) -> None:
+        self._commit_once(self._write_observations, record)
+
+    def _write_observations(self, session: Session, record: ObservationsInput) -> bool:
         rows = [
             Observation(
                 event_key=record.event_key,
@@ -393,10 +449,16 @@ class JourneyActivities:
             )
             for o in record.observations
         ]
-        self._insert_once(record.event_key, Observation, rows)
+        return self._add_once(session, record.event_key, Observation, rows)
 
     @activity.defn(name="raise_alert")
     async def raise_alert(self, alert: AlertInput) -> int:
+        self._commit_once(self._write_alert, alert)
+        with Session(self.runtime.engine) as session:
+            stored = session.exec(select(Alert).where(Alert.event_key == alert.event_key)).one()
+            return stored.id  # type: ignore[return-value]
+
+    def _write_alert(self, session: Session, alert: AlertInput) -> bool:
         row = Alert(
             event_key=alert.event_key,
             enrollment_id=alert.enrollment_id,
@@ -412,10 +474,7 @@ class JourneyActivities:
             # The journey's clock, like the answer that raised it (the alert rate compares them).
             created_at=alert.at or activity.info().current_attempt_scheduled_time,
         )
-        self._insert_once(alert.event_key, Alert, [row])
-        with Session(self.runtime.engine) as session:
-            stored = session.exec(select(Alert).where(Alert.event_key == alert.event_key)).one()
-            return stored.id  # type: ignore[return-value]
+        return self._add_once(session, alert.event_key, Alert, [row])
 
     @activity.defn(name="prepare_journey_ticket")
     async def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:
@@ -452,6 +511,9 @@ class JourneyActivities:
 
     @activity.defn(name="credit_points")
     async def credit_points(self, credit: PointsInput) -> None:
+        self._commit_once(self._write_points, credit)
+
+    def _write_points(self, session: Session, credit: PointsInput) -> bool:
         entry = PointsEntry(
             event_key=credit.event_key,
             patient_id=credit.patient_id,
@@ -460,55 +522,62 @@ class JourneyActivities:
             points=credit.points,
             reason="follow-up completed",
         )
-        if self._insert_once(credit.event_key, PointsEntry, [entry]):
-            with Session(self.runtime.engine) as session:
-                enrollment = session.get(Enrollment, credit.enrollment_id)
-                if enrollment is not None:
-                    enrollment.points = sum(
-                        session.exec(
-                            select(PointsEntry.points).where(
-                                PointsEntry.enrollment_id == credit.enrollment_id
-                            )
-                        ).all()
+        if not self._add_once(session, credit.event_key, PointsEntry, [entry]):
+            return False
+        enrollment = session.get(Enrollment, credit.enrollment_id)
+        if enrollment is not None:
+            # The sum sees the entry just added (the session flushes before the query).
+            enrollment.points = sum(
+                session.exec(
+                    select(PointsEntry.points).where(
+                        PointsEntry.enrollment_id == credit.enrollment_id
                     )
-                    session.add(enrollment)
-                    session.commit()
+                ).all()
+            )
+            session.add(enrollment)
+        return True
 
     @activity.defn(name="set_journey_status")
     async def set_journey_status(self, update: StatusInput) -> None:
         with Session(self.runtime.engine, expire_on_commit=False) as session:
-            enrollment = session.get(Enrollment, update.enrollment_id)
-            if enrollment is None:
-                raise ApplicationError(
-                    f"enrollment {update.enrollment_id} missing", non_retryable=True
-                )
-            enrollment.status = update.status
-            enrollment.stop_reason = update.reason
-            if update.status in (
-                JourneyStatus.COMPLETED,
-                JourneyStatus.LOST,
-                JourneyStatus.STOPPED,
-            ):
-                enrollment.ended_at = enrollment.ended_at or update.at
-            else:
-                enrollment.ended_at = None
-            if update.reason == "readmitted":
-                enrollment.readmitted_at = enrollment.readmitted_at or update.at
-            patient = session.get(Patient, enrollment.patient_id)
-            if (
-                patient is not None
-                and update.reason == "do_not_contact"
-                and not patient.do_not_contact
-            ):
-                patient.do_not_contact = True
-                patient.do_not_contact_at = update.at
-                patient.do_not_contact_source = patient.do_not_contact_source or "journey"
-                session.add(patient)
-            if patient is not None and update.reason == "deceased" and patient.deceased_at is None:
-                patient.deceased_at = update.at
-                session.add(patient)
-            session.add(enrollment)
+            self._write_status(session, update)
             session.commit()
+
+    def _write_status(self, session: Session, update: StatusInput) -> None:
+        enrollment = session.get(Enrollment, update.enrollment_id)
+        if enrollment is None:
+            raise ApplicationError(f"enrollment {update.enrollment_id} missing", non_retryable=True)
+        enrollment.status = update.status
+        enrollment.stop_reason = update.reason
+        if update.status in (
+            JourneyStatus.COMPLETED,
+            JourneyStatus.LOST,
+            JourneyStatus.STOPPED,
+        ):
+            enrollment.ended_at = enrollment.ended_at or update.at
+        else:
+            enrollment.ended_at = None
+        if update.reason == "readmitted":
+            enrollment.readmitted_at = enrollment.readmitted_at or update.at
+        patient = session.get(Patient, enrollment.patient_id)
+        if patient is not None and update.reason == "do_not_contact" and not patient.do_not_contact:
+            patient.do_not_contact = True
+            patient.do_not_contact_at = update.at
+            patient.do_not_contact_source = patient.do_not_contact_source or "journey"
+            session.add(patient)
+        if patient is not None and update.reason == "deceased" and patient.deceased_at is None:
+            patient.deceased_at = update.at
+            session.add(patient)
+        session.add(enrollment)
+
+    _WRITERS: ClassVar[dict[type[BaseModel], Callable[..., Any]]] = {
+        TouchpointInput: _write_touchpoint,
+        AnswersInput: _write_answers,
+        ObservationsInput: _write_observations,
+        AlertInput: _write_alert,
+        PointsInput: _write_points,
+        StatusInput: _write_status,
+    }
 
     @activity.defn(name="extend_greetings")
     async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:

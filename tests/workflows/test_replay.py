@@ -163,8 +163,8 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
     "PatientJourney": {
         "an answer signal": lambda h: "answer" in _signals(h),
         "an alert raised": lambda h: "raise_alert" in _activities(h) | _local_activities(h),
-        "records written by local activities (patch local-record-activities)": lambda h: (
-            LOCAL_RECORDS_PATCH in _patches(h) and "record_touchpoint" in _local_activities(h)
+        "records batched into local activities (patch local-record-activities)": lambda h: (
+            LOCAL_RECORDS_PATCH in _patches(h) and "record_batch" in _local_activities(h)
         ),
         "a journey nobody answered (a call task opened)": lambda h: (
             "answer" not in _signals(h) and "prepare_journey_ticket" in _activities(h)

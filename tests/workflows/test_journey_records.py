@@ -1,0 +1,109 @@
+"""A journey's records written in one batch: all of them in one transaction, in order, and a
+retried batch (a worker that died after the commit) writes nothing twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlmodel import Session, select
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
+from suifang.core.models import (
+    Alert,
+    Answer,
+    Enrollment,
+    Observation,
+    PointsEntry,
+    TouchpointRecord,
+)
+from suifang.core.pathways import LocalizedText
+from suifang.core.runtime import Runtime
+from suifang.workflows.intake import register_discharge
+from suifang.workflows.journey_activities import (
+    AlertInput,
+    AnswersInput,
+    JourneyActivities,
+    PointsInput,
+    RecordBatch,
+    StatusInput,
+    TouchpointInput,
+)
+from suifang.workflows.journey_core import ObservationValue
+from tests.workflows.test_journey_workflow import discharge
+
+
+def _answer_batch(enrollment_id: int, patient_id: int, at: dt.datetime) -> RecordBatch:
+    """What one answered touchpoint leaves behind, as the workflow batches it."""
+    ids: dict[str, Any] = {"enrollment_id": enrollment_id, "patient_id": patient_id}
+    due = at - dt.timedelta(hours=2)
+    return RecordBatch(
+        items=[
+            TouchpointInput(
+                enrollment_id=enrollment_id, key="d3", touchpoint_id="d3", day=3,
+                status=TouchpointStatus.SENT, due_at=due, at=due,
+            ),
+            AnswersInput(
+                event_key="wf:7", touchpoint_key="d3", answers={"chest_pain": "yes"},
+                observations=[ObservationValue(indicator="pain_score", value=6, unit=None)],
+                at=at, **ids,
+            ),
+            TouchpointInput(
+                enrollment_id=enrollment_id, key="d3", touchpoint_id="d3", day=3,
+                status=TouchpointStatus.ANSWERED, due_at=due, at=at,
+            ),
+            AlertInput(
+                event_key="wf:8", rule_id="chest-pain", touchpoint_key="d3", tier=Tier.L3,
+                priority=Priority.URGENT, category="chest_pain",
+                summary=LocalizedText.model_validate({"zh-CN": "胸痛", "en": "Chest pain"}),
+                at=at, **ids,
+            ),
+            PointsInput(event_key="wf:9", touchpoint_key="d3", points=10, **ids),
+            PointsInput(event_key="wf:10", touchpoint_key="d7", points=5, **ids),
+            StatusInput(
+                enrollment_id=enrollment_id, status=JourneyStatus.COMPLETED, reason=None, at=at
+            ),
+        ]
+    )  # fmt: skip
+
+
+async def test_a_batch_writes_every_record_once_even_when_retried(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    template = runtime.catalog.get("pci")
+    now = await journey_worker.get_current_time()
+    enrollment = await register_discharge(runtime, discharge(runtime, template, now))
+    batch = _answer_batch(enrollment.enrollment_id, enrollment.patient_id, now)
+    activities = JourneyActivities(runtime)
+    environment = ActivityEnvironment()
+
+    # The second run is the retry of a batch whose first attempt committed.
+    for _ in range(2):
+        await environment.run(activities.record_batch, RecordBatch.model_validate_json(
+            batch.model_dump_json()
+        ))  # fmt: skip
+
+    def of(model: Any) -> list[Any]:
+        with Session(runtime.engine) as session:
+            return list(
+                session.exec(
+                    select(model).where(model.enrollment_id == enrollment.enrollment_id)
+                ).all()
+            )
+
+    # The later touchpoint write in the batch wins: one row, answered, with both times.
+    [touchpoint] = [t for t in of(TouchpointRecord) if t.key == "d3"]
+    assert touchpoint.status == TouchpointStatus.ANSWERED
+    assert touchpoint.answered_at == now
+    assert [(a.question_id, a.value) for a in of(Answer)] == [("chest_pain", "yes")]
+    assert [(o.indicator, o.value) for o in of(Observation)] == [("pain_score", 6)]
+    assert [(a.rule_id, a.tier, a.created_at) for a in of(Alert)] == [("chest-pain", "L3", now)]
+    assert sorted(p.points for p in of(PointsEntry)) == [5, 10]
+    with Session(runtime.engine) as session:
+        stored = session.get(Enrollment, enrollment.enrollment_id)
+        assert stored is not None
+        # Both credits in one transaction: the total counts the one added just before it.
+        assert stored.points == 15
+        assert stored.status == JourneyStatus.COMPLETED
+        assert stored.ended_at == now
