@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     sla.add_argument(
         "--histories", type=int, default=200, help="Tickets whose timers to break down."
     )
+    sla.add_argument(
+        "--max-cached",
+        type=int,
+        default=None,
+        help="The worker's workflow cache (default: SUIFANG_WORKER_MAX_CACHED_WORKFLOWS).",
+    )
 
     api = command("api", "Intake and ticket-create latency at a fixed request rate.")
     api.add_argument("--rate", type=float, default=20.0, help="Requests per second per kind.")

@@ -191,7 +191,7 @@ async def main(args: Any) -> str:
     async with Platform(keep=args.keep) as platform:
         runtime = platform.runtime
         assert runtime is not None
-        worker = platform.start_worker_process()
+        worker = platform.start_worker_process(max_cached_workflows=args.max_cached)
         patient_id = make_patient(runtime)
         # Tickets open at a steady pace, as they would over the hours before their timers
         # fall due: a burst would only measure how far behind it leaves the worker.
@@ -259,6 +259,8 @@ async def main(args: Any) -> str:
             "start_skew_p99_ms": describe_latencies(parts["start_skew"])["p99_ms"],
             "dispatch_p99_ms": describe_latencies(parts["dispatch"])["p99_ms"],
             "opening_overlapped_window": early_start,
+            "worker_max_cached": args.max_cached
+            or platform.runtime.settings.worker_max_cached_workflows,
             "worker_rss_mb": worker_rss / 2**20,
             "load1": machine()["load1"],
         },

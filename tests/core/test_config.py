@@ -45,6 +45,16 @@ def test_environment_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) 
         ),
         ("SUIFANG_TEMPORAL_ADDRESS", "localhost", "SUIFANG_TEMPORAL_ADDRESS: expected host:port"),
         (
+            "SUIFANG_WORKER_MAX_CACHED_WORKFLOWS",
+            "-5",
+            "SUIFANG_WORKER_MAX_CACHED_WORKFLOWS: Input should be greater than or equal to 0",
+        ),
+        (
+            "SUIFANG_TEMPORAL_CONNECT_WAIT",
+            "soon",
+            "SUIFANG_TEMPORAL_CONNECT_WAIT: Input should be a valid number",
+        ),
+        (
             "SUIFANG_TIMEZONE",
             "Mars/Olympus",
             "SUIFANG_TIMEZONE: unknown IANA timezone 'Mars/Olympus'",
