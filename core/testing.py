@@ -180,6 +180,7 @@ async def _session_worker(
         # Each test brings its own database; size the worker for the pool every file
         # database gets (build_worker would ask a runtime that does not exist yet).
         max_concurrent_activities=(POOL_SIZE + POOL_MAX_OVERFLOW) // 2,
+        max_cached_workflows=Settings.model_fields["worker_max_cached_workflows"].default,
     )
     async with worker:
         yield current, task_queue

@@ -74,7 +74,8 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     """A worker for ``runtime`` (tests pass a random task queue)."""
-    options.setdefault("max_cached_workflows", runtime.settings.worker_max_cached_workflows)
+    if "max_cached_workflows" not in options:
+        options["max_cached_workflows"] = runtime.settings.worker_max_cached_workflows
     capacity = None if "max_concurrent_activities" in options else pool_capacity(runtime.engine)
     if capacity is not None:
         # Activities use the database synchronously from the event loop: more of them in
