@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         "",
         description="SQLAlchemy URL of the app database; default: SQLite in the data directory.",
     )
+    database_statement_timeout: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "PostgreSQL: seconds a statement may run or wait for a lock before it is cancelled "
+            "(the API answers 503, an activity retries); 0 = no limit."
+        ),
+    )
     temporal_address: str = Field(
         "127.0.0.1:7233", description="host:port of the Temporal frontend."
     )

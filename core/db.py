@@ -93,8 +93,13 @@ def pool_capacity(engine: Engine) -> int | None:
     return None
 
 
-def create_db_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for ``url`` with the pragmas and pooling that URL's database needs."""
+def create_db_engine(url: str, *, echo: bool = False, statement_timeout: float = 30.0) -> Engine:
+    """An engine for ``url`` with the pragmas and pooling that URL's database needs.
+
+    On PostgreSQL every statement is cancelled after ``statement_timeout`` seconds (0: never):
+    a statement stuck behind a lock would otherwise hold a request, and with it the event
+    loop that runs the request, for as long as the lock is held.
+    """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
@@ -116,14 +121,20 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         # Fail fast when the server is down instead of hanging a request (the URL may say
         # otherwise: ?connect_timeout=N); keepalives notice a server that vanished while a
         # pooled connection sat idle.
-        defaults = {
+        defaults: dict[str, Any] = {
             "connect_timeout": 5,
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
             "keepalives_count": 3,
         }
-        kwargs["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
+        connect_args = {k: v for k, v in defaults.items() if k not in parsed.query}
+        options = str(parsed.query.get("options", ""))
+        if statement_timeout > 0 and "statement_timeout" not in options:
+            # Added to the URL's own options (a search_path, say), which it would replace.
+            timeout = f"-c statement_timeout={round(statement_timeout * 1000)}"
+            connect_args["options"] = f"{options} {timeout}".strip()
+        kwargs["connect_args"] = connect_args
     return create_engine(parsed, **kwargs)
 
 

@@ -39,7 +39,9 @@ class Runtime:
         configure_keyring(keyring_from_settings(settings))
         return cls(
             settings=settings,
-            engine=create_db_engine(settings.database_url),
+            engine=create_db_engine(
+                settings.database_url, statement_timeout=settings.database_statement_timeout
+            ),
             plugins=plugins or Plugins.load(disabled=settings.disabled_plugins),
         )
 

@@ -23,6 +23,8 @@ __all__ = ["error_body", "install_error_handlers"]
 
 log = logging.getLogger("suifang.api")
 
+QUERY_CANCELED = "57014"
+"""PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout``."""
 _STATUS = {NotFoundError: 404, ValidationFailed: 422, ConfigurationError: 422, StartupError: 503}
 
 
@@ -67,6 +69,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "error")
+        if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+            return JSONResponse(
+                status_code=503,
+                content=error_body(
+                    "database_timeout",
+                    "the database did not answer within SUIFANG_DATABASE_STATEMENT_TIMEOUT; "
+                    "retry shortly",
+                ),
+                headers={"Retry-After": "5"},
+            )
         return JSONResponse(
             status_code=503,
             content=error_body(

@@ -42,7 +42,8 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 
 engine = context.config.attributes.get("engine")
 if engine is None:
-    engine = create_db_engine(load_settings().database_url)
+    # A migration may rewrite a large table: no statement timeout for it.
+    engine = create_db_engine(load_settings().database_url, statement_timeout=0)
 with engine.connect() as conn:
     _run(conn)
     conn.commit()

@@ -50,6 +50,11 @@ def test_environment_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) 
             "SUIFANG_WORKER_MAX_CACHED_WORKFLOWS: Input should be greater than or equal to 0",
         ),
         (
+            "SUIFANG_DATABASE_STATEMENT_TIMEOUT",
+            "-1",
+            "SUIFANG_DATABASE_STATEMENT_TIMEOUT: Input should be greater than or equal to 0",
+        ),
+        (
             "SUIFANG_TEMPORAL_CONNECT_WAIT",
             "soon",
             "SUIFANG_TEMPORAL_CONNECT_WAIT: Input should be a valid number",

@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, Literal
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowExecutionStatus
@@ -28,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from suifang.core.api import create_app
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import DeliveryReceipt, OutboundMessage
+from suifang.core.db import create_db_engine
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import DeliveryAttempt, Enrollment, Message, TouchpointRecord
 from suifang.core.pathways import PathwayTemplate
@@ -139,6 +142,12 @@ def db_url(postgres_url: str, relay: DatabaseRelay) -> str:
 
 @pytest.fixture
 async def api(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    async with _api(runtime) as client_and_auth:
+        yield client_and_auth
+
+
+@contextlib.asynccontextmanager
+async def _api(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     with Session(runtime.engine) as session:
         user = create_user(session, username="ops", display_name="ops", role=Role.ADMIN)
         token, _ = issue_token(session, user, name="faults")
@@ -199,6 +208,33 @@ async def test_the_api_answers_503_while_the_database_is_down_and_recovers_by_it
     assert listed.status_code == 200, listed.text
     health = await answer(client, "GET", "/healthz")
     assert health.json()["database"] == {"ok": True, "detail": None}
+
+
+async def test_a_statement_stuck_behind_a_lock_is_cancelled_and_answered_503(
+    runtime: Runtime,
+) -> None:
+    """A request waiting on a lock someone holds (a long migration, a stuck report) gives up
+    after SUIFANG_DATABASE_STATEMENT_TIMEOUT instead of holding the event loop until then."""
+    runtime.engine.dispose()
+    runtime.engine = create_db_engine(runtime.settings.database_url, statement_timeout=1)
+    locker = create_db_engine(runtime.settings.database_url, statement_timeout=0)
+    try:
+        async with _api(runtime) as (client, auth):
+            with locker.connect() as holder:
+                holder.execute(text("LOCK TABLE enrollment IN ACCESS EXCLUSIVE MODE"))
+                started = time.monotonic()
+                response = await answer(client, "GET", "/journeys", headers=auth)
+                waited = time.monotonic() - started
+                holder.rollback()  # the lock is gone
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "database_timeout"
+            assert "SUIFANG_DATABASE_STATEMENT_TIMEOUT" in response.json()["error"]["message"]
+            assert response.headers["retry-after"] == "5"
+            assert waited < 10  # the timeout ended the wait, not the lock's holder
+            listed = await answer(client, "GET", "/journeys", headers=auth)
+            assert listed.status_code == 200, listed.text
+    finally:
+        locker.dispose()
 
 
 class RecordingOutbox(OutboxChannel):
