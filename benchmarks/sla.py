@@ -259,8 +259,11 @@ async def main(args: Any) -> str:
             "start_skew_p99_ms": describe_latencies(parts["start_skew"])["p99_ms"],
             "dispatch_p99_ms": describe_latencies(parts["dispatch"])["p99_ms"],
             "opening_overlapped_window": early_start,
-            "worker_max_cached": args.max_cached
-            or platform.runtime.settings.worker_max_cached_workflows,
+            "worker_max_cached": (
+                runtime.settings.worker_max_cached_workflows
+                if args.max_cached is None
+                else args.max_cached
+            ),
             "worker_rss_mb": worker_rss / 2**20,
             "load1": machine()["load1"],
         },

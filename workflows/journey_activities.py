@@ -419,7 +419,7 @@ class JourneyActivities:
         session.add_all(rows)
         return True
 
-    def _commit_once(self, write: Any, record: Any) -> bool:
+    def _commit_once(self, write: Callable[[Session, Any], bool], record: Any) -> bool:
         """One record in its own transaction; False if it was (or concurrently got) recorded."""
         with Session(self.runtime.engine) as session:
             if not write(session, record):
