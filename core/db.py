@@ -14,7 +14,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, event, text
+from sqlalchemy import DateTime, Engine, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import QueuePool, StaticPool
@@ -25,6 +26,7 @@ __all__ = [
     "UTCDateTime",
     "check_database",
     "create_db_engine",
+    "insert_for",
     "migrate",
     "pool_capacity",
     "session_scope",
@@ -136,6 +138,19 @@ def create_db_engine(url: str, *, echo: bool = False, statement_timeout: float =
             connect_args["options"] = f"{options} {timeout}".strip()
         kwargs["connect_args"] = connect_args
     return create_engine(parsed, **kwargs)
+
+
+def insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for ``table`` that takes ON CONFLICT clauses, in the named dialect's flavour.
+
+    SQLite and PostgreSQL spell ``INSERT … ON CONFLICT (…) DO NOTHING / DO UPDATE`` the same
+    way and SQLAlchemy gives both the same API; only the construct comes from the dialect.
+    """
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no ON CONFLICT insert for the {dialect} dialect")
 
 
 @contextlib.contextmanager

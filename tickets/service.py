@@ -255,7 +255,7 @@ def _setup(
 
 async def open_ticket(runtime: Runtime, data: TicketIn, *, actor: str = "api") -> TicketSummary:
     """Classify the text (L1 triage), create the ticket and start its workflow."""
-    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
+    from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
@@ -287,7 +287,7 @@ async def open_ticket(runtime: Runtime, data: TicketIn, *, actor: str = "api") -
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
             await client.start_workflow(
                 FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup),
+                TicketInput(setup=start.setup, revision=TICKET_REVISION),
                 id=start.workflow_id,
                 task_queue=runtime.settings.task_queue,
             )
@@ -381,7 +381,12 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
     from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDReusePolicy
 
-    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput, TicketResult
+    from suifang.workflows.ticket import (
+        TICKET_REVISION,
+        FeedbackTicketWorkflow,
+        TicketInput,
+        TicketResult,
+    )
 
     client = await runtime.client()
     handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, ticket.workflow_id)
@@ -404,7 +409,12 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
         )
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
-        TicketInput(setup=previous.setup, state=previous.state, first_event=event),
+        TicketInput(
+            setup=previous.setup,
+            state=previous.state,
+            first_event=event,
+            revision=TICKET_REVISION,
+        ),
         id=ticket.workflow_id,
         task_queue=runtime.settings.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from suifang.core.channel_directory import ChannelDirectory
@@ -99,6 +99,7 @@ def _address(session: Session, patient: Patient, channel: Channel) -> str | None
 def _record_attempt(
     session: Session,
     message: Message,
+    attempts: list[DeliveryAttempt],
     channel: str,
     outcome: str,
     *,
@@ -106,27 +107,24 @@ def _record_attempt(
     receipt: DeliveryReceipt | None = None,
     commit: bool = True,
 ) -> None:
-    attempt = (
-        session.exec(
-            select(func.count())
-            .select_from(DeliveryAttempt)
-            .where(DeliveryAttempt.message_id == message.id)
-        ).one()
-        + 1
+    """Add the next attempt to ``attempts`` (every attempt of ``message``, oldest first).
+
+    Attempts are numbered under a unique constraint with the message: two activity attempts
+    racing on one message cannot both record attempt n, the loser's commit fails and it retries.
+    """
+    attempt = DeliveryAttempt(
+        message_id=message.id,  # type: ignore[arg-type]
+        attempt=len(attempts) + 1,
+        channel=channel,
+        outcome=outcome,
+        error=error[:256] if error else None,
+        provider_message_id=receipt.provider_message_id if receipt else None,
+        cost=receipt.cost if receipt else None,
+        currency=receipt.currency if receipt else None,
+        detail=receipt.detail if receipt else {},
     )
-    session.add(
-        DeliveryAttempt(
-            message_id=message.id,  # type: ignore[arg-type]
-            attempt=attempt,
-            channel=channel,
-            outcome=outcome,
-            error=error[:256] if error else None,
-            provider_message_id=receipt.provider_message_id if receipt else None,
-            cost=receipt.cost if receipt else None,
-            currency=receipt.currency if receipt else None,
-            detail=receipt.detail if receipt else {},
-        )
-    )
+    attempts.append(attempt)
+    session.add(attempt)
     if commit:
         session.commit()
 
@@ -145,11 +143,13 @@ async def deliver(
     *,
     now: dt.datetime | None = None,
     channel_timeout: float = 30.0,
+    patient: Patient | None = None,
 ) -> SendOutcome:
     """Send ``request`` over the first channel of the cascade that accepts it (idempotent).
 
     ``now`` stamps the message (activities pass the time Temporal scheduled them, so a
-    journey's records follow the workflow's clock).
+    journey's records follow the workflow's clock). ``patient`` is the request's patient if
+    the caller has just loaded it (read only: consent, channel preferences, addresses).
     """
     with Session(engine, expire_on_commit=False) as session:
         message = session.exec(
@@ -157,9 +157,12 @@ async def deliver(
         ).first()
         if message is not None and message.status in _DONE:
             return SendOutcome(delivered=True, channel=message.channel, message_id=message.id)
-        patient = session.get(Patient, request.patient_id)
+        if patient is None or patient.id != request.patient_id:
+            patient = session.get(Patient, request.patient_id)
         if patient is None:
             raise ConfigurationError(f"patient {request.patient_id} does not exist")
+        attempts: list[DeliveryAttempt] = []
+        created = message is None
         if message is None:
             message = Message(
                 idempotency_key=request.idempotency_key,
@@ -180,25 +183,26 @@ async def deliver(
             session.add(message)
             session.commit()
             return SendOutcome(delivered=False, message_id=message.id, suppressed="do_not_contact")
-
-        attempts = list(
-            session.exec(
-                select(DeliveryAttempt).where(DeliveryAttempt.message_id == message.id)
-            ).all()
-        )
+        if not created:
+            # An earlier attempt of this activity wrote the message: what it tried counts.
+            attempts = list(
+                session.exec(
+                    select(DeliveryAttempt).where(DeliveryAttempt.message_id == message.id)
+                ).all()
+            )
         for name in cascade_for(patient, request.channels):
             if _exhausted(attempts, name):
                 continue
             channel = directory.get(name)
             if channel is None:
                 _record_attempt(
-                    session, message, name, "unavailable", error=directory.problem(name)
+                    session, message, attempts, name, "unavailable", error=directory.problem(name)
                 )
                 continue
             address = _address(session, patient, channel)
             if address is None:
                 _record_attempt(
-                    session, message, name, "no_address", error="patient has no address"
+                    session, message, attempts, name, "no_address", error="patient has no address"
                 )
                 continue
             outbound = OutboundMessage(
@@ -223,28 +227,35 @@ async def deliver(
                 )
                 receipt = DeliveryReceipt.model_validate(receipt)
             except PermanentChannelError as exc:
-                _record_attempt(session, message, name, "permanent_error", error=str(exc))
+                _record_attempt(session, message, attempts, name, "permanent_error", error=str(exc))
                 continue
             except (TransientChannelError, TimeoutError) as exc:
                 reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
-                _record_attempt(session, message, name, "transient_error", error=reason)
-                transient_so_far = sum(
+                _record_attempt(session, message, attempts, name, "transient_error", error=reason)
+                transient = sum(
                     a.outcome == "transient_error" for a in attempts if a.channel == name
                 )
-                if transient_so_far + 1 < TRANSIENT_ATTEMPTS_PER_CHANNEL:
+                if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL:
                     raise RetryableDelivery(f"channel {name!r}: {reason}") from None
                 continue
             except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey
                 # Record the incident and move on to the next channel.
                 log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
                 _record_attempt(
-                    session, message, name, "incident", error=f"{type(exc).__name__}: {exc}"[:256]
+                    session,
+                    message,
+                    attempts,
+                    name,
+                    "incident",
+                    error=f"{type(exc).__name__}: {exc}"[:256],
                 )
                 continue
             # The accepted attempt and the message's new status are one commit: a worker
             # killed between two commits would leave an accepted attempt on a message still
             # pending, and the retried activity would send it again.
-            _record_attempt(session, message, name, "accepted", receipt=receipt, commit=False)
+            _record_attempt(
+                session, message, attempts, name, "accepted", receipt=receipt, commit=False
+            )
             message.status = "delivered" if receipt.status == "delivered" else "accepted"
             message.channel = name
             message.provider_message_id = receipt.provider_message_id

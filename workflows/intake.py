@@ -28,7 +28,12 @@ from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
-from suifang.workflows.journey import JourneyInput, PatientJourneyWorkflow, journey_workflow_id
+from suifang.workflows.journey import (
+    JOURNEY_REVISION,
+    JourneyInput,
+    PatientJourneyWorkflow,
+    journey_workflow_id,
+)
 from suifang.workflows.journey_core import GreetingOccasion, JourneySetup, preview_schedule
 
 __all__ = [
@@ -409,7 +414,7 @@ async def start_journey(
         client = await runtime.client()
         handle = await client.start_workflow(
             PatientJourneyWorkflow.run,
-            JourneyInput(setup=setup),
+            JourneyInput(setup=setup, revision=JOURNEY_REVISION),
             id=enrollment.workflow_id,
             task_queue=runtime.settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

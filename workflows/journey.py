@@ -12,9 +12,7 @@ import contextlib
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
@@ -23,91 +21,55 @@ with workflow.unsafe.imports_passed_through():
     from suifang.tickets.service import TicketStart
     from suifang.workflows.journey_activities import (
         CALL_TASK_SUMMARY,
-        AlertInput,
-        AnswersInput,
         GreetingsInput,
         JourneyMessageInput,
         JourneyTicketInput,
-        ObservationsInput,
-        PointsInput,
-        RecordBatch,
-        RecordItem,
-        StatusInput,
-        TouchpointInput,
     )
     from suifang.workflows.journey_core import (
         AnswerEvent,
         ControlEvent,
-        CreditPoints,
         ExtendGreetings,
         Finish,
         GreetingBatch,
         JourneyCore,
         JourneyProgress,
-        JourneySetup,
-        JourneyState,
         ObservationEvent,
         OpenAlertTicket,
         OpenCallTask,
-        RaiseAlert,
-        RecordAnswers,
-        RecordObservation,
-        RecordTouchpoint,
         RescheduleEvent,
         SendAdvice,
         SendGreeting,
         SendOutcome,
         SendTouchpoint,
-        SetStatus,
         Wait,
     )
-    from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
+    from suifang.workflows.journey_inputs import (
+        JOURNEY_REVISION,
+        LOCAL_RECORD_OPTIONS,
+        LOCAL_RECORDS_PATCH,
+        RECORD_OPTIONS,
+        SEND_OPTIONS,
+        JourneyInput,
+        JourneyResult,
+        event_key,
+        journey_workflow_id,
+        record_input,
+    )
+    from suifang.workflows.journey_records import RecordBatch, RecordItem
+    from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
-__all__ = ["JourneyInput", "JourneyResult", "PatientJourneyWorkflow", "journey_workflow_id"]
-
-RECORD_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
-    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
-    "heartbeat_timeout": dt.timedelta(seconds=10),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-LOCAL_RECORD_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-LOCAL_RECORDS_PATCH = "local-record-activities"
-"""Journeys started with this marker write their records in batches, as local activities
-(see ``_write_batch``); older ones write each record as an ordinary activity."""
-SEND_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(minutes=2),
-    "heartbeat_timeout": dt.timedelta(seconds=15),
-    "retry_policy": RetryPolicy(
-        initial_interval=dt.timedelta(seconds=5),
-        maximum_interval=dt.timedelta(minutes=10),
-        non_retryable_error_types=["ConfigurationError"],
-    ),
-}
-
-
-def journey_workflow_id(enrollment_id: int, token: str) -> str:
-    """``journey-<enrollment>-<token>``: readable, and unique even across databases that share
-    a Temporal namespace (a restored backup, a second hospital, a test run)."""
-    return f"journey-{enrollment_id}-{token}"
-
-
-class JourneyInput(BaseModel):
-    setup: JourneySetup
-    state: JourneyState | None = None
-
-
-class JourneyResult(BaseModel):
-    status: JourneyStatus
-    reason: str | None
-    progress: JourneyProgress
-
+# Re-exported: starters and tests know the workflow's input and result by this module.
+__all__ = [
+    "JOURNEY_REVISION",
+    "LOCAL_RECORDS_PATCH",
+    "JourneyInput",
+    "JourneyResult",
+    "PatientJourneyWorkflow",
+    "journey_workflow_id",
+]
 
 _ENDED = (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED)
+_SENDS = (SendTouchpoint, SendGreeting, SendAdvice)
 
 
 @workflow.defn(name="PatientJourney")
@@ -116,6 +78,7 @@ class PatientJourneyWorkflow:
     def __init__(self, journey: JourneyInput) -> None:
         self.core = JourneyCore(journey.setup, journey.state)
         self._local_records = False
+        self._records_ride_sends = journey.revision >= 1
         self._batch: list[RecordItem] = []
         if journey.state is None:
             # "Due before enrollment" means before the journey was started, not before a
@@ -176,11 +139,15 @@ class PatientJourneyWorkflow:
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyResult:
         # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
-        self._local_records = workflow.patched(LOCAL_RECORDS_PATCH)
+        self._local_records = journey.revision >= 1 or workflow.patched(LOCAL_RECORDS_PATCH)
         while True:
             now = workflow.now()
             command = self.core.next_command(now)
-            record = self._record_input(command) if self._local_records else None
+            record = (
+                record_input(command, self.core.setup, workflow.info().workflow_id, workflow.now())
+                if self._local_records
+                else None
+            )
             if record is not None:
                 # The core needs nothing back from a record: it is done as far as the journey
                 # is concerned, and the write goes out with the rest of the batch before
@@ -189,7 +156,7 @@ class PatientJourneyWorkflow:
                 self.core.complete(command, None, now)
                 self._apply_inbox()
                 continue
-            if self._batch:
+            if self._batch and not (self._records_ride_sends and isinstance(command, _SENDS)):
                 await self._write_batch()
                 continue  # signals may have arrived meanwhile: ask the core again
             if isinstance(command, Finish):
@@ -206,7 +173,11 @@ class PatientJourneyWorkflow:
                     if not self.inbox:
                         self.core.compact()
                         workflow.continue_as_new(
-                            JourneyInput(setup=self.core.setup, state=self.core.state)
+                            JourneyInput(
+                                setup=self.core.setup,
+                                state=self.core.state,
+                                revision=JOURNEY_REVISION,
+                            )
                         )
                 timeout = (
                     None if command.until is None else max(command.until - now, dt.timedelta(0))
@@ -228,7 +199,7 @@ class PatientJourneyWorkflow:
         )
         await workflow.start_child_workflow(
             FeedbackTicketWorkflow.run,
-            TicketInput(setup=start.setup),
+            TicketInput(setup=start.setup, revision=TICKET_REVISION),
             id=start.workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
         )
@@ -239,7 +210,7 @@ class PatientJourneyWorkflow:
             self.core.handle(self.inbox.pop(0), workflow.now())
 
     def _event_key(self, seq: int) -> str:
-        return f"{workflow.info().workflow_id}:{seq}"
+        return event_key(workflow.info().workflow_id, seq)
 
     async def _write_batch(self) -> None:
         """Write the records made since the last send or wait, as one local activity.
@@ -248,93 +219,15 @@ class PatientJourneyWorkflow:
         through the server — and one batch is one transaction: what a touchpoint's answer
         leaves behind (answers, touchpoint status, alerts, points, the journey's status) costs
         one write, not one each. Sends stay ordinary activities: they wait on providers,
-        heartbeat, and retry for minutes.
+        heartbeat, and retry for minutes. From revision 1 a batch that a send follows goes
+        with the send (written before it sends), saving the local activity and its marker.
         """
-        batch, self._batch = RecordBatch(items=self._batch), []
+        batch = RecordBatch(items=self._take_batch())
         await workflow.execute_local_activity("record_batch", batch, **LOCAL_RECORD_OPTIONS)
 
-    def _record_input(self, command: Any) -> tuple[str, RecordItem] | None:
-        """(activity, input) of a bookkeeping command; None for anything else."""
-        setup = self.core.setup
-        ids = {"enrollment_id": setup.enrollment_id, "patient_id": setup.patient_id}
-        if isinstance(command, RecordTouchpoint):
-            return (
-                "record_touchpoint",
-                TouchpointInput(
-                    enrollment_id=setup.enrollment_id,
-                    key=command.key,
-                    touchpoint_id=command.touchpoint_id,
-                    day=command.day,
-                    status=command.status,
-                    due_at=command.due_at,
-                    at=command.at,
-                    detail=command.detail,
-                ),
-            )
-        if isinstance(command, RecordAnswers):
-            return (
-                "record_answers",
-                AnswersInput(
-                    event_key=self._event_key(command.seq),
-                    touchpoint_key=command.key,
-                    answers=command.answers,
-                    invalid=command.invalid,
-                    observations=list(command.observations),
-                    text=command.text,
-                    at=command.at,
-                    late=command.late,
-                    channel=command.channel,
-                    source=command.source,
-                    **ids,
-                ),
-            )
-        if isinstance(command, RecordObservation):
-            return (
-                "record_observations",
-                ObservationsInput(
-                    event_key=self._event_key(command.seq),
-                    observations=list(command.observations),
-                    at=command.at,
-                    source=command.source,
-                    **ids,
-                ),
-            )
-        if isinstance(command, RaiseAlert):
-            alert = AlertInput(
-                event_key=self._event_key(command.seq),
-                rule_id=command.rule_id,
-                touchpoint_key=command.key,
-                tier=command.tier,
-                priority=command.priority,
-                category=command.category,
-                summary=command.summary,
-                evidence=command.evidence,
-                at=workflow.now(),
-                **ids,
-            )
-            # The alert's id is not needed: its ticket finds it by event key.
-            return ("raise_alert", alert)
-        if isinstance(command, CreditPoints):
-            return (
-                "credit_points",
-                PointsInput(
-                    event_key=self._event_key(command.seq),
-                    touchpoint_key=command.key,
-                    points=command.points,
-                    **ids,
-                ),
-            )
-        if isinstance(command, SetStatus):
-            return (
-                "set_journey_status",
-                StatusInput(
-                    enrollment_id=setup.enrollment_id,
-                    status=command.status,
-                    reason=command.reason,
-                    at=command.at,
-                ),
-            )
-        return None
+    def _take_batch(self) -> list[RecordItem]:
+        batch, self._batch = self._batch, []
+        return batch
 
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
@@ -355,6 +248,7 @@ class PatientJourneyWorkflow:
                     reminder=command.reminder,
                     channels=planned.channels,
                     window=setup.plan.send_window,
+                    records=self._take_batch(),
                     **ids,
                 ),
                 result_type=SendOutcome,
@@ -369,6 +263,7 @@ class PatientJourneyWorkflow:
                     greeting=command.occasion,
                     channels=setup.plan.touchpoints[0].channels,
                     window=setup.plan.send_window,
+                    records=self._take_batch(),
                     **ids,
                 ),
                 result_type=SendOutcome,
@@ -384,12 +279,13 @@ class PatientJourneyWorkflow:
                     message=command.advice,
                     channels=setup.plan.touchpoints[0].channels,
                     respect_quiet_hours=False,
+                    records=self._take_batch(),
                     **ids,
                 ),
                 result_type=SendOutcome,
                 **SEND_OPTIONS,
             )
-        record = self._record_input(command)
+        record = record_input(command, self.core.setup, workflow.info().workflow_id, workflow.now())
         if record is not None:
             # Journeys started before batching: one ordinary activity per record.
             activity_name, argument = record

@@ -57,7 +57,13 @@ LOCAL_SAVE_OPTIONS: dict[str, Any] = {
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
 LOCAL_SAVE_PATCH = "local-ticket-sync"
-"""Tickets started with this marker save to the read model as a local activity (see ``_save``)."""
+"""Tickets of revision 0 started with this marker save to the read model as a local activity
+(see ``_save``)."""
+TICKET_REVISION = 1
+"""The revision new ticket runs start with (``TicketInput.revision``, docs/workflow-changes.md):
+0 — started before revisions: the ``local-ticket-sync`` patch marker says whether the read
+model is saved by a local activity; 1 — it is, without asking the patch (a marker and a
+visibility update fewer for every run)."""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -72,6 +78,9 @@ class TicketInput(BaseModel):
     state: TicketState | None = None
     first_event: ActorAction | PatientEvent | None = None
     """For a closed ticket started again: the reopen or patient event that restarts it."""
+    revision: int = 0
+    """The workflow code revision the run was started under; runs from before revisions have
+    none (0). Starters pass ``TICKET_REVISION``."""
 
 
 class TicketResult(BaseModel):
@@ -124,7 +133,7 @@ class FeedbackTicketWorkflow:
     @workflow.run
     async def run(self, ticket: TicketInput) -> TicketResult:
         # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
-        self._local_save = workflow.patched(LOCAL_SAVE_PATCH)
+        self._local_save = ticket.revision >= 1 or workflow.patched(LOCAL_SAVE_PATCH)
         while True:
             now = workflow.now()
             command = self.core.next_command(now)
@@ -234,7 +243,7 @@ class FeedbackTicketWorkflow:
             )
             await workflow.start_child_workflow(
                 FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup),
+                TicketInput(setup=start.setup, revision=TICKET_REVISION),
                 id=start.workflow_id,
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )

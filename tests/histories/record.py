@@ -61,7 +61,7 @@ from suifang.tickets.service import (
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, ControlEvent
-from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
+from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.worker import build_worker
 
 HISTORIES = Path(__file__).resolve().parent
@@ -254,7 +254,7 @@ class Recorder:
             )
         handle = await self.env.client.start_workflow(
             FeedbackTicketWorkflow.run,
-            TicketInput(setup=start.setup),
+            TicketInput(setup=start.setup, revision=TICKET_REVISION),
             id=start.workflow_id,
             task_queue=self.runtime.settings.task_queue,
         )

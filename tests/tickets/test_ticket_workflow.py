@@ -22,7 +22,7 @@ from suifang.core.security.auth import create_user, issue_token
 from suifang.core.triage import TriageResult
 from suifang.tickets.calendar import BusinessCalendar
 from suifang.tickets.service import build_ticket, sla_policy
-from suifang.workflows.ticket import FeedbackTicketWorkflow, TicketInput
+from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -258,7 +258,7 @@ async def _start_with_policy(
     setup = start.setup.model_copy(update={"policy": policy})
     handle = await env.client.start_workflow(
         FeedbackTicketWorkflow.run,
-        TicketInput(setup=setup),
+        TicketInput(setup=setup, revision=TICKET_REVISION),
         id=start.workflow_id,
         task_queue=runtime.settings.task_queue,
     )

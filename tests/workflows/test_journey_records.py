@@ -21,16 +21,16 @@ from suifang.core.models import (
 from suifang.core.pathways import LocalizedText
 from suifang.core.runtime import Runtime
 from suifang.workflows.intake import register_discharge
-from suifang.workflows.journey_activities import (
+from suifang.workflows.journey_activities import JourneyActivities
+from suifang.workflows.journey_core import ObservationValue
+from suifang.workflows.journey_records import (
     AlertInput,
     AnswersInput,
-    JourneyActivities,
     PointsInput,
     RecordBatch,
     StatusInput,
     TouchpointInput,
 )
-from suifang.workflows.journey_core import ObservationValue
 from tests.workflows.test_journey_workflow import discharge
 
 

@@ -135,6 +135,25 @@ def _patches(history: WorkflowHistory) -> set[str]:
     }
 
 
+def _sends_without_a_batch_first(history: WorkflowHistory) -> bool:
+    """Every send follows something other than a local activity (its records went with it)."""
+    previous_command = None
+    sends = 0
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attributes = event.activity_task_scheduled_event_attributes
+            if attributes.activity_type.name == "send_journey_message":
+                sends += 1
+                if previous_command == "core_local_activity":
+                    return False
+            previous_command = "activity"
+        elif event.HasField("marker_recorded_event_attributes"):
+            previous_command = event.marker_recorded_event_attributes.marker_name
+        elif event.HasField("timer_started_event_attributes"):
+            previous_command = "timer"
+    return sends > 0
+
+
 def _signals(history: WorkflowHistory) -> set[str]:
     return {
         e.workflow_execution_signaled_event_attributes.signal_name
@@ -166,6 +185,12 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
         "records batched into local activities (patch local-record-activities)": lambda h: (
             LOCAL_RECORDS_PATCH in _patches(h) and "record_batch" in _local_activities(h)
         ),
+        "revision 1: batched records without a patch marker, the records before a send sent "
+        "with it": lambda h: (
+            not _patches(h)
+            and "record_batch" in _local_activities(h)
+            and _sends_without_a_batch_first(h)
+        ),
         "a journey nobody answered (a call task opened)": lambda h: (
             "answer" not in _signals(h) and "prepare_journey_ticket" in _activities(h)
         ),
@@ -184,6 +209,9 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
         "an SLA notice to staff": lambda h: "notify_staff" in _activities(h),
         "the read model saved by a local activity (patch local-ticket-sync)": lambda h: (
             LOCAL_SAVE_PATCH in _patches(h) and "sync_ticket" in _local_activities(h)
+        ),
+        "revision 1: the read model saved by a local activity, no patch marker": lambda h: (
+            not _patches(h) and "sync_ticket" in _local_activities(h)
         ),
         "a child ticket (started by a journey)": lambda h: h.events[
             0

@@ -1,0 +1,194 @@
+"""What goes in and out of the journey workflow: its input and result, the revision new runs
+start with, activity options, and the record each bookkeeping command becomes.
+
+Kept out of ``workflows/journey.py`` on purpose: the workflow sandbox re-imports the workflow's
+own module for every journey a worker starts (compiling and executing it afresh), while this
+module, passed through, is imported once per worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.common import RetryPolicy
+
+from suifang.core.enums import JourneyStatus
+from suifang.workflows.journey_core import (
+    CreditPoints,
+    JourneyProgress,
+    JourneySetup,
+    JourneyState,
+    RaiseAlert,
+    RecordAnswers,
+    RecordObservation,
+    RecordTouchpoint,
+    SetStatus,
+)
+from suifang.workflows.journey_records import (
+    AlertInput,
+    AnswersInput,
+    ObservationsInput,
+    PointsInput,
+    RecordItem,
+    StatusInput,
+    TouchpointInput,
+)
+
+__all__ = [
+    "JOURNEY_REVISION",
+    "LOCAL_RECORDS_PATCH",
+    "LOCAL_RECORD_OPTIONS",
+    "RECORD_OPTIONS",
+    "SEND_OPTIONS",
+    "JourneyInput",
+    "JourneyResult",
+    "event_key",
+    "journey_workflow_id",
+    "record_input",
+]
+
+RECORD_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
+    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
+    "heartbeat_timeout": dt.timedelta(seconds=10),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+LOCAL_RECORD_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+LOCAL_RECORDS_PATCH = "local-record-activities"
+"""Journeys of revision 0 started with this marker write their records in batches, as local
+activities (see ``_write_batch``); older ones write each record as an ordinary activity."""
+JOURNEY_REVISION = 1
+"""The revision new journeys start with (``JourneyInput.revision``, docs/workflow-changes.md):
+
+- 0 — started before revisions: the ``local-record-activities`` patch marker says whether the
+  run batches its records into local activities;
+- 1 — records are batched into local activities (no patch marker asked: each one costs every
+  new run a marker and a visibility update), and the records made before a send are written
+  by the send itself instead of a local activity of their own.
+"""
+SEND_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(minutes=2),
+    "heartbeat_timeout": dt.timedelta(seconds=15),
+    "retry_policy": RetryPolicy(
+        initial_interval=dt.timedelta(seconds=5),
+        maximum_interval=dt.timedelta(minutes=10),
+        non_retryable_error_types=["ConfigurationError"],
+    ),
+}
+
+
+def journey_workflow_id(enrollment_id: int, token: str) -> str:
+    """``journey-<enrollment>-<token>``: readable, and unique even across databases that share
+    a Temporal namespace (a restored backup, a second hospital, a test run)."""
+    return f"journey-{enrollment_id}-{token}"
+
+
+class JourneyInput(BaseModel):
+    setup: JourneySetup
+    state: JourneyState | None = None
+    revision: int = 0
+    """The workflow code revision the run was started under; runs from before revisions have
+    none (0). Starters pass ``JOURNEY_REVISION``."""
+
+
+class JourneyResult(BaseModel):
+    status: JourneyStatus
+    reason: str | None
+    progress: JourneyProgress
+
+
+def event_key(workflow_id: str, seq: int) -> str:
+    """The key a command's writes are unique by: the run's workflow id and the command's seq."""
+    return f"{workflow_id}:{seq}"
+
+
+def record_input(
+    command: Any, setup: JourneySetup, workflow_id: str, now: dt.datetime
+) -> tuple[str, RecordItem] | None:
+    """(activity, input) of a bookkeeping command of the run ``workflow_id``; None for anything
+    else. ``now`` is the workflow's clock (when an alert was raised)."""
+    ids = {"enrollment_id": setup.enrollment_id, "patient_id": setup.patient_id}
+    if isinstance(command, RecordTouchpoint):
+        return (
+            "record_touchpoint",
+            TouchpointInput(
+                enrollment_id=setup.enrollment_id,
+                key=command.key,
+                touchpoint_id=command.touchpoint_id,
+                day=command.day,
+                status=command.status,
+                due_at=command.due_at,
+                at=command.at,
+                detail=command.detail,
+            ),
+        )
+    if isinstance(command, RecordAnswers):
+        return (
+            "record_answers",
+            AnswersInput(
+                event_key=event_key(workflow_id, command.seq),
+                touchpoint_key=command.key,
+                answers=command.answers,
+                invalid=command.invalid,
+                observations=list(command.observations),
+                text=command.text,
+                at=command.at,
+                late=command.late,
+                channel=command.channel,
+                source=command.source,
+                **ids,
+            ),
+        )
+    if isinstance(command, RecordObservation):
+        return (
+            "record_observations",
+            ObservationsInput(
+                event_key=event_key(workflow_id, command.seq),
+                observations=list(command.observations),
+                at=command.at,
+                source=command.source,
+                **ids,
+            ),
+        )
+    if isinstance(command, RaiseAlert):
+        alert = AlertInput(
+            event_key=event_key(workflow_id, command.seq),
+            rule_id=command.rule_id,
+            touchpoint_key=command.key,
+            tier=command.tier,
+            priority=command.priority,
+            category=command.category,
+            summary=command.summary,
+            evidence=command.evidence,
+            at=now,
+            **ids,
+        )
+        # The alert's id is not needed: its ticket finds it by event key.
+        return ("raise_alert", alert)
+    if isinstance(command, CreditPoints):
+        return (
+            "credit_points",
+            PointsInput(
+                event_key=event_key(workflow_id, command.seq),
+                touchpoint_key=command.key,
+                points=command.points,
+                **ids,
+            ),
+        )
+    if isinstance(command, SetStatus):
+        return (
+            "set_journey_status",
+            StatusInput(
+                enrollment_id=setup.enrollment_id,
+                status=command.status,
+                reason=command.reason,
+                at=command.at,
+            ),
+        )
+    return None
