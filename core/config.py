@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API reads (413 beyond it)."
     )
+    worker_workflow_sandbox: bool = Field(
+        False,
+        description=(
+            "Run workflow code in Temporal's sandbox, which re-imports each workflow's module "
+            "for every run and proxies its imports. Off by default: it costs about a quarter of "
+            "journey throughput (docs/benchmarks.md) and guards only the thin workflow shells "
+            "(the journey and ticket cores are passed through it); the test suite and the "
+            "replay test run every workflow sandboxed instead."
+        ),
+    )
     telemetry_exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint, e.g. http://collector:4318"

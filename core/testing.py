@@ -30,6 +30,7 @@ from sqlmodel import Session
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
@@ -181,6 +182,9 @@ async def _session_worker(
         # database gets (build_worker would ask a runtime that does not exist yet).
         max_concurrent_activities=(POOL_SIZE + POOL_MAX_OVERFLOW) // 2,
         max_cached_workflows=Settings.model_fields["worker_max_cached_workflows"].default,
+        # Sandboxed here whatever production runs: a workflow shell that calls what workflow
+        # code must not (the clock, I/O) fails its test.
+        workflow_runner=SandboxedWorkflowRunner(),
     )
     async with worker:
         yield current, task_queue

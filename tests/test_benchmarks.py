@@ -37,9 +37,11 @@ def test_throughput_runs_both_shapes_to_completion() -> None:
     result = bench("throughput", "--journeys", "4", "--warmup", "1", "--concurrency", "4")
     assert result["suifang_completed"] == result["baseline_completed"] == "4"
     assert float(result["ratio"]) > 0
-    # The shapes are not the same: suifang also records what each touchpoint did.
+    # The shapes are not the same: suifang also records what each touchpoint did. Records made
+    # before a send go with the send; the rest (at least the last answer's, before the journey
+    # completes) are written by local activities, never by ordinary ones.
     assert int(result["suifang_activities_per_journey"]) == 4  # one send per touchpoint
-    assert int(result["suifang_local_activities_per_journey"]) >= 4
+    assert 1 <= int(result["suifang_local_activities_per_journey"]) <= 4
 
 
 def test_sla_timers_never_fire_early() -> None:

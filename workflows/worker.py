@@ -12,6 +12,7 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
+    UnsandboxedWorkflowRunner,
     Worker,
 )
 
@@ -76,6 +77,10 @@ def build_worker(
     """A worker for ``runtime`` (tests pass a random task queue)."""
     if "max_cached_workflows" not in options:
         options["max_cached_workflows"] = runtime.settings.worker_max_cached_workflows
+    if "workflow_runner" not in options and not runtime.settings.worker_workflow_sandbox:
+        # Determinism is checked where it is cheap: the replay test and the test suite run
+        # every workflow sandboxed (see SUIFANG_WORKER_WORKFLOW_SANDBOX).
+        options["workflow_runner"] = UnsandboxedWorkflowRunner()
     capacity = None if "max_concurrent_activities" in options else pool_capacity(runtime.engine)
     if capacity is not None:
         # Activities use the database synchronously from the event loop: more of them in

@@ -292,15 +292,15 @@ async def test_journey_activities_retry_through_an_outage_and_nothing_is_lost_or
     await env.sleep(progress.next_due_at - start - dt.timedelta(minutes=1))
 
     relay.cut("refusing")
-    # The touchpoint falls due in the outage. Its records are local activities: they retry
-    # inside the workflow task, which holds the test server's clock still, so the second
-    # past the due time passes in real time.
+    # The touchpoint falls due in the outage. Its records go with its send, an ordinary
+    # activity that writes them before it sends: its retries wait on server timers, which
+    # the test server fires as its clock is skipped ahead.
     await env.sleep(dt.timedelta(minutes=1, seconds=1))
     refused_at_due = relay.refused
-    for _ in range(200):  # real time: retries back off from one second
+    for _ in range(200):  # skipped time: retries back off from five seconds
         if relay.refused >= refused_at_due + 2:
             break
-        await asyncio.sleep(0.05)
+        await env.sleep(dt.timedelta(seconds=5))
     assert relay.refused >= refused_at_due + 2, (
         "the journey did not retry while the database was down"
     )
