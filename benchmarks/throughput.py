@@ -32,6 +32,7 @@ from sqlmodel import Session
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from suifang.core.channels import OutboundMessage
 from suifang.core.errors import ValidationFailed
@@ -322,6 +323,9 @@ async def main(args: Any) -> str:
             task_queue="baseline",
             workflows=[baseline.BaselineJourney],
             activities=[baseline.baseline_send],
+            # Whatever runner suifang's worker uses (unsandboxed unless
+            # SUIFANG_WORKER_WORKFLOW_SANDBOX is on): the ratio is suifang's own overhead.
+            workflow_runner=worker.config().get("workflow_runner") or SandboxedWorkflowRunner(),
         )
         phases: list[Phase] = []
         async with worker, bare_worker:
@@ -375,6 +379,7 @@ async def main(args: Any) -> str:
             "suifang_completed": sum(p.completed for p in ours),
             "baseline_completed": sum(p.completed for p in bare),
             "timer_floor_s": ours[0].timer_floor,
+            "workflow_sandbox": runtime.settings.worker_workflow_sandbox,
             "suifang_activities_per_journey": suifang_profile["activities"],
             "baseline_activities_per_journey": baseline_profile["activities"],
             "suifang_local_activities_per_journey": suifang_profile["local_activities"],
