@@ -14,6 +14,7 @@ created once in the data directory with owner-only permissions.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 KEY_FILE = "keys.json"
+PAYLOAD_KEY_INFO = b"suifang temporal payloads aes-256-gcm v1"
 
 
 def generate_key() -> str:
@@ -70,9 +75,26 @@ class Keyring:
         if len(self.blind_index_key) < 16:
             raise ConfigurationError("SUIFANG_BLIND_INDEX_KEY: must be at least 16 bytes")
 
-    @property
+    @functools.cached_property
     def fernet(self) -> MultiFernet:
+        # Cached: every encrypted column of every row read or written goes through it.
         return MultiFernet([Fernet(k) for k in self.encryption_keys])
+
+    @functools.cached_property
+    def payload_ciphers(self) -> tuple[tuple[bytes, AESGCM], ...]:
+        """(key id, AES-256-GCM) for Temporal payloads, one per encryption key, newest first.
+
+        Each key is derived from its Fernet key with HKDF-SHA256, so the two uses never share
+        key material; the id is a hash of the derived key, safe to store beside ciphertext.
+        """
+        ciphers = []
+        for key in self.encryption_keys:
+            derived = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=PAYLOAD_KEY_INFO
+            ).derive(base64.urlsafe_b64decode(key))
+            key_id = hashlib.sha256(derived).hexdigest()[:16].encode()
+            ciphers.append((key_id, AESGCM(derived)))
+        return tuple(ciphers)
 
     def encrypt(self, plaintext: str) -> str:
         return self.fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")

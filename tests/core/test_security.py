@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -13,12 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
@@ -33,6 +36,12 @@ from suifang.core.db import utcnow
 from suifang.core.models import ApiToken, AuditLog, Enrollment, Patient, Ticket, metadata
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import PERMISSIONS, Permission, Role, create_user, issue_token
+from suifang.core.security.codec import (
+    ENCODING,
+    FERNET_ENCODING,
+    PayloadEncryptionCodec,
+    UndecryptablePayload,
+)
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key, get_keyring
 from suifang.core.security.keys import rotate_encrypted_columns
 from suifang.core.telemetry import setup_tracing
@@ -424,3 +433,81 @@ def test_keys_rotate_without_losing_data(runtime: Runtime) -> None:
             assert (patient.id_number, patient.address) == (ID_NUMBER, ADDRESS)
     finally:
         configure_keyring(old)
+
+
+def _payload(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+async def test_temporal_payloads_are_sealed_and_keys_rotate_like_the_database_s() -> None:
+    old = Keyring((generate_key(),), b"b" * 32)
+    rotated = Keyring((generate_key(), *old.encryption_keys), old.blind_index_key)
+    [sealed] = await PayloadEncryptionCodec(old).encode([_payload(FREE_TEXT)])
+    assert sealed.metadata["encoding"] == ENCODING
+    assert FREE_TEXT.encode() not in sealed.data
+    # After rotation new payloads use the new key and old ones still open.
+    codec = PayloadEncryptionCodec(rotated)
+    [fresh] = await codec.encode([_payload(NAME)])
+    assert fresh.metadata["encryption-key-id"] != sealed.metadata["encryption-key-id"]
+    opened = await codec.decode([sealed, fresh])
+    assert [json.loads(p.data) for p in opened] == [FREE_TEXT, NAME]
+    # With the old key retired, its payloads fail with a reason, not a stack of crypto.
+    with pytest.raises(UndecryptablePayload, match="not among SUIFANG_ENCRYPTION_KEYS"):
+        await PayloadEncryptionCodec(Keyring(rotated.encryption_keys[:1], b"b" * 32)).decode(
+            [sealed]
+        )
+    tampered = Payload()
+    tampered.CopyFrom(sealed)
+    tampered.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+    with pytest.raises(UndecryptablePayload, match="altered"):
+        await codec.decode([tampered])
+    relabelled = Payload()
+    relabelled.CopyFrom(fresh)
+    relabelled.metadata["encryption-key-id"] = sealed.metadata["encryption-key-id"]
+    with pytest.raises(UndecryptablePayload, match="altered"):
+        await codec.decode([relabelled])
+
+
+async def test_payloads_sealed_before_aes_gcm_still_open() -> None:
+    keyring = Keyring((generate_key(),), b"b" * 32)
+    legacy = Payload(
+        metadata={"encoding": FERNET_ENCODING},
+        data=keyring.fernet.encrypt(_payload(FREE_TEXT).SerializeToString()),
+    )
+    plain = _payload("written before encryption was on")
+    opened = await PayloadEncryptionCodec(keyring).decode([legacy, plain])
+    assert [json.loads(p.data) for p in opened] == [FREE_TEXT, "written before encryption was on"]
+
+
+async def test_operators_read_a_history_through_the_codec_endpoint_and_no_one_else(
+    world: dict[str, Any],
+) -> None:
+    runtime = world_runtime(world)
+    client: httpx.AsyncClient = world["client"]
+    env: WorkflowEnvironment = world["env"]
+    with Session(runtime.engine) as session:
+        ticket = session.get(Ticket, world["ticket_id"])
+        assert ticket is not None
+    history = await env.client.get_workflow_handle(ticket.workflow_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes.input
+    assert started.payloads[0].metadata["encoding"] == ENCODING
+    body = json_format.MessageToJson(started)
+    decoded = await client.post(
+        "/codec/decode", content=body, headers=bearer(world["tokens"]["admin"])
+    )
+    assert decoded.status_code == 200, decoded.text
+    [payload] = json_format.Parse(decoded.text, Payloads()).payloads
+    assert "胃不舒服" in payload.data.decode()  # the ticket's text, readable to the operator
+    refused = await client.post(
+        "/codec/decode", content=body, headers=bearer(world["tokens"]["cardiology"])
+    )
+    assert refused.status_code == 403
+    garbled = started.payloads[0].data[:-4]
+    broken = Payloads(payloads=[Payload(metadata=started.payloads[0].metadata, data=garbled)])
+    rejected = await client.post(
+        "/codec/decode",
+        content=json_format.MessageToJson(broken),
+        headers=bearer(world["tokens"]["admin"]),
+    )
+    assert rejected.status_code == 422
+    assert "cannot decode" in rejected.text
