@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
@@ -107,3 +109,41 @@ async def test_a_batch_writes_every_record_once_even_when_retried(
         assert stored.points == 15
         assert stored.status == JourneyStatus.COMPLETED
         assert stored.ended_at == now
+
+
+async def test_journeys_from_before_batching_still_write_each_record_on_its_own(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    """Runs started before batching call one activity per record; retries change nothing."""
+    template = runtime.catalog.get("pci")
+    now = await journey_worker.get_current_time()
+    enrollment = await register_discharge(runtime, discharge(runtime, template, now))
+    items = _answer_batch(enrollment.enrollment_id, enrollment.patient_id, now).items
+    touchpoint, answers, answered, alert, points, _, status = items
+    assert isinstance(alert, AlertInput)
+    activities = JourneyActivities(runtime)
+    environment = ActivityEnvironment()
+    # Those journeys sent no time with an alert: it gets the time its activity was scheduled.
+    alert = alert.model_copy(update={"at": None})
+    for _ in range(2):
+        await environment.run(activities.record_touchpoint, touchpoint)
+        await environment.run(activities.record_answers, answers)
+        await environment.run(activities.record_touchpoint, answered)
+        alert_ids = {await environment.run(activities.raise_alert, alert)}
+        await environment.run(activities.credit_points, points)
+        await environment.run(activities.set_journey_status, status)
+    with Session(runtime.engine) as session:
+        [stored_alert] = session.exec(
+            select(Alert).where(Alert.enrollment_id == enrollment.enrollment_id)
+        ).all()
+        assert alert_ids == {stored_alert.id}
+        assert stored_alert.created_at == environment.info.current_attempt_scheduled_time
+        assert len(session.exec(select(Answer).where(Answer.event_key == "wf:7")).all()) == 1
+        stored = session.get(Enrollment, enrollment.enrollment_id)
+        assert stored is not None
+        assert (stored.points, stored.status) == (10, JourneyStatus.COMPLETED)
+
+    gone = StatusInput(enrollment_id=999_999, status=JourneyStatus.STOPPED, reason=None, at=now)
+    with pytest.raises(ApplicationError, match="enrollment 999999 missing") as failure:
+        await environment.run(activities.set_journey_status, gone)
+    assert failure.value.non_retryable
