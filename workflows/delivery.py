@@ -107,7 +107,7 @@ def _record_attempt(
     receipt: DeliveryReceipt | None = None,
     commit: bool = True,
 ) -> None:
-    """Add the next attempt to ``attempts`` (every attempt of ``message``, oldest first).
+    """Add the next attempt to ``attempts`` (every attempt of ``message`` so far).
 
     Attempts are numbered under a unique constraint with the message: two activity attempts
     racing on one message cannot both record attempt n, the loser's commit fails and it retries.
@@ -161,7 +161,6 @@ async def deliver(
             patient = session.get(Patient, request.patient_id)
         if patient is None:
             raise ConfigurationError(f"patient {request.patient_id} does not exist")
-        attempts: list[DeliveryAttempt] = []
         created = message is None
         if message is None:
             message = Message(
@@ -183,6 +182,7 @@ async def deliver(
             session.add(message)
             session.commit()
             return SendOutcome(delivered=False, message_id=message.id, suppressed="do_not_contact")
+        attempts: list[DeliveryAttempt] = []
         if not created:
             # An earlier attempt of this activity wrote the message: what it tried counts.
             attempts = list(

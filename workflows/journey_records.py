@@ -251,7 +251,7 @@ def _write_answers(connection: Connection, record: AnswersInput) -> None:
     if rows:
         statement = _insert_new(connection.dialect.name, Answer, "event_key", "question_id")
         connection.execute(statement, rows)
-    _insert_observations(connection, record.event_key, record, "questionnaire")
+    _insert_observations(connection, record, "questionnaire")
 
 
 def _answer_row(record: AnswersInput, question_id: str, **values: Any) -> dict[str, Any]:
@@ -274,13 +274,12 @@ def _answer_row(record: AnswersInput, question_id: str, **values: Any) -> dict[s
 
 def _insert_observations(
     connection: Connection,
-    event_key: str,
     record: AnswersInput | ObservationsInput,
     source: str,
 ) -> None:
     rows = [
         {
-            "event_key": event_key,
+            "event_key": record.event_key,
             "patient_id": record.patient_id,
             "enrollment_id": record.enrollment_id,
             "indicator": observation.indicator,
@@ -297,7 +296,7 @@ def _insert_observations(
 
 
 def _write_observations(connection: Connection, record: ObservationsInput) -> None:
-    _insert_observations(connection, record.event_key, record, record.source)
+    _insert_observations(connection, record, record.source)
 
 
 def _write_alert(connection: Connection, alert: AlertInput) -> None:

@@ -22,7 +22,7 @@ from suifang.core.models import (
 )
 from suifang.core.pathways import LocalizedText
 from suifang.core.runtime import Runtime
-from suifang.workflows.intake import register_discharge
+from suifang.workflows.intake import EnrollmentOut, register_discharge
 from suifang.workflows.journey_activities import JourneyActivities
 from suifang.workflows.journey_core import ObservationValue
 from suifang.workflows.journey_records import (
@@ -70,13 +70,21 @@ def _answer_batch(enrollment_id: int, patient_id: int, at: dt.datetime) -> Recor
     )  # fmt: skip
 
 
+async def _enrolled(
+    runtime: Runtime, env: WorkflowEnvironment
+) -> tuple[EnrollmentOut, dt.datetime, RecordBatch]:
+    """A PCI enrollment, the test server's now, and what one answered touchpoint records."""
+    now = await env.get_current_time()
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, runtime.catalog.get("pci"), now)
+    )
+    return enrollment, now, _answer_batch(enrollment.enrollment_id, enrollment.patient_id, now)
+
+
 async def test_a_batch_writes_every_record_once_even_when_retried(
     runtime: Runtime, journey_worker: WorkflowEnvironment
 ) -> None:
-    template = runtime.catalog.get("pci")
-    now = await journey_worker.get_current_time()
-    enrollment = await register_discharge(runtime, discharge(runtime, template, now))
-    batch = _answer_batch(enrollment.enrollment_id, enrollment.patient_id, now)
+    enrollment, now, batch = await _enrolled(runtime, journey_worker)
     activities = JourneyActivities(runtime)
     environment = ActivityEnvironment()
 
@@ -115,11 +123,8 @@ async def test_journeys_from_before_batching_still_write_each_record_on_its_own(
     runtime: Runtime, journey_worker: WorkflowEnvironment
 ) -> None:
     """Runs started before batching call one activity per record; retries change nothing."""
-    template = runtime.catalog.get("pci")
-    now = await journey_worker.get_current_time()
-    enrollment = await register_discharge(runtime, discharge(runtime, template, now))
-    items = _answer_batch(enrollment.enrollment_id, enrollment.patient_id, now).items
-    touchpoint, answers, answered, alert, points, _, status = items
+    enrollment, now, batch = await _enrolled(runtime, journey_worker)
+    touchpoint, answers, answered, alert, points, _, status = batch.items
     assert isinstance(alert, AlertInput)
     activities = JourneyActivities(runtime)
     environment = ActivityEnvironment()
