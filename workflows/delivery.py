@@ -12,13 +12,16 @@ accepts, the caller opens a task for a person to call (the cascade's last step).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlalchemy import Connection, Engine, Executable, bindparam, insert, select, update
+from sqlmodel import col
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import (
@@ -29,16 +32,22 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
-from suifang.core.db import utcnow
+from suifang.core.db import insert_for, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.workflows.journey_core import SendOutcome
 
 __all__ = [
+    "RECIPIENT_COLUMNS",
     "DeliveryRequest",
+    "MessageLedger",
+    "Recipient",
     "RetryableDelivery",
     "cascade_for",
     "deliver",
+    "open_ledger",
+    "recipient_from_row",
+    "send_through_cascade",
 ]
 
 log = logging.getLogger("suifang.delivery")
@@ -73,7 +82,52 @@ class RetryableDelivery(Exception):
     """A channel failed transiently: let Temporal retry the activity with backoff."""
 
 
-def cascade_for(patient: Patient, channels: Sequence[str]) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Recipient:
+    """What delivery needs to know of a patient: who, whether to contact, which channels first."""
+
+    id: int
+    preferred_channels: Sequence[str]
+    contactable: bool
+
+    @classmethod
+    def of(cls, patient: Patient) -> Recipient:
+        return cls(patient.id, patient.preferred_channels, patient.contactable)  # type: ignore[arg-type]
+
+
+RECIPIENT_COLUMNS = (
+    col(Patient.id),
+    col(Patient.preferred_channels),
+    col(Patient.contact_consent),
+    col(Patient.do_not_contact),
+    col(Patient.deceased_at),
+)
+"""The patient columns :meth:`recipient_from_row` reads (callers select them with their own)."""
+
+
+def recipient_from_row(row: Any) -> Recipient:
+    return Recipient(
+        id=row.id,
+        preferred_channels=row.preferred_channels or [],
+        contactable=row.contact_consent and not row.do_not_contact and row.deceased_at is None,
+    )
+
+
+@dataclasses.dataclass
+class MessageLedger:
+    """The message row as delivery sees it, and every attempt made on it so far."""
+
+    id: int
+    status: str
+    channel: str | None
+    locale: str
+    subject: str
+    body: str
+    attempts: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(channel, outcome) of each attempt, in no particular order."""
+
+
+def cascade_for(patient: Patient | Recipient, channels: Sequence[str]) -> list[str]:
     """The patient's preferred channels first, then the pathway's, each once."""
     ordered: list[str] = []
     for name in [*patient.preferred_channels, *channels]:
@@ -82,58 +136,23 @@ def cascade_for(patient: Patient, channels: Sequence[str]) -> list[str]:
     return ordered
 
 
-def _address(session: Session, patient: Patient, channel: Channel) -> str | None:
+def _address(engine: Engine, patient_id: int, channel: Channel) -> str | None:
     if channel.address_kind == AddressKind.NONE:
         return ""
     system = _ADDRESS_SYSTEM.get(channel.address_kind)
     if system is None:
         return None
-    contact = session.exec(
-        select(ContactPoint)
-        .where(ContactPoint.patient_id == patient.id, ContactPoint.system == system)
-        .order_by(ContactPoint.rank, ContactPoint.id)
-    ).first()
-    return contact.value if contact else None
+    with engine.connect() as connection:
+        return connection.execute(
+            _first_address(), {"patient": patient_id, "system": system}
+        ).scalar()
 
 
-def _record_attempt(
-    session: Session,
-    message: Message,
-    attempts: list[DeliveryAttempt],
-    channel: str,
-    outcome: str,
-    *,
-    error: str | None = None,
-    receipt: DeliveryReceipt | None = None,
-    commit: bool = True,
-) -> None:
-    """Add the next attempt to ``attempts`` (every attempt of ``message`` so far).
-
-    Attempts are numbered under a unique constraint with the message: two activity attempts
-    racing on one message cannot both record attempt n, the loser's commit fails and it retries.
-    """
-    attempt = DeliveryAttempt(
-        message_id=message.id,  # type: ignore[arg-type]
-        attempt=len(attempts) + 1,
-        channel=channel,
-        outcome=outcome,
-        error=error[:256] if error else None,
-        provider_message_id=receipt.provider_message_id if receipt else None,
-        cost=receipt.cost if receipt else None,
-        currency=receipt.currency if receipt else None,
-        detail=receipt.detail if receipt else {},
-    )
-    attempts.append(attempt)
-    session.add(attempt)
-    if commit:
-        session.commit()
-
-
-def _exhausted(attempts: Sequence[DeliveryAttempt], channel: str) -> bool:
-    mine = [a for a in attempts if a.channel == channel]
-    if any(a.outcome in ("permanent_error", "unavailable", "no_address", "incident") for a in mine):
+def _exhausted(attempts: Sequence[tuple[str, str]], channel: str) -> bool:
+    mine = [outcome for name, outcome in attempts if name == channel]
+    if any(o in ("permanent_error", "unavailable", "no_address", "incident") for o in mine):
         return True
-    return sum(a.outcome == "transient_error" for a in mine) >= TRANSIENT_ATTEMPTS_PER_CHANNEL
+    return mine.count("transient_error") >= TRANSIENT_ATTEMPTS_PER_CHANNEL
 
 
 async def deliver(
@@ -143,131 +162,258 @@ async def deliver(
     *,
     now: dt.datetime | None = None,
     channel_timeout: float = 30.0,
-    patient: Patient | None = None,
+    patient: Patient | Recipient | None = None,
 ) -> SendOutcome:
     """Send ``request`` over the first channel of the cascade that accepts it (idempotent).
 
     ``now`` stamps the message (activities pass the time Temporal scheduled them, so a
     journey's records follow the workflow's clock). ``patient`` is the request's patient if
-    the caller has just loaded it (read only: consent, channel preferences, addresses).
+    the caller has just loaded it (read only: consent, channel preferences).
     """
-    with Session(engine, expire_on_commit=False) as session:
-        message = session.exec(
-            select(Message).where(Message.idempotency_key == request.idempotency_key)
-        ).first()
-        if message is not None and message.status in _DONE:
-            return SendOutcome(delivered=True, channel=message.channel, message_id=message.id)
-        if patient is None or patient.id != request.patient_id:
-            patient = session.get(Patient, request.patient_id)
-        if patient is None:
-            raise ConfigurationError(f"patient {request.patient_id} does not exist")
-        created = message is None
-        if message is None:
-            message = Message(
-                idempotency_key=request.idempotency_key,
-                patient_id=request.patient_id,
-                enrollment_id=request.enrollment_id,
-                ticket_id=request.ticket_id,
-                kind=request.kind,
-                touchpoint_key=request.touchpoint_key,
-                locale=request.locale,
-                subject=request.subject,
-                body=request.body,
-            )
-            session.add(message)
-            session.commit()
-        if not patient.contactable:
-            message.status = "suppressed"
-            message.status_detail = "do not contact"
-            session.add(message)
-            session.commit()
-            return SendOutcome(delivered=False, message_id=message.id, suppressed="do_not_contact")
-        attempts: list[DeliveryAttempt] = []
-        if not created:
-            # An earlier attempt of this activity wrote the message: what it tried counts.
-            attempts = list(
-                session.exec(
-                    select(DeliveryAttempt).where(DeliveryAttempt.message_id == message.id)
-                ).all()
-            )
-        for name in cascade_for(patient, request.channels):
-            if _exhausted(attempts, name):
-                continue
-            channel = directory.get(name)
-            if channel is None:
-                _record_attempt(
-                    session, message, attempts, name, "unavailable", error=directory.problem(name)
-                )
-                continue
-            address = _address(session, patient, channel)
-            if address is None:
-                _record_attempt(
-                    session, message, attempts, name, "no_address", error="patient has no address"
-                )
-                continue
-            outbound = OutboundMessage(
-                idempotency_key=request.idempotency_key,
-                patient_id=request.patient_id,
-                address=address,
-                # The ledger's text, not this attempt's rendering: a retry resends the very
-                # message the first attempt may already have handed to the provider.
-                locale=message.locale,
-                subject=message.subject or "",
-                body=message.body,
-                link=request.link,
-                template_id=request.template_id,
-                template_params=request.template_params,
-                metadata={"kind": request.kind, "message_id": str(message.id)},
-            )
-            await directory.bucket(channel).acquire()
-            try:
-                receipt = await asyncio.wait_for(
-                    channel.send(outbound),
-                    timeout=min(channel.config.timeout_seconds + 5, channel_timeout),
-                )
-                receipt = DeliveryReceipt.model_validate(receipt)
-            except PermanentChannelError as exc:
-                _record_attempt(session, message, attempts, name, "permanent_error", error=str(exc))
-                continue
-            except (TransientChannelError, TimeoutError) as exc:
-                reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
-                _record_attempt(session, message, attempts, name, "transient_error", error=reason)
-                transient = sum(
-                    a.outcome == "transient_error" for a in attempts if a.channel == name
-                )
-                if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL:
-                    raise RetryableDelivery(f"channel {name!r}: {reason}") from None
-                continue
-            except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey
-                # Record the incident and move on to the next channel.
-                log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
-                _record_attempt(
-                    session,
-                    message,
-                    attempts,
-                    name,
-                    "incident",
-                    error=f"{type(exc).__name__}: {exc}"[:256],
-                )
-                continue
-            # The accepted attempt and the message's new status are one commit: a worker
-            # killed between two commits would leave an accepted attempt on a message still
-            # pending, and the retried activity would send it again.
-            _record_attempt(
-                session, message, attempts, name, "accepted", receipt=receipt, commit=False
-            )
-            message.status = "delivered" if receipt.status == "delivered" else "accepted"
-            message.channel = name
-            message.provider_message_id = receipt.provider_message_id
-            message.sent_at = now or utcnow()
-            if receipt.status == "delivered":
-                message.delivered_at = message.sent_at
-            session.add(message)
-            session.commit()
-            return SendOutcome(delivered=True, channel=name, message_id=message.id)
+    recipient = Recipient.of(patient) if isinstance(patient, Patient) else patient
+    with engine.begin() as connection:
+        if recipient is None or recipient.id != request.patient_id:
+            row = connection.execute(
+                select(*RECIPIENT_COLUMNS).where(col(Patient.id) == request.patient_id)
+            ).first()
+            if row is None:
+                raise ConfigurationError(f"patient {request.patient_id} does not exist")
+            recipient = recipient_from_row(row)
+        ledger = open_ledger(connection, request)
+    return await send_through_cascade(
+        engine, directory, request, ledger, recipient, now=now, channel_timeout=channel_timeout
+    )
 
-        message.status = "failed"
-        message.status_detail = "no channel accepted the message"
-        session.add(message)
-        session.commit()
-        return SendOutcome(delivered=False, message_id=message.id, suppressed="undeliverable")
+
+async def send_through_cascade(
+    engine: Engine,
+    directory: ChannelDirectory,
+    request: DeliveryRequest,
+    ledger: MessageLedger,
+    recipient: Recipient,
+    *,
+    now: dt.datetime | None = None,
+    channel_timeout: float = 30.0,
+) -> SendOutcome:
+    """The second half of :func:`deliver`, for callers that opened the ledger themselves.
+
+    A caller that has its own writes to make before anything is sent (a journey's records)
+    opens the ledger in that transaction, commits, then calls this.
+    """
+    if ledger.status in _DONE:
+        return SendOutcome(delivered=True, channel=ledger.channel, message_id=ledger.id)
+    if not recipient.contactable:
+        _finish(engine, ledger, status="suppressed", detail="do not contact")
+        return SendOutcome(delivered=False, message_id=ledger.id, suppressed="do_not_contact")
+    for name in cascade_for(recipient, request.channels):
+        if _exhausted(ledger.attempts, name):
+            continue
+        channel = directory.get(name)
+        if channel is None:
+            _record_attempt(engine, ledger, name, "unavailable", error=directory.problem(name))
+            continue
+        address = _address(engine, recipient.id, channel)
+        if address is None:
+            _record_attempt(engine, ledger, name, "no_address", error="patient has no address")
+            continue
+        outbound = OutboundMessage(
+            idempotency_key=request.idempotency_key,
+            patient_id=request.patient_id,
+            address=address,
+            # The ledger's text, not this attempt's rendering: a retry resends the very
+            # message the first attempt may already have handed to the provider.
+            locale=ledger.locale,
+            subject=ledger.subject,
+            body=ledger.body,
+            link=request.link,
+            template_id=request.template_id,
+            template_params=request.template_params,
+            metadata={"kind": request.kind, "message_id": str(ledger.id)},
+        )
+        await directory.bucket(channel).acquire()
+        try:
+            receipt = await asyncio.wait_for(
+                channel.send(outbound),
+                timeout=min(channel.config.timeout_seconds + 5, channel_timeout),
+            )
+            receipt = DeliveryReceipt.model_validate(receipt)
+        except PermanentChannelError as exc:
+            _record_attempt(engine, ledger, name, "permanent_error", error=str(exc))
+            continue
+        except (TransientChannelError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
+            _record_attempt(engine, ledger, name, "transient_error", error=reason)
+            transient = sum(o == "transient_error" for c, o in ledger.attempts if c == name)
+            if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL:
+                raise RetryableDelivery(f"channel {name!r}: {reason}") from None
+            continue
+        except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey
+            # Record the incident and move on to the next channel.
+            log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
+            _record_attempt(
+                engine, ledger, name, "incident", error=f"{type(exc).__name__}: {exc}"[:256]
+            )
+            continue
+        # The accepted attempt and the message's new status are one transaction: a worker
+        # killed between two commits would leave an accepted attempt on a message still
+        # pending, and the retried activity would send it again.
+        sent_at = now or utcnow()
+        delivered = receipt.status == "delivered"
+        with engine.begin() as connection:
+            _insert_attempt(connection, ledger, name, "accepted", receipt=receipt)
+            connection.execute(
+                _update_message(),
+                {
+                    "message": ledger.id,
+                    "status": "delivered" if delivered else "accepted",
+                    "channel": name,
+                    "provider_message_id": receipt.provider_message_id,
+                    "sent_at": sent_at,
+                    "delivered_at": sent_at if delivered else None,
+                    "status_detail": None,
+                },
+            )
+        return SendOutcome(delivered=True, channel=name, message_id=ledger.id)
+    _finish(engine, ledger, status="failed", detail="no channel accepted the message")
+    return SendOutcome(delivered=False, message_id=ledger.id, suppressed="undeliverable")
+
+
+def open_ledger(connection: Connection, request: DeliveryRequest) -> MessageLedger:
+    """The request's message row: written now, or found with its attempts if a retry wrote it."""
+    created = connection.execute(
+        _insert_message(connection.dialect.name),
+        {
+            "idempotency_key": request.idempotency_key,
+            "patient_id": request.patient_id,
+            "enrollment_id": request.enrollment_id,
+            "ticket_id": request.ticket_id,
+            "kind": request.kind,
+            "touchpoint_key": request.touchpoint_key,
+            "locale": request.locale,
+            "subject": request.subject,
+            "body": request.body,
+            "status": "pending",
+            "created_at": utcnow(),
+        },
+    ).scalar()
+    if created is not None:
+        return MessageLedger(
+            created, "pending", None, request.locale, request.subject, request.body
+        )
+    # An earlier attempt of this activity wrote the message: what it tried counts.
+    row = connection.execute(
+        select(
+            col(Message.id),
+            col(Message.status),
+            col(Message.channel),
+            col(Message.locale),
+            col(Message.subject),
+            col(Message.body),
+        ).where(col(Message.idempotency_key) == request.idempotency_key)
+    ).one()
+    attempts = connection.execute(
+        select(col(DeliveryAttempt.channel), col(DeliveryAttempt.outcome)).where(
+            col(DeliveryAttempt.message_id) == row.id
+        )
+    ).all()
+    return MessageLedger(
+        row.id,
+        row.status,
+        row.channel,
+        row.locale,
+        row.subject or "",
+        row.body,
+        [(a.channel, a.outcome) for a in attempts],
+    )
+
+
+def _record_attempt(
+    engine: Engine, ledger: MessageLedger, channel: str, outcome: str, *, error: str | None = None
+) -> None:
+    """Record a failed attempt at once: the next activity attempt must count it."""
+    with engine.begin() as connection:
+        _insert_attempt(connection, ledger, channel, outcome, error=error)
+
+
+def _insert_attempt(
+    connection: Connection,
+    ledger: MessageLedger,
+    channel: str,
+    outcome: str,
+    *,
+    error: str | None = None,
+    receipt: DeliveryReceipt | None = None,
+) -> None:
+    """Number the attempt after those of ``ledger`` so far, and add it to them.
+
+    Attempts are numbered under a unique constraint with the message: two activity attempts
+    racing on one message cannot both record attempt n, the loser's commit fails and it retries.
+    """
+    connection.execute(
+        _insert_attempt_statement(),
+        {
+            "message_id": ledger.id,
+            "attempt": len(ledger.attempts) + 1,
+            "channel": channel,
+            "outcome": outcome,
+            "error": error[:256] if error else None,
+            "provider_message_id": receipt.provider_message_id if receipt else None,
+            "cost": receipt.cost if receipt else None,
+            "currency": receipt.currency if receipt else None,
+            "detail": receipt.detail if receipt else {},
+            "at": utcnow(),
+        },
+    )
+    ledger.attempts.append((channel, outcome))
+
+
+def _finish(engine: Engine, ledger: MessageLedger, *, status: str, detail: str) -> None:
+    """Close a message nothing was sent for (suppressed, or every channel failed)."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(Message.__table__)  # type: ignore[attr-defined]
+            .where(col(Message.id) == ledger.id)
+            .values(status=status, status_detail=detail)
+        )
+
+
+# ------------------------------------------------------------------ statements
+#
+# SQL-expression statements, built once: every touchpoint of every journey comes through
+# here, and the ORM's unit of work for rows that are only inserted or blindly updated cost
+# the send activity more than the statements themselves (see docs/benchmarks.md).
+
+
+@functools.cache
+def _insert_message(dialect: str) -> Executable:
+    table = Message.__table__  # type: ignore[attr-defined]
+    return (
+        insert_for(dialect, table)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(table.c.id)
+    )
+
+
+@functools.cache
+def _insert_attempt_statement() -> Executable:
+    return insert(DeliveryAttempt.__table__)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _update_message() -> Executable:
+    """Its parameters name the columns it sets (and ``message``, the row)."""
+    table = Message.__table__  # type: ignore[attr-defined]
+    return update(table).where(table.c.id == bindparam("message"))
+
+
+@functools.cache
+def _first_address() -> Executable:
+    return (
+        select(col(ContactPoint.value))
+        .where(
+            col(ContactPoint.patient_id) == bindparam("patient"),
+            col(ContactPoint.system) == bindparam("system"),
+        )
+        .order_by(col(ContactPoint.rank), col(ContactPoint.id))
+        .limit(1)
+    )

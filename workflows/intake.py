@@ -345,7 +345,10 @@ async def register_discharge(
             ).first()
             if existing is not None:
                 return await resume_enrollment(runtime, session, existing)
-        if session.get(Department, data.encounter.department) is None:
+        # Held, not just checked: the session's identity map keeps only referenced rows, and
+        # the enrollment's department below is usually this one.
+        department = session.get(Department, data.encounter.department)
+        if department is None:
             known = ", ".join(session.exec(select(Department.code)).all())
             raise ValidationFailed(
                 f"encounter.department: unknown department {data.encounter.department!r} "
@@ -370,7 +373,11 @@ async def register_discharge(
             patient_id=patient.id,  # type: ignore[arg-type]
             encounter_id=encounter.id,  # type: ignore[arg-type]
             department_code=template.department
-            if template.department and session.get(Department, template.department)
+            if template.department
+            and (
+                template.department == department.code
+                or session.get(Department, template.department)
+            )
             else encounter.department_code,
             pathway_id=template.id,
             pathway_version=template.version,

@@ -9,9 +9,12 @@ records' inputs and statements are in journey_records; sends go through delivery
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection, Executable, bindparam
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,7 +26,14 @@ from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageResult
 from suifang.tickets.service import TicketStart, build_ticket
-from suifang.workflows.delivery import DeliveryRequest, RetryableDelivery, deliver
+from suifang.workflows.delivery import (
+    RECIPIENT_COLUMNS,
+    DeliveryRequest,
+    RetryableDelivery,
+    open_ledger,
+    recipient_from_row,
+    send_through_cascade,
+)
 from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion, SendOutcome
 from suifang.workflows.journey_records import (
     AlertInput,
@@ -35,7 +45,7 @@ from suifang.workflows.journey_records import (
     StatusInput,
     TouchpointInput,
     UnknownEnrollment,
-    write_record,
+    write_records,
 )
 from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
 
@@ -127,29 +137,24 @@ class JourneyActivities:
 
     # ----------------------------------------------------------------- messages
 
-    def _context(
-        self, session: Session, patient: Patient, enrollment: Enrollment, day: int | None
-    ) -> MessageContext:
-        department = session.get(Department, enrollment.department_code)
-        department_name = ""
-        if department is not None:
-            department_name = department.name_en if patient.locale == "en" else department.name_zh
-        today = utcnow().date()
+    def _context(self, row: Any, day: int | None) -> MessageContext:
+        """What a message's text may use, from a row of :func:`_send_context`."""
+        department = (row.name_en if row.locale == "en" else row.name_zh) or ""
         return MessageContext(
             name=address_patient(
-                patient.name,
-                sex=patient.sex,
-                birth_date=patient.birth_date,
-                locale=patient.locale,
-                today=today,
+                row.name,
+                sex=row.sex,
+                birth_date=row.birth_date,
+                locale=row.locale,
+                today=utcnow().date(),
             ),
-            department=department_name,
+            department=department,
             hospital=self.runtime.settings.hospital_name,
             day=day,
-            points=enrollment.points,
+            points=row.points,
         )
 
-    def _outside_window(self, patient: Patient, window: SendWindow) -> dt.datetime | None:
+    def _outside_window(self, timezone: str, window: SendWindow) -> dt.datetime | None:
         """When sending now would break the patient's quiet hours, the next allowed instant.
 
         "Now" is when Temporal scheduled this attempt: the workflow's clock, which is the
@@ -157,7 +162,7 @@ class JourneyActivities:
         """
         from zoneinfo import ZoneInfo
 
-        zone = ZoneInfo(patient.timezone)
+        zone = ZoneInfo(timezone)
         local = activity.info().current_attempt_scheduled_time.astimezone(zone)
         if window.contains(local.time()):
             return None
@@ -168,18 +173,44 @@ class JourneyActivities:
 
     @activity.defn(name="send_journey_message")
     async def send_journey_message(self, request: JourneyMessageInput) -> SendOutcome:
-        self._write(*request.records)
-        with Session(self.runtime.engine, expire_on_commit=False) as session:
-            patient = session.get(Patient, request.patient_id)
-            enrollment = session.get(Enrollment, request.enrollment_id)
-            if patient is None or enrollment is None:
-                raise ApplicationError("patient or enrollment missing", non_retryable=True)
-            if request.respect_quiet_hours and request.window and enrollment.time_scale == 1:
-                retry_at = self._outside_window(patient, request.window)
-                if retry_at is not None and request.kind != "advice":
-                    return SendOutcome(delivered=False, suppressed="quiet_hours", retry_at=retry_at)
-            context = self._context(session, patient, enrollment, request.day)
-        locale = patient.locale
+        # One transaction before anything is sent: the journey's records, then what the
+        # message says (the points just credited included), then the message's ledger row.
+        engine = self.runtime.engine
+        try:
+            with engine.begin() as connection:
+                self._write_records(connection, request.records)
+                row = connection.execute(
+                    _send_context(),
+                    {"patient": request.patient_id, "enrollment": request.enrollment_id},
+                ).first()
+                if row is None:
+                    raise ApplicationError("patient or enrollment missing", non_retryable=True)
+                if request.respect_quiet_hours and request.window and row.time_scale == 1:
+                    retry_at = self._outside_window(row.timezone, request.window)
+                    if retry_at is not None and request.kind != "advice":
+                        return SendOutcome(
+                            delivered=False, suppressed="quiet_hours", retry_at=retry_at
+                        )
+                delivery = self._delivery_request(request, row)
+                ledger = open_ledger(connection, delivery)
+        except UnknownEnrollment as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from None
+        try:
+            return await send_through_cascade(
+                engine,
+                self.runtime.channels,
+                delivery,
+                ledger,
+                recipient_from_row(row),
+                now=activity.info().current_attempt_scheduled_time,
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    def _delivery_request(self, request: JourneyMessageInput, row: Any) -> DeliveryRequest:
+        """The message rendered for its patient, as delivery sends it."""
+        locale = row.locale
+        context = self._context(row, request.day)
         if request.kind == "greeting":
             from suifang.workflows.greetings import load_greeting_texts
 
@@ -201,26 +232,17 @@ class JourneyActivities:
             subject, body = rendered.subject, rendered.body
         else:
             raise ApplicationError("a touchpoint message needs its text", non_retryable=True)
-        try:
-            return await deliver(
-                self.runtime.engine,
-                self.runtime.channels,
-                DeliveryRequest(
-                    idempotency_key=request.idempotency_key,
-                    patient_id=request.patient_id,
-                    enrollment_id=request.enrollment_id,
-                    kind=request.kind,
-                    touchpoint_key=request.touchpoint_key,
-                    subject=subject,
-                    body=body,
-                    locale=locale,
-                    channels=request.channels,
-                ),
-                now=activity.info().current_attempt_scheduled_time,
-                patient=patient,
-            )
-        except RetryableDelivery as exc:
-            raise ApplicationError(str(exc), type="TransientChannelError") from None
+        return DeliveryRequest(
+            idempotency_key=request.idempotency_key,
+            patient_id=request.patient_id,
+            enrollment_id=request.enrollment_id,
+            kind=request.kind,
+            touchpoint_key=request.touchpoint_key,
+            subject=subject,
+            body=body,
+            locale=locale,
+            channels=request.channels,
+        )
 
     # ----------------------------------------------------------------- records
     #
@@ -266,16 +288,23 @@ class JourneyActivities:
             return
         try:
             with self.runtime.engine.begin() as connection:
-                for record in records:
-                    if isinstance(record, AlertInput) and record.at is None:
-                        # Journeys before 2026-11-23 sent no time: the alert's is when it was
-                        # scheduled, on the journey's clock like the answer that raised it.
-                        record = record.model_copy(
-                            update={"at": activity.info().current_attempt_scheduled_time}
-                        )
-                    write_record(connection, record)
+                self._write_records(connection, records)
         except UnknownEnrollment as exc:
             raise ApplicationError(str(exc), non_retryable=True) from None
+
+    @staticmethod
+    def _write_records(connection: Connection, records: Sequence[BaseModel]) -> None:
+        write_records(
+            connection,
+            [
+                # Journeys before 2026-11-23 sent no time with an alert: its time is when it
+                # was scheduled, on the journey's clock like the answer that raised it.
+                record.model_copy(update={"at": activity.info().current_attempt_scheduled_time})
+                if isinstance(record, AlertInput) and record.at is None
+                else record
+                for record in records
+            ],
+        )
 
     @activity.defn(name="prepare_journey_ticket")
     async def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:
@@ -323,3 +352,29 @@ class JourneyActivities:
         return GreetingBatch(
             greetings=[GreetingOccasion(date=o.date, occasion=o.id) for o in occasions], until=until
         )
+
+
+@functools.cache
+def _send_context() -> Executable:
+    """A send's patient (who, how to address them, where), enrollment and department, at once."""
+    return (
+        select(
+            *RECIPIENT_COLUMNS,
+            col(Patient.name),
+            col(Patient.sex),
+            col(Patient.birth_date),
+            col(Patient.locale),
+            col(Patient.timezone),
+            col(Enrollment.time_scale),
+            col(Enrollment.points),
+            col(Department.name_zh),
+            col(Department.name_en),
+        )
+        .select_from(Patient)
+        .join(Enrollment, col(Enrollment.patient_id) == col(Patient.id))
+        .outerjoin(Department, col(Department.code) == col(Enrollment.department_code))
+        .where(
+            col(Patient.id) == bindparam("patient"),
+            col(Enrollment.id) == bindparam("enrollment"),
+        )
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -50,6 +50,7 @@ __all__ = [
     "TouchpointInput",
     "UnknownEnrollment",
     "write_record",
+    "write_records",
 ]
 
 
@@ -142,6 +143,7 @@ class UnknownEnrollment(LookupError):
 
 
 _ENDED = (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED)
+_TIME_COLUMNS = ("sent_at", "answered_at", "closed_at")
 _TOUCHPOINT_TIMES = {
     TouchpointStatus.SENT: ("sent_at",),
     TouchpointStatus.ANSWERED: ("answered_at", "closed_at"),
@@ -153,6 +155,31 @@ _TOUCHPOINT_TIMES = {
 def write_record(connection: Connection, record: BaseModel) -> None:
     """Write one record in ``connection``'s transaction (the caller commits)."""
     _WRITERS[type(record)](connection, record)
+
+
+def write_records(connection: Connection, records: Sequence[BaseModel]) -> None:
+    """Write a batch in ``connection``'s transaction; a touchpoint's states in it are one upsert.
+
+    A batch often holds one touchpoint twice — sent, then answered by the time the journey
+    next writes — and only its last state, with the times of each state, needs writing.
+    No other record reads touchpoint rows, so they are written last.
+    """
+    touchpoints: dict[tuple[int, str], tuple[dict[str, Any], tuple[str, ...]]] = {}
+    for record in records:
+        if not isinstance(record, TouchpointInput):
+            write_record(connection, record)
+            continue
+        row, times = _touchpoint_row(record)
+        earlier = touchpoints.get((record.enrollment_id, record.key))
+        if earlier is not None:
+            earlier_row, earlier_times = earlier
+            for name in earlier_times:
+                if name not in times:
+                    row[name] = earlier_row[name]
+            times = tuple(t for t in _TIME_COLUMNS if t in times or t in earlier_times)
+        touchpoints[(record.enrollment_id, record.key)] = (row, times)
+    for row, times in touchpoints.values():
+        connection.execute(_touchpoint_upsert(connection.dialect.name, times), row)
 
 
 # ------------------------------------------------------------------ statements
@@ -223,6 +250,12 @@ def _mark_patient(reason: str) -> Executable:
 
 
 def _write_touchpoint(connection: Connection, record: TouchpointInput) -> None:
+    row, times = _touchpoint_row(record)
+    connection.execute(_touchpoint_upsert(connection.dialect.name, times), row)
+
+
+def _touchpoint_row(record: TouchpointInput) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The row a touchpoint state writes, and the time columns that state sets."""
     times = _TOUCHPOINT_TIMES.get(record.status, ())
     row: dict[str, Any] = {
         "enrollment_id": record.enrollment_id,
@@ -239,7 +272,7 @@ def _write_touchpoint(connection: Connection, record: TouchpointInput) -> None:
     }
     for name in times:
         row[name] = record.at
-    connection.execute(_touchpoint_upsert(connection.dialect.name, times), row)
+    return row, times
 
 
 def _write_answers(connection: Connection, record: AnswersInput) -> None:

@@ -217,13 +217,19 @@ async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int)
 
 
 async def _handle(runtime: Runtime, session: Session, enrollment_id: int) -> Any:
-    enrollment = get_enrollment(session, enrollment_id)
-    if enrollment.status in _ENDED:
-        raise ValidationFailed(f"journey {enrollment_id} has ended ({enrollment.status})")
-    if enrollment.status == JourneyStatus.PENDING:
+    # Two columns, not the enrollment: every answer of every patient comes through here.
+    found = session.exec(
+        select(Enrollment.workflow_id, Enrollment.status).where(Enrollment.id == enrollment_id)
+    ).first()
+    if found is None:
+        raise NotFoundError(f"no journey {enrollment_id}")
+    workflow_id, status = found
+    if status in _ENDED:
+        raise ValidationFailed(f"journey {enrollment_id} has ended ({status})")
+    if status == JourneyStatus.PENDING:
         raise ValidationFailed(f"journey {enrollment_id} has not started yet; retry its intake")
     client = await runtime.client()
-    return client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+    return client.get_workflow_handle_for(PatientJourneyWorkflow.run, workflow_id)
 
 
 async def send_answer(

@@ -105,7 +105,11 @@ async def test_a_batch_writes_every_record_once_even_when_retried(
     # The later touchpoint write in the batch wins: one row, answered, with both times.
     [touchpoint] = [t for t in of(TouchpointRecord) if t.key == "d3"]
     assert touchpoint.status == TouchpointStatus.ANSWERED
-    assert touchpoint.answered_at == now
+    assert (touchpoint.sent_at, touchpoint.answered_at, touchpoint.closed_at) == (
+        now - dt.timedelta(hours=2),
+        now,
+        now,
+    )
     assert [(a.question_id, a.value) for a in of(Answer)] == [("chest_pain", "yes")]
     assert [(o.indicator, o.value) for o in of(Observation)] == [("pain_score", 6)]
     assert [(a.rule_id, a.tier, a.created_at) for a in of(Alert)] == [("chest-pain", "L3", now)]
