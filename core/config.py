@@ -85,6 +85,17 @@ class Settings(BaseSettings):
             "together (about 0.3 MiB each; 0.4 MiB sandboxed)."
         ),
     )
+    worker_max_concurrent_activities: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description=(
+            "Activities a worker runs at once (and local activities, separately). Activities "
+            "never hold a database connection across an await, so this is not bounded by the "
+            "connection pool; fewer slots than activities due at once costs throughput (a "
+            "workflow task's activity is handed straight to the worker only if a slot is free)."
+        ),
+    )
     api_host: str = Field("127.0.0.1", min_length=1)
     api_port: Port = 8000
     api_max_body_bytes: int = Field(

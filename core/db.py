@@ -85,9 +85,10 @@ POOL_MAX_OVERFLOW = 20
 def pool_capacity(engine: Engine) -> int | None:
     """How many connections ``engine`` hands out at once (None: one shared connection).
 
-    The API and the worker admit at most half this many requests or activities at a time: a
-    handler may hold two sessions, and a checkout that finds the pool empty blocks the whole
-    event loop — every other request with it — until the pool timeout.
+    The API admits at most half this many requests at a time: a handler may hold two sessions
+    across its awaits, and a checkout that finds the pool empty blocks the whole event loop —
+    every other request with it — until the pool timeout. The worker needs no such bound: its
+    activities never await with a connection checked out (workflows/worker.py).
     """
     pool = engine.pool
     if isinstance(pool, QueuePool):

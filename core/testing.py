@@ -34,7 +34,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
-from suifang.core.db import POOL_MAX_OVERFLOW, POOL_SIZE, create_db_engine
+from suifang.core.db import create_db_engine
 from suifang.core.models import metadata
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
@@ -178,9 +178,9 @@ async def _session_worker(
         current,  # type: ignore[arg-type]
         task_queue=task_queue,
         activities=activities_for(current),  # type: ignore[arg-type]
-        # Each test brings its own database; size the worker for the pool every file
-        # database gets (build_worker would ask a runtime that does not exist yet).
-        max_concurrent_activities=(POOL_SIZE + POOL_MAX_OVERFLOW) // 2,
+        # Settings as production's defaults (build_worker would ask a runtime that does not
+        # exist yet: each test brings its own).
+        max_concurrent_activities=Settings.model_fields["worker_max_concurrent_activities"].default,
         max_cached_workflows=Settings.model_fields["worker_max_cached_workflows"].default,
         # Sandboxed here whatever production runs: a workflow shell that calls what workflow
         # code must not (the clock, I/O) fails its test.

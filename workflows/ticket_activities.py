@@ -171,6 +171,8 @@ class TicketActivities:
     @activity.defn(name="notify_staff")
     async def notify_staff(self, notice: StaffNoticeInput) -> str | None:
         """Record the warning or breach for the department; e-mail its supervisor if possible."""
+        # No connection is held while the e-mail goes out (see worker.py: activities never
+        # await with one checked out).
         with Session(self.runtime.engine) as session:
             existing = session.exec(
                 select(StaffNotification).where(StaffNotification.event_key == notice.event_key)
@@ -178,43 +180,44 @@ class TicketActivities:
             if existing is not None:
                 return existing.delivered_via
             department = session.get(Department, notice.department) if notice.department else None
-            row = StaffNotification(
-                event_key=notice.event_key,
-                ticket_id=notice.ticket_id,
-                department_code=notice.department,
-                kind=notice.kind,
-                clock=notice.clock,
-                due_at=notice.due_at,
-                actions=notice.actions,
+        row = StaffNotification(
+            event_key=notice.event_key,
+            ticket_id=notice.ticket_id,
+            department_code=notice.department,
+            kind=notice.kind,
+            clock=notice.clock,
+            due_at=notice.due_at,
+            actions=notice.actions,
+        )
+        email = self.runtime.channels.get("email")
+        if email is not None and department is not None and department.supervisor_email:
+            verb = "breached" if notice.kind == "breach" else "is close to breaching"
+            actions = ", ".join(notice.actions) or "none"
+            body = (
+                f"Ticket {notice.ticket_id} ({department.name_en}) {verb} its {notice.clock} "
+                f"SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
             )
-            email = self.runtime.channels.get("email")
-            if email is not None and department is not None and department.supervisor_email:
-                verb = "breached" if notice.kind == "breach" else "is close to breaching"
-                actions = ", ".join(notice.actions) or "none"
-                body = (
-                    f"Ticket {notice.ticket_id} ({department.name_en}) {verb} its {notice.clock} "
-                    f"SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
-                )
-                try:
-                    await email.send(
-                        OutboundMessage(
-                            idempotency_key=notice.event_key,
-                            patient_id=0,
-                            address=department.supervisor_email,
-                            subject=f"[suifang] SLA {notice.kind}: ticket {notice.ticket_id}",
-                            body=body,
-                            locale="en",
-                        )
+            try:
+                await email.send(
+                    OutboundMessage(
+                        idempotency_key=notice.event_key,
+                        patient_id=0,
+                        address=department.supervisor_email,
+                        subject=f"[suifang] SLA {notice.kind}: ticket {notice.ticket_id}",
+                        body=body,
+                        locale="en",
                     )
-                    row.delivered_via = "email"
-                except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
-                    row.delivered_via = None
+                )
+                row.delivered_via = "email"
+            except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
+                row.delivered_via = None
+        with Session(self.runtime.engine) as session:
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-            return row.delivered_via
+        return row.delivered_via
 
     @activity.defn(name="sync_ticket")
     async def sync_ticket(self, snapshot: TicketSnapshot) -> None:

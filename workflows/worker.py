@@ -16,7 +16,6 @@ from temporalio.worker import (
     Worker,
 )
 
-from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
@@ -81,16 +80,14 @@ def build_worker(
         # Determinism is checked where it is cheap: the replay test and the test suite run
         # every workflow sandboxed (see SUIFANG_WORKER_WORKFLOW_SANDBOX).
         options["workflow_runner"] = UnsandboxedWorkflowRunner()
-    capacity = None if "max_concurrent_activities" in options else pool_capacity(runtime.engine)
-    if capacity is not None:
-        # Activities use the database synchronously from the event loop: more of them in
-        # flight than the pool serves would block the loop on checkout (see pool_capacity).
-        options.setdefault("max_concurrent_activities", max(1, capacity // 2))
-    # Local activities (the journey's records, the ticket's read-model save) never await
-    # while they hold a session, so they do not add to the connections in use at once; the
-    # same bound keeps a burst of them from starving workflow tasks of the event loop.
-    if "max_concurrent_activities" in options:
-        options.setdefault("max_concurrent_local_activities", options["max_concurrent_activities"])
+    # Activities touch the database synchronously and never await with a connection checked
+    # out (tests/workflows/test_worker.py checks each one), so however many run at once they
+    # hold at most one connection between them: the pool does not bound them. Local
+    # activities (the journey's records, the ticket's read-model save) get as many slots.
+    options.setdefault(
+        "max_concurrent_activities", runtime.settings.worker_max_concurrent_activities
+    )
+    options.setdefault("max_concurrent_local_activities", options["max_concurrent_activities"])
     return Worker(
         client,
         task_queue=task_queue or runtime.settings.task_queue,
