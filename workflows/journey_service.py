@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
@@ -44,6 +45,10 @@ __all__ = [
     "withdraw_consent",
 ]
 
+_WORKFLOW_OF = sa.select(
+    Enrollment.__table__.c.workflow_id,  # type: ignore[attr-defined]
+    Enrollment.__table__.c.status,  # type: ignore[attr-defined]
+).where(Enrollment.__table__.c.id == sa.bindparam("enrollment"))  # type: ignore[attr-defined]
 _ENDED = {JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED}
 
 
@@ -217,10 +222,9 @@ async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int)
 
 
 async def _handle(runtime: Runtime, session: Session, enrollment_id: int) -> Any:
-    # Two columns, not the enrollment: every answer of every patient comes through here.
-    found = session.exec(
-        select(Enrollment.workflow_id, Enrollment.status).where(Enrollment.id == enrollment_id)
-    ).first()
+    # Two columns in a prepared statement, not the enrollment through the ORM: every answer
+    # of every patient comes through here.
+    found = session.connection().execute(_WORKFLOW_OF, {"enrollment": enrollment_id}).first()
     if found is None:
         raise NotFoundError(f"no journey {enrollment_id}")
     workflow_id, status = found

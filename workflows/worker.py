@@ -84,9 +84,8 @@ def build_worker(
     # out (tests/workflows/test_worker.py checks each one), so however many run at once they
     # hold at most one connection between them: the pool does not bound them. Local
     # activities (the journey's records, the ticket's read-model save) get as many slots.
-    options.setdefault(
-        "max_concurrent_activities", runtime.settings.worker_max_concurrent_activities
-    )
+    if "max_concurrent_activities" not in options:
+        options["max_concurrent_activities"] = runtime.settings.worker_max_concurrent_activities
     options.setdefault("max_concurrent_local_activities", options["max_concurrent_activities"])
     return Worker(
         client,
