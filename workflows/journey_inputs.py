@@ -11,10 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import (
+    BaseModel,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from temporalio.common import RetryPolicy
 
 from suifang.core.enums import JourneyStatus
+from suifang.core.pathways import Questionnaire
 from suifang.workflows.journey_core import (
     CreditPoints,
     JourneyProgress,
@@ -90,11 +96,74 @@ def journey_workflow_id(enrollment_id: int, token: str) -> str:
 
 
 class JourneyInput(BaseModel):
+    """The journey workflow's input.
+
+    Serialized, each distinct questionnaire of the plan appears once, under ``questionnaires``,
+    and the touchpoints that ask it name it (``"questionnaire": "q0"``): a pathway asks the
+    same questionnaire at most touchpoints, and the plan travels in every journey's start
+    event (and each continue-as-new) — the PCI pathway's 20 KB of JSON is 14 KB of one
+    questionnaire four times over. Inputs written before (each touchpoint with its own copy)
+    still read; decoded, touchpoints that share a questionnaire share one object.
+    """
+
     setup: JourneySetup
     state: JourneyState | None = None
     revision: int = 0
     """The workflow code revision the run was started under; runs from before revisions have
     none (0). Starters pass ``JOURNEY_REVISION``."""
+
+    @model_serializer(mode="wrap")
+    def _share_questionnaires(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        data = serialize(self)
+        distinct: list[Questionnaire] = []
+        shared: dict[str, Any] = {}
+        touchpoints = data["setup"]["plan"]["touchpoints"]
+        for planned, touchpoint in zip(self.setup.plan.touchpoints, touchpoints, strict=True):
+            questionnaire = planned.questionnaire
+            if questionnaire is None:
+                continue
+            index = next(
+                (i for i, seen in enumerate(distinct) if seen is questionnaire),
+                None,
+            )
+            if index is None:
+                index = next((i for i, seen in enumerate(distinct) if seen == questionnaire), None)
+            if index is None:
+                index = len(distinct)
+                distinct.append(questionnaire)
+                shared[f"q{index}"] = touchpoint["questionnaire"]
+            touchpoint["questionnaire"] = f"q{index}"
+        if shared:
+            data["questionnaires"] = shared
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unshare_questionnaires(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "questionnaires" not in data:
+            return data
+        data = dict(data)
+        shared = {
+            key: Questionnaire.model_validate(value)
+            for key, value in data.pop("questionnaires").items()
+        }
+        setup = dict(data["setup"])
+        plan = dict(setup["plan"])
+        touchpoints = []
+        for touchpoint in plan["touchpoints"]:
+            key = touchpoint.get("questionnaire")
+            if isinstance(key, str):
+                if key not in shared:
+                    raise ValueError(
+                        f"touchpoint {touchpoint.get('id')!r} names questionnaire {key!r}, "
+                        f"which the input does not hold (it holds {sorted(shared)})"
+                    )
+                touchpoint = {**touchpoint, "questionnaire": shared[key]}
+            touchpoints.append(touchpoint)
+        plan["touchpoints"] = touchpoints
+        setup["plan"] = plan
+        data["setup"] = setup
+        return data
 
 
 class JourneyResult(BaseModel):
