@@ -452,6 +452,25 @@ class PlanIndex:
         return self._windows.setdefault(timezone, {})
 
 
+_INDEXES: dict[int, PlanIndex] = {}
+_INDEXES_KEPT = 256
+
+
+def _shared_index(plan: JourneyPlan) -> PlanIndex:
+    """The index of ``plan`` every journey on this very plan object shares.
+
+    Journeys whose inputs carry equal plans get one plan object (journey_inputs decodes each
+    plan once), so a worker builds one index per plan rather than one per journey. Plain dict
+    operations only: workflow activations run on several threads.
+    """
+    index = _INDEXES.get(id(plan))
+    if index is None or index.plan is not plan:
+        if len(_INDEXES) >= _INDEXES_KEPT:
+            _INDEXES.clear()
+        index = _INDEXES[id(plan)] = PlanIndex(plan)
+    return index
+
+
 # --------------------------------------------------------------------------- the core
 
 _DUE_AT = operator.attrgetter("due_at")
@@ -471,7 +490,7 @@ class JourneyCore:
         self.setup = setup
         self.plan = setup.plan
         if index is None or index.plan is not self.plan:
-            index = PlanIndex(self.plan)
+            index = _shared_index(self.plan)
         self.index = index
         self.state = state or JourneyState()
         self.zone = ZoneInfo(setup.timezone)

@@ -9,18 +9,20 @@ module, passed through, is imported once per worker.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from pydantic import (
     BaseModel,
     SerializerFunctionWrapHandler,
+    ValidationError,
     model_serializer,
     model_validator,
 )
 from temporalio.common import RetryPolicy
 
 from suifang.core.enums import JourneyStatus
-from suifang.core.pathways import Questionnaire
+from suifang.core.pathways import JourneyPlan, Questionnaire
 from suifang.workflows.journey_core import (
     CreditPoints,
     JourneyProgress,
@@ -103,7 +105,8 @@ class JourneyInput(BaseModel):
     same questionnaire at most touchpoints, and the plan travels in every journey's start
     event (and each continue-as-new) — the PCI pathway's 20 KB of JSON is 14 KB of one
     questionnaire four times over. Inputs written before (each touchpoint with its own copy)
-    still read; decoded, touchpoints that share a questionnaire share one object.
+    still read; decoded, touchpoints that share a questionnaire share one object, and
+    journeys with equal plans share one plan.
     """
 
     setup: JourneySetup
@@ -139,31 +142,56 @@ class JourneyInput(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _unshare_questionnaires(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "questionnaires" not in data:
+    def _read_plan(cls, data: Any) -> Any:
+        """The plan of a serialized input: its questionnaires put back, or the one decoded."""
+        if not isinstance(data, dict) or not isinstance(data.get("setup"), dict):
             return data
         data = dict(data)
-        shared = {
-            key: Questionnaire.model_validate(value)
-            for key, value in data.pop("questionnaires").items()
-        }
+        shared = data.pop("questionnaires", None) or {}
         setup = dict(data["setup"])
-        plan = dict(setup["plan"])
-        touchpoints = []
-        for touchpoint in plan["touchpoints"]:
-            key = touchpoint.get("questionnaire")
-            if isinstance(key, str):
-                if key not in shared:
-                    raise ValueError(
-                        f"touchpoint {touchpoint.get('id')!r} names questionnaire {key!r}, "
-                        f"which the input does not hold (it holds {sorted(shared)})"
-                    )
-                touchpoint = {**touchpoint, "questionnaire": shared[key]}
-            touchpoints.append(touchpoint)
-        plan["touchpoints"] = touchpoints
-        setup["plan"] = plan
+        plan = setup.get("plan")
+        if isinstance(plan, dict):
+            try:
+                setup["plan"] = _decoded_plan(plan, shared)
+            except ValidationError as exc:
+                raise ValueError(f"setup.plan: {exc}") from None
         data["setup"] = setup
         return data
+
+
+_PLANS: dict[str, JourneyPlan] = {}
+_PLANS_KEPT = 256
+
+
+def _decoded_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
+    """``plan`` (its questionnaires named from ``shared``) as a model, decoded once per content.
+
+    Every journey enrolled on the same pathway version, tier and groups carries the same plan;
+    validating it is most of what decoding a journey's input costs, and a plan is immutable
+    (frozen models), so journeys with equal plans share one. Keyed by the serialized content
+    itself: nothing but an equal plan can match.
+    """
+    key = json.dumps([plan, shared], ensure_ascii=False, separators=(",", ":"), default=str)
+    decoded = _PLANS.get(key)
+    if decoded is not None:
+        return decoded
+    questionnaires = {name: Questionnaire.model_validate(q) for name, q in shared.items()}
+    touchpoints = []
+    for touchpoint in plan.get("touchpoints", []):
+        name = touchpoint.get("questionnaire") if isinstance(touchpoint, dict) else None
+        if isinstance(name, str):
+            if name not in questionnaires:
+                raise ValueError(
+                    f"touchpoint {touchpoint.get('id')!r} names questionnaire {name!r}, "
+                    f"which the input does not hold (it holds {sorted(questionnaires)})"
+                )
+            touchpoint = {**touchpoint, "questionnaire": questionnaires[name]}
+        touchpoints.append(touchpoint)
+    decoded = JourneyPlan.model_validate({**plan, "touchpoints": touchpoints})
+    if len(_PLANS) >= _PLANS_KEPT:
+        _PLANS.clear()  # plain dict operations only: inputs are decoded on several threads
+    _PLANS[key] = decoded
+    return decoded
 
 
 class JourneyResult(BaseModel):

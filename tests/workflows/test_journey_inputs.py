@@ -97,3 +97,22 @@ def test_a_plan_without_questionnaires_has_no_table_of_them() -> None:
     )
     assert "questionnaires" not in json.loads(journey.model_dump_json())
     assert JourneyInput.model_validate_json(journey.model_dump_json()) == journey
+
+
+async def test_journeys_on_the_same_plan_share_one_decoded_plan(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    first_raw, first = await _started_input(runtime, journey_worker)
+    _, second = await _started_input(runtime, journey_worker)
+    assert first.setup.enrollment_id != second.setup.enrollment_id
+    assert first.setup.plan is second.setup.plan
+    # A plan that differs in anything decodes to a plan of its own.
+    other = json.loads(json.dumps(first_raw))
+    other["setup"]["plan"]["lost_after_missed"] += 1
+    changed = JourneyInput.model_validate(other)
+    assert changed.setup.plan is not first.setup.plan
+    assert changed.setup.plan.lost_after_missed == first.setup.plan.lost_after_missed + 1
+    broken = json.loads(json.dumps(first_raw))
+    del broken["setup"]["plan"]["name"]
+    with pytest.raises(ValidationError, match=r"setup\.plan: (.|\n)*name\n  Field required"):
+        JourneyInput.model_validate(broken)
