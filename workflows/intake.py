@@ -14,7 +14,9 @@ import datetime as dt
 import uuid
 from typing import Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
@@ -214,7 +216,19 @@ def _upsert_patient(session: Session, data: PatientIn) -> Patient:
     return patient
 
 
-def _upsert_encounter(session: Session, patient: Patient, data: EncounterIn) -> Encounter:
+def _department_exists(session: Session, code: str) -> bool:
+    return session.connection().execute(_DEPARTMENT, {"code": code}).first() is not None
+
+
+_DEPARTMENT = sa.select(Department.__table__.c.code).where(  # type: ignore[attr-defined]
+    Department.__table__.c.code == sa.bindparam("code")  # type: ignore[attr-defined]
+)
+
+
+def _upsert_encounter(
+    session: Session, patient: Patient, data: EncounterIn
+) -> tuple[Encounter, bool]:
+    """The encounter, and whether it is new."""
     encounter = session.exec(
         select(Encounter).where(Encounter.external_id == data.external_id)
     ).first()
@@ -223,6 +237,7 @@ def _upsert_encounter(session: Session, patient: Patient, data: EncounterIn) -> 
             f"encounter.external_id {data.external_id!r} already belongs to another patient"
         )
     fields = data.model_dump(exclude={"department"})
+    created = encounter is None
     if encounter is None:
         encounter = Encounter(patient_id=patient.id, department_code=data.department, **fields)  # type: ignore[arg-type]
     else:
@@ -235,7 +250,7 @@ def _upsert_encounter(session: Session, patient: Patient, data: EncounterIn) -> 
         )
     session.add(encounter)
     session.flush()
-    return encounter
+    return encounter, created
 
 
 def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
@@ -345,10 +360,7 @@ async def register_discharge(
             ).first()
             if existing is not None:
                 return await resume_enrollment(runtime, session, existing)
-        # Held, not just checked: the session's identity map keeps only referenced rows, and
-        # the enrollment's department below is usually this one.
-        department = session.get(Department, data.encounter.department)
-        if department is None:
+        if not _department_exists(session, data.encounter.department):
             known = ", ".join(session.exec(select(Department.code)).all())
             raise ValidationFailed(
                 f"encounter.department: unknown department {data.encounter.department!r} "
@@ -356,12 +368,17 @@ async def register_discharge(
             )
         template = _choose_pathway(runtime, data)
         patient = _upsert_patient(session, data.patient)
-        encounter = _upsert_encounter(session, patient, data.encounter)
-        existing = session.exec(
-            select(Enrollment).where(
-                Enrollment.encounter_id == encounter.id, Enrollment.pathway_id == template.id
-            )
-        ).first()
+        encounter, new_encounter = _upsert_encounter(session, patient, data.encounter)
+        # A new encounter has no enrollments to find.
+        existing = (
+            None
+            if new_encounter
+            else session.exec(
+                select(Enrollment).where(
+                    Enrollment.encounter_id == encounter.id, Enrollment.pathway_id == template.id
+                )
+            ).first()
+        )
         if existing is not None:
             session.commit()
             return await resume_enrollment(runtime, session, existing)
@@ -375,8 +392,8 @@ async def register_discharge(
             department_code=template.department
             if template.department
             and (
-                template.department == department.code
-                or session.get(Department, template.department)
+                template.department == data.encounter.department
+                or _department_exists(session, template.department)
             )
             else encounter.department_code,
             pathway_id=template.id,
@@ -434,11 +451,18 @@ async def start_journey(
             f"{exc}; retry the same request (same idempotency key) to start it"
         ) from None
     if enrollment.status == JourneyStatus.PENDING:
-        enrollment.status = JourneyStatus.ACTIVE
-        enrollment.started_at = utcnow()
-        session.add(enrollment)
+        # A statement, not the unit of work: intake is on every discharge's path.
+        started = {"status": JourneyStatus.ACTIVE, "started_at": utcnow()}
+        session.connection().execute(_MARK_STARTED, {"enrollment": enrollment.id, **started})
         session.commit()
+        for name, value in started.items():
+            set_committed_value(enrollment, name, value)
     return handle
+
+
+_MARK_STARTED = sa.update(Enrollment.__table__).where(  # type: ignore[attr-defined]
+    Enrollment.__table__.c.id == sa.bindparam("enrollment")  # type: ignore[attr-defined]
+)
 
 
 async def resume_enrollment(
