@@ -216,6 +216,23 @@ def _upsert_patient(session: Session, data: PatientIn) -> Patient:
     return patient
 
 
+_PLANS: dict[tuple[str, int, str, tuple[str, ...]], tuple[PathwayTemplate, JourneyPlan]] = {}
+
+
+def _plan_for(template: PathwayTemplate, tier: str, groups: list[str]) -> JourneyPlan:
+    """``resolve_plan``, once per template, tier and groups: plans are immutable, and one plan
+    object shared by the journeys it serves is one schedule index (journey_core), not many."""
+    key = (template.id, template.version, str(tier), tuple(groups))
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is template:
+        return cached[1]
+    plan = resolve_plan(template, tier, groups)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[key] = (template, plan)
+    return plan
+
+
 def _department_exists(session: Session, code: str) -> bool:
     return session.connection().execute(_DEPARTMENT, {"code": code}).first() is not None
 
@@ -384,7 +401,7 @@ async def register_discharge(
             return await resume_enrollment(runtime, session, existing)
         risk = assess(runtime, patient, encounter, template.id)
         tier = data.risk_tier or risk.tier
-        plan = resolve_plan(template, tier, risk.groups)
+        plan = _plan_for(template, tier, risk.groups)
         greetings, greetings_until = _greetings(plan, patient, encounter.discharged_at)
         enrollment = Enrollment(
             patient_id=patient.id,  # type: ignore[arg-type]
