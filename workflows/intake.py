@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
@@ -428,8 +428,8 @@ async def register_discharge(
         )
         session.add(enrollment)
         session.flush()
-        enrollment.workflow_id = journey_workflow_id(enrollment.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
-        session.add(enrollment)
+        workflow_id = journey_workflow_id(enrollment.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
+        _update_enrollment(session, enrollment, workflow_id=workflow_id)
         session.commit()
         setup = JourneySetup(
             enrollment_id=enrollment.id,  # type: ignore[arg-type]
@@ -468,18 +468,23 @@ async def start_journey(
             f"{exc}; retry the same request (same idempotency key) to start it"
         ) from None
     if enrollment.status == JourneyStatus.PENDING:
-        # A statement, not the unit of work: intake is on every discharge's path.
-        started = {"status": JourneyStatus.ACTIVE, "started_at": utcnow()}
-        session.connection().execute(_MARK_STARTED, {"enrollment": enrollment.id, **started})
+        _update_enrollment(session, enrollment, status=JourneyStatus.ACTIVE, started_at=utcnow())
         session.commit()
-        for name, value in started.items():
-            set_committed_value(enrollment, name, value)
     return handle
 
 
-_MARK_STARTED = sa.update(Enrollment.__table__).where(  # type: ignore[attr-defined]
+def _update_enrollment(session: Session, enrollment: Enrollment, **values: Any) -> None:
+    """Set columns of a flushed enrollment with a statement, not the unit of work (intake is
+    on every discharge's path), and on the object as if loaded so."""
+    session.connection().execute(_UPDATE_ENROLLMENT, {"enrollment": enrollment.id, **values})
+    for name, value in values.items():
+        set_committed_value(enrollment, name, value)
+
+
+_UPDATE_ENROLLMENT = sa.update(Enrollment.__table__).where(  # type: ignore[attr-defined]
     Enrollment.__table__.c.id == sa.bindparam("enrollment")  # type: ignore[attr-defined]
 )
+"""Sets the columns its parameters name besides ``enrollment``."""
 
 
 async def resume_enrollment(
