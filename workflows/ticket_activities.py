@@ -211,13 +211,14 @@ class TicketActivities:
                 row.delivered_via = "email"
             except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
                 row.delivered_via = None
+        delivered_via = row.delivered_via  # read before the commit expires the row
         with Session(self.runtime.engine) as session:
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-        return row.delivered_via
+        return delivered_via
 
     @activity.defn(name="sync_ticket")
     async def sync_ticket(self, snapshot: TicketSnapshot) -> None:

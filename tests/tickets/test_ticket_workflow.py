@@ -291,6 +291,22 @@ async def test_sla_warning_and_breach_fire_exactly_across_a_weekend_and_a_holida
     await env.sleep(due - opened + dt.timedelta(minutes=5))
     notices = await settle(lambda: _notifications(runtime, ticket_id, "first_response"))
     assert [(n.kind, n.due_at) for n in notices] == [("warning", due), ("breach", due)]
+    # Each notice was done by its first attempt: one that wrote its row and then failed would
+    # still leave the rows above, only late, after Temporal's retry.
+    events = (await handle.fetch_history()).events
+    activity_of = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    notice_attempts = [
+        started.attempt
+        for e in events
+        if e.HasField("activity_task_started_event_attributes")
+        and activity_of[(started := e.activity_task_started_event_attributes).scheduled_event_id]
+        == "notify_staff"
+    ]
+    assert notice_attempts == [1, 1]
     # Each timer is set for the exact instant; it fires then (never early, within a tick).
     fired = {e.action: e.at for e in _ticket_events(runtime, ticket_id)}
     for action, expected in (("sla_warning", warn), ("sla_breach", due)):
