@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         description=(
             "Workflows a worker keeps in memory between tasks. One that is not cached replays "
             "its history when it wakes: size this to the journeys and tickets that wake "
-            "together (about 0.3 MiB each; 0.4 MiB sandboxed)."
+            "together (about 0.1 MiB each; more sandboxed)."
         ),
     )
     worker_max_concurrent_activities: int = Field(
