@@ -126,11 +126,13 @@ class JourneyInput(BaseModel):
             if questionnaire is None:
                 continue
             index = next(
-                (i for i, seen in enumerate(distinct) if seen is questionnaire),
+                (
+                    i
+                    for i, seen in enumerate(distinct)
+                    if seen is questionnaire or seen == questionnaire
+                ),
                 None,
             )
-            if index is None:
-                index = next((i for i, seen in enumerate(distinct) if seen == questionnaire), None)
             if index is None:
                 index = len(distinct)
                 distinct.append(questionnaire)
