@@ -7,22 +7,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.channels import OutboundMessage
 from suifang.core.db import utcnow
-from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
-from suifang.core.models import (
-    Department,
-    Patient,
-    StaffNotification,
-    Ticket,
-    TicketEvent,
-    TicketNote,
-)
+from suifang.core.enums import Priority, TicketSource, Tier
+from suifang.core.models import Department, Patient, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
 from suifang.tickets.core import TicketSnapshot
@@ -31,6 +23,13 @@ from suifang.tickets.service import TicketStart, build_ticket
 from suifang.workflows.delivery import DeliveryRequest, RetryableDelivery, deliver
 from suifang.workflows.journey_core import SendOutcome
 from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
+from suifang.workflows.ticket_records import (
+    UnknownTicket,
+    recorded_staff_notice,
+    save_snapshot,
+    save_staff_notice,
+    supervisor_of,
+)
 
 __all__ = [
     "PatientNoticeInput",
@@ -173,115 +172,57 @@ class TicketActivities:
         """Record the warning or breach for the department; e-mail its supervisor if possible."""
         # No connection is held while the e-mail goes out (see worker.py: activities never
         # await with one checked out).
-        with Session(self.runtime.engine) as session:
-            existing = session.exec(
-                select(StaffNotification).where(StaffNotification.event_key == notice.event_key)
-            ).first()
-            if existing is not None:
-                return existing.delivered_via
-            department = session.get(Department, notice.department) if notice.department else None
-        row = StaffNotification(
-            event_key=notice.event_key,
-            ticket_id=notice.ticket_id,
-            department_code=notice.department,
-            kind=notice.kind,
-            clock=notice.clock,
-            due_at=notice.due_at,
-            actions=notice.actions,
-        )
+        with self.runtime.engine.connect() as connection:
+            recorded, delivered_via = recorded_staff_notice(connection, notice.event_key)
+            if recorded:
+                return delivered_via
+            supervisor = supervisor_of(connection, notice.department) if notice.department else None
         email = self.runtime.channels.get("email")
-        if email is not None and department is not None and department.supervisor_email:
+        if email is not None and supervisor is not None and supervisor.email:
             verb = "breached" if notice.kind == "breach" else "is close to breaching"
             actions = ", ".join(notice.actions) or "none"
             body = (
-                f"Ticket {notice.ticket_id} ({department.name_en}) {verb} its {notice.clock} "
-                f"SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
+                f"Ticket {notice.ticket_id} ({supervisor.department_name}) {verb} its "
+                f"{notice.clock} SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
             )
             try:
                 await email.send(
                     OutboundMessage(
                         idempotency_key=notice.event_key,
                         patient_id=0,
-                        address=department.supervisor_email,
+                        address=supervisor.email,
                         subject=f"[suifang] SLA {notice.kind}: ticket {notice.ticket_id}",
                         body=body,
                         locale="en",
                     )
                 )
-                row.delivered_via = "email"
+                delivered_via = "email"
             except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
-                row.delivered_via = None
-        delivered_via = row.delivered_via  # read before the commit expires the row
-        with Session(self.runtime.engine) as session:
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
+                delivered_via = None
+        with self.runtime.engine.begin() as connection:
+            save_staff_notice(
+                connection,
+                {
+                    "event_key": notice.event_key,
+                    "ticket_id": notice.ticket_id,
+                    "department_code": notice.department,
+                    "kind": notice.kind,
+                    "clock": notice.clock,
+                    "due_at": notice.due_at,
+                    "actions": notice.actions,
+                    "delivered_via": delivered_via,
+                },
+            )
         return delivered_via
 
     @activity.defn(name="sync_ticket")
     async def sync_ticket(self, snapshot: TicketSnapshot) -> None:
         """Write the read model and the new history lines (idempotent on their sequence numbers)."""
-        state = snapshot.state
-        with Session(self.runtime.engine) as session:
-            ticket = session.get(Ticket, snapshot.ticket_id)
-            if ticket is None:
-                raise ApplicationError(f"ticket {snapshot.ticket_id} missing", non_retryable=True)
-            ticket.status = state.status
-            ticket.tier = state.tier
-            ticket.priority = state.priority
-            ticket.category = state.category
-            ticket.clinical = state.clinical
-            ticket.department_code = state.department
-            ticket.assignee = state.assignee
-            ticket.red_flags = state.red_flags
-            ticket.first_response_due = snapshot.first_response_due
-            ticket.resolution_due = snapshot.resolution_due
-            ticket.first_response_at = state.first_response_at
-            ticket.first_response_breached_at = snapshot.first_response_breached_at
-            ticket.resolution_breached_at = snapshot.resolution_breached_at
-            ticket.breached = bool(state.breached_at)
-            ticket.resolved_at = state.resolved_at
-            ticket.closed_at = state.closed_at
-            ticket.reopen_count = state.reopen_count
-            ticket.satisfaction = state.satisfaction
-            ticket.sla_paused = state.status == TicketStatus.WAITING_ON_PATIENT
-            ticket.updated_at = utcnow()
-            session.add(ticket)
-            known = set(
-                session.exec(
-                    select(TicketEvent.seq).where(TicketEvent.ticket_id == snapshot.ticket_id)
-                ).all()
-            )
-            for event in snapshot.events:
-                if event.seq in known:
-                    continue
-                session.add(
-                    TicketEvent(
-                        ticket_id=snapshot.ticket_id,
-                        seq=event.seq,
-                        at=event.at,
-                        actor=event.actor,
-                        action=event.action,
-                        from_status=event.from_status,
-                        to_status=event.to_status,
-                        reason=event.reason,
-                        detail=_jsonable(event.detail),
-                    )
-                )
-                if event.note:
-                    session.add(
-                        TicketNote(
-                            ticket_id=snapshot.ticket_id,
-                            seq=event.seq,
-                            author=event.actor,
-                            visible_to_patient=event.visible_to_patient,
-                            body=event.note,
-                            created_at=event.at,
-                        )
-                    )
-            session.commit()
+        try:
+            with self.runtime.engine.begin() as connection:
+                save_snapshot(connection, snapshot)
+        except UnknownTicket as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from None
 
     @activity.defn(name="open_sub_task")
     async def open_sub_task(self, request: SubTaskInput) -> TicketStart:
@@ -309,15 +250,3 @@ class TicketActivities:
                 parent_ticket_id=parent.id,
                 idempotency_key=request.idempotency_key,
             )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if hasattr(value, "value"):
-        return value.value
-    return value
