@@ -16,9 +16,10 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
+from suifang.core.sharing import SharedByContent, content_key
 from suifang.core.triage import TriageResult
 from suifang.tickets.sla import SlaPolicy, deadline
 
@@ -41,9 +42,9 @@ __all__ = [
 ]
 
 SATISFIED_FROM = 3
+"""Scores 1–5; below this a resolved ticket reopens."""
 CLINICAL_ANSWER_CONFIDENCE = 0.5
 """Below this, a clinical question is not answered from the knowledge base but by a nurse."""
-"""Scores 1–5; below this a resolved ticket reopens."""
 
 ACTIONS = (
     "claim",
@@ -95,6 +96,18 @@ class TicketSetup(BaseModel):
     parent_ticket_id: int | None = None
     satisfaction_wait: dt.timedelta = dt.timedelta(days=3)
     locale: str = "zh-CN"
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _shared_policy(cls, value: Any) -> Any:
+        """A serialized policy, decoded once per worker: tickets carry the hospital's policy
+        (calendars, holidays, every target) in their input, nearly always the same one."""
+        if isinstance(value, dict):
+            return _POLICIES.get(content_key(value), lambda: SlaPolicy.model_validate(value))
+        return value
+
+
+_POLICIES: SharedByContent[SlaPolicy] = SharedByContent()
 
 
 class SlaClockState(BaseModel):

@@ -9,7 +9,6 @@ module, passed through, is imported once per worker.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from pydantic import (
@@ -23,6 +22,7 @@ from temporalio.common import RetryPolicy
 
 from suifang.core.enums import JourneyStatus
 from suifang.core.pathways import JourneyPlan, Questionnaire
+from suifang.core.sharing import SharedByContent, content_key
 from suifang.workflows.journey_core import (
     CreditPoints,
     JourneyProgress,
@@ -161,8 +161,7 @@ class JourneyInput(BaseModel):
         return data
 
 
-_PLANS: dict[str, JourneyPlan] = {}
-_PLANS_KEPT = 256
+_PLANS: SharedByContent[JourneyPlan] = SharedByContent()
 
 
 def _decoded_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
@@ -170,13 +169,12 @@ def _decoded_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
 
     Every journey enrolled on the same pathway version, tier and groups carries the same plan;
     validating it is most of what decoding a journey's input costs, and a plan is immutable
-    (frozen models), so journeys with equal plans share one. Keyed by the serialized content
-    itself: nothing but an equal plan can match.
+    (frozen models), so journeys with equal plans share one.
     """
-    key = json.dumps([plan, shared], ensure_ascii=False, separators=(",", ":"), default=str)
-    decoded = _PLANS.get(key)
-    if decoded is not None:
-        return decoded
+    return _PLANS.get(content_key(plan, shared), lambda: _decode_plan(plan, shared))
+
+
+def _decode_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
     questionnaires = {name: Questionnaire.model_validate(q) for name, q in shared.items()}
     touchpoints = []
     for touchpoint in plan.get("touchpoints", []):
@@ -189,11 +187,7 @@ def _decoded_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
                 )
             touchpoint = {**touchpoint, "questionnaire": questionnaires[name]}
         touchpoints.append(touchpoint)
-    decoded = JourneyPlan.model_validate({**plan, "touchpoints": touchpoints})
-    if len(_PLANS) >= _PLANS_KEPT:
-        _PLANS.clear()  # plain dict operations only: inputs are decoded on several threads
-    _PLANS[key] = decoded
-    return decoded
+    return JourneyPlan.model_validate({**plan, "touchpoints": touchpoints})
 
 
 class JourneyResult(BaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
 from suifang.core.triage import KnowledgeAnswer, TriageResult
@@ -310,3 +312,22 @@ def test_snapshots_carry_every_event_exactly_once() -> None:
     sequences = [e.seq for _, c in run.log if isinstance(c, Save) for e in c.snapshot.events]
     assert sequences == sorted(set(sequences))
     assert {"triage", "route", "claim", "note", "resolve"} <= set(run.saved_events())
+
+
+def test_tickets_decoded_with_the_same_policy_share_one_and_a_broken_one_says_where() -> None:
+    """A worker decodes the hospital's policy once, not once per ticket input it reads."""
+    setup = start(FRIDAY).core.setup
+    raw = json.loads(setup.model_dump_json())
+    first = TicketSetup.model_validate_json(json.dumps(raw))
+    second = TicketSetup.model_validate_json(json.dumps(raw | {"ticket_id": 2}))
+    assert (first.ticket_id, second.ticket_id) == (1, 2)
+    assert first.policy is second.policy
+    assert first.policy == POLICY
+    # A policy that differs in anything decodes to one of its own.
+    raw["policy"]["calendars"]["business"]["holidays"].append("2027-03-01")
+    changed = TicketSetup.model_validate(raw)
+    assert changed.policy is not first.policy
+    assert dt.date(2027, 3, 1) in changed.policy.calendar("business").holidays
+    del raw["policy"]["targets"]["L2"]
+    with pytest.raises(ValidationError, match=r"policy\n  Value error, .*no target for L2"):
+        TicketSetup.model_validate(raw)
