@@ -447,7 +447,8 @@ def pci_discharge(run: str, number: int) -> dict[str, Any]:
 
 
 async def wait_until_parked(client: Any, workflow_ids: Sequence[str], timeout: float) -> None:
-    """Until each of ``workflow_ids`` has had its first workflow task and waits on a timer."""
+    """Until each of ``workflow_ids`` has had its first workflow task and waits on a timer,
+    with no activity in flight."""
     deadline = time.monotonic() + timeout
     remaining = list(workflow_ids)
     while remaining:
@@ -458,6 +459,7 @@ async def wait_until_parked(client: Any, workflow_ids: Sequence[str], timeout: f
             raw = (await client.get_workflow_handle(workflow_id).describe()).raw_description
             if (
                 raw.HasField("pending_workflow_task")
+                or raw.pending_activities
                 or raw.workflow_execution_info.history_length < 5
             ):
                 still.append(workflow_id)

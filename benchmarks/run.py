@@ -70,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--seconds", type=float, default=30.0)
 
     memory = command("memory", "Worker memory per cached workflow.")
-    memory.add_argument("--journeys", type=int, default=5000)
+    memory.add_argument(
+        "--count", "--journeys", type=int, default=5000, help="Workflows started and parked."
+    )
+    memory.add_argument("--kind", choices=("journey", "ticket"), default="journey")
 
     everything = command("all", "Every benchmark with its defaults.")
     del everything

@@ -83,16 +83,15 @@ def make_patient(runtime: Runtime) -> int:
         return patient.id  # type: ignore[return-value]
 
 
-async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime) -> Planned:
-    """``tickets.service.open_ticket`` with the benchmark's policy in the workflow's setup."""
+async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime | None) -> Planned:
+    """``tickets.service.open_ticket`` with the benchmark's policy in the workflow's setup: its
+    breach falls due at ``due``. With ``due`` None, the shipped policy, as the API opens it."""
     client = await runtime.client()
     with Session(runtime.engine, expire_on_commit=False) as session:
         triage = runtime.plugins.triage(
             TriageRequest(text=TEXT, locale="zh-CN", source=TicketSource.PATIENT_MESSAGE)
         )
         now = dt.datetime.now(dt.UTC)
-        target = max(due - now, WARNING_LEAD * 2)
-        warn_at = 1 - WARNING_LEAD / target
         start = build_ticket(
             session,
             patient_id=patient_id,
@@ -103,7 +102,11 @@ async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime) -> Pl
             department="general_medicine",
             tier=Tier.L2,
         )
-    setup = start.setup.model_copy(update={"policy": policy_with(target, warn_at)})
+    setup, target, warn_at = start.setup, dt.timedelta(0), 0.0
+    if due is not None:
+        target = max(due - now, WARNING_LEAD * 2)
+        warn_at = 1 - WARNING_LEAD / target
+        setup = setup.model_copy(update={"policy": policy_with(target, warn_at)})
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
         TicketInput(setup=setup, revision=TICKET_REVISION),

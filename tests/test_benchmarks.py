@@ -62,6 +62,9 @@ def test_api_latency_is_measured_without_errors() -> None:
 def test_memory_and_capacity_count_what_they_started() -> None:
     memory = bench("memory", "--journeys", "20")
     assert int(memory["cached_after"]) - int(memory["cached_before"]) == 20
+    tickets = bench("memory", "--kind", "ticket", "--count", "20")
+    assert (tickets["kind"], tickets["workflows"]) == ("ticket", "20")
+    assert int(tickets["cached_after"]) - int(tickets["cached_before"]) == 20
     capacity = bench("capacity", "--journeys", "30", "--sample", "5")
     assert capacity["sample_ok"] == "5"
     assert capacity["visible_running"] == "30"
