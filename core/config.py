@@ -76,13 +76,14 @@ class Settings(BaseSettings):
     )
     task_queue: str = Field("suifang", min_length=1)
     worker_max_cached_workflows: int = Field(
-        1000,
+        5000,
         ge=0,
         le=1_000_000,
         description=(
-            "Workflows a worker keeps in memory between tasks. One that is not cached replays "
-            "its history when it wakes: size this to the journeys and tickets that wake "
-            "together (about 0.1 MiB each; more sandboxed)."
+            "Workflows a worker keeps in memory between tasks (about 0.1 MiB per journey, "
+            "0.13 MiB per ticket; more sandboxed). One that is not cached replays its history "
+            "when it wakes, so size this to the journeys and tickets that wake together: a "
+            "day's sends and every deadline that falls on the same working-day morning."
         ),
     )
     worker_max_concurrent_activities: int = Field(
