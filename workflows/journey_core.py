@@ -1191,7 +1191,9 @@ class JourneyCore:
 
     def schedule(self, limit: int = 50) -> list[tuple[str, int, dt.datetime]]:
         """The dated plan from here on, without sending anything (``pathways preview``)."""
-        probe = JourneyCore(self.setup.model_copy(deep=True), self.state.model_copy(deep=True))
+        # Only the probe's state moves; the setup (and its frozen plan, with the plan's shared
+        # index) is shared, not deep-copied: intake previews every discharge's schedule.
+        probe = JourneyCore(self.setup.model_copy(), self.state.model_copy(deep=True))
         rows = []
         while len(rows) < limit:
             upcoming = probe._next_occurrence()

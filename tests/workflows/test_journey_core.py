@@ -110,6 +110,20 @@ def test_pci_sends_on_days_3_7_14_30_at_ten_local_time() -> None:
     ]
 
 
+def test_a_schedule_preview_midway_leaves_the_journey_where_it_was() -> None:
+    previewed, untouched = driver(pci()), driver(pci())
+    for run in (previewed, untouched):
+        run.run(until=DISCHARGED + dt.timedelta(days=8))
+    before = (previewed.core.setup.model_dump(), previewed.core.state.model_dump())
+    assert [key for key, _, _ in previewed.core.schedule()] == ["day14", "day30"]
+    assert (previewed.core.setup.model_dump(), previewed.core.state.model_dump()) == before
+    for run in (previewed, untouched):
+        run.run()
+    # Unanswered, the journey goes on as it would have (reminders, then lost after day 7).
+    assert previewed.sends() == untouched.sends()
+    assert previewed.of(SetStatus) == untouched.of(SetStatus) != []
+
+
 def test_high_risk_elderly_variant_adds_touchpoints_and_prefers_the_phone() -> None:
     plan = pci(risk_tier="high", groups=["elderly"])
     assert plan.variants == ["high", "elderly"]
