@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, Table, event, text
+from sqlalchemy import DateTime, Engine, Executable, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,7 @@ __all__ = [
     "check_database",
     "create_db_engine",
     "insert_for",
+    "insert_new",
     "migrate",
     "pool_capacity",
     "session_scope",
@@ -152,6 +154,13 @@ def insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"no ON CONFLICT insert for the {dialect} dialect")
+
+
+@functools.cache
+def insert_new(dialect: str, model: type[Any], *unique: str) -> Executable:
+    """An INSERT into ``model``'s table that leaves alone a row whose ``unique`` columns are
+    already taken (the idempotent write of a retried activity); built once per dialect."""
+    return insert_for(dialect, model.__table__).on_conflict_do_nothing(index_elements=list(unique))  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Executable, bindparam, func, select, update
 
-from suifang.core.db import UTCDateTime, insert_for, utcnow
+from suifang.core.db import UTCDateTime, insert_for, insert_new, utcnow
 from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
 from suifang.core.models import (
     Alert,
@@ -197,12 +197,6 @@ def _touchpoint_upsert(dialect: str, times: tuple[str, ...]) -> Executable:
 
 
 @functools.cache
-def _insert_new(dialect: str, model: type[Any], *unique: str) -> Executable:
-    """INSERT that leaves alone a row whose ``unique`` columns are already taken."""
-    return insert_for(dialect, model.__table__).on_conflict_do_nothing(index_elements=list(unique))
-
-
-@functools.cache
 def _recount_points() -> Executable:
     enrollment = Enrollment.__table__  # type: ignore[attr-defined]
     entries = PointsEntry.__table__  # type: ignore[attr-defined]
@@ -282,7 +276,7 @@ def _write_answers(connection: Connection, record: AnswersInput) -> None:
     if record.text:
         rows.append(_answer_row(record, "_text", text=record.text))
     if rows:
-        statement = _insert_new(connection.dialect.name, Answer, "event_key", "question_id")
+        statement = insert_new(connection.dialect.name, Answer, "event_key", "question_id")
         connection.execute(statement, rows)
     _insert_observations(connection, record, "questionnaire")
 
@@ -324,7 +318,7 @@ def _insert_observations(
         for observation in record.observations
     ]
     if rows:
-        statement = _insert_new(connection.dialect.name, Observation, "event_key", "indicator")
+        statement = insert_new(connection.dialect.name, Observation, "event_key", "indicator")
         connection.execute(statement, rows)
 
 
@@ -350,7 +344,7 @@ def _write_alert(connection: Connection, alert: AlertInput) -> None:
         "ticket_id": None,
         "created_at": alert.at,
     }
-    connection.execute(_insert_new(connection.dialect.name, Alert, "event_key"), row)
+    connection.execute(insert_new(connection.dialect.name, Alert, "event_key"), row)
 
 
 def _write_points(connection: Connection, credit: PointsInput) -> None:
@@ -363,7 +357,7 @@ def _write_points(connection: Connection, credit: PointsInput) -> None:
         "reason": "follow-up completed",
         "created_at": utcnow(),
     }
-    connection.execute(_insert_new(connection.dialect.name, PointsEntry, "event_key"), entry)
+    connection.execute(insert_new(connection.dialect.name, PointsEntry, "event_key"), entry)
     # The total is recounted, not incremented: a retried credit cannot count twice.
     connection.execute(_recount_points(), {"enrollment": credit.enrollment_id})
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Executable, bindparam, select, update
 
-from suifang.core.db import insert_for, utcnow
+from suifang.core.db import insert_new, utcnow
 from suifang.core.enums import TicketStatus
 from suifang.core.models import Department, StaffNotification, Ticket, TicketEvent, TicketNote
 from suifang.tickets.core import TicketSnapshot
@@ -95,7 +95,7 @@ def save_snapshot(connection: Connection, snapshot: TicketSnapshot) -> None:
         for event in snapshot.events
     ]
     if events:
-        connection.execute(_insert_new(dialect, TicketEvent), events)
+        connection.execute(insert_new(dialect, TicketEvent, "ticket_id", "seq"), events)
     notes = [
         {
             "ticket_id": snapshot.ticket_id,
@@ -109,7 +109,7 @@ def save_snapshot(connection: Connection, snapshot: TicketSnapshot) -> None:
         if event.note
     ]
     if notes:
-        connection.execute(_insert_new(dialect, TicketNote), notes)
+        connection.execute(insert_new(dialect, TicketNote, "ticket_id", "seq"), notes)
 
 
 def recorded_staff_notice(connection: Connection, event_key: str) -> tuple[bool, str | None]:
@@ -126,8 +126,7 @@ def supervisor_of(connection: Connection, department: str) -> Supervisor | None:
 def save_staff_notice(connection: Connection, notice: dict[str, Any]) -> None:
     """Record a warning or breach notice; one already recorded under its event key stands."""
     row = {"delivered_via": None, "created_at": utcnow()} | notice
-    statement = insert_for(connection.dialect.name, StaffNotification.__table__)  # type: ignore[attr-defined]
-    connection.execute(statement.on_conflict_do_nothing(index_elements=["event_key"]), row)
+    connection.execute(insert_new(connection.dialect.name, StaffNotification, "event_key"), row)
 
 
 # ------------------------------------------------------------------ statements
@@ -138,13 +137,6 @@ def _update_ticket() -> Executable:
     table = Ticket.__table__  # type: ignore[attr-defined]
     # SET takes the columns the parameters name, typed as the table's (``save_snapshot``).
     return update(table).where(table.c.id == bindparam("ticket"))
-
-
-@functools.cache
-def _insert_new(dialect: str, model: type[Any]) -> Executable:
-    """An INSERT of history lines or notes that skips the ones already written."""
-    statement = insert_for(dialect, model.__table__)
-    return statement.on_conflict_do_nothing(index_elements=["ticket_id", "seq"])
 
 
 @functools.cache
