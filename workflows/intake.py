@@ -10,19 +10,21 @@ If Temporal is unreachable the enrollment is kept as ``pending`` and starts on t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import utcnow
+from suifang.core.db import insert_new, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -168,52 +170,99 @@ class EnrollmentOut(BaseModel):
     schedule: list[ScheduledTouchpoint] = Field(default_factory=list)
 
 
-def _upsert_patient(session: Session, data: PatientIn) -> Patient:
-    patient = session.exec(select(Patient).where(Patient.external_id == data.external_id)).first()
+@dataclasses.dataclass(frozen=True)
+class _PatientFacts:
+    """What intake reads back about the patient it upserted."""
+
+    id: int
+    sex: str | None
+    birth_date: dt.date | None
+    timezone: str
+    locale: str
+
+
+def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
+    """Insert or update the patient by MRN, with statements rather than the ORM's unit of
+    work: intake is on every discharge's path. Given fields replace stored ones; omitted
+    optional ones keep what is stored; consent is re-stamped only when it changes."""
+    existing = connection.execute(_PATIENT_BY_MRN, {"external_id": data.external_id}).first()
     now = utcnow()
-    if patient is None:
-        patient = Patient(external_id=data.external_id, name=data.name)
-    patient.name = data.name
-    patient.sex = data.sex or patient.sex
-    patient.birth_date = data.birth_date or patient.birth_date
-    patient.locale = data.locale
-    patient.timezone = data.timezone
-    patient.preferred_channels = data.preferred_channels or patient.preferred_channels
+    values: dict[str, Any] = {
+        "name": data.name,
+        "locale": data.locale,
+        "timezone": data.timezone,
+        "updated_at": now,
+    }
+    optional = {
+        "sex": data.sex,
+        "birth_date": data.birth_date,
+        "preferred_channels": data.preferred_channels,
+        "address": data.address,
+    }
+    values |= {name: value for name, value in optional.items() if value}
     if data.id_number:
-        patient.id_number = data.id_number.upper()
-        patient.id_number_hash = blind_index("id_number", data.id_number.upper())
-    if data.address:
-        patient.address = data.address
-    if patient.consent_at is None or patient.contact_consent != data.contact_consent:
-        patient.contact_consent = data.contact_consent
-        patient.consent_at = now
-        patient.consent_source = data.consent_source or "intake"
-    patient.updated_at = now
-    session.add(patient)
-    session.flush()
-    for system, value in (
-        ("phone", data.phone),
-        ("email", data.email),
-        ("wechat", data.wechat_openid),
-        ("app", data.app_user_id),
+        number = data.id_number.upper()
+        values |= {"id_number": number, "id_number_hash": blind_index("id_number", number)}
+    if (
+        existing is None
+        or existing.consent_at is None
+        or existing.contact_consent != data.contact_consent
     ):
-        if not value:
-            continue
-        digest = blind_index(system, str(value))
-        existing = session.exec(
-            select(ContactPoint).where(
-                ContactPoint.patient_id == patient.id,
-                ContactPoint.system == system,
-                ContactPoint.value_hash == digest,
-            )
-        ).first()
-        if existing is None:
-            session.add(
-                ContactPoint(
-                    patient_id=patient.id, system=system, value=str(value), value_hash=digest
-                )
-            )  # type: ignore[arg-type]
-    return patient
+        values |= {
+            "contact_consent": data.contact_consent,
+            "consent_at": now,
+            "consent_source": data.consent_source or "intake",
+        }
+    if existing is None:
+        patient_id = connection.execute(
+            _INSERT_PATIENT, {"external_id": data.external_id, "created_at": now, **values}
+        ).scalar_one()
+        facts = _PatientFacts(patient_id, data.sex, data.birth_date, data.timezone, data.locale)
+    else:
+        connection.execute(_UPDATE_PATIENT, {"patient": existing.id, **values})
+        facts = _PatientFacts(
+            existing.id,
+            data.sex or existing.sex,
+            data.birth_date or existing.birth_date,
+            data.timezone,
+            data.locale,
+        )
+    contacts = [
+        {
+            "patient_id": facts.id,
+            "system": system,
+            "value": str(value),
+            "value_hash": blind_index(system, str(value)),
+            "rank": 1,
+            "created_at": now,
+        }
+        for system, value in (
+            ("phone", data.phone),
+            ("email", data.email),
+            ("wechat", data.wechat_openid),
+            ("app", data.app_user_id),
+        )
+        if value
+    ]
+    if contacts:
+        statement = insert_new(
+            connection.dialect.name, ContactPoint, "patient_id", "system", "value_hash"
+        )
+        connection.execute(statement, contacts)
+    return facts
+
+
+_PATIENTS = Patient.__table__  # type: ignore[attr-defined]
+_PATIENT_BY_MRN = sa.select(
+    _PATIENTS.c.id,
+    _PATIENTS.c.sex,
+    _PATIENTS.c.birth_date,
+    _PATIENTS.c.contact_consent,
+    _PATIENTS.c.consent_at,
+).where(_PATIENTS.c.external_id == sa.bindparam("external_id"))
+_INSERT_PATIENT = sa.insert(_PATIENTS).returning(_PATIENTS.c.id)
+_UPDATE_PATIENT = sa.update(_PATIENTS).where(_PATIENTS.c.id == sa.bindparam("patient"))
+"""Sets the columns its parameters name besides ``patient``."""
 
 
 _PLANS: dict[tuple[str, int, str, tuple[str, ...]], tuple[PathwayTemplate, JourneyPlan]] = {}
@@ -243,31 +292,35 @@ _DEPARTMENT = sa.select(Department.__table__.c.code).where(  # type: ignore[attr
 
 
 def _upsert_encounter(
-    session: Session, patient: Patient, data: EncounterIn
-) -> tuple[Encounter, bool]:
-    """The encounter, and whether it is new."""
-    encounter = session.exec(
-        select(Encounter).where(Encounter.external_id == data.external_id)
-    ).first()
-    if encounter is not None and encounter.patient_id != patient.id:
+    connection: Connection, patient: _PatientFacts, data: EncounterIn
+) -> tuple[int, float | None, bool]:
+    """The encounter's id and length of stay, and whether it is new (statements, as above)."""
+    existing = connection.execute(_ENCOUNTER_BY_VISIT, {"external_id": data.external_id}).first()
+    if existing is not None and existing.patient_id != patient.id:
         raise ValidationFailed(
             f"encounter.external_id {data.external_id!r} already belongs to another patient"
         )
-    fields = data.model_dump(exclude={"department"})
-    created = encounter is None
-    if encounter is None:
-        encounter = Encounter(patient_id=patient.id, department_code=data.department, **fields)  # type: ignore[arg-type]
-    else:
-        for name, value in fields.items():
-            setattr(encounter, name, value)
-        encounter.department_code = data.department
-    if encounter.length_of_stay_days is None and data.admitted_at:
-        encounter.length_of_stay_days = round(
+    values = data.model_dump(exclude={"department"}) | {"department_code": data.department}
+    if values["length_of_stay_days"] is None and data.admitted_at:
+        values["length_of_stay_days"] = round(
             (data.discharged_at - data.admitted_at).total_seconds() / 86400, 2
         )
-    session.add(encounter)
-    session.flush()
-    return encounter, created
+    if existing is None:
+        encounter_id = connection.execute(
+            _INSERT_ENCOUNTER, {"patient_id": patient.id, "created_at": utcnow(), **values}
+        ).scalar_one()
+        return encounter_id, values["length_of_stay_days"], True
+    connection.execute(_UPDATE_ENCOUNTER, {"encounter": existing.id, **values})
+    return existing.id, values["length_of_stay_days"], False
+
+
+_ENCOUNTERS = Encounter.__table__  # type: ignore[attr-defined]
+_ENCOUNTER_BY_VISIT = sa.select(_ENCOUNTERS.c.id, _ENCOUNTERS.c.patient_id).where(
+    _ENCOUNTERS.c.external_id == sa.bindparam("external_id")
+)
+_INSERT_ENCOUNTER = sa.insert(_ENCOUNTERS).returning(_ENCOUNTERS.c.id)
+_UPDATE_ENCOUNTER = sa.update(_ENCOUNTERS).where(_ENCOUNTERS.c.id == sa.bindparam("encounter"))
+"""Sets the columns its parameters name besides ``encounter``."""
 
 
 def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
@@ -289,7 +342,11 @@ def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
 
 
 def assess(
-    runtime: Runtime, patient: Patient, encounter: Encounter, pathway_id: str
+    runtime: Runtime,
+    patient: _PatientFacts,
+    encounter: EncounterIn,
+    length_of_stay_days: float | None,
+    pathway_id: str,
 ) -> RiskAssessment:
     return runtime.plugins.assess_risk(
         RiskInput(
@@ -298,20 +355,20 @@ def assess(
             pregnant=encounter.pregnant,
             admitted_at=encounter.admitted_at,
             discharged_at=encounter.discharged_at,
-            length_of_stay_days=encounter.length_of_stay_days,
+            length_of_stay_days=length_of_stay_days,
             emergency_admission=encounter.emergency_admission,
             diagnosis_codes=encounter.diagnosis_codes,
             comorbidity_codes=encounter.comorbidity_codes,
             charlson_index=encounter.charlson_index,
             ed_visits_6_months=encounter.ed_visits_6_months,
-            department=encounter.department_code,
+            department=encounter.department,
             pathway_id=pathway_id,
         )
     )
 
 
 def _greetings(
-    plan: JourneyPlan, patient: Patient, discharged_at: dt.datetime
+    plan: JourneyPlan, birth_date: dt.date | None, discharged_at: dt.datetime
 ) -> tuple[list[GreetingOccasion], dt.date | None]:
     if not plan.greetings:
         return [], None
@@ -327,13 +384,13 @@ def _greetings(
         )
         longest_wait = max(t.answer_wait for t in plan.touchpoints)
         until = start + dt.timedelta(days=last_day) + longest_wait
-    occasions = greeting_occasions(start, until, birth_date=patient.birth_date)
+    occasions = greeting_occasions(start, until, birth_date=birth_date)
     return [GreetingOccasion(date=o.date, occasion=o.id) for o in occasions], until
 
 
 def _output(
     enrollment: Enrollment,
-    encounter: Encounter,
+    discharged_at: dt.datetime,
     created: bool,
     plan: JourneyPlan | None,
     timezone: str,
@@ -342,9 +399,7 @@ def _output(
     if plan is not None:
         schedule = [
             ScheduledTouchpoint(key=key, day=day, due_at=due)
-            for key, day, due in preview_schedule(
-                plan, encounter.discharged_at, timezone=timezone, limit=20
-            )
+            for key, day, due in preview_schedule(plan, discharged_at, timezone=timezone, limit=20)
         ]
     return EnrollmentOut(
         enrollment_id=enrollment.id,  # type: ignore[arg-type]
@@ -384,58 +439,68 @@ async def register_discharge(
                 f"(known: {known})"
             )
         template = _choose_pathway(runtime, data)
-        patient = _upsert_patient(session, data.patient)
-        encounter, new_encounter = _upsert_encounter(session, patient, data.encounter)
+        connection = session.connection()
+        patient = _upsert_patient(connection, data.patient)
+        encounter_id, length_of_stay, new_encounter = _upsert_encounter(
+            connection, patient, data.encounter
+        )
         # A new encounter has no enrollments to find.
         existing = (
             None
             if new_encounter
             else session.exec(
                 select(Enrollment).where(
-                    Enrollment.encounter_id == encounter.id, Enrollment.pathway_id == template.id
+                    Enrollment.encounter_id == encounter_id, Enrollment.pathway_id == template.id
                 )
             ).first()
         )
         if existing is not None:
             session.commit()
             return await resume_enrollment(runtime, session, existing)
-        risk = assess(runtime, patient, encounter, template.id)
+        risk = assess(runtime, patient, data.encounter, length_of_stay, template.id)
         tier = data.risk_tier or risk.tier
         plan = _plan_for(template, tier, risk.groups)
-        greetings, greetings_until = _greetings(plan, patient, encounter.discharged_at)
-        enrollment = Enrollment(
-            patient_id=patient.id,  # type: ignore[arg-type]
-            encounter_id=encounter.id,  # type: ignore[arg-type]
-            department_code=template.department
+        discharged_at = data.encounter.discharged_at
+        greetings, greetings_until = _greetings(plan, patient.birth_date, discharged_at)
+        values: dict[str, Any] = {
+            "patient_id": patient.id,
+            "encounter_id": encounter_id,
+            "department_code": template.department
             if template.department
             and (
                 template.department == data.encounter.department
                 or _department_exists(session, template.department)
             )
-            else encounter.department_code,
-            pathway_id=template.id,
-            pathway_version=template.version,
-            variants=plan.variants,
-            risk_tier=tier,
-            risk_score=risk.score,
-            risk_method=risk.method if data.risk_tier is None else f"{risk.method} (overridden)",
-            risk_reasons=risk.reasons,
-            groups=risk.groups,
-            workflow_id=f"pending-{uuid.uuid4().hex}",
-            status=JourneyStatus.PENDING,
-            time_scale=data.time_scale,
-            idempotency_key=key,
+            else data.encounter.department,
+            "pathway_id": template.id,
+            "pathway_version": template.version,
+            "variants": plan.variants,
+            "risk_tier": tier,
+            "risk_score": risk.score,
+            "risk_method": risk.method if data.risk_tier is None else f"{risk.method} (overridden)",
+            "risk_reasons": risk.reasons,
+            "groups": risk.groups,
+            "status": JourneyStatus.PENDING,
+            "time_scale": data.time_scale,
+            "idempotency_key": key,
+            "enrolled_at": utcnow(),
+        }
+        # The workflow id names the enrollment's id, which the insert makes.
+        enrollment_id = connection.execute(
+            _INSERT_ENROLLMENT, {**values, "workflow_id": f"pending-{uuid.uuid4().hex}"}
+        ).scalar_one()
+        workflow_id = journey_workflow_id(enrollment_id, uuid.uuid4().hex[:8])
+        connection.execute(
+            _UPDATE_ENROLLMENT, {"enrollment": enrollment_id, "workflow_id": workflow_id}
         )
-        session.add(enrollment)
-        session.flush()
-        workflow_id = journey_workflow_id(enrollment.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
-        _update_enrollment(session, enrollment, workflow_id=workflow_id)
         session.commit()
+        # The row as loaded, without a load: starting the journey and the answer read it.
+        enrollment = Enrollment(id=enrollment_id, workflow_id=workflow_id, **values)
         setup = JourneySetup(
             enrollment_id=enrollment.id,  # type: ignore[arg-type]
-            patient_id=patient.id,  # type: ignore[arg-type]
+            patient_id=patient.id,
             plan=plan,
-            discharged_at=encounter.discharged_at,
+            discharged_at=discharged_at,
             timezone=patient.timezone,
             locale=patient.locale,
             time_scale=data.time_scale,
@@ -444,7 +509,7 @@ async def register_discharge(
             continue_as_new_after=runtime.settings.journey_run_length,
         )
         await start_journey(runtime, session, enrollment, setup)
-        return _output(enrollment, encounter, True, plan, patient.timezone)
+        return _output(enrollment, discharged_at, True, plan, patient.timezone)
 
 
 async def start_journey(
@@ -481,6 +546,9 @@ def _update_enrollment(session: Session, enrollment: Enrollment, **values: Any) 
         set_committed_value(enrollment, name, value)
 
 
+_INSERT_ENROLLMENT = sa.insert(Enrollment.__table__).returning(  # type: ignore[attr-defined]
+    Enrollment.__table__.c.id  # type: ignore[attr-defined]
+)
 _UPDATE_ENROLLMENT = sa.update(Enrollment.__table__).where(  # type: ignore[attr-defined]
     Enrollment.__table__.c.id == sa.bindparam("enrollment")  # type: ignore[attr-defined]
 )
@@ -507,7 +575,7 @@ async def resume_enrollment(
                 f"pathway {enrollment.pathway_id} v{enrollment.pathway_version} "
                 "is no longer registered"
             )
-        greetings, until = _greetings(plan, patient, encounter.discharged_at)
+        greetings, until = _greetings(plan, patient.birth_date, encounter.discharged_at)
         setup = JourneySetup(
             enrollment_id=enrollment.id,  # type: ignore[arg-type]
             patient_id=patient.id,  # type: ignore[arg-type]
@@ -521,4 +589,4 @@ async def resume_enrollment(
             continue_as_new_after=runtime.settings.journey_run_length,
         )
         await start_journey(runtime, session, enrollment, setup)
-    return _output(enrollment, encounter, False, plan, patient.timezone)
+    return _output(enrollment, encounter.discharged_at, False, plan, patient.timezone)

@@ -10,7 +10,7 @@ from sqlmodel import Session, func, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.errors import ValidationFailed
-from suifang.core.models import Encounter, Enrollment, Patient
+from suifang.core.models import ContactPoint, Encounter, Enrollment, Patient
 from suifang.core.runtime import Runtime
 from suifang.workflows.intake import register_discharge
 from tests.workflows.test_journey_workflow import discharge, handle_of
@@ -69,6 +69,80 @@ async def test_a_new_encounter_of_the_same_patient_is_a_new_enrollment(
     assert second.enrollment_id != first.enrollment_id
     assert second.patient_id == first.patient_id
     assert (count(runtime, Patient), count(runtime, Enrollment)) == (1, 2)
+
+
+async def test_a_returning_patient_is_updated_field_by_field(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    now = await journey_worker.get_current_time()
+    first_call = discharge(
+        runtime,
+        runtime.catalog.get("pci"),
+        now,
+        patient={"id_number": "11010519491231002x", "address": "北京市东城区", "email": "a@b.cn"},
+    )
+    first = await register_discharge(runtime, first_call)
+    with Session(runtime.engine) as session:
+        stamped = session.get(Patient, first.patient_id)
+    assert stamped is not None
+    assert stamped.contact_consent
+    assert stamped.consent_source == "intake"
+    assert (stamped.do_not_contact, stamped.preferred_channels) == (False, [])
+
+    # Back for a new visit: a new name and locale, no sex, birth date or address this time,
+    # the same phone, consent unchanged.
+    patient = first_call.patient.model_copy(
+        update={"name": "李建华", "locale": "en", "sex": None, "birth_date": None, "address": None}
+    )
+    encounter = first_call.encounter.model_copy(
+        update={"external_id": f"{first_call.encounter.external_id}-2"}
+    )
+    second = await register_discharge(
+        runtime, first_call.model_copy(update={"patient": patient, "encounter": encounter})
+    )
+    with Session(runtime.engine) as session:
+        updated = session.get(Patient, first.patient_id)
+        contacts = session.exec(
+            select(ContactPoint.system).where(ContactPoint.patient_id == first.patient_id)
+        ).all()
+    assert second.patient_id == first.patient_id
+    assert updated is not None
+    assert (updated.name, updated.locale) == ("李建华", "en")
+    assert (updated.sex, str(updated.birth_date)) == ("male", "1970-05-01")  # kept
+    assert (updated.address, updated.id_number) == ("北京市东城区", "11010519491231002X")
+    assert updated.consent_at == stamped.consent_at  # consent did not change: not re-stamped
+    assert sorted(contacts) == ["email", "phone"]  # the phone again is not a second row
+
+    # The patient withdraws consent to be contacted: that is stamped.
+    withdrawn = patient.model_copy(update={"contact_consent": False, "consent_source": "ward"})
+    third_visit = encounter.model_copy(update={"external_id": f"{encounter.external_id}-3"})
+    await register_discharge(
+        runtime, first_call.model_copy(update={"patient": withdrawn, "encounter": third_visit})
+    )
+    with Session(runtime.engine) as session:
+        withdrawn_row = session.get(Patient, first.patient_id)
+    assert withdrawn_row is not None
+    assert (withdrawn_row.contact_consent, withdrawn_row.consent_source) == (False, "ward")
+    assert withdrawn_row.consent_at is not None
+    assert stamped.consent_at is not None
+    assert withdrawn_row.consent_at > stamped.consent_at
+
+
+async def test_a_visit_number_of_another_patient_is_refused(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    now = await journey_worker.get_current_time()
+    first_call = discharge(runtime, runtime.catalog.get("pci"), now)
+    await register_discharge(runtime, first_call)
+    other = discharge(
+        runtime,
+        runtime.catalog.get("pci"),
+        now,
+        encounter={"external_id": first_call.encounter.external_id},
+    )
+    with pytest.raises(ValidationFailed, match="already belongs to another patient"):
+        await register_discharge(runtime, other)
+    assert (count(runtime, Patient), count(runtime, Enrollment)) == (1, 1)
 
 
 async def test_an_unknown_department_is_refused_and_nothing_is_written(
