@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, Executable, Table, event, text
+from sqlalchemy import DateTime, Engine, Executable, Table, bindparam, event, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,6 +32,7 @@ __all__ = [
     "migrate",
     "pool_capacity",
     "session_scope",
+    "update_by_id",
     "utcnow",
 ]
 
@@ -161,6 +162,14 @@ def insert_new(dialect: str, model: type[Any], *unique: str) -> Executable:
     """An INSERT into ``model``'s table that leaves alone a row whose ``unique`` columns are
     already taken (the idempotent write of a retried activity); built once per dialect."""
     return insert_for(dialect, model.__table__).on_conflict_do_nothing(index_elements=list(unique))  # type: ignore[attr-defined]
+
+
+@functools.cache
+def update_by_id(model: type[Any], key: str) -> Executable:
+    """An UPDATE of the ``model`` row whose id is the parameter ``key``; its SET takes the
+    columns the other parameters name, typed as the table's. Built once per model and key."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return update(table).where(table.c.id == bindparam(key))
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
-from suifang.core.db import insert_for, utcnow
+from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.workflows.journey_core import SendOutcome
@@ -262,7 +262,7 @@ async def send_through_cascade(
         with engine.begin() as connection:
             _insert_attempt(connection, ledger, name, "accepted", receipt=receipt)
             connection.execute(
-                _update_message(),
+                update_by_id(Message, "message"),
                 {
                     "message": ledger.id,
                     "status": "delivered" if delivered else "accepted",
@@ -397,13 +397,6 @@ def _insert_message(dialect: str) -> Executable:
 @functools.cache
 def _insert_attempt_statement() -> Executable:
     return insert(DeliveryAttempt.__table__)  # type: ignore[attr-defined]
-
-
-@functools.cache
-def _update_message() -> Executable:
-    """Its parameters name the columns it sets (and ``message``, the row)."""
-    table = Message.__table__  # type: ignore[attr-defined]
-    return update(table).where(table.c.id == bindparam("message"))
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import insert_new, utcnow
+from suifang.core.db import insert_new, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -219,7 +219,7 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
         ).scalar_one()
         facts = _PatientFacts(patient_id, data.sex, data.birth_date, data.timezone, data.locale)
     else:
-        connection.execute(_UPDATE_PATIENT, {"patient": existing.id, **values})
+        connection.execute(update_by_id(Patient, "patient"), {"patient": existing.id, **values})
         facts = _PatientFacts(
             existing.id,
             data.sex or existing.sex,
@@ -261,8 +261,6 @@ _PATIENT_BY_MRN = sa.select(
     _PATIENTS.c.consent_at,
 ).where(_PATIENTS.c.external_id == sa.bindparam("external_id"))
 _INSERT_PATIENT = sa.insert(_PATIENTS).returning(_PATIENTS.c.id)
-_UPDATE_PATIENT = sa.update(_PATIENTS).where(_PATIENTS.c.id == sa.bindparam("patient"))
-"""Sets the columns its parameters name besides ``patient``."""
 
 
 _PLANS: dict[tuple[str, int, str, tuple[str, ...]], tuple[PathwayTemplate, JourneyPlan]] = {}
@@ -310,7 +308,7 @@ def _upsert_encounter(
             _INSERT_ENCOUNTER, {"patient_id": patient.id, "created_at": utcnow(), **values}
         ).scalar_one()
         return encounter_id, values["length_of_stay_days"], True
-    connection.execute(_UPDATE_ENCOUNTER, {"encounter": existing.id, **values})
+    connection.execute(update_by_id(Encounter, "encounter"), {"encounter": existing.id, **values})
     return existing.id, values["length_of_stay_days"], False
 
 
@@ -319,8 +317,6 @@ _ENCOUNTER_BY_VISIT = sa.select(_ENCOUNTERS.c.id, _ENCOUNTERS.c.patient_id).wher
     _ENCOUNTERS.c.external_id == sa.bindparam("external_id")
 )
 _INSERT_ENCOUNTER = sa.insert(_ENCOUNTERS).returning(_ENCOUNTERS.c.id)
-_UPDATE_ENCOUNTER = sa.update(_ENCOUNTERS).where(_ENCOUNTERS.c.id == sa.bindparam("encounter"))
-"""Sets the columns its parameters name besides ``encounter``."""
 
 
 def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
@@ -491,7 +487,8 @@ async def register_discharge(
         ).scalar_one()
         workflow_id = journey_workflow_id(enrollment_id, uuid.uuid4().hex[:8])
         connection.execute(
-            _UPDATE_ENROLLMENT, {"enrollment": enrollment_id, "workflow_id": workflow_id}
+            update_by_id(Enrollment, "enrollment"),
+            {"enrollment": enrollment_id, "workflow_id": workflow_id},
         )
         session.commit()
         # The row as loaded, without a load: starting the journey and the answer read it.
@@ -541,7 +538,9 @@ async def start_journey(
 def _update_enrollment(session: Session, enrollment: Enrollment, **values: Any) -> None:
     """Set columns of a flushed enrollment with a statement, not the unit of work (intake is
     on every discharge's path), and on the object as if loaded so."""
-    session.connection().execute(_UPDATE_ENROLLMENT, {"enrollment": enrollment.id, **values})
+    session.connection().execute(
+        update_by_id(Enrollment, "enrollment"), {"enrollment": enrollment.id, **values}
+    )
     for name, value in values.items():
         set_committed_value(enrollment, name, value)
 
@@ -549,10 +548,6 @@ def _update_enrollment(session: Session, enrollment: Enrollment, **values: Any) 
 _INSERT_ENROLLMENT = sa.insert(Enrollment.__table__).returning(  # type: ignore[attr-defined]
     Enrollment.__table__.c.id  # type: ignore[attr-defined]
 )
-_UPDATE_ENROLLMENT = sa.update(Enrollment.__table__).where(  # type: ignore[attr-defined]
-    Enrollment.__table__.c.id == sa.bindparam("enrollment")  # type: ignore[attr-defined]
-)
-"""Sets the columns its parameters name besides ``enrollment``."""
 
 
 async def resume_enrollment(

@@ -19,9 +19,9 @@ import datetime as dt
 import functools
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, select, update
+from sqlalchemy import Connection, Executable, bindparam, select
 
-from suifang.core.db import insert_new, utcnow
+from suifang.core.db import insert_new, update_by_id, utcnow
 from suifang.core.enums import TicketStatus
 from suifang.core.models import Department, StaffNotification, Ticket, TicketEvent, TicketNote
 from suifang.tickets.core import TicketSnapshot
@@ -52,7 +52,7 @@ def save_snapshot(connection: Connection, snapshot: TicketSnapshot) -> None:
     """Overwrite the ticket's row with ``snapshot`` and add its new history lines and notes."""
     state = snapshot.state
     changed = connection.execute(
-        _update_ticket(),
+        update_by_id(Ticket, "ticket"),
         {
             "ticket": snapshot.ticket_id,
             "status": state.status,
@@ -130,13 +130,6 @@ def save_staff_notice(connection: Connection, notice: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ statements
-
-
-@functools.cache
-def _update_ticket() -> Executable:
-    table = Ticket.__table__  # type: ignore[attr-defined]
-    # SET takes the columns the parameters name, typed as the table's (``save_snapshot``).
-    return update(table).where(table.c.id == bindparam("ticket"))
 
 
 @functools.cache
