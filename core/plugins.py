@@ -7,6 +7,7 @@ not, can be blocked by name with ``SUIFANG_DISABLED_PLUGINS``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib
 import importlib.metadata
@@ -188,6 +189,11 @@ class Plugins:
         if result is None:
             raise ConfigurationError("no plugin triaged (is the built-in triage plugin blocked?)")
         return TriageResult.model_validate(result)
+
+    async def triage_async(self, request: TriageRequest) -> TriageResult:
+        """:meth:`triage` off the event loop: a triage plugin may call the network (the AI
+        assistant does), and an activity or a request handler must not block on it."""
+        return await asyncio.to_thread(self.triage, request)
 
     def route_ticket(self, request: RoutingRequest) -> str | None:
         """A plugin's choice of department, or None to use the routing table."""

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from suifang.core.hooks import hookimpl
 from suifang.core.triage import TriageRequest, TriageResult
+from suifang.tickets.assistant import default_assistant
 from suifang.tickets.triage import classify
 
 
 @hookimpl(trylast=True)
 def suifang_triage(request: TriageRequest) -> TriageResult:
-    """The local bilingual classifier, red-flag lexicon and knowledge base (see triage)."""
-    return classify(request)
+    """The local danger lexicon, intent cues, category model and knowledge base (see triage),
+    then — when ``SUIFANG_AI_TRIAGE_ENABLED`` — the language model's second opinion, which can
+    only raise the urgency and only answer from the knowledge base (see assistant)."""
+    local = classify(request)
+    assistant = default_assistant()
+    return local if assistant is None else assistant.refine(request, local)

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import heapq
 import itertools
@@ -64,6 +65,8 @@ from suifang.tickets.core import (
     NotifyPatient,
     NotifyStaff,
     OpenSubTask,
+    Page,
+    PageOutcome,
     PatientEvent,
     Route,
     Save,
@@ -72,6 +75,7 @@ from suifang.tickets.core import (
 )
 from suifang.tickets.core import Finish as TicketFinish
 from suifang.tickets.core import Wait as TicketWait
+from suifang.tickets.danger import default_detector
 from suifang.tickets.routing import choose_department
 from suifang.tickets.sla import SlaPolicy
 from suifang.workflows.journey_core import (
@@ -90,6 +94,7 @@ from suifang.workflows.journey_core import (
     SendGreeting,
     SendOutcome,
     SendTouchpoint,
+    TriageText,
     Wait,
     evaluate,
 )
@@ -286,6 +291,22 @@ class SimulationResult(BaseModel):
 # --------------------------------------------------------------------------- the simulator
 
 
+@functools.cache
+def _everyday_messages() -> tuple[str, ...]:
+    """The shipped training messages minus emergencies: what patients write on an ordinary day.
+
+    Emergencies are left out, as they always were: the forecast plans the everyday workload. The
+    danger detector (not a column someone has to keep up to date) decides which ones they are.
+    """
+    detector = default_detector()
+    with (TEMPLATES / "triage" / "messages.csv").open(encoding="utf-8") as handle:
+        return tuple(
+            row["text"]
+            for row in csv.DictReader(handle)
+            if detector.assess(row["text"]).level != "emergency"
+        )
+
+
 class Simulator:
     def __init__(
         self,
@@ -340,8 +361,7 @@ class Simulator:
     # ------------------------------------------------------------------ infrastructure
 
     def _load_messages(self) -> list[str]:
-        with (TEMPLATES / "triage" / "messages.csv").open(encoding="utf-8") as handle:
-            return [row["text"] for row in csv.DictReader(handle) if row["urgency"] != "emergency"]
+        return list(_everyday_messages())
 
     def push(self, at: dt.datetime, kind: str, payload: Any) -> None:
         heapq.heappush(self.heap, (at, next(self.seq), kind, payload))
@@ -469,6 +489,8 @@ class Simulator:
                     alert_triage,
                     tier=command.tier,
                 )
+            elif kind is TriageText:
+                result = self.patient_text(now, journey, command.text)
             elif kind is OpenCallTask:
                 counts[f"call_task:{command.reason}"] += 1
                 result = self.open_ticket(
@@ -478,8 +500,23 @@ class Simulator:
                     tier=Tier.L2,
                 )  # fmt: skip
             core.complete(command, result, now)
-            if kind is SendTouchpoint and command.reminder == 0:
+            if kind is SendTouchpoint and command.reminder == 0 and not command.missing:
                 self.schedule_answer(journey, command, now)
+
+    def patient_text(self, now: dt.datetime, journey: _Journey, text: str) -> int | None:
+        """Triage what a patient wrote, as the journey's ``triage_patient_text`` does: thanks
+        are counted, anything else opens a ticket."""
+        triage = self._triaged.get(text)
+        if triage is None:  # a pure function of the text: ask once per message
+            triage = self._triaged[text] = self.triage(
+                TriageRequest(text=text, pathway_id=journey.core.plan.pathway_id)
+            )
+        if triage.intent == "praise":
+            self.counts["praise"] += 1
+            return None
+        if triage.intent == "nothing":
+            return None
+        return self.open_ticket(now, journey, TicketSource.PATIENT_MESSAGE, text, triage)
 
     def schedule_answer(self, journey: _Journey, command: SendTouchpoint, now: dt.datetime) -> None:
         behaviour, rng = self.config.behaviour, journey.rng
@@ -608,6 +645,13 @@ class Simulator:
                 self.counts[f"sla_{command.kind}:{command.clock}"] += 1
             elif isinstance(command, OpenSubTask):
                 result = 0
+            elif isinstance(command, Page):
+                # The rostered on-call takes the page at once; escalation is the real
+                # workflow's business (the forecast counts the pages, not who missed one).
+                self.counts["pages"] += 1
+                result = PageOutcome(
+                    accepted=True, step=command.step, recipient="on-call", next_step=None
+                )
             elif isinstance(command, Save):
                 pass
             core.complete(command, result, now)
@@ -719,10 +763,7 @@ class Simulator:
                 journey_id, text = payload
                 journey = self.journeys[journey_id]
                 self.counts["patient_messages"] += 1
-                triage = self._triaged.get(text)
-                if triage is None:  # a pure function of the text: ask once per message
-                    triage = self._triaged[text] = self.triage(TriageRequest(text=text))
-                self.open_ticket(at, journey, TicketSource.PATIENT_MESSAGE, text, triage)
+                self.patient_text(at, journey, text)
             elif kind == "ticket":
                 ticket = self.tickets[payload]
                 if ticket.wake == at:

@@ -1,0 +1,269 @@
+"""What a patient wants: a question, a complaint, a suggestion, or thanks — and whose conduct.
+
+The cues are data (``templates/triage/intents.yaml``); :class:`IntentReader` counts them in a
+message, normalised as the danger lexicon normalises it. The triage policy decides with them:
+a complaint is never closed by an automatic answer, thanks alone is acknowledged instead of
+opened as a ticket, only a question may be answered from the knowledge base, and a complaint
+about a doctor goes to medical affairs, about a nurse to nursing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from suifang.core.categories import CATEGORY_IDS
+from suifang.core.errors import ValidationFailed
+from suifang.tickets.danger import compile_phrases, normalize, triage_file
+
+__all__ = ["IntentReader", "IntentSignals", "default_intent_reader"]
+
+Intent = Literal["complaint", "suggestion", "praise", "question"]
+_Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+
+
+class _Cues(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    zh_cn: list[_Phrase] = Field(default_factory=list, alias="zh-CN")
+    en: list[_Phrase] = Field(default_factory=list)
+
+
+class _Role(_Cues):
+    category: str
+
+    def model_post_init(self, __context: object) -> None:
+        if self.category not in CATEGORY_IDS:
+            raise ValueError(f"category {self.category!r} is not one of {', '.join(CATEGORY_IDS)}")
+
+
+class _Topic(_Cues):
+    """Words that say which service a message is about (the lift, the bill, the canteen)."""
+
+
+class IntentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    intents: dict[Intent, _Cues]
+    topics: dict[str, _Topic] = Field(default_factory=dict)
+    """By category id: the service a complaint, suggestion or question is about."""
+    conduct: _Cues = Field(default_factory=_Cues)
+    """Words about how someone behaved (rude, didn't explain, 态度): a complaint naming staff
+    with one of them is about that person."""
+    nothing_to_report: _Cues = Field(default_factory=_Cues)
+    """Whole replies that say there is nothing to report: 没有, 还好, 无, ok, none."""
+
+    @field_validator("topics")
+    @classmethod
+    def _known_categories(cls, value: dict[str, _Topic]) -> dict[str, _Topic]:
+        unknown = sorted(set(value) - set(CATEGORY_IDS))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}: use one of {', '.join(CATEGORY_IDS)}")
+        return value
+
+    staff_roles: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*$")], _Role] = Field(
+        default_factory=dict
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IntentSignals:
+    """How many cues of each intent a message has, and the staff it names."""
+
+    complaint: int
+    suggestion: int
+    praise: int
+    question: int
+    roles: tuple[str, ...]
+    """Categories of the staff named, in the order written (doctor_conduct, nursing_care, …)."""
+    says_nothing: bool = False
+    """The whole message only says there is nothing to report ("没有", "还好", "ok")."""
+    topics: tuple[str, ...] = ()
+    """Service categories the message names (billing, environment…), in the order of
+    ``intents.yaml`` (its first is the most specific owner)."""
+    conduct: bool = False
+    """Whether it says how someone behaved (rude, didn't explain, 态度)."""
+
+    @property
+    def asks(self) -> bool:
+        return self.question > 0 or self._question_mark
+
+    _question_mark: bool = False
+
+
+class IntentReader:
+    def __init__(self, spec: IntentSpec) -> None:
+        self.spec = spec
+        self._intents = {
+            name: compile_phrases([*cues.zh_cn, *cues.en]) for name, cues in spec.intents.items()
+        }
+        nil = spec.nothing_to_report
+        self._nothing = compile_phrases([*nil.zh_cn, *nil.en]) if nil.zh_cn or nil.en else None
+        self._conduct = compile_phrases([*spec.conduct.zh_cn, *spec.conduct.en])
+        self._contrast = compile_phrases(_CONTRAST)
+        self._topics = [
+            (category, compile_phrases([*cues.zh_cn, *cues.en]))
+            for category, cues in spec.topics.items()
+        ]
+        self._roles = [
+            (role.category, compile_phrases([*role.zh_cn, *role.en]))
+            for role in spec.staff_roles.values()
+        ]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> IntentReader:
+        if path is None:
+            resource = files("suifang.templates") / "triage" / "intents.yaml"
+            content, origin = resource.read_text(encoding="utf-8"), "templates/triage/intents.yaml"
+        else:
+            try:
+                content, origin = path.read_text(encoding="utf-8"), str(path)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValidationFailed(f"{path}: cannot read: {exc}") from None
+        try:
+            data = yaml.safe_load(content)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{origin}:{mark.line + 1}" if mark else origin
+            raise ValidationFailed(
+                f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"
+            ) from None
+        try:
+            return cls(IntentSpec.model_validate(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: "
+                f"{error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
+            )
+            raise ValidationFailed(f"{origin}: invalid intents: {problems}") from None
+
+    def read(self, text: str) -> IntentSignals:
+        normalized = normalize(text)
+        counts = dict.fromkeys(("complaint", "suggestion", "praise"), 0)
+        complaining: list[int] = []
+        for name in counts:
+            pattern = self._intents.get(name)
+            for match in pattern.finditer(normalized) if pattern else ():
+                if not _negated(normalized, match.start(), match.end()):
+                    counts[name] += 1
+                    if name == "complaint":
+                        complaining.append(match.start())
+                elif name == "praise":
+                    counts["complaint"] += 1  # 一点耐心都没有, not helpful: praise denied
+                    complaining.append(match.start())
+        # "Thanks to the doctor, but the bill…": what a complaint is about follows its "but".
+        about = normalized
+        turn = next(
+            (
+                m.end()
+                for m in self._contrast.finditer(normalized)
+                if any(position >= m.end() for position in complaining)
+            ),
+            None,
+        )
+        if turn is not None and counts["praise"]:
+            about = normalized[turn:]
+        topics = tuple(category for category, pattern in self._topics if pattern.search(about))
+        found: list[tuple[int, str]] = []
+        for category, pattern in self._roles:
+            match = pattern.search(about)
+            if match:
+                found.append((match.start(), category))
+        roles = tuple(dict.fromkeys(category for _, category in sorted(found)))
+        return IntentSignals(
+            complaint=counts.get("complaint", 0),
+            suggestion=counts.get("suggestion", 0),
+            praise=counts.get("praise", 0),
+            question=self._questions(normalized),
+            roles=roles,
+            says_nothing=self._says_nothing(normalized),
+            topics=topics,
+            conduct=bool(self._conduct.search(normalized)),
+            _question_mark="?" in normalized,
+        )
+
+    def _says_nothing(self, text: str) -> bool:
+        if self._nothing is None or not self._nothing.search(text):
+            return False
+        return not _FILLER.sub("", self._nothing.sub("", text))
+
+    def _questions(self, text: str) -> int:
+        """Question cues that really ask: a Chinese particle that ends its clause (好吗, not
+        吃嘛嘛香), an interrogative not negated (什么时候, not 没什么), an English question word
+        that opens its clause (when can I…, not "the nurse who taught me")."""
+        pattern = self._intents.get("question")
+        if pattern is None:
+            return 0
+        count = 0
+        for match in pattern.finditer(text):
+            word, start, end = match.group(), match.start(), match.end()
+            if word in _PARTICLES:
+                if _CLAUSE_END.match(text, end):
+                    count += 1
+                continue
+            if _HAS_CJK.search(word):
+                before = text[max(0, start - 1) : start]
+                if before in ("没", "不") or (word.startswith("几") and before in _FEW):
+                    continue
+                if _TELLS.search(text[max(0, start - 5) : start]):
+                    continue  # 教我怎么打针, 讲了什么时候吃: told how, not asking
+                count += 1
+                continue
+            opening = _CLAUSE_START.search(text[:start])
+            if opening is not None:
+                count += 1
+        return count
+
+
+_PARTICLES = frozenset("吗么嘛呢")
+# 那几天, 好几次, 前几天: "a few", not "how many".
+_FEW = frozenset("那这前好没头后的")
+_TELLS = re.compile(r"(?:教|讲|告诉|解释|说明|知道|明白|学会|演示)[^，。,.!?！？]{0,3}$")
+_CONTRAST = ("但是", "但", "可是", "不过", "就是", "只是", "然而", "but", "however", "though")
+# What a "nothing to report" reply may have around its words: punctuation, particles, emoji.
+_FILLER = re.compile(r"[\W_啊呀哦噢嗯呢的了吧哈啦]+", re.UNICODE)
+_CLAUSE_END = re.compile(r"\s*(?:[,，。.!！?？~～;；…]|$|了|啊|呀|哈)")
+_HAS_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+# What may come before an English question word in its clause: nothing, or a greeting.
+_CLAUSE_START = re.compile(
+    r"(?:^|[,.;:!?，。！？；\n]\s*)(?:(?:hi|hello|hey|dear|doctor|nurse|dr|sorry|please|um|"
+    r"ok|so|and|also|but|quick question)\b[\s,]*)*$"
+)
+
+
+_DENIED_BEFORE = re.compile(
+    r"(?:没有|没|不|一点也不|一点都不|毫不|从不|从来不|并不|不太|不怎么|不够|wasnt|werent|isnt|arent"
+    r"|not|never|no|without|hardly|nt)\s*"
+    r"(?:very|so|too|really|at all|that|getting|being|having|太|很|够|那么|算|是)?\s*$"
+)
+_DENIED_AFTER = re.compile(r"^\s*(?:都没有|都没|也没有|也没|都不|也不|一点都没有|都欠缺)")
+
+
+def _negated(text: str, start: int, end: int) -> bool:
+    """Whether a cue is denied: 一点耐心都没有, not helpful, without getting annoyed."""
+    return bool(
+        _DENIED_BEFORE.search(text[max(0, start - 8) : start])
+        or _DENIED_AFTER.match(text[end : end + 8])
+    )
+
+
+@functools.cache
+def default_intent_reader() -> IntentReader:
+    """The intent cues in use (the hospital's ``SUIFANG_TRIAGE_DIR/intents.yaml`` or shipped)."""
+    return IntentReader.load(triage_file("intents.yaml"))
