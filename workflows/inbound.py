@@ -2,10 +2,12 @@
 
 Every call is stored (encrypted) before anything else happens, so nothing is ever dropped:
 a bad signature, a malformed body, a sender no patient has — each is kept as an
-:class:`InboundRecord` and answered with a clear 4xx. A reply that parses as answers to the
-open touchpoint's questionnaire is signalled to the journey as answers; free text is
-signalled as the patient's reply *and* kept as feedback for a person to read (the feedback
-ticket). Delivery receipts update the message ledger.
+:class:`InboundRecord` and answered with a clear 4xx. A patient's reply goes to their
+journey, which takes out what answers the open questionnaire and triages everything else
+(a ticket, an emergency, or thanks); with no journey running, the text is triaged here. A
+reply to a ticket waiting on the patient goes to that ticket — unless it raises danger, which
+is triaged as a new message. A reply from a member of staff to a page acknowledges it.
+Delivery receipts update the message ledger.
 """
 
 from __future__ import annotations
@@ -26,17 +28,30 @@ from suifang.core.channels import (
     InboundRequest,
 )
 from suifang.core.db import utcnow
-from suifang.core.enums import JourneyStatus, TicketSource, TicketStatus
-from suifang.core.errors import NotFoundError
-from suifang.core.models import ContactPoint, Enrollment, InboundRecord, Message, Ticket
+from suifang.core.enums import JourneyStatus, TicketStatus
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.models import (
+    ContactPoint,
+    Enrollment,
+    InboundRecord,
+    Message,
+    StaffContact,
+    StaffUser,
+    Ticket,
+)
 from suifang.core.pathways import Questionnaire, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
-from suifang.tickets.core import PatientEvent
-from suifang.tickets.service import TicketIn, open_ticket, patient_event
+from suifang.core.triage import TriageRequest
+from suifang.tickets.core import ActorAction, PatientEvent
+from suifang.tickets.service import (
+    act_on_ticket,
+    patient_event,
+    receive_patient_message,
+)
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent
-from suifang.workflows.rendering import parse_reply
+from suifang.workflows.journey_core import FREE_TEXT_REVISION, AnswerEvent
+from suifang.workflows.replies import parse_reply, split_reply
 
 __all__ = ["InboundOutcome", "InboundResult", "receive_inbound"]
 
@@ -226,6 +241,9 @@ async def _reply(
     (or the L1 knowledge base) answers it.
     """
     payload = reply.model_dump(mode="json", exclude={"extra"})
+    staff = _staff_reply(session, channel, reply)
+    if staff is not None:
+        return await _acknowledge_page(runtime, session, channel, reply, payload, *staff)
     patient_id, replied, sender_hash = _match(session, channel, reply)
     common = {"sender_hash": sender_hash, "provider_message_id": reply.provider_message_id}
     if patient_id is None:
@@ -235,19 +253,25 @@ async def _reply(
             kind="unmatched",
             detail="no patient has this sender address; the message is kept for review",
         )
+    text = (reply.text or "").strip()
     ticket = _ticket_awaiting(session, patient_id, replied)
-    if ticket is not None and reply.text:
+    if ticket is not None and text and not await _raises_danger(runtime, text, patient_id, session):
         return await _ticket_reply(
             runtime, session, channel, reply, ticket, replied, payload, common
         )
     enrollment = _active_enrollment(session, patient_id, replied)
     touchpoint_key: str | None = None
+    questionnaire: Questionnaire | None = None
     answers: dict[str, Any] = dict(reply.answers or {})
+    journey_triages = False
     if enrollment is not None:
-        touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
-        if not answers and reply.text and questionnaire is not None:
-            answers = parse_reply(reply.text, questionnaire) or {}
-        if answers or (reply.text and reply.text.strip() and touchpoint_key is not None):
+        touchpoint_key, questionnaire, revision = await _open_touchpoint(
+            runtime, enrollment, replied
+        )
+        journey_triages = revision >= FREE_TEXT_REVISION
+        if not journey_triages and not answers and text and questionnaire is not None:
+            answers = parse_reply(text, questionnaire) or {}
+        if answers or text:
             client = await runtime.client()
             handle = client.get_workflow_handle_for(
                 PatientJourneyWorkflow.run, enrollment.workflow_id
@@ -256,31 +280,33 @@ async def _reply(
                 PatientJourneyWorkflow.answer,
                 AnswerEvent(
                     answers=answers,
-                    text=None if answers else reply.text,
+                    # The journey takes out what answers its questions and triages the rest;
+                    # a journey from before it could is given the text only when it is not
+                    # an answer, and the text is triaged here.
+                    text=(text or None) if journey_triages or not answers else None,
                     touchpoint_key=touchpoint_key,
                     received_at=reply.received_at,
                     channel=channel.name,
                 ),
             )
-    ticket_id = None
-    if not answers and reply.text and reply.text.strip():
-        opened = await open_ticket(
+    ticket_id = praise_id = None
+    if text and not journey_triages and not (answers and enrollment is not None):
+        outcome = await receive_patient_message(
             runtime,
-            TicketIn(
-                patient_id=patient_id,
-                text=reply.text[:4000],
-                source=TicketSource.PATIENT_MESSAGE,
-                enrollment_id=enrollment.id if enrollment else None,
-                idempotency_key=f"inbound:{channel.name}:{reply.provider_message_id}"
-                if reply.provider_message_id
-                else None,
-            ),
+            patient_id=patient_id,
+            text=text[:4000],
+            enrollment_id=enrollment.id if enrollment else None,
+            key=f"inbound:{channel.name}:{reply.provider_message_id}"
+            if reply.provider_message_id
+            else None,
+            channel=channel.name,
         )
-        ticket_id = opened.id
+        ticket_id, praise_id = outcome.ticket_id, outcome.praise_id
+    kind = _record_kind(text, questionnaire)
     record = _store(
         session,
         channel.name,
-        "answer" if answers else "feedback",
+        kind,
         payload,
         patient_id=patient_id,
         enrollment_id=enrollment.id if enrollment else None,
@@ -288,15 +314,135 @@ async def _reply(
         ticket_id=ticket_id,
         **common,
     )
+    if journey_triages:
+        detail = "delivered to the journey: answers recorded, free text triaged there"
+    elif ticket_id is not None:
+        detail = f"free text: ticket {ticket_id} opened"
+    elif praise_id is not None:
+        detail = "thanks recorded for the department"
+    elif text:
+        detail = "nothing to act on: kept as a record"
+    else:
+        detail = "answers delivered to the journey"
     return InboundOutcome(
         record_id=record.id,  # type: ignore[arg-type]
-        kind="answer" if answers else "feedback",
+        kind=kind,
         patient_id=patient_id,
         enrollment_id=enrollment.id if enrollment else None,
         touchpoint_key=touchpoint_key,
-        detail="answers delivered to the journey"
-        if answers
-        else f"free text: kept as feedback, ticket {ticket_id} opened",
+        detail=detail,
+    )
+
+
+def _record_kind(text: str, questionnaire: Questionnaire | None) -> str:
+    """How the stored record is filed: "answer" when the reply only answers questions,
+    "feedback" when it says anything else (the journey does the authoritative split)."""
+    if not text:
+        return "answer"
+    if questionnaire is not None:
+        answered, rest = split_reply(text, questionnaire)
+        if answered and not rest:
+            return "answer"
+    return "feedback"
+
+
+async def _raises_danger(runtime: Runtime, text: str, patient_id: int, session: Session) -> bool:
+    """Whether a reply meant for a waiting ticket is something a clinician must see at once
+    (then it is triaged as a new message, not filed as a reply to a complaint)."""
+    from suifang.core.models import Patient
+
+    patient = session.get(Patient, patient_id)
+    result = await runtime.plugins.triage_async(
+        TriageRequest(text=text, locale=patient.locale if patient else None)
+    )
+    return bool(result.red_flags or result.warning_signs)
+
+
+_ACK_ROLES = ("admin", "agent", "nurse", "doctor")
+
+
+def _staff_reply(
+    session: Session, channel: Any, reply: InboundMessage
+) -> tuple[StaffUser, Message | None] | None:
+    """The member of staff a reply comes from (by the page it answers, or their contact),
+    and the page it answers, if known."""
+    page: Message | None = None
+    if reply.in_reply_to:
+        page = session.exec(
+            select(Message).where(
+                (Message.idempotency_key == reply.in_reply_to)
+                | (Message.provider_message_id == reply.in_reply_to),
+                Message.kind == "page",
+            )
+        ).first()
+    system = _SYSTEM.get(channel.address_kind)
+    user: StaffUser | None = None
+    if system and reply.sender:
+        contact = session.exec(
+            select(StaffContact).where(
+                StaffContact.system == system,
+                StaffContact.value_hash == blind_index(system, reply.sender),
+            )
+        ).first()
+        if contact is not None:
+            user = session.get(StaffUser, contact.user_id)
+    if user is None and page is not None and page.recipient:
+        # Only the person paged may answer a page by replying to it.
+        return None
+    if user is None or not user.active or user.role not in _ACK_ROLES:
+        return None
+    if page is None:
+        page = session.exec(
+            select(Message)
+            .join(Ticket, col(Ticket.id) == col(Message.ticket_id))
+            .where(
+                Message.kind == "page",
+                Message.recipient == user.username,
+                Ticket.paging == "paging",
+            )
+            .order_by(col(Message.id).desc())
+        ).first()
+    return (user, page) if page is not None else None
+
+
+async def _acknowledge_page(
+    runtime: Runtime,
+    session: Session,
+    channel: Any,
+    reply: InboundMessage,
+    payload: dict[str, Any],
+    user: StaffUser,
+    page: Message | None,
+) -> InboundOutcome:
+    ticket_id = page.ticket_id if page is not None else None
+    detail = "reply from staff: no page to acknowledge"
+    if ticket_id is not None:
+        try:
+            await act_on_ticket(
+                runtime,
+                session,
+                ticket_id,
+                ActorAction(
+                    action="acknowledge",
+                    actor=user.username,
+                    text=(reply.text or "")[:4000] or None,
+                ),
+            )
+            detail = f"page for ticket {ticket_id} acknowledged by {user.username}"
+        except ValidationFailed as exc:
+            detail = f"page for ticket {ticket_id}: {exc}"
+    record = _store(
+        session,
+        channel.name,
+        "page_reply",
+        payload,
+        ticket_id=ticket_id,
+        provider_message_id=reply.provider_message_id,
+    )
+    return InboundOutcome(
+        record_id=record.id,  # type: ignore[arg-type]
+        kind="page_reply",
+        detail=detail,
     )
 
 
@@ -379,21 +525,22 @@ def _active_enrollment(
 
 async def _open_touchpoint(
     runtime: Runtime, enrollment: Enrollment, replied: Message | None
-) -> tuple[str | None, Questionnaire | None]:
-    """The touchpoint a reply answers (the one replied to, else the open one) and its questions."""
+) -> tuple[str | None, Questionnaire | None, int]:
+    """The touchpoint a reply answers (the one replied to, else the open one), its questions,
+    and the journey's workflow revision."""
+    client = await runtime.client()
+    handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
+    progress = await handle.query(PatientJourneyWorkflow.progress)
     key = replied.touchpoint_key if replied is not None else None
     if key is None:
-        client = await runtime.client()
-        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
-        progress = await handle.query(PatientJourneyWorkflow.progress)
         key = progress.open_touchpoints[-1] if progress.open_touchpoints else None
     if key is None:
-        return None, None
+        return None, None, progress.revision
     try:
         template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
     except NotFoundError:
-        return key, None  # an old version no longer registered: answer without parsing
+        return key, None, progress.revision  # an old version no longer registered
     plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
     touchpoint_id = key.split("#", 1)[0]
     planned = next((t for t in plan.touchpoints if t.id == touchpoint_id), None)
-    return key, planned.questionnaire if planned else None
+    return key, planned.questionnaire if planned else None, progress.revision

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         GreetingsInput,
         JourneyMessageInput,
         JourneyTicketInput,
+        PatientTextInput,
     )
     from suifang.workflows.journey_core import (
         AnswerEvent,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SendGreeting,
         SendOutcome,
         SendTouchpoint,
+        TriageText,
         Wait,
     )
     from suifang.workflows.journey_inputs import (
@@ -76,7 +78,7 @@ _SENDS = (SendTouchpoint, SendGreeting, SendAdvice)
 class PatientJourneyWorkflow:
     @workflow.init
     def __init__(self, journey: JourneyInput) -> None:
-        self.core = JourneyCore(journey.setup, journey.state)
+        self.core = JourneyCore(journey.setup, journey.state, revision=journey.revision)
         self._local_records = False
         self._records_ride_sends = journey.revision >= 1
         self._batch: list[RecordItem] = []
@@ -236,6 +238,8 @@ class PatientJourneyWorkflow:
             planned = setup.plan.touchpoint(command.touchpoint_id)
             kind = "reminder" if command.reminder else "touchpoint"
             suffix = f":r{command.reminder}" if command.reminder else ""
+            if command.missing:
+                kind, suffix = "reask", ":reask"
             return await workflow.execute_activity(
                 "send_journey_message",
                 JourneyMessageInput(
@@ -246,6 +250,7 @@ class PatientJourneyWorkflow:
                     questionnaire=planned.questionnaire,
                     day=command.day,
                     reminder=command.reminder,
+                    only_questions=list(command.missing),
                     channels=planned.channels,
                     window=setup.plan.send_window,
                     records=self._take_batch(),
@@ -307,6 +312,28 @@ class PatientJourneyWorkflow:
                     **ids,
                 )
             )
+        if isinstance(command, TriageText):
+            start = await workflow.execute_activity(
+                "triage_patient_text",
+                PatientTextInput(
+                    event_key=self._event_key(command.seq),
+                    touchpoint_key=command.key,
+                    text=command.text,
+                    channel=command.channel,
+                    pathway_id=setup.plan.pathway_id,
+                    **ids,
+                ),
+                result_type=TicketStart | None,
+                **RECORD_OPTIONS,
+            )
+            if start is not None:
+                await workflow.start_child_workflow(
+                    FeedbackTicketWorkflow.run,
+                    TicketInput(setup=start.setup, revision=TICKET_REVISION),
+                    id=start.workflow_id,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+            return start.ticket_id if start is not None else None
         if isinstance(command, OpenCallTask):
             return await self._open_ticket(
                 JourneyTicketInput(

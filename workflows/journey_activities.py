@@ -19,17 +19,21 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from suifang.core.categories import is_clinical
 from suifang.core.db import utcnow
 from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Alert, Department, Enrollment, Patient
 from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
 from suifang.core.runtime import Runtime
-from suifang.core.triage import TriageResult
+from suifang.core.triage import TriageRequest, TriageResult
+from suifang.tickets.praise import record_praise
 from suifang.tickets.service import TicketStart, build_ticket
 from suifang.workflows.delivery import (
+    NOTICE_CHANNELS,
     RECIPIENT_COLUMNS,
     DeliveryRequest,
     RetryableDelivery,
+    deliver,
     open_ledger,
     recipient_from_row,
     send_through_cascade,
@@ -54,6 +58,7 @@ __all__ = [
     "JourneyActivities",
     "JourneyMessageInput",
     "JourneyTicketInput",
+    "PatientTextInput",
 ]
 
 
@@ -61,13 +66,15 @@ class JourneyMessageInput(BaseModel):
     idempotency_key: str
     enrollment_id: int
     patient_id: int
-    kind: Literal["touchpoint", "reminder", "greeting", "advice"]
+    kind: Literal["touchpoint", "reminder", "reask", "greeting", "advice"]
     touchpoint_key: str | None = None
     message: LocalizedText | None = None
     questionnaire: Questionnaire | None = None
     greeting: str | None = None
     day: int | None = None
     reminder: int = 0
+    only_questions: list[str] = Field(default_factory=list)
+    """A re-ask: only these questions (the ones a partial reply left unanswered)."""
     channels: list[str]
     window: SendWindow | None = None
     respect_quiet_hours: bool = True
@@ -90,13 +97,24 @@ class JourneyTicketInput(BaseModel):
     alert_event_keys: list[str] = Field(default_factory=list)
 
 
+class PatientTextInput(BaseModel):
+    """Free text a patient sent during a journey, to triage like any patient message."""
+
+    event_key: str
+    enrollment_id: int
+    patient_id: int
+    touchpoint_key: str | None = None
+    text: str
+    channel: str | None = None
+    pathway_id: str | None = None
+
+
 class GreetingsInput(BaseModel):
     patient_id: int
     after: dt.date
     days: int = 365
 
 
-NON_CLINICAL = {"call_task", "other", "billing", "parking", "food", "environment", "appointment"}
 CALL_TASK_SUMMARY = {
     "lost_to_follow_up": LocalizedText.model_validate(
         {
@@ -130,6 +148,7 @@ class JourneyActivities:
             self.record_observations,
             self.raise_alert,
             self.prepare_journey_ticket,
+            self.triage_patient_text,
             self.credit_points,
             self.set_journey_status,
             self.extend_greetings,
@@ -227,7 +246,12 @@ class JourneyActivities:
             subject = body[:40]
         elif request.message is not None:
             rendered = self.renderer.touchpoint(
-                request.message, request.questionnaire, locale, context, reminder=request.reminder
+                request.message,
+                request.questionnaire,
+                locale,
+                context,
+                reminder=request.reminder,
+                only=request.only_questions,
             )
             subject, body = rendered.subject, rendered.body
         else:
@@ -325,7 +349,7 @@ class JourneyActivities:
                     urgency=request.priority,
                     confidence=1.0,
                     suggested_tier=request.tier,
-                    clinical=request.category not in NON_CLINICAL,
+                    clinical=is_clinical(request.category),
                 ),
                 opened_at=activity.info().current_attempt_scheduled_time,
                 enrollment_id=request.enrollment_id,
@@ -338,6 +362,88 @@ class JourneyActivities:
                 session.add(alert)
             session.commit()
             return start
+
+    @activity.defn(name="triage_patient_text")
+    async def triage_patient_text(self, request: PatientTextInput) -> TicketStart | None:
+        """Triage what the patient wrote: the ticket's row (the workflow starts it), or None —
+        for thanks the praise recorded and the patient thanked, for a reply with nothing to
+        act on ("没有", "还好") nothing at all."""
+        at = activity.info().current_attempt_scheduled_time
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, request.patient_id)
+            enrollment = session.get(Enrollment, request.enrollment_id)
+            if patient is None or enrollment is None:
+                raise ApplicationError("patient or enrollment missing", non_retryable=True)
+            locale, department = patient.locale, enrollment.department_code
+        # Triage may call an AI service: no connection is held while it runs.
+        triage = await self.runtime.plugins.triage_async(
+            TriageRequest(
+                text=request.text,
+                locale=locale,
+                source=TicketSource.PATIENT_MESSAGE,
+                pathway_id=request.pathway_id,
+                discharge_department=department,
+            )
+        )
+        if triage.intent == "nothing":
+            return None  # "没有", "还好": the answers were recorded; nothing to act on
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            if triage.intent != "praise":
+                return build_ticket(
+                    session,
+                    patient_id=request.patient_id,
+                    source=TicketSource.PATIENT_MESSAGE,
+                    summary=request.text,
+                    triage=triage,
+                    opened_at=at,
+                    enrollment_id=request.enrollment_id,
+                    idempotency_key=request.event_key,
+                )
+            record_praise(
+                session,
+                event_key=request.event_key,
+                patient_id=request.patient_id,
+                text=request.text,
+                received_at=at,
+                department=department,
+                enrollment_id=request.enrollment_id,
+            )
+        await self._thank(request)
+        return None
+
+    async def _thank(self, request: PatientTextInput) -> None:
+        engine = self.runtime.engine
+        with engine.connect() as connection:
+            row = connection.execute(
+                _send_context(),
+                {"patient": request.patient_id, "enrollment": request.enrollment_id},
+            ).first()
+        if row is None:
+            return
+        body = self.renderer.file("praise_ack", row.locale, self._context(row, None))
+        try:
+            await deliver(
+                engine,
+                self.runtime.channels,
+                DeliveryRequest(
+                    idempotency_key=f"{request.event_key}:thanks",
+                    patient_id=request.patient_id,
+                    enrollment_id=request.enrollment_id,
+                    kind="praise_ack",
+                    subject=body[:40],
+                    body=body,
+                    locale=row.locale,
+                    channels=[*self._reply_channel(request.channel), *NOTICE_CHANNELS],
+                ),
+                now=activity.info().current_attempt_scheduled_time,
+                patient=recipient_from_row(row),
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    def _reply_channel(self, channel: str | None) -> list[str]:
+        """The channel a patient wrote on, first, when it is one that can send."""
+        return [channel] if channel and channel in self.runtime.channels.classes else []
 
     @activity.defn(name="extend_greetings")
     async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:

@@ -36,6 +36,7 @@ from suifang.core.pathways import (
     PlannedTouchpoint,
     Question,
 )
+from suifang.workflows.replies import split_reply
 
 __all__ = [
     "AnswerEvent",
@@ -64,12 +65,17 @@ __all__ = [
     "SendOutcome",
     "SendTouchpoint",
     "SetStatus",
+    "TriageText",
     "Wait",
     "compile_condition",
     "preview_schedule",
 ]
 
 UTC = dt.UTC
+FREE_TEXT_REVISION = 2
+"""Journeys of this workflow revision and later triage free text themselves (a reply to a
+questionnaire included) and count a touchpoint answered only when its required questions
+are (re-asking the others once); earlier runs keep their behaviour (workflow-changes.md)."""
 QUIET_HOURS_BACKOFF = dt.timedelta(minutes=15)
 LATE_ANSWER_KEYS = 8
 """How many past touchpoints a late answer may still be matched to."""
@@ -116,6 +122,9 @@ class OpenTouchpoint(BaseModel):
     reminders_sent: int = 0
     delivered_via: str | None = None
     retry_at: dt.datetime | None = None
+    answered_questions: list[str] = Field(default_factory=list)
+    """Questions answered so far (a touchpoint is answered when all required ones are)."""
+    reasked: bool = False
 
 
 class SentKey(BaseModel):
@@ -211,6 +220,8 @@ class SendTouchpoint:
     day: int
     reminder: int
     """0 for the first send, then 1, 2… for reminders."""
+    missing: tuple[str, ...] = ()
+    """Set for the one re-ask of the questions a partial reply left unanswered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +301,17 @@ class OpenAlertTicket:
 
 
 @dataclasses.dataclass(frozen=True)
+class TriageText:
+    """Free text the patient wrote (a message, or what a questionnaire reply said besides its
+    answers): triaged like any patient message — a ticket, an emergency, or thanks."""
+
+    seq: int
+    key: str | None
+    text: str
+    channel: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class OpenCallTask:
     seq: int
     reason: Literal["lost_to_follow_up", "undeliverable"]
@@ -334,6 +356,7 @@ Command = (
     | RaiseAlert
     | OpenAlertTicket
     | OpenCallTask
+    | TriageText
     | CreditPoints
     | ExtendGreetings
     | SetStatus
@@ -349,6 +372,7 @@ Effect = (
     | RaiseAlert
     | OpenAlertTicket
     | OpenCallTask
+    | TriageText
     | CreditPoints
     | ExtendGreetings
     | SetStatus
@@ -390,6 +414,9 @@ class JourneyProgress(BaseModel):
     )
     wakes_at: dt.datetime | None = Field(
         None, description="While parked: when its timer fires (None: it waits for an event)."
+    )
+    revision: int = Field(
+        0, description="The workflow revision the journey runs under (2+: it triages free text)."
     )
 
 
@@ -485,9 +512,13 @@ class JourneyCore:
         state: JourneyState | None = None,
         *,
         index: PlanIndex | None = None,
+        revision: int = FREE_TEXT_REVISION,
     ) -> None:
-        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator)."""
+        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator);
+        ``revision``: the workflow revision the run started under."""
         self.setup = setup
+        self.revision = revision
+        self.triages_text = revision >= FREE_TEXT_REVISION
         self.plan = setup.plan
         if index is None or index.plan is not self.plan:
             index = _shared_index(self.plan)
@@ -851,6 +882,8 @@ class JourneyCore:
             # Never retry at once: the clocks of worker and workflow may disagree.
             touchpoint.retry_at = retry if retry > now else now + QUIET_HOURS_BACKOFF
             return
+        if command.missing:
+            return  # the re-ask of a partial reply: the touchpoint's clock runs on
         if command.reminder > 0:
             touchpoint.reminders_sent = command.reminder
             return
@@ -956,10 +989,31 @@ class JourneyCore:
         key = target[0] if target else None
         planned = self._planned(touchpoint_id) if touchpoint_id else None
         questions = self.index.questions[planned.id] if planned else None
+        raw_answers: dict[str, Any] = dict(event.answers)
+        free_text = (event.text or "").strip()
+        if self.triages_text and free_text and planned is not None and planned.questionnaire:
+            # A reply in words may answer questions too; what it says besides is triaged.
+            # After a partial reply only the questions still open are asked (and numbered).
+            questionnaire = planned.questionnaire
+            replied_to = self._find_open(key) if key else None
+            if replied_to is not None and replied_to.answered_questions:
+                questionnaire = questionnaire.model_copy(
+                    update={
+                        "questions": [
+                            q
+                            for q in questionnaire.questions
+                            if q.id not in replied_to.answered_questions
+                        ]
+                    }
+                )
+            from_text, free_text = split_reply(free_text, questionnaire)
+            for question_id, raw in from_text.items():
+                raw_answers.setdefault(question_id, raw)
         parsed: dict[str, Any] = {}
         invalid: dict[str, str] = {}
         observations: list[ObservationValue] = []
-        for question_id, raw in event.answers.items():
+        written: list[str] = []
+        for question_id, raw in raw_answers.items():
             question = questions.get(question_id) if questions else None
             if question is None:
                 question = self._any_question(question_id)
@@ -972,6 +1026,8 @@ class JourneyCore:
                 invalid[question_id] = str(exc)
                 continue
             parsed[question_id] = value
+            if question.type == "text" and str(value).strip():
+                written.append(str(value).strip())
             if question.indicator and isinstance(value, float):
                 observations.append(
                     ObservationValue(indicator=question.indicator, value=value, unit=question.unit)
@@ -995,30 +1051,82 @@ class JourneyCore:
         )
         if parsed or observations:
             self._evaluate_rules(key, touchpoint_id, parsed, observations)
+        if self.triages_text:
+            to_triage = "\n".join(part for part in (free_text, *written) if part)
+            if to_triage and self.state.status not in _ENDED:
+                self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
+            if open_touchpoint is not None:
+                self._touchpoint_replied(
+                    open_touchpoint, planned, parsed, bool(free_text), at, event.source
+                )
+            return
         if open_touchpoint is not None and (parsed or event.text):
-            self.state.open.remove(open_touchpoint)
-            self.state.answered += 1
-            self.state.consecutive_missed = 0
+            self._mark_answered(open_touchpoint, planned, at)
+
+    def _touchpoint_replied(
+        self,
+        touchpoint: OpenTouchpoint,
+        planned: PlannedTouchpoint | None,
+        parsed: dict[str, Any],
+        wrote: bool,
+        at: dt.datetime,
+        source: str,
+    ) -> None:
+        """Answered when every required question is (or, without a questionnaire, on any
+        reply; or when staff record the call they made); otherwise the unanswered questions
+        are asked again, once."""
+        questionnaire = planned.questionnaire if planned else None
+        if questionnaire is None or source == "staff":
+            if parsed or wrote:
+                self._mark_answered(touchpoint, planned, at)
+            return
+        for question_id in parsed:
+            if question_id not in touchpoint.answered_questions:
+                touchpoint.answered_questions.append(question_id)
+        required = [q.id for q in questionnaire.questions if q.required]
+        missing = tuple(q for q in required if q not in touchpoint.answered_questions)
+        if not missing:
+            self._mark_answered(touchpoint, planned, at)
+            return
+        if not touchpoint.reasked and touchpoint.sent_at is not None:
+            touchpoint.reasked = True
             self._push(
-                RecordTouchpoint(
+                SendTouchpoint(
                     self._seq(),
-                    open_touchpoint.key,
-                    open_touchpoint.touchpoint_id,
-                    open_touchpoint.day,
-                    TouchpointStatus.ANSWERED,
-                    open_touchpoint.due_at,
-                    at,
+                    touchpoint.key,
+                    touchpoint.touchpoint_id,
+                    touchpoint.day,
+                    touchpoint.reminders_sent,
+                    missing,
                 )
             )
-            if (
-                planned is not None
-                and planned.points
-                and open_touchpoint.key not in self.state.answered_keys
-            ):
-                self.state.points += planned.points
-                self._push(CreditPoints(self._seq(), open_touchpoint.key, planned.points))
-            self.state.answered_keys.append(open_touchpoint.key)
-            del self.state.answered_keys[:-LATE_ANSWER_KEYS]
+
+    def _mark_answered(
+        self, touchpoint: OpenTouchpoint, planned: PlannedTouchpoint | None, at: dt.datetime
+    ) -> None:
+        self.state.open.remove(touchpoint)
+        self.state.answered += 1
+        self.state.consecutive_missed = 0
+        self._push(
+            RecordTouchpoint(
+                self._seq(),
+                touchpoint.key,
+                touchpoint.touchpoint_id,
+                touchpoint.day,
+                TouchpointStatus.ANSWERED,
+                touchpoint.due_at,
+                at,
+            )
+        )
+        if (
+            planned is not None
+            and planned.points
+            and touchpoint.key not in self.state.answered_keys
+        ):
+            self.state.points += planned.points
+            self._push(CreditPoints(self._seq(), touchpoint.key, planned.points))
+        self.state.answered_keys.append(touchpoint.key)
+        del self.state.answered_keys[:-LATE_ANSWER_KEYS]
 
     def _answer_target(self, key: str | None) -> tuple[str, str] | None:
         if key is not None:
@@ -1187,6 +1295,7 @@ class JourneyCore:
             next_touchpoint=next_key,
             next_due_at=upcoming[0] if upcoming else None,
             paused=self.state.status == JourneyStatus.PAUSED,
+            revision=self.revision,
         )
 
     def schedule(self, limit: int = 50) -> list[tuple[str, int, dt.datetime]]:

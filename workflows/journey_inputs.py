@@ -71,14 +71,18 @@ LOCAL_RECORD_OPTIONS: dict[str, Any] = {
 LOCAL_RECORDS_PATCH = "local-record-activities"
 """Journeys of revision 0 started with this marker write their records in batches, as local
 activities (see ``_write_batch``); older ones write each record as an ordinary activity."""
-JOURNEY_REVISION = 1
+JOURNEY_REVISION = 2
 """The revision new journeys start with (``JourneyInput.revision``, docs/workflow-changes.md):
 
 - 0 — started before revisions: the ``local-record-activities`` patch marker says whether the
   run batches its records into local activities;
 - 1 — records are batched into local activities (no patch marker asked: each one costs every
   new run a marker and a visibility update), and the records made before a send are written
-  by the send itself instead of a local activity of their own.
+  by the send itself instead of a local activity of their own;
+- 2 — free text (a message, or what a questionnaire reply says besides its answers) is
+  triaged by the journey itself (``TriageText``: a ticket, an emergency, or thanks recorded),
+  and a touchpoint counts as answered only when its required questions are; a partial reply
+  has the rest asked again once.
 """
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),

@@ -21,7 +21,6 @@ __all__ = [
     "MessageRenderer",
     "RenderedMessage",
     "address_patient",
-    "parse_reply",
 ]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -122,6 +121,16 @@ class MessageRenderer:
         source = text.get(locale) if isinstance(text, LocalizedText) else text
         return self._compiled(source).render(**context.as_dict()).strip()
 
+    def has(self, name: str, locale: str) -> bool:
+        """Whether the template ``name`` exists for ``locale`` (advice is data: a missing one
+        is left out, not an error, so an emergency message always goes out)."""
+        folder = "en" if locale == "en" else "zh-CN"
+        try:
+            self.env.get_template(f"{folder}/{name}.j2")
+        except jinja2.TemplateNotFound:
+            return False
+        return True
+
     def file(self, name: str, locale: str, context: MessageContext, **extra: Any) -> str:
         folder = "en" if locale == "en" else "zh-CN"
         template = self.env.get_template(f"{folder}/{name}.j2")
@@ -178,49 +187,21 @@ class MessageRenderer:
         context: MessageContext,
         *,
         reminder: int = 0,
+        only: tuple[str, ...] | list[str] = (),
     ) -> RenderedMessage:
-        opening = (
-            self.file("reminder", locale, context)
-            if reminder
-            else self.text(message, locale, context)
-        )
+        """The touchpoint's message and questions; ``only``: the re-ask of these questions
+        after a partial reply (numbered afresh)."""
+        if only and questionnaire is not None:
+            questionnaire = questionnaire.model_copy(
+                update={"questions": [q for q in questionnaire.questions if q.id in only]}
+            )
+            opening = self.file("reask", locale, context)
+        elif reminder:
+            opening = self.file("reminder", locale, context)
+        else:
+            opening = self.text(message, locale, context)
         body = opening
         if questionnaire is not None:
             body += "\n\n" + self.questionnaire(questionnaire, locale)
         subject = questionnaire.title.get(locale) if questionnaire else opening.split("。")[0][:40]
         return RenderedMessage(subject=subject, body=body)
-
-
-_SEPARATORS = str.maketrans({"，": ",", "、": ",", "；": ",", ";": ",", "\n": ",", "\t": ","})
-
-
-def parse_reply(text: str, questionnaire: Questionnaire) -> dict[str, str] | None:
-    """A text reply (``否,1,2`` or ``chest_pain=no``) → raw answers by question id, or None.
-
-    Answers are positional, in question order; a reply that gives only the required
-    questions fills those. Every value must parse for its question, else the reply is not
-    an answer (it is treated as a free-text message instead).
-    """
-    cleaned = text.translate(_SEPARATORS).strip()
-    if not cleaned:
-        return None
-    if "=" in cleaned:
-        pairs = [part.split("=", 1) for part in cleaned.split(",") if "=" in part]
-        answers = {k.strip(): v.strip() for k, v in pairs}
-    else:
-        tokens = [t for t in cleaned.replace(",", " ").split() if t]
-        questions = questionnaire.questions
-        if len(tokens) != len(questions):
-            questions = [q for q in questionnaire.questions if q.required]
-        if len(tokens) != len(questions):
-            return None
-        answers = {q.id: token for q, token in zip(questions, tokens, strict=True)}
-    for question_id, raw in answers.items():
-        question = questionnaire.question(question_id)
-        if question is None:
-            return None
-        try:
-            question.parse_answer(raw)
-        except ValueError:
-            return None
-    return answers

@@ -231,13 +231,19 @@ async def test_free_text_reply_is_delivered_and_kept_as_feedback(
     assert "伤口有点痒" in (stored[0].text or "")
     record = records(runtime)[-1]
     assert record.kind == "feedback"
-    # Feedback is not left in a pile: it became a ticket for a person to answer.
-    ticket = await settle(lambda: _ticket(runtime, record.ticket_id))
+    # Feedback is not left in a pile: the journey triaged it into a ticket for a person.
+    ticket = await settle(lambda: _journey_ticket(runtime, enrollment.enrollment_id))
     assert (ticket.source, ticket.patient_id, ticket.enrollment_id) == (
         "patient_message",
         enrollment.patient_id,
         enrollment.enrollment_id,
     )
+
+
+def _journey_ticket(runtime: Runtime, enrollment_id: int) -> Ticket | None:
+    with Session(runtime.engine) as session:
+        ticket = session.exec(select(Ticket).where(Ticket.enrollment_id == enrollment_id)).first()
+        return ticket if ticket is not None and ticket.department_code else None
 
 
 def _ticket(runtime: Runtime, ticket_id: int | None) -> Ticket | None:

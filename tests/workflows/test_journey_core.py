@@ -38,6 +38,7 @@ from suifang.workflows.journey_core import (
     SendOutcome,
     SendTouchpoint,
     SetStatus,
+    TriageText,
     Wait,
     preview_schedule,
 )
@@ -45,6 +46,17 @@ from suifang.workflows.journey_core import (
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PATHWAYS = Path(__file__).parents[2] / "templates" / "pathways"
 DISCHARGED = dt.datetime(2026, 11, 1, 15, 30, tzinfo=SHANGHAI)
+ALL_FINE = {
+    "chest_pain": "no",
+    "breathless": "none",
+    "antiplatelet": "every_dose",
+    "bleeding": "no",
+    "puncture_site": "fine",
+    "activity": "normal",
+    "sbp": "128",
+}
+"""Every PCI question answered, all well."""
+DONE = {TouchpointStatus.ANSWERED, TouchpointStatus.MISSED}
 
 
 def pci(**variant: Any) -> JourneyPlan:
@@ -138,7 +150,7 @@ def test_all_answered_journey_completes_with_points_and_no_alerts() -> None:
     run.on_send = lambda d, c: (
         c.reminder
         or d.core.handle(
-            AnswerEvent(answers={"chest_pain": "no", "antiplatelet": "every_dose", "sbp": "128"}),
+            AnswerEvent(answers=ALL_FINE),
             d.now,
         )
     )
@@ -198,12 +210,92 @@ def test_unanswered_touchpoints_are_reminded_then_missed_then_lost() -> None:
 def test_one_answer_resets_the_missed_count() -> None:
     run = driver(pci())
     run.on_send = lambda d, c: (
-        c.reminder or (c.key == "day7" and d.core.handle(AnswerEvent(text="挺好的"), d.now))
+        c.reminder or (c.key == "day7" and d.core.handle(AnswerEvent(answers=ALL_FINE), d.now))
     )
     finish = run.run()
     assert finish.status == JourneyStatus.LOST
     missed = [c.key for c in run.of(RecordTouchpoint) if c.status == TouchpointStatus.MISSED]
     assert missed == ["day3", "day14", "day30"]
+
+
+def _reply_once(key: str, event: AnswerEvent) -> Any:
+    """An ``on_send`` that answers the first send of touchpoint ``key`` with ``event``."""
+    return lambda d, c: (
+        not c.reminder and not c.missing and c.key == key and d.core.handle(event, d.now)
+    )
+
+
+def test_a_partial_reply_is_credited_nothing_and_the_rest_is_asked_again_once() -> None:
+    run = driver(pci())
+    run.on_send = _reply_once("day3", AnswerEvent(text="否,1,1"))
+    run.run(until=DISCHARGED + dt.timedelta(days=6, hours=1))
+    recorded = run.of(RecordAnswers)[0]
+    assert recorded.answers == {
+        "chest_pain": "no",
+        "breathless": "none",
+        "antiplatelet": "every_dose",
+    }
+    # Only the unanswered required questions go out again, once; then the usual rules.
+    reasks = [c for c in run.of(SendTouchpoint) if c.missing]
+    assert [(c.key, c.missing) for c in reasks] == [
+        ("day3", ("bleeding", "puncture_site", "activity"))
+    ]
+    assert run.of(CreditPoints) == []
+    day3 = [c.status for c in run.of(RecordTouchpoint) if c.key == "day3" and c.status in DONE]
+    assert day3 == [TouchpointStatus.MISSED]
+    assert run.of(TriageText) == []  # nothing but answers was written
+
+
+def test_answering_the_reasked_questions_completes_the_touchpoint_with_its_points() -> None:
+    run = driver(pci())
+
+    def on_send(d: Driver, c: SendTouchpoint) -> None:
+        if c.key == "day3" and not c.reminder and not c.missing:
+            d.core.handle(AnswerEvent(text="否,1,1"), d.now)
+        elif c.missing:
+            # Re-asked questions are numbered afresh: 1 is the first one still open.
+            d.core.handle(AnswerEvent(text="1.否 2.正常 3.和以前差不多"), d.now)
+
+    run.on_send = on_send
+    run.run(until=DISCHARGED + dt.timedelta(days=5))
+    day3 = [c.status for c in run.of(RecordTouchpoint) if c.key == "day3" and c.status in DONE]
+    assert day3 == [TouchpointStatus.ANSWERED]
+    assert [(c.key, c.points) for c in run.of(CreditPoints)] == [("day3", 10)]
+
+
+def test_free_text_in_a_reply_is_triaged_and_its_answers_still_count() -> None:
+    run = driver(pci())
+    run.on_send = _reply_once("day3", AnswerEvent(text="否,1,1,否,1,1 但是伤口一直在流血止不住"))
+    run.run(until=DISCHARGED + dt.timedelta(days=4))
+    assert [(t.key, t.text) for t in run.of(TriageText)] == [("day3", "但是伤口一直在流血止不住")]
+    day3 = [c.status for c in run.of(RecordTouchpoint) if c.key == "day3" and c.status in DONE]
+    assert day3 == [TouchpointStatus.ANSWERED]
+
+
+def test_words_alone_do_not_answer_a_questionnaire() -> None:
+    run = driver(pci())
+    run.on_send = _reply_once("day3", AnswerEvent(text="我不想活了,药都攒好了"))
+    run.run(until=DISCHARGED + dt.timedelta(days=4))
+    assert [t.text for t in run.of(TriageText)] == ["我不想活了,药都攒好了"]
+    assert run.of(CreditPoints) == []
+    assert [c.missing for c in run.of(SendTouchpoint) if c.missing] == [
+        ("chest_pain", "breathless", "antiplatelet", "bleeding", "puncture_site", "activity")
+    ]
+
+
+def test_a_journey_started_before_revision_2_keeps_its_old_answer_rule() -> None:
+    core = JourneyCore(
+        JourneySetup(enrollment_id=1, patient_id=1, plan=pci(), discharged_at=DISCHARGED),
+        revision=1,
+    )
+    run = Driver(core, DISCHARGED)
+    run.on_send = _reply_once("day3", AnswerEvent(text="挺好的"))
+    run.run(until=DISCHARGED + dt.timedelta(days=4))
+    # What running histories recorded must replay: text alone answered, nothing triaged.
+    assert [c.status for c in run.of(RecordTouchpoint) if c.status in DONE] == [
+        TouchpointStatus.ANSWERED
+    ]
+    assert run.of(TriageText) == []
 
 
 def test_late_answer_is_recorded_against_its_touchpoint_and_still_alerts() -> None:
@@ -274,7 +366,7 @@ def test_do_not_contact_found_by_the_send_activity_stops_the_journey() -> None:
 def test_readmission_and_death_stop_the_journey() -> None:
     for action in ("readmitted", "deceased"):
         run = driver(pci())
-        run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+        run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
         run.run(until=DISCHARGED + dt.timedelta(days=9))
         run.core.handle(ControlEvent(action=action), run.now)
         finish = run.run()
@@ -284,7 +376,7 @@ def test_readmission_and_death_stop_the_journey() -> None:
 
 def test_pause_sends_nothing_and_resume_shifts_the_rest_by_the_pause() -> None:
     run = driver(pci())
-    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
     run.run(until=DISCHARGED + dt.timedelta(days=5))
     run.core.handle(ControlEvent(action="pause"), run.now)
     assert run.run(until=DISCHARGED + dt.timedelta(days=20)) == Wait(None)
@@ -300,7 +392,7 @@ def test_pause_sends_nothing_and_resume_shifts_the_rest_by_the_pause() -> None:
 
 def test_reschedule_moves_the_next_touchpoint_or_the_whole_rest() -> None:
     run = driver(pci())
-    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
     run.run(until=DISCHARGED + dt.timedelta(days=4))
     target = dt.datetime(2026, 11, 6, 15, 0, tzinfo=SHANGHAI)
     run.core.handle(RescheduleEvent(next_due=target), run.now)
@@ -350,7 +442,7 @@ def test_greetings_go_out_inside_the_journey_only() -> None:
         GreetingOccasion(date=dt.date(2027, 2, 6), occasion="spring_festival"),
     ]
     run = driver(pci(), greetings=greetings)
-    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
     run.run()
     sent = run.of(SendGreeting)
     assert [(g.occasion, str(g.date)) for g in sent] == [("lidong", "2026-11-07")]
@@ -358,7 +450,7 @@ def test_greetings_go_out_inside_the_journey_only() -> None:
 
 def test_time_scale_runs_a_pathway_day_per_minute() -> None:
     run = driver(pci(), time_scale=1440)
-    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
     finish = run.run()
     assert finish.status == JourneyStatus.COMPLETED
     assert run.now - DISCHARGED < dt.timedelta(hours=1)
@@ -379,7 +471,7 @@ def test_open_ended_recurrence_continues_as_new_with_the_same_schedule() -> None
     plan = resolve_plan(_weekly_template())
     assert plan.open_ended
     run = driver(plan, continue_as_new_after=3)
-    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(text="ok"), d.now)
+    run.on_send = lambda d, c: c.reminder or d.core.handle(AnswerEvent(answers=ALL_FINE), d.now)
     run.run(until=DISCHARGED + dt.timedelta(days=22))
     assert run.core.wants_continue_as_new
     run.core.compact()

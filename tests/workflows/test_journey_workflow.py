@@ -481,7 +481,12 @@ async def test_open_ended_journey_continues_as_new_and_keeps_its_schedule(
         keys.append(key)
         planned = plan.touchpoint(key.split("#")[0])
         if planned.expects_answer:
-            await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(text="好的"))
+            reply = (
+                AnswerEvent(answers=normal_answers(planned.questionnaire, plan.alert_rules))
+                if planned.questionnaire
+                else AnswerEvent(text="好的")
+            )
+            await handle.signal(PatientJourneyWorkflow.answer, reply)
     assert (await handle.describe()).run_id != first_run  # it continued as new at least once
     expected = [k for k, _, _ in journey_service_schedule(plan, enrollment)][:5]
     assert keys == expected
