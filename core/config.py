@@ -135,6 +135,32 @@ class Settings(BaseSettings):
         None, description="Key of the keyed hashes used to look up encrypted values."
     )
     hospital_name: str = Field("", description="How messages name the hospital (optional).")
+    triage_dir: Path | None = Field(
+        None,
+        description=(
+            "A directory with the hospital's own red_flags.yaml, intents.yaml and synonyms.yaml "
+            "(each replaces the shipped file it names); check them with `suifang triage check`."
+        ),
+    )
+    knowledge_dir: Path | None = Field(
+        None,
+        description=(
+            "A directory of the hospital's own knowledge-base entries (*.yaml, examples.csv), "
+            "loaded after the shipped ones: an entry with the same id replaces the shipped one."
+        ),
+    )
+    crisis_line: str = Field(
+        "12356",
+        min_length=1,
+        max_length=64,
+        description=(
+            "The psychological crisis line a patient at risk of suicide is given (12356 is the "
+            "national psychological assistance hotline; set a local line if you have one)."
+        ),
+    )
+    staff_locale: Literal["zh-CN", "en"] = Field(
+        "zh-CN", description="Language of pages and notices to staff."
+    )
     journey_run_length: int = Field(
         100, ge=1, le=10_000, description="Sends per journey workflow run before continue-as-new."
     )

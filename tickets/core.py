@@ -24,11 +24,15 @@ from suifang.core.triage import TriageResult
 from suifang.tickets.sla import SlaPolicy, deadline
 
 __all__ = [
+    "PAGING_REVISION",
     "ActorAction",
     "Finish",
     "NotifyPatient",
     "NotifyStaff",
     "OpenSubTask",
+    "Page",
+    "PageOutcome",
+    "PagingState",
     "PatientEvent",
     "Route",
     "Save",
@@ -41,12 +45,17 @@ __all__ = [
     "Wait",
 ]
 
+PAGING_REVISION = 2
+"""Tickets of this workflow revision and later page the on-call for emergencies (and notify
+it of urgent clinical tickets), and tell the patient a doctor was notified only once a page
+was accepted (see docs/workflow-changes.md)."""
 SATISFIED_FROM = 3
 """Scores 1–5; below this a resolved ticket reopens."""
 CLINICAL_ANSWER_CONFIDENCE = 0.5
 """Below this, a clinical question is not answered from the knowledge base but by a nurse."""
 
 ACTIONS = (
+    "acknowledge",
     "claim",
     "reply",
     "note",
@@ -59,6 +68,7 @@ ACTIONS = (
     "close",
 )
 Action = Literal[
+    "acknowledge",
     "claim",
     "reply",
     "note",
@@ -126,6 +136,62 @@ class SlaClockState(BaseModel):
     breached_at: dt.datetime | None = None
 
 
+class PageRecord(BaseModel):
+    """One page sent (or tried) for the ticket."""
+
+    at: dt.datetime
+    step: int | None
+    recipient: str | None = None
+    role: str | None = None
+    department: str | None = None
+    channel: str | None = None
+    accepted: bool = False
+
+
+class PagingState(BaseModel):
+    """An emergency's page to the on-call clinician, and its escalation (exact timers)."""
+
+    department: str
+    escalate: bool = True
+    """False: one notice to the on-call (urgent tickets), no acknowledgement chased."""
+    next_step: int = 0
+    """The chain position the next page goes to."""
+    last_step: int | None = None
+    repeats: int = 0
+    due_at: dt.datetime | None = None
+    """When the next page goes out if nobody acknowledges (None: none pending)."""
+    acknowledged_at: dt.datetime | None = None
+    acknowledged_by: str | None = None
+    patient_told: bool = False
+    unanswered: bool = False
+    pages: list[PageRecord] = Field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.acknowledged_at is not None:
+            return "acknowledged"
+        if self.unanswered:
+            return "unanswered"
+        return "paging" if self.escalate else "notified"
+
+
+class PageOutcome(BaseModel):
+    """What the ``page_on_call`` activity reports: who was paged, and what comes next."""
+
+    accepted: bool
+    step: int | None = None
+    """The chain position actually paged (later than asked when someone could not be reached)."""
+    recipient: str | None = None
+    role: str | None = None
+    department: str | None = None
+    channel: str | None = None
+    next_step: int | None = None
+    """The next chain position to page; None: this was the last (it is paged again)."""
+    escalate_after: dt.timedelta = dt.timedelta(minutes=5)
+    repeat_final: int = 3
+    message_id: int | None = None
+
+
 class TicketState(BaseModel):
     status: TicketStatus = TicketStatus.NEW
     tier: Tier = Tier.L2
@@ -146,6 +212,7 @@ class TicketState(BaseModel):
     )
     red_flags: list[str] = Field(default_factory=list)
     sub_tasks: list[int] = Field(default_factory=list)
+    paging: PagingState | None = None
     started: bool = False
     seq: int = 0
     saved_seq: int = 0
@@ -193,6 +260,9 @@ class TicketSnapshot(BaseModel):
     first_response_breached_at: dt.datetime | None
     resolution_breached_at: dt.datetime | None
     events: list[TicketEventRecord]
+    paging: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    acknowledged_by: str | None = None
 
 
 # --------------------------------------------------------------------------- commands
@@ -216,19 +286,38 @@ class Route:
 class NotifyPatient:
     seq: int
     kind: Literal[
-        "received", "emergency", "knowledge_answer", "assigned", "reply", "resolved", "satisfaction"
+        "received",
+        "emergency",
+        "doctor_notified",
+        "knowledge_answer",
+        "knowledge_info",
+        "assigned",
+        "reply",
+        "resolved",
+        "satisfaction",
     ]
     text: str | None = None
+    advice: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class NotifyStaff:
     seq: int
-    kind: Literal["warning", "breach"]
+    kind: Literal["warning", "breach", "page_failed", "page_unanswered", "fyi"]
     clock: str
     department: str | None
     due_at: dt.datetime
     actions: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """Page the department's on-call chain from position ``step`` (``page_on_call``)."""
+
+    seq: int
+    department: str
+    step: int
+    escalate: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,16 +339,23 @@ class Finish:
     status: TicketStatus
 
 
-Effect = Route | NotifyPatient | NotifyStaff | OpenSubTask | Save
+Effect = Route | NotifyPatient | NotifyStaff | Page | OpenSubTask | Save
 Command = Effect | Wait | Finish
 
 
 class TicketCore:
     def __init__(
-        self, setup: TicketSetup, state: TicketState | None = None, *, snapshots: bool = True
+        self,
+        setup: TicketSetup,
+        state: TicketState | None = None,
+        *,
+        snapshots: bool = True,
+        revision: int = PAGING_REVISION,
     ) -> None:
-        """``snapshots=False`` (the simulator) skips copying the read model into each Save."""
+        """``snapshots=False`` (the simulator) skips copying the read model into each Save;
+        ``revision`` is the workflow revision the run started under (older runs do not page)."""
         self.setup = setup
+        self.paging_enabled = revision >= PAGING_REVISION
         self.policy = setup.policy
         self.state = state or TicketState()
         self.snapshots = snapshots
@@ -290,7 +386,12 @@ class TicketCore:
         return due
 
     def _start_clocks(self, now: dt.datetime, *, include_first_response: bool = True) -> None:
-        target = self.policy.target_for(self.state.tier, self.state.priority, self.state.department)
+        target = self.policy.target_for(
+            self.state.tier,
+            self.state.priority,
+            self.state.department,
+            clinical=self.state.clinical,
+        )
         clocks = []
         if include_first_response and target.first_response is not None:
             clocks.append(
@@ -349,6 +450,11 @@ class TicketCore:
         if state.status == TicketStatus.CLOSED:
             return Finish(state.status)
         wakes: list[dt.datetime] = []
+        paging = state.paging
+        if paging is not None and paging.due_at is not None and paging.acknowledged_at is None:
+            if paging.due_at <= now:
+                return self._escalate_page(paging, now)
+            wakes.append(paging.due_at)
         for clock in state.clocks:
             due = self.clock_due(clock)
             if due is None or clock.breached_at is not None:
@@ -378,6 +484,8 @@ class TicketCore:
         self._pending.pop(0)
         if isinstance(command, Route):
             self._routed(str(result), now)
+        elif isinstance(command, Page):
+            self._paged(command, PageOutcome.model_validate(result), now)
         elif isinstance(command, OpenSubTask):
             self.state.sub_tasks.append(int(result))
             self._event(
@@ -431,6 +539,9 @@ class TicketCore:
             first_response_breached_at=self.state.breached_at.get("first_response"),
             resolution_breached_at=self.state.breached_at.get("resolution"),
             events=list(self._events),
+            paging=self.state.paging.status if self.state.paging else None,
+            acknowledged_at=self.state.paging.acknowledged_at if self.state.paging else None,
+            acknowledged_by=self.state.paging.acknowledged_by if self.state.paging else None,
         )
 
     def _save(self, now: dt.datetime) -> None:
@@ -466,7 +577,7 @@ class TicketCore:
         )
         if state.red_flags:
             # Red flags: tell the patient to call 120 at once, before anything else.
-            self._push(NotifyPatient(self._seq(), "emergency"))
+            self._push(NotifyPatient(self._seq(), "emergency", advice=tuple(triage.advice)))
         answer = triage.knowledge_answer
         if answer is not None and answer.confidence < (
             CLINICAL_ANSWER_CONFIDENCE if state.clinical else 0.0
@@ -474,6 +585,15 @@ class TicketCore:
             answer = None  # a clinical question gets an automatic answer only when it clearly fits
         if state.tier == Tier.L1 and answer is None:
             state.tier = Tier.L2  # nothing safe to say automatically: a person answers
+        if (
+            answer is not None
+            and state.tier != Tier.L1
+            and triage.intent in ("complaint", "suggestion")
+            and not state.red_flags
+        ):
+            # Information the patient can use while the department works on it; the
+            # complaint itself stays open for its owner.
+            self._push(NotifyPatient(self._seq(), "knowledge_info", answer.answer))
         if state.tier == Tier.L1 and answer is not None and not state.red_flags:
             self._push(NotifyPatient(self._seq(), "knowledge_answer", answer.answer))
             state.first_response_at = now
@@ -516,6 +636,144 @@ class TicketCore:
         if first_routing and not state.red_flags and self.setup.source in _ACKNOWLEDGED:
             # After routing, so the acknowledgement can say who answers and by when.
             self._push(NotifyPatient(self._seq(), "received"))
+        if self.paging_enabled and (state.paging is None or state.paging.department != department):
+            self._start_paging(department, now)
+        discharge = self.setup.discharge_department
+        if (
+            self.paging_enabled
+            and first_routing
+            and state.category == "psychological"
+            and discharge
+            and discharge != department
+        ):
+            # The mind goes to the mental-health team; the team that discharged the patient
+            # is told, so the ward knows and can follow up too.
+            self._push(NotifyStaff(self._seq(), "fyi", "routing", discharge, now))
+
+    # ----------------------------------------------------------------- paging
+
+    def _start_paging(self, department: str, now: dt.datetime) -> None:
+        """Emergencies page the on-call chain until someone acknowledges; urgent clinical
+        tickets notify the on-call once."""
+        state = self.state
+        if state.priority == Priority.EMERGENCY:
+            escalate = True
+        elif state.priority == Priority.URGENT and state.clinical:
+            escalate = False
+        else:
+            return
+        told = state.paging.patient_told if state.paging else False
+        state.paging = PagingState(department=department, escalate=escalate, patient_told=told)
+        self._push(Page(self._seq(), department, 0, escalate))
+
+    def _paged(self, command: Page, outcome: PageOutcome, now: dt.datetime) -> None:
+        paging = self.state.paging
+        if paging is None or paging.department != command.department:
+            return  # transferred while the page was out: the new department's chain runs
+        paging.pages.append(
+            PageRecord(
+                at=now,
+                step=outcome.step,
+                recipient=outcome.recipient,
+                role=outcome.role,
+                department=outcome.department,
+                channel=outcome.channel,
+                accepted=outcome.accepted,
+            )
+        )
+        del paging.pages[:-20]
+        if not outcome.accepted:
+            paging.unanswered = True
+            paging.due_at = None
+            self._event(
+                now,
+                "paging",
+                "page_failed",
+                reason="no one on the on-call chain could be reached",
+                detail={"department": command.department, "from_step": command.step},
+            )
+            self._push(
+                NotifyStaff(
+                    self._seq(),
+                    "page_failed",
+                    "paging",
+                    command.department,
+                    now,
+                    ("notify_supervisor",),
+                )
+            )
+            self._save(now)
+            return
+        self._event(
+            now,
+            "paging",
+            "page",
+            detail={
+                "to": outcome.recipient,
+                "role": outcome.role,
+                "department": outcome.department,
+                "channel": outcome.channel,
+                "step": outcome.step,
+            },
+        )
+        if paging.escalate and paging.acknowledged_at is None:
+            final = outcome.next_step is None
+            paging.last_step = outcome.step
+            paging.next_step = outcome.step if final else outcome.next_step  # type: ignore[assignment]
+            if final:
+                paging.repeats += 1
+            if final and paging.repeats > outcome.repeat_final:
+                paging.due_at = now + outcome.escalate_after
+                paging.unanswered = True
+            else:
+                paging.due_at = now + outcome.escalate_after
+        if self.state.priority == Priority.EMERGENCY and not paging.patient_told:
+            # Only now is it true that a doctor has been told.
+            paging.patient_told = True
+            self._push(NotifyPatient(self._seq(), "doctor_notified"))
+        self._save(now)
+
+    def _escalate_page(self, paging: PagingState, now: dt.datetime) -> Command:
+        paging.due_at = None
+        if paging.unanswered:
+            self._event(
+                now,
+                "paging",
+                "page_unanswered",
+                reason="nobody acknowledged the page",
+                detail={"department": paging.department, "pages": len(paging.pages)},
+            )
+            self._push(
+                NotifyStaff(
+                    self._seq(),
+                    "page_unanswered",
+                    "paging",
+                    paging.department,
+                    now,
+                    ("notify_supervisor",),
+                )
+            )
+            return self._save_and_first(now)
+        self._event(
+            now,
+            "paging",
+            "escalate_page",
+            reason="no acknowledgement",
+            detail={"department": paging.department, "to_step": paging.next_step},
+        )
+        self._push(Page(self._seq(), paging.department, paging.next_step, True))
+        return self._save_and_first(now)
+
+    def _acknowledged(self, actor: str, now: dt.datetime, via: str) -> bool:
+        """Stop chasing the page: someone owns the emergency. True if this acknowledged it."""
+        paging = self.state.paging
+        if paging is None or paging.acknowledged_at is not None:
+            return False
+        paging.acknowledged_at = now
+        paging.acknowledged_by = actor
+        paging.due_at = None
+        self._event(now, actor, "acknowledge", detail={"via": via})
+        return True
 
     def _warn(self, clock: SlaClockState, due: dt.datetime, now: dt.datetime) -> Command:
         clock.warned_at = now
@@ -595,6 +853,12 @@ class TicketCore:
             return f"only a resolved or closed ticket can be reopened (it is {status.value})"
         if action.action == "close" and status != TicketStatus.RESOLVED:
             return "only a resolved ticket can be closed"
+        if action.action == "acknowledge":
+            paging = self.state.paging
+            if paging is None:
+                return "there is no page to acknowledge on this ticket"
+            if paging.acknowledged_at is not None:
+                return f"the page was already acknowledged by {paging.acknowledged_by}"
         if action.action == "escalate" and self.state.tier == Tier.L3:
             return "the ticket is already at L3 (doctor)"
         if action.action == "wait_on_patient" and status == TicketStatus.WAITING_ON_PATIENT:
@@ -620,7 +884,29 @@ class TicketCore:
         getattr(self, f"_do_{event.action}")(event, now)
         self._save(now)
 
+    def _do_acknowledge(self, action: ActorAction, now: dt.datetime) -> None:
+        self._acknowledged(action.actor, now, "acknowledge")
+        state = self.state
+        state.assignee = state.assignee or action.assignee or action.actor
+        if action.text:
+            self._event(now, action.actor, "note", note=action.text, visible_to_patient=False)
+        if state.priority == Priority.EMERGENCY:
+            # A clinician owns the emergency: that is its first response.
+            if state.first_response_at is None:
+                state.first_response_at = now
+            self._meet("first_response", now)
+        if state.status in (TicketStatus.ASSIGNED, TicketStatus.TRIAGED, TicketStatus.REOPENED):
+            self._transition(
+                TicketStatus.IN_PROGRESS,
+                now,
+                action.actor,
+                "claim",
+                detail={"assignee": state.assignee},
+            )
+            self._push(NotifyPatient(self._seq(), "assigned"))
+
     def _do_claim(self, action: ActorAction, now: dt.datetime) -> None:
+        self._acknowledged(action.actor, now, "claim")
         self.state.assignee = action.assignee or action.actor
         self._resume_all(now)
         self._transition(
@@ -634,6 +920,7 @@ class TicketCore:
         self._push(NotifyPatient(self._seq(), "assigned"))
 
     def _do_reply(self, action: ActorAction, now: dt.datetime) -> None:
+        self._acknowledged(action.actor, now, "reply")
         self._event(now, action.actor, "reply", note=action.text, visible_to_patient=True)
         self._push(NotifyPatient(self._seq(), "reply", action.text))
         if self.state.first_response_at is None:
@@ -670,6 +957,13 @@ class TicketCore:
             from_department=before,
             to_department=action.department,
         )
+        if (
+            self.paging_enabled
+            and action.department
+            and self.state.paging is not None
+            and self.state.paging.acknowledged_at is None
+        ):
+            self._start_paging(action.department, now)
 
     def _do_collaborate(self, action: ActorAction, now: dt.datetime) -> None:
         self._push(
@@ -697,6 +991,7 @@ class TicketCore:
             self._push(NotifyPatient(self._seq(), "reply", action.text))
 
     def _do_resolve(self, action: ActorAction, now: dt.datetime) -> None:
+        self._acknowledged(action.actor, now, "resolve")
         self._resume_all(now)
         if self.state.first_response_at is None:
             self.state.first_response_at = now

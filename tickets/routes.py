@@ -133,6 +133,36 @@ async def act(
     )
 
 
+class AcknowledgeIn(BaseModel):
+    """Acknowledging an emergency page: the clinician has it (stops the escalation)."""
+
+    note: str | None = Field(
+        None, max_length=4000, description="An internal note, e.g. 'calling now'."
+    )
+
+
+@router.post(
+    "/tickets/{ticket_id}/ack",
+    response_model=TicketDetail,
+    summary="Acknowledge the on-call page of an emergency ticket",
+)
+async def acknowledge(
+    ticket_id: int,
+    body: AcknowledgeIn,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    request: Request,
+    principal: CanAct,
+) -> TicketDetail:
+    """Stops the page's escalation and makes you the ticket's owner; 422 if the ticket has
+    no page waiting (none was sent, or someone acknowledged it already)."""
+    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
+    action = ActorAction(action="acknowledge", actor=principal.actor, text=body.note)
+    return await service.act_on_ticket(
+        runtime, session, ticket_id, action, departments=principal.scope
+    )
+
+
 @router.post(
     "/tickets/{ticket_id}/patient-events",
     status_code=status.HTTP_202_ACCEPTED,

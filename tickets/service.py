@@ -36,6 +36,7 @@ from suifang.tickets.core import ActorAction, PatientEvent, TicketSetup
 from suifang.tickets.sla import SlaPolicy, default_policy
 
 __all__ = [
+    "PatientMessageOutcome",
     "TicketDetail",
     "TicketIn",
     "TicketStart",
@@ -45,6 +46,7 @@ __all__ = [
     "list_tickets",
     "open_ticket",
     "patient_event",
+    "receive_patient_message",
     "sla_policy",
     "ticket_detail",
     "ticket_workflow_id",
@@ -121,6 +123,10 @@ class TicketDetail(TicketSummary):
     workflow_id: str
     parent_ticket_id: int | None
     red_flags: list[str]
+    paging: str | None = None
+    """paging, acknowledged, unanswered or notified (an urgent ticket's on-call notice)."""
+    acknowledged_at: dt.datetime | None = None
+    acknowledged_by: str | None = None
     first_response_at: dt.datetime | None
     first_response_breached_at: dt.datetime | None
     resolved_at: dt.datetime | None
@@ -253,8 +259,35 @@ def _setup(
     )
 
 
-async def open_ticket(runtime: Runtime, data: TicketIn, *, actor: str = "api") -> TicketSummary:
-    """Classify the text (L1 triage), create the ticket and start its workflow."""
+def _triage_request(
+    session: Session, patient: Patient, text: str, source: TicketSource, enrollment_id: int | None
+) -> TriageRequest:
+    """What the triage needs to know of the patient: language, pathway, department."""
+    enrollment = session.get(Enrollment, enrollment_id) if enrollment_id is not None else None
+    if enrollment is None:
+        enrollment = session.exec(
+            select(Enrollment)
+            .where(Enrollment.patient_id == patient.id)
+            .order_by(col(Enrollment.id).desc())
+        ).first()
+    return TriageRequest(
+        text=text,
+        locale=patient.locale,
+        source=source,
+        pathway_id=enrollment.pathway_id if enrollment else None,
+        discharge_department=enrollment.department_code if enrollment else None,
+    )
+
+
+async def open_ticket(
+    runtime: Runtime,
+    data: TicketIn,
+    *,
+    actor: str = "api",
+    triage: TriageResult | None = None,
+) -> TicketSummary:
+    """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
+    its workflow."""
     from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
     with Session(runtime.engine, expire_on_commit=False) as session:
@@ -267,9 +300,10 @@ async def open_ticket(runtime: Runtime, data: TicketIn, *, actor: str = "api") -
                 raise ValidationFailed(
                     f"enrollment_id: journey {data.enrollment_id} is not this patient's"
                 )
-        triage = runtime.plugins.triage(
-            TriageRequest(text=data.text, locale=patient.locale, source=data.source)
-        )
+        if triage is None:
+            request = _triage_request(session, patient, data.text, data.source, data.enrollment_id)
+            session.commit()  # hands the connection back while triage (maybe an AI call) runs
+            triage = await runtime.plugins.triage_async(request)
         if data.category:
             triage = triage.model_copy(update={"category": data.category})
         start = build_ticket(
@@ -363,6 +397,9 @@ def ticket_detail(
         workflow_id=ticket.workflow_id,
         parent_ticket_id=ticket.parent_ticket_id,
         red_flags=ticket.red_flags,
+        paging=ticket.paging,
+        acknowledged_at=ticket.acknowledged_at,
+        acknowledged_by=ticket.acknowledged_by,
         first_response_at=ticket.first_response_at,
         first_response_breached_at=ticket.first_response_breached_at,
         resolved_at=ticket.resolved_at,
@@ -450,3 +487,91 @@ def tier_and_priority_of(rules: list[tuple[Tier, Priority]]) -> tuple[Tier, Prio
     tier = max((t for t, _ in rules), key=lambda t: t.rank)
     priority = max((p for _, p in rules), key=lambda p: p.rank)
     return tier, priority
+
+
+class PatientMessageOutcome(BaseModel):
+    """What became of a message a patient sent outside a journey: a ticket, thanks, or —
+    for a reply with nothing to act on ("没有", "ok") — neither."""
+
+    ticket_id: int | None = None
+    praise_id: int | None = None
+
+
+async def receive_patient_message(
+    runtime: Runtime,
+    *,
+    patient_id: int,
+    text: str,
+    enrollment_id: int | None = None,
+    key: str | None = None,
+    channel: str | None = None,
+) -> PatientMessageOutcome:
+    """Triage a patient's own message: thanks are recorded for the department and answered
+    with a thank-you; everything else becomes a ticket (``key`` makes it idempotent)."""
+    from suifang.tickets.praise import record_praise
+    from suifang.workflows.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
+    from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
+
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            raise NotFoundError(f"no patient {patient_id}")
+        request = _triage_request(
+            session, patient, text, TicketSource.PATIENT_MESSAGE, enrollment_id
+        )
+        session.commit()  # hands the connection back while triage (maybe an AI call) runs
+        triage = await runtime.plugins.triage_async(request)
+        if triage.intent == "nothing":
+            return PatientMessageOutcome()
+        if triage.intent == "praise":
+            department = session.get(Department, request.discharge_department or "")
+            record, created = record_praise(
+                session,
+                event_key=key or f"praise:{patient_id}:{uuid.uuid4().hex}",
+                patient_id=patient_id,
+                text=text,
+                received_at=utcnow(),
+                department=request.discharge_department,
+                enrollment_id=enrollment_id,
+            )
+            locale = patient.locale
+            context = MessageContext(
+                name=address_patient(
+                    patient.name,
+                    sex=patient.sex,
+                    birth_date=patient.birth_date,
+                    locale=locale,
+                    today=utcnow().date(),
+                ),
+                department=(department.name_en if locale == "en" else department.name_zh)
+                if department
+                else "",
+                hospital=runtime.settings.hospital_name,
+            )
+            preferred = list(patient.preferred_channels)
+    if triage.intent != "praise":
+        summary = await open_ticket(
+            runtime,
+            TicketIn(
+                patient_id=patient_id, text=text, enrollment_id=enrollment_id, idempotency_key=key
+            ),
+            triage=triage,
+        )
+        return PatientMessageOutcome(ticket_id=summary.id)
+    if created:
+        body = MessageRenderer().file("praise_ack", locale, context)
+        await deliver(
+            runtime.engine,
+            runtime.channels,
+            DeliveryRequest(
+                idempotency_key=f"{record.event_key}:thanks",
+                patient_id=patient_id,
+                enrollment_id=enrollment_id,
+                kind="praise_ack",
+                subject=body[:40],
+                body=body,
+                locale=locale,
+                channels=[*preferred, *([channel] if channel else []), *NOTICE_CHANNELS],
+            ),
+        )
+    return PatientMessageOutcome(praise_id=record.id)

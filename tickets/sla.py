@@ -340,6 +340,9 @@ class SlaPolicy(BaseModel):
     calendars: dict[str, BusinessCalendar]
     targets: dict[Tier, dict[Priority, SlaTarget]]
     departments: dict[str, dict[Tier, dict[Priority, SlaTarget]]] = Field(default_factory=dict)
+    clinical: dict[Tier, dict[Priority, SlaTarget]] = Field(default_factory=dict)
+    """Targets of clinical tickets (symptoms, side effects, readings, the mind), whatever the
+    department: health matters do not wait for Monday. Empty: clinical tickets use the rest."""
 
     @model_validator(mode="after")
     def _complete(self) -> SlaPolicy:
@@ -349,6 +352,8 @@ class SlaPolicy(BaseModel):
         tables = {"targets": self.targets} | {
             f"departments.{code}": table for code, table in self.departments.items()
         }
+        if self.clinical:
+            tables["clinical"] = self.clinical
         for where, table in tables.items():
             missing = [f"{t}.{p}" for t in Tier for p in Priority if p not in table.get(t, {})]
             if missing:
@@ -363,9 +368,17 @@ class SlaPolicy(BaseModel):
         return self
 
     def target_for(
-        self, tier: Tier | str, priority: Priority | str, department: str | None = None
+        self,
+        tier: Tier | str,
+        priority: Priority | str,
+        department: str | None = None,
+        *,
+        clinical: bool = False,
     ) -> SlaTarget:
-        table = self.departments.get(department, self.targets) if department else self.targets
+        if clinical and self.clinical:
+            table = self.clinical
+        else:
+            table = self.departments.get(department, self.targets) if department else self.targets
         return table[Tier(tier)][Priority(priority)]
 
     def calendar(self, name: str) -> BusinessCalendar:
@@ -454,6 +467,7 @@ class _PolicyDocument(BaseModel):
     defaults: _TargetPatch = Field(default_factory=_TargetPatch)
     targets: Table
     departments: dict[str, _DepartmentDocument] = Field(default_factory=dict)
+    clinical: _DepartmentDocument | None = None
 
 
 def _years(value: Any, loc: Loc) -> range:
@@ -548,21 +562,29 @@ def _resolve(
 def _layers(
     document: _PolicyDocument, tier: Tier, priority: Priority, department: str | None = None
 ) -> list[tuple[Loc, _TargetPatch]]:
-    """What a target is made of, weakest first: defaults, the entry, the department's
-    calendar, the department's entry."""
+    """What a target is made of, weakest first: defaults, the entry, the override's calendar
+    and the override's own entry. ``department`` names a department's override, or
+    ``"(clinical)"`` the clinical one."""
     layers: list[tuple[Loc, _TargetPatch]] = [(("defaults",), document.defaults)]
     entry = document.targets.get(tier, {}).get(priority)
     if entry is not None:
         layers.append((("targets", tier.value, priority.value), entry))
     if department is not None:
-        override = document.departments[department]
+        if department == _CLINICAL:
+            assert document.clinical is not None
+            override, where = document.clinical, ("clinical",)
+        else:
+            override, where = document.departments[department], ("departments", department)
         if override.calendar is not None:
-            layers.append((("departments", department), _TargetPatch(calendar=override.calendar)))
+            layers.append((where, _TargetPatch(calendar=override.calendar)))
         own = override.targets.get(tier, {}).get(priority)
         if own is not None:
-            loc: Loc = ("departments", department, "targets", tier.value, priority.value)
+            loc: Loc = (*where, "targets", tier.value, priority.value)
             layers.append((loc, own))
     return layers
+
+
+_CLINICAL = "(clinical)"
 
 
 def _build_policy(document: _PolicyDocument) -> SlaPolicy:
@@ -572,7 +594,12 @@ def _build_policy(document: _PolicyDocument) -> SlaPolicy:
     calendars = {name: _build_calendar(name, spec) for name, spec in document.calendars.items()}
 
     def table(department: str | None) -> dict[Tier, dict[Priority, SlaTarget]]:
-        where: Loc = ("departments", department, "targets") if department else ("targets",)
+        if department == _CLINICAL:
+            where: Loc = ("clinical", "targets")
+        elif department:
+            where = ("departments", department, "targets")
+        else:
+            where = ("targets",)
         return {
             tier: {
                 priority: _resolve(
@@ -589,6 +616,7 @@ def _build_policy(document: _PolicyDocument) -> SlaPolicy:
         calendars=calendars,
         targets=table(None),
         departments={code: table(code) for code in document.departments},
+        clinical=table(_CLINICAL) if document.clinical is not None else {},
     )
 
 

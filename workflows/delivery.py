@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -38,6 +38,7 @@ from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.workflows.journey_core import SendOutcome
 
 __all__ = [
+    "NOTICE_CHANNELS",
     "RECIPIENT_COLUMNS",
     "DeliveryRequest",
     "MessageLedger",
@@ -53,6 +54,9 @@ __all__ = [
 log = logging.getLogger("suifang.delivery")
 
 TRANSIENT_ATTEMPTS_PER_CHANNEL = 3
+NOTICE_CHANNELS = ["wechat", "sms", "email", "webhook", "outbox"]
+"""The cascade of messages that answer the patient (ticket notices, thanks) after the
+patient's own preferred channels."""
 _ADDRESS_SYSTEM = {
     AddressKind.PHONE: "phone",
     AddressKind.EMAIL: "email",
@@ -76,6 +80,8 @@ class DeliveryRequest(BaseModel):
     template_id: str | None = None
     template_params: dict[str, str] = Field(default_factory=dict)
     link: str | None = None
+    recipient: str | None = None
+    """A member of staff this message is for (a page), not the patient."""
 
 
 class RetryableDelivery(Exception):
@@ -89,6 +95,9 @@ class Recipient:
     id: int
     preferred_channels: Sequence[str]
     contactable: bool
+    addresses: Mapping[str, str] | None = None
+    """The addresses to use by contact system, instead of the patient's contact points (a
+    member of staff being paged)."""
 
     @classmethod
     def of(cls, patient: Patient) -> Recipient:
@@ -136,12 +145,16 @@ def cascade_for(patient: Patient | Recipient, channels: Sequence[str]) -> list[s
     return ordered
 
 
-def _address(engine: Engine, patient_id: int, channel: Channel) -> str | None:
+def _address(
+    engine: Engine, patient_id: int, channel: Channel, addresses: Mapping[str, str] | None = None
+) -> str | None:
     if channel.address_kind == AddressKind.NONE:
         return ""
     system = _ADDRESS_SYSTEM.get(channel.address_kind)
     if system is None:
         return None
+    if addresses is not None:
+        return addresses.get(system)
     with engine.connect() as connection:
         return connection.execute(
             _first_address(), {"patient": patient_id, "system": system}
@@ -212,9 +225,10 @@ async def send_through_cascade(
         if channel is None:
             _record_attempt(engine, ledger, name, "unavailable", error=directory.problem(name))
             continue
-        address = _address(engine, recipient.id, channel)
+        address = _address(engine, recipient.id, channel, recipient.addresses)
         if address is None:
-            _record_attempt(engine, ledger, name, "no_address", error="patient has no address")
+            who = "recipient" if recipient.addresses is not None else "patient"
+            _record_attempt(engine, ledger, name, "no_address", error=f"{who} has no address")
             continue
         outbound = OutboundMessage(
             idempotency_key=request.idempotency_key,
@@ -288,6 +302,7 @@ def open_ledger(connection: Connection, request: DeliveryRequest) -> MessageLedg
             "enrollment_id": request.enrollment_id,
             "ticket_id": request.ticket_id,
             "kind": request.kind,
+            "recipient": request.recipient,
             "touchpoint_key": request.touchpoint_key,
             "locale": request.locale,
             "subject": request.subject,

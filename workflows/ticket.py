@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
         NotifyPatient,
         NotifyStaff,
         OpenSubTask,
+        Page,
+        PageOutcome,
         PatientEvent,
         Route,
         Save,
@@ -37,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from suifang.tickets.service import TicketStart
     from suifang.workflows.journey_core import SendOutcome
     from suifang.workflows.ticket_activities import (
+        PageInput,
         PatientNoticeInput,
         RouteInput,
         StaffNoticeInput,
@@ -59,11 +62,13 @@ LOCAL_SAVE_OPTIONS: dict[str, Any] = {
 LOCAL_SAVE_PATCH = "local-ticket-sync"
 """Tickets of revision 0 started with this marker save to the read model as a local activity
 (see ``_save``)."""
-TICKET_REVISION = 1
+TICKET_REVISION = 2
 """The revision new ticket runs start with (``TicketInput.revision``, docs/workflow-changes.md):
 0 — started before revisions: the ``local-ticket-sync`` patch marker says whether the read
 model is saved by a local activity; 1 — it is, without asking the patch (a marker and a
-visibility update fewer for every run)."""
+visibility update fewer for every run); 2 — emergencies page the on-call chain and escalate
+until acknowledged, urgent clinical tickets notify the on-call, and the patient is told a
+doctor was notified only after a page was accepted."""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -93,7 +98,7 @@ class TicketResult(BaseModel):
 class FeedbackTicketWorkflow:
     @workflow.init
     def __init__(self, ticket: TicketInput) -> None:
-        self.core = TicketCore(ticket.setup, ticket.state)
+        self.core = TicketCore(ticket.setup, ticket.state, revision=ticket.revision)
         self.inbox: list[Any] = [ticket.first_event] if ticket.first_event else []
         self.applied: dict[int, int | None] = {}
         """id(action) of each update still waiting → the state sequence number once applied.
@@ -200,6 +205,19 @@ class FeedbackTicketWorkflow:
                 result_type=str,
                 **OPTIONS,
             )
+        if isinstance(command, Page):
+            return await workflow.execute_activity(
+                "page_on_call",
+                PageInput(
+                    key=self._key(command.seq, ":page"),
+                    ticket_id=setup.ticket_id,
+                    department=command.department,
+                    step=command.step,
+                    escalate=command.escalate,
+                ),
+                result_type=PageOutcome,
+                **SEND_OPTIONS,
+            )
         if isinstance(command, NotifyPatient):
             return await workflow.execute_activity(
                 "notify_patient",
@@ -209,6 +227,7 @@ class FeedbackTicketWorkflow:
                     patient_id=setup.patient_id,
                     kind=command.kind,
                     text=command.text,
+                    advice=list(command.advice),
                 ),
                 result_type=SendOutcome,
                 **SEND_OPTIONS,

@@ -17,10 +17,17 @@ from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Department, Patient, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
-from suifang.tickets.core import TicketSnapshot
+from suifang.tickets.core import PageOutcome, TicketSnapshot
+from suifang.tickets.oncall import on_call_chain, paging_policy_of, staff_addresses
 from suifang.tickets.routing import route
 from suifang.tickets.service import TicketStart, build_ticket
-from suifang.workflows.delivery import DeliveryRequest, RetryableDelivery, deliver
+from suifang.workflows.delivery import (
+    NOTICE_CHANNELS,
+    DeliveryRequest,
+    Recipient,
+    RetryableDelivery,
+    deliver,
+)
 from suifang.workflows.journey_core import SendOutcome
 from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
 from suifang.workflows.ticket_records import (
@@ -32,14 +39,13 @@ from suifang.workflows.ticket_records import (
 )
 
 __all__ = [
+    "PageInput",
     "PatientNoticeInput",
     "RouteInput",
     "StaffNoticeInput",
     "SubTaskInput",
     "TicketActivities",
 ]
-
-TICKET_CHANNELS = ["wechat", "sms", "email", "webhook", "outbox"]
 
 
 class RouteInput(BaseModel):
@@ -58,12 +64,24 @@ class PatientNoticeInput(BaseModel):
     patient_id: int
     kind: str
     text: str | None = None
+    advice: list[str] = Field(default_factory=list)
+    """Emergency advice templates (templates/messages/<locale>/advice/<id>.j2), in order."""
+
+
+class PageInput(BaseModel):
+    """Page the on-call chain of ``department`` from chain position ``step``."""
+
+    key: str
+    ticket_id: int
+    department: str
+    step: int
+    escalate: bool = True
 
 
 class StaffNoticeInput(BaseModel):
     event_key: str
     ticket_id: int
-    kind: Literal["warning", "breach"]
+    kind: Literal["warning", "breach", "page_failed", "page_unanswered", "fyi"]
     clock: str
     department: str | None
     due_at: dt.datetime
@@ -89,6 +107,7 @@ class TicketActivities:
         return [
             self.route_ticket,
             self.notify_patient,
+            self.page_on_call,
             self.notify_staff,
             self.sync_ticket,
             self.open_sub_task,
@@ -138,7 +157,14 @@ class TicketActivities:
             due_text = (
                 due.astimezone(ZoneInfo(patient.timezone)).strftime("%m-%d %H:%M") if due else ""
             )
-            channels = list(patient.preferred_channels) or TICKET_CHANNELS
+            channels = list(patient.preferred_channels) or NOTICE_CHANNELS
+        advice = [
+            self.renderer.file(
+                f"advice/{item}", locale, context, crisis_line=self.runtime.settings.crisis_line
+            )
+            for item in notice.advice
+            if self.renderer.has(f"advice/{item}", locale)
+        ]
         body = self.renderer.file(
             f"ticket_{notice.kind}",
             locale,
@@ -147,6 +173,7 @@ class TicketActivities:
             text=notice.text or "",
             due=due_text,
             assignee=ticket.assignee or "",
+            advice=advice,
         )
         try:
             return await deliver(
@@ -167,6 +194,90 @@ class TicketActivities:
         except RetryableDelivery as exc:
             raise ApplicationError(str(exc), type="TransientChannelError") from None
 
+    @activity.defn(name="page_on_call")
+    async def page_on_call(self, request: PageInput) -> PageOutcome:
+        """Page the department's on-call chain from ``step`` on: the first person one of the
+        paging channels accepts the page for is paged (idempotent per person and page)."""
+        at = activity.info().current_attempt_scheduled_time
+        settings = self.runtime.settings
+        with Session(self.runtime.engine) as session:
+            ticket = session.get(Ticket, request.ticket_id)
+            if ticket is None:
+                raise ApplicationError(f"ticket {request.ticket_id} missing", non_retryable=True)
+            chain = on_call_chain(session, request.department, at)
+            policy = paging_policy_of(session, request.department)
+            department = session.get(Department, request.department)
+            addresses = {
+                member.username: staff_addresses(session, member.username) for member in chain
+            }
+            patient_id, red_flags, category = (
+                ticket.patient_id,
+                list(ticket.red_flags),
+                ticket.category,
+            )
+            priority = ticket.priority
+        delay = policy.delay(request.step)
+        if not chain:
+            return PageOutcome(
+                accepted=False, escalate_after=delay, repeat_final=policy.repeat_final
+            )
+        locale = settings.staff_locale
+        department_name = (
+            (department.name_en if locale == "en" else department.name_zh)
+            if department
+            else request.department
+        )
+        for position in range(min(request.step, len(chain) - 1), len(chain)):
+            member = chain[position]
+            body = self.renderer.file(
+                "page",
+                locale,
+                MessageContext(
+                    name=member.display_name,
+                    department=department_name,
+                    hospital=settings.hospital_name,
+                ),
+                ticket=request.ticket_id,
+                concepts=", ".join(red_flags) or category,
+                emergency=priority == Priority.EMERGENCY,
+                escalated=request.step > 0,
+                role=member.role,
+            )
+            try:
+                outcome = await deliver(
+                    self.runtime.engine,
+                    self.runtime.channels,
+                    DeliveryRequest(
+                        idempotency_key=f"{request.key}:{position}",
+                        patient_id=patient_id,
+                        ticket_id=request.ticket_id,
+                        kind="page",
+                        subject=body[:40],
+                        body=body,
+                        locale=locale,
+                        channels=list(policy.channels),
+                        recipient=member.username,
+                    ),
+                    now=at,
+                    patient=Recipient(patient_id, [], True, addresses[member.username]),
+                )
+            except RetryableDelivery as exc:
+                raise ApplicationError(str(exc), type="TransientChannelError") from None
+            if outcome.delivered:
+                return PageOutcome(
+                    accepted=True,
+                    step=position,
+                    recipient=member.username,
+                    role=member.role,
+                    department=member.department,
+                    channel=outcome.channel,
+                    next_step=position + 1 if position + 1 < len(chain) else None,
+                    escalate_after=policy.delay(position),
+                    repeat_final=policy.repeat_final,
+                    message_id=outcome.message_id,
+                )
+        return PageOutcome(accepted=False, escalate_after=delay, repeat_final=policy.repeat_final)
+
     @activity.defn(name="notify_staff")
     async def notify_staff(self, notice: StaffNoticeInput) -> str | None:
         """Record the warning or breach for the department; e-mail its supervisor if possible."""
@@ -179,12 +290,7 @@ class TicketActivities:
             supervisor = supervisor_of(connection, notice.department) if notice.department else None
         email = self.runtime.channels.get("email")
         if email is not None and supervisor is not None and supervisor.email:
-            verb = "breached" if notice.kind == "breach" else "is close to breaching"
-            actions = ", ".join(notice.actions) or "none"
-            body = (
-                f"Ticket {notice.ticket_id} ({supervisor.department_name}) {verb} its "
-                f"{notice.clock} SLA, due {notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
-            )
+            body = _staff_notice_text(notice, supervisor.department_name)
             try:
                 await email.send(
                     OutboundMessage(
@@ -250,3 +356,24 @@ class TicketActivities:
                 parent_ticket_id=parent.id,
                 idempotency_key=request.idempotency_key,
             )
+
+
+def _staff_notice_text(notice: StaffNoticeInput, department: str) -> str:
+    if notice.kind == "page_failed":
+        return (
+            f"EMERGENCY ticket {notice.ticket_id} ({department}): nobody on the on-call chain "
+            "could be paged. Find a clinician for it now and acknowledge it in suifang."
+        )
+    if notice.kind == "page_unanswered":
+        return (
+            f"EMERGENCY ticket {notice.ticket_id} ({department}): the on-call pages were not "
+            "acknowledged. Find a clinician for it now and acknowledge it in suifang."
+        )
+    if notice.kind == "fyi":
+        return f"Ticket {notice.ticket_id} concerns a patient of {department}: for information."
+    verb = "breached" if notice.kind == "breach" else "is close to breaching"
+    actions = ", ".join(notice.actions) or "none"
+    return (
+        f"Ticket {notice.ticket_id} ({department}) {verb} its {notice.clock} SLA, due "
+        f"{notice.due_at:%Y-%m-%d %H:%M} UTC. Actions: {actions}."
+    )

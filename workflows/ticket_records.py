@@ -74,6 +74,9 @@ def save_snapshot(connection: Connection, snapshot: TicketSnapshot) -> None:
             "reopen_count": state.reopen_count,
             "satisfaction": state.satisfaction,
             "sla_paused": state.status == TicketStatus.WAITING_ON_PATIENT,
+            "paging": snapshot.paging,
+            "acknowledged_at": snapshot.acknowledged_at,
+            "acknowledged_by": snapshot.acknowledged_by,
             "updated_at": utcnow(),
         },
     )

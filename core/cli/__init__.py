@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from suifang.core.cli import (
     demo,
     journeys,
+    oncall,
     outbox,
     pathways,
     platform,
@@ -18,6 +19,7 @@ from suifang.core.cli import (
     security,
     simulate,
     tickets,
+    triage,
 )
 from suifang.core.errors import SuifangError
 
@@ -38,6 +40,9 @@ app.command("demo")(demo.demo)
 security.register(app)
 tickets.register(app)
 app.add_typer(report.report_app, name="report")
+app.add_typer(oncall.app, name="oncall")
+app.add_typer(triage.triage_app, name="triage")
+app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)
 
 

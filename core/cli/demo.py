@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -119,6 +120,7 @@ def demo(
 ) -> None:
     """Enroll sample patients (several pathways) on the running platform (`suifang up`)."""
     runtime = cli_runtime()
+    _import_demo_roster(runtime)
     known = set(runtime.catalog.ids())
     run = uuid.uuid4().hex[:6]
     now = utcnow()
@@ -156,3 +158,20 @@ def demo(
     print("Watch messages arrive:     suifang outbox --follow")
     print("Answer one abnormally:     suifang journeys answer <JOURNEY> chest_pain=yes")
     print("See the alert it raised:   suifang journeys show <JOURNEY>")
+    print(
+        "Write like a patient:      suifang journeys answer <JOURNEY> --text '胸口特别闷，出冷汗'"
+    )
+    print("The on-call is paged:      suifang outbox · acknowledge: suifang tickets ack <TICKET>")
+
+
+def _import_demo_roster(runtime: Any) -> None:
+    """The example on-call roster, so an emergency pages someone (shown in the outbox)."""
+    from sqlmodel import Session
+
+    from suifang.core.yaml_input import read_yaml
+    from suifang.tickets.oncall import RosterFile, import_roster
+
+    path = Path(__file__).resolve().parents[2] / "templates" / "oncall" / "example-roster.yaml"
+    _, data = read_yaml(path.read_text(encoding="utf-8"))
+    with Session(runtime.engine) as session:
+        import_roster(session, RosterFile.model_validate(data))

@@ -197,6 +197,32 @@ def _act(ticket_id: int, action: str, **fields: str | None) -> None:
     print(f"ticket {ticket_id}: {action} done — now {detail.status}, {detail.tier}, {where}")
 
 
+@tickets_app.command("ack")
+def ack(
+    ticket_id: int,
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", help="The clinician acknowledging (default: you), e.g. dr.wang."),
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="An internal note, e.g. 'calling now'.")] = None,
+) -> None:
+    """Acknowledge an emergency's page: stops the escalation, makes you (or --as) the owner."""
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        detail = cli_run(
+            service.act_on_ticket(
+                runtime,
+                session,
+                ticket_id,
+                ActorAction(action="acknowledge", actor=as_ or cli_actor(), text=note),
+            )
+        )
+    cli_audit("tickets ack", "tickets", [detail.patient_id], str(ticket_id))
+    print(
+        f"ticket {ticket_id}: page acknowledged by {detail.acknowledged_by} — now {detail.status}"
+    )
+
+
 @tickets_app.command("claim")
 def claim(ticket_id: int, assignee: Annotated[str | None, typer.Option()] = None) -> None:
     """Take a ticket (default: yourself)."""

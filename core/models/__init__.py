@@ -19,9 +19,17 @@ from suifang.core.models.journeys import (
     TouchpointRecord,
 )
 from suifang.core.models.messages import DeliveryAttempt, InboundRecord, Message
+from suifang.core.models.oncall import (
+    DUTY_OFFICE,
+    ON_CALL_ROLES,
+    OnCallShift,
+    PagingPolicy,
+    StaffContact,
+)
 from suifang.core.models.patients import CONTACT_SYSTEMS, ContactPoint, Patient
 from suifang.core.models.security import ApiToken, AuditLog, StaffUser
 from suifang.core.models.tickets import (
+    PraiseRecord,
     RoutingRule,
     StaffNotification,
     Ticket,
@@ -31,7 +39,9 @@ from suifang.core.models.tickets import (
 
 __all__ = [
     "CONTACT_SYSTEMS",
+    "DUTY_OFFICE",
     "ENCOUNTER_KINDS",
+    "ON_CALL_ROLES",
     "Alert",
     "Answer",
     "ApiToken",
@@ -47,9 +57,13 @@ __all__ = [
     "InboundRecord",
     "Message",
     "Observation",
+    "OnCallShift",
+    "PagingPolicy",
     "Patient",
     "PointsEntry",
+    "PraiseRecord",
     "RoutingRule",
+    "StaffContact",
     "StaffNotification",
     "StaffUser",
     "Ticket",

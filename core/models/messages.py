@@ -27,6 +27,9 @@ class Message(SQLModel, table=True):
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
     ticket_id: int | None = Field(default=None, index=True)
     kind: str = Field(max_length=32, description="touchpoint, reminder, greeting, advice, ticket…")
+    recipient: str | None = Field(
+        default=None, max_length=64, description="A member of staff (a page), not the patient."
+    )
     touchpoint_key: str | None = Field(default=None, max_length=64)
     locale: str = Field(default="zh-CN", max_length=8)
     subject: str | None = Field(default=None, sa_type=EncryptedText)

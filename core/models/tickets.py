@@ -16,7 +16,14 @@ from suifang.core.db import UTCDateTime
 from suifang.core.models.base import TimestampField
 from suifang.core.security.crypto import EncryptedText
 
-__all__ = ["RoutingRule", "StaffNotification", "Ticket", "TicketEvent", "TicketNote"]
+__all__ = [
+    "PraiseRecord",
+    "RoutingRule",
+    "StaffNotification",
+    "Ticket",
+    "TicketEvent",
+    "TicketNote",
+]
 
 
 class Ticket(SQLModel, table=True):
@@ -51,6 +58,14 @@ class Ticket(SQLModel, table=True):
     breached: bool = Field(default=False, index=True)
     reopen_count: int = 0
     satisfaction: int | None = None
+    paging: str | None = Field(
+        default=None,
+        max_length=16,
+        index=True,
+        description="paging, acknowledged or unanswered: an emergency's page to the on-call.",
+    )
+    acknowledged_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_by: str | None = Field(default=None, max_length=64)
     opened_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
     closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: dt.datetime = TimestampField()
@@ -99,8 +114,25 @@ class RoutingRule(SQLModel, table=True):
     updated_at: dt.datetime = TimestampField()
 
 
+class PraiseRecord(SQLModel, table=True):
+    """Thanks a patient sent ("谢谢，一切都好"): acknowledged, and counted for the department —
+    not opened as a ticket."""
+
+    __tablename__ = "praise_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_key: str = Field(max_length=160, unique=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id")
+    department_code: str | None = Field(
+        default=None, foreign_key="department.code", index=True, max_length=64
+    )
+    text: str = Field(sa_type=EncryptedText)
+    received_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class StaffNotification(SQLModel, table=True):
-    """An SLA warning or breach for a department (and its supervisor)."""
+    """An SLA warning or breach, or another notice, for a department (and its supervisor)."""
 
     __tablename__ = "staff_notification"
 

@@ -177,6 +177,7 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "pathway_id": "pci",
         "action": "pause",
         "name": "sms",
+        "department": "cardiology",
     }
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 

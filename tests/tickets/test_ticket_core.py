@@ -19,6 +19,8 @@ from suifang.tickets.core import (
     NotifyPatient,
     NotifyStaff,
     OpenSubTask,
+    Page,
+    PageOutcome,
     PatientEvent,
     Route,
     Save,
@@ -37,12 +39,13 @@ def local(moment: dt.datetime) -> str:
 
 
 def triage(**overrides: Any) -> TriageResult:
+    """A routine billing question by default: business hours (clinical ones run 24/7)."""
     values: dict[str, Any] = {
-        "category": "medication",
+        "category": "billing",
         "urgency": Priority.ROUTINE,
         "confidence": 0.9,
         "suggested_tier": Tier.L2,
-        "clinical": True,
+        "clinical": False,
     }
     return TriageResult(**{**values, **overrides})
 
@@ -53,6 +56,8 @@ class Run:
     now: dt.datetime
     route_to: str = "cardiology"
     log: list[tuple[dt.datetime, Any]] = field(default_factory=list)
+    chain: tuple[str, ...] = ("dr.wang", "nurse.li", "dr.zhou", "duty.chen")
+    """Who the on-call chain pages, in order (empty: nobody can be paged)."""
 
     def until_idle(self, until: dt.datetime | None = None) -> Wait | Finish:
         for _ in range(500):
@@ -67,15 +72,40 @@ class Run:
                 self.now = command.until
                 continue
             self.log.append((self.now, command))
-            result = (
-                self.route_to
-                if isinstance(command, Route)
-                else 77
-                if isinstance(command, OpenSubTask)
-                else None
-            )
+            result: Any = None
+            if isinstance(command, Route):
+                result = self.route_to
+            elif isinstance(command, OpenSubTask):
+                result = 77
+            elif isinstance(command, Page):
+                result = self.page(command)
             self.core.complete(command, result, self.now)
         raise AssertionError("did not settle")
+
+    def page(self, command: Page) -> PageOutcome:
+        """As ``page_on_call`` does: the chain from ``step`` on, 5 then 10 minutes apart."""
+        if not self.chain:
+            return PageOutcome(accepted=False)
+        step = min(command.step, len(self.chain) - 1)
+        return PageOutcome(
+            accepted=True,
+            step=step,
+            recipient=self.chain[step],
+            role="primary",
+            department=command.department,
+            channel="sms",
+            next_step=step + 1 if step + 1 < len(self.chain) else None,
+            escalate_after=dt.timedelta(minutes=5 if step == 0 else 10),
+            repeat_final=1,
+        )
+
+    def pages(self) -> list[tuple[str, str]]:
+        """(local time, who) of every page sent."""
+        return [
+            (local(t), self.chain[min(c.step, len(self.chain) - 1)] if self.chain else "-")
+            for t, c in self.log
+            if isinstance(c, Page)
+        ]
 
     def act(self, action: str, **fields: Any) -> str | None:
         event = ActorAction(action=action, actor=fields.pop("actor", "nurse.li"), **fields)
@@ -100,7 +130,7 @@ def start(opened: dt.datetime, **setup: Any) -> Run:
         "ticket_id": 1,
         "patient_id": 1,
         "source": TicketSource.PATIENT_MESSAGE,
-        "summary": "吃了药以后胃不舒服",
+        "summary": "发票上的金额不对",
         "opened_at": opened,
         "triage": triage(),
         "policy": POLICY,
@@ -115,7 +145,7 @@ def start(opened: dt.datetime, **setup: Any) -> Run:
 FRIDAY = dt.datetime(2026, 11, 20, 16, 0, tzinfo=SHANGHAI)
 
 
-def test_a_routine_message_is_acknowledged_routed_and_timed_on_business_hours() -> None:
+def test_a_routine_administrative_message_is_acknowledged_routed_and_on_business_hours() -> None:
     run = start(FRIDAY)
     assert run.notices() == ["received"]
     assert run.core.state.status == TicketStatus.ASSIGNED
@@ -216,13 +246,206 @@ def test_breach_with_bump_tier_escalates_by_itself() -> None:
     assert "first_response" in run.core.state.breached_at
 
 
+def emergency(**overrides: Any) -> TriageResult:
+    values: dict[str, Any] = {
+        "category": "clinical_symptom",
+        "urgency": Priority.EMERGENCY,
+        "clinical": True,
+        "suggested_tier": Tier.L3,
+        "red_flags": ["chest_pain"],
+        "advice": ["chest_pain"],
+    }
+    return triage(**{**values, **overrides})
+
+
 def test_red_flags_go_straight_to_l3_emergency_and_tell_the_patient_first() -> None:
-    run = start(FRIDAY, triage=triage(category="clinical_symptom", red_flags=["chest_pain"]))
+    run = start(FRIDAY, triage=emergency())
     assert run.core.state.tier == Tier.L3
     assert run.core.state.priority == Priority.EMERGENCY
     assert run.notices()[0] == "emergency"
     first_commands = [type(c).__name__ for _, c in run.log][:2]
     assert first_commands == ["NotifyPatient", "Save"]
+    first = next(c for _, c in run.log if isinstance(c, NotifyPatient))
+    assert first.advice == ("chest_pain",)
+
+
+def test_an_emergency_pages_the_on_call_and_only_then_tells_the_patient_a_doctor_knows() -> None:
+    run = start(FRIDAY, triage=emergency())
+    kinds = [
+        c.kind if isinstance(c, NotifyPatient) else type(c).__name__
+        for _, c in run.log
+        if isinstance(c, NotifyPatient | Page)
+    ]
+    assert kinds == ["emergency", "Page", "doctor_notified"]
+    assert run.pages() == [("2026-11-20 Fri 16:00", "dr.wang")]
+    assert run.core.state.paging is not None
+    assert run.core.snapshot().paging == "paging"
+
+
+def test_an_unanswered_page_escalates_on_exact_timers_to_the_duty_office() -> None:
+    run = start(FRIDAY, triage=emergency())
+    run.until_idle(FRIDAY + dt.timedelta(hours=1))
+    assert run.pages() == [
+        ("2026-11-20 Fri 16:00", "dr.wang"),
+        ("2026-11-20 Fri 16:05", "nurse.li"),
+        ("2026-11-20 Fri 16:15", "dr.zhou"),
+        ("2026-11-20 Fri 16:25", "duty.chen"),
+        ("2026-11-20 Fri 16:35", "duty.chen"),  # the last one again (repeat_final = 1)
+    ]
+    # Nobody answered at all: the supervisor is told, and the patient was told only once.
+    assert ("page_unanswered", "paging", "2026-11-20 Fri 16:45") in run.staff()
+    assert run.notices().count("doctor_notified") == 1
+    assert run.core.snapshot().paging == "unanswered"
+
+
+def test_acknowledging_stops_the_escalation_and_is_the_first_response() -> None:
+    run = start(FRIDAY, triage=emergency())
+    run.now = FRIDAY + dt.timedelta(minutes=3)
+    assert run.act("acknowledge", actor="dr.wang", text="calling the patient now") is None
+    run.until_idle(FRIDAY + dt.timedelta(hours=1))
+    assert run.pages() == [("2026-11-20 Fri 16:00", "dr.wang")]
+    state = run.core.state
+    assert state.paging is not None
+    assert state.paging.acknowledged_by == "dr.wang"
+    assert state.assignee == "dr.wang"
+    assert state.status == TicketStatus.IN_PROGRESS
+    assert state.first_response_at == FRIDAY + dt.timedelta(minutes=3)
+    assert "assigned" in run.notices()
+    assert run.act("acknowledge", actor="nurse.li") == (
+        "the page was already acknowledged by dr.wang"
+    )
+
+
+def test_claiming_or_replying_to_an_emergency_also_stops_the_page() -> None:
+    run = start(FRIDAY, triage=emergency())
+    run.now = FRIDAY + dt.timedelta(minutes=4)
+    run.act("reply", actor="dr.wang", text="我是王医生，马上给您打电话")
+    run.until_idle(FRIDAY + dt.timedelta(hours=1))
+    assert len(run.pages()) == 1
+    assert run.core.snapshot().acknowledged_by == "dr.wang"
+
+
+def test_when_nobody_can_be_paged_the_supervisor_is_told_and_the_patient_is_not_misled() -> None:
+    run = Run(
+        TicketCore(
+            TicketSetup(
+                ticket_id=1,
+                patient_id=1,
+                source=TicketSource.PATIENT_MESSAGE,
+                summary="胸口疼",
+                opened_at=FRIDAY,
+                triage=emergency(),
+                policy=POLICY,
+                discharge_department="cardiology",
+            )
+        ),
+        FRIDAY,
+        chain=(),
+    )
+    run.until_idle(FRIDAY + dt.timedelta(hours=1))
+    assert "doctor_notified" not in run.notices()
+    assert ("page_failed", "paging", "2026-11-20 Fri 16:00") in run.staff()
+    assert run.core.snapshot().paging == "unanswered"
+
+
+def test_a_transferred_emergency_pages_the_new_departments_chain() -> None:
+    run = start(FRIDAY, triage=emergency())
+    run.now = FRIDAY + dt.timedelta(minutes=2)
+    run.chain = ("dr.zhao", "duty.chen")
+    run.act("transfer", department="orthopaedics", actor="duty.chen")
+    pages = [c for _, c in run.log if isinstance(c, Page)]
+    assert [p.department for p in pages] == ["cardiology", "orthopaedics"]
+    assert run.notices().count("doctor_notified") == 1
+
+
+def test_an_acknowledge_without_a_page_is_refused() -> None:
+    run = start(FRIDAY)
+    assert run.act("acknowledge") == "there is no page to acknowledge on this ticket"
+
+
+def test_an_urgent_clinical_ticket_notifies_the_on_call_once_without_chasing() -> None:
+    run = start(
+        FRIDAY,
+        triage=triage(
+            category="wound_care", urgency=Priority.URGENT, clinical=True, suggested_tier=Tier.L3
+        ),
+    )
+    run.until_idle(FRIDAY + dt.timedelta(hours=2))
+    assert run.pages() == [("2026-11-20 Fri 16:00", "dr.wang")]
+    assert "doctor_notified" not in run.notices()
+    assert run.core.snapshot().paging == "notified"
+
+
+def test_runs_from_before_paging_do_not_page() -> None:
+    core = TicketCore(
+        TicketSetup(
+            ticket_id=1,
+            patient_id=1,
+            source=TicketSource.PATIENT_MESSAGE,
+            summary="胸口疼",
+            opened_at=FRIDAY,
+            triage=emergency(),
+            policy=POLICY,
+            discharge_department="cardiology",
+        ),
+        revision=1,
+    )
+    run = Run(core, FRIDAY)
+    run.until_idle(FRIDAY + dt.timedelta(hours=1))
+    assert run.pages() == []
+
+
+def test_a_clinical_l2_ticket_opened_friday_at_five_is_due_that_evening() -> None:
+    friday_five = dt.datetime(2026, 11, 20, 17, 0, tzinfo=SHANGHAI)
+    run = start(
+        friday_five,
+        triage=triage(category="medication", clinical=True),
+        summary="吃了新开的降压药以后头晕",
+    )
+    first, resolution = run.core.clock("first_response"), run.core.clock("resolution")
+    assert first is not None
+    assert resolution is not None
+    assert local(run.core.clock_due(first)) == "2026-11-20 Fri 19:00"  # type: ignore[arg-type]
+    assert local(run.core.clock_due(resolution)) == "2026-11-20 Fri 21:00"  # type: ignore[arg-type]
+
+
+def test_a_psychological_ticket_goes_to_its_team_and_tells_the_discharge_department() -> None:
+    psych = Run(
+        TicketCore(
+            TicketSetup(
+                ticket_id=2,
+                patient_id=1,
+                source=TicketSource.PATIENT_MESSAGE,
+                summary="心情一直很低落",
+                opened_at=FRIDAY,
+                triage=triage(category="psychological", clinical=True),
+                policy=POLICY,
+                discharge_department="cardiology",
+            )
+        ),
+        FRIDAY,
+        route_to="psychology",
+    )
+    psych.until_idle(FRIDAY)
+    assert psych.core.state.department == "psychology"
+    assert [(c.kind, c.department) for _, c in psych.log if isinstance(c, NotifyStaff)] == [
+        ("fyi", "cardiology")
+    ]
+
+
+def test_a_complaint_gets_information_but_stays_open_for_its_department() -> None:
+    answer = KnowledgeAnswer(
+        id="parking", question="停车", answer="停车场在门诊楼地下。", confidence=0.8
+    )
+    run = start(
+        FRIDAY,
+        triage=triage(
+            category="parking", clinical=False, intent="complaint", knowledge_answer=answer
+        ),
+    )
+    assert run.notices() == ["knowledge_info", "received"]
+    assert run.core.state.status == TicketStatus.ASSIGNED
+    assert run.core.state.resolved_at is None
 
 
 def test_a_confident_knowledge_answer_resolves_at_l1_and_asks_for_satisfaction() -> None:

@@ -245,12 +245,14 @@ async def _start_with_policy(
             session,
             patient_id=patient(runtime, "张伟"),
             source=TicketSource.PATIENT_MESSAGE,
-            summary="出院带的药吃完了,要去哪里开?",
+            # Not a health matter, so it runs on the business calendar (clinical clocks are 24/7).
+            summary="复诊想改到下个月,怎么改预约?",
             triage=TriageResult(
-                category="medication",
+                category="appointment",
                 urgency=Priority.ROUTINE,
                 confidence=0.9,
                 suggested_tier=Tier.L2,
+                clinical=False,
             ),
             opened_at=opened,
             department="cardiology",
@@ -350,20 +352,22 @@ async def test_waiting_on_the_patient_pauses_and_transfer_restarts_the_clock(
     calendar = sla_policy().calendar("business")
     opened = await env.get_current_time()
     ticket_id, _ = await _start_with_policy(runtime, env, calendar, opened)
-    nurse = token(runtime, "nurse.chen", "nurse", ["cardiology", "pharmacy"])
+    nurse = token(runtime, "nurse.chen", "nurse", ["cardiology", "patient_services"])
     await settle(lambda: ticket_row(runtime, ticket_id).resolution_due)
     due_before = ticket_row(runtime, ticket_id).resolution_due
     waiting = await api.post(
         f"/tickets/{ticket_id}/actions",
-        json={"action": "wait_on_patient", "text": "请告诉我们您正在吃哪几种药"},
+        json={"action": "wait_on_patient", "text": "请问您想改到哪一天?"},
         headers=auth(nurse),
     )
     assert waiting.json()["sla_paused"] is True
     assert waiting.json()["resolution_due"] is None
-    await env.sleep(dt.timedelta(days=2))
+    # Wait past at least an hour of working time, whatever day the test runs on.
+    paused_at = await env.get_current_time()
+    await env.sleep(calendar.add_working_time(paused_at, dt.timedelta(hours=1)) - paused_at)
     await api.post(
         f"/tickets/{ticket_id}/patient-events",
-        json={"kind": "reply", "text": "阿司匹林和他汀"},
+        json={"kind": "reply", "text": "下个月10号上午"},
         headers=auth(token(runtime, "app", "integrator")),
     )
     resumed = await settle(
@@ -377,16 +381,23 @@ async def test_waiting_on_the_patient_pauses_and_transfer_restarts_the_clock(
     assert resumed.resolution_due > due_before  # the paused time does not count
     transferred = await api.post(
         f"/tickets/{ticket_id}/actions",
-        json={"action": "transfer", "department": "pharmacy", "text": "药物咨询"},
+        json={"action": "transfer", "department": "patient_services", "text": "改约"},
         headers=auth(nurse),
     )
     body = transferred.json()
-    assert (body["department"], body["status"], body["assignee"]) == ("pharmacy", "assigned", None)
+    assert (body["department"], body["status"], body["assignee"]) == (
+        "patient_services",
+        "assigned",
+        None,
+    )
     transfer = next(e for e in body["events"] if e["action"] == "transfer")
-    assert transfer["detail"] == {"from_department": "cardiology", "to_department": "pharmacy"}
+    assert transfer["detail"] == {
+        "from_department": "cardiology",
+        "to_department": "patient_services",
+    }
     now = await env.get_current_time()
     expected = calendar.add_working_time(
-        now, sla_policy().target_for(Tier.L2, Priority.ROUTINE, "pharmacy").resolution
+        now, sla_policy().target_for(Tier.L2, Priority.ROUTINE, "patient_services").resolution
     )
     assert abs(dt.datetime.fromisoformat(body["resolution_due"]) - expected) < dt.timedelta(
         minutes=1
