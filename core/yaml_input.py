@@ -13,10 +13,28 @@ from typing import Any
 
 import yaml
 
-__all__ = ["read_yaml"]
+__all__ = ["line_of", "read_yaml"]
 
 
 class _Constructor(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of two equal keys without a word: a pasted block that repeats
+        # a key would silently replace the first.
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None or key == "<<":
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice (first on line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
@@ -56,3 +74,23 @@ def read_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     finally:
         loader.dispose()
     return root, data
+
+
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line where the entry at pydantic location ``loc`` (or its deepest existing
+    parent) is written in the tree :func:`read_yaml` returned: a mapping entry's key, a list
+    item's first line. Parts of ``loc`` that are not keys of the file (pydantic's own markers,
+    union members) are passed over."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line

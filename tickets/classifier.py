@@ -41,6 +41,7 @@ __all__ = [
     "LANGUAGES",
     "Classifier",
     "LabelledMessage",
+    "NaiveBayes",
     "Prediction",
     "default_classifier",
     "detect_language",
@@ -349,7 +350,7 @@ def split(
 # --------------------------------------------------------------------------- classifier
 
 
-class _NaiveBayes:
+class NaiveBayes:
     """Multinomial naive Bayes with Lidstone smoothing, stored sparsely.
 
     A feature's log-likelihood in a class it never appeared in is that class's ``unseen``
@@ -370,7 +371,7 @@ class _NaiveBayes:
         self._deltas = deltas
 
     @classmethod
-    def fit(cls, examples: Sequence[tuple[Counter[str], str]], alpha: float) -> _NaiveBayes:
+    def fit(cls, examples: Sequence[tuple[Counter[str], str]], alpha: float) -> NaiveBayes:
         labels = tuple(sorted({label for _, label in examples}))
         index = {label: i for i, label in enumerate(labels)}
         documents = [0] * len(labels)
@@ -422,7 +423,7 @@ class Prediction:
 class Classifier:
     """The category model over :func:`message_features`. Build with :meth:`train`."""
 
-    def __init__(self, model: _NaiveBayes) -> None:
+    def __init__(self, model: NaiveBayes) -> None:
         self._model = model
 
     @classmethod
@@ -431,7 +432,7 @@ class Classifier:
         examples = [(message_features(row.text), row.category) for row in rows]
         if not examples:
             raise ValidationFailed("cannot train the triage classifier on no messages")
-        return cls(_NaiveBayes.fit(examples, _SMOOTHING))
+        return cls(NaiveBayes.fit(examples, _SMOOTHING))
 
     @property
     def categories(self) -> tuple[str, ...]:

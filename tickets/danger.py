@@ -46,6 +46,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -198,55 +199,75 @@ class LexiconSpec(BaseModel):
     vitals: dict[vital_signs.VitalKind, list[VitalRule]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _names_exist(self) -> LexiconSpec:
+    def _names_exist(self, info: ValidationInfo) -> LexiconSpec:
+        if info.context and info.context.get("references") == "later":
+            return self  # load_lexicon reports them with their lines
+        problems = self.reference_problems()
+        if problems:
+            raise ValueError("; ".join(f"{_dotted(loc)}: {message}" for loc, message in problems))
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Names used but not defined (or defined twice), each with where it is used."""
         contexts = {name for name, group in self.groups.items() if group.kind == "context"}
-        problems = []
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         seen: set[str] = set()
         for index, concept in enumerate(self.concepts):
-            where = f"concepts[{index}] ({concept.id})"
             if concept.id in seen:
-                problems.append(f"{where}: the id {concept.id!r} is used twice")
+                problems.append((("concepts", index, "id"), f"the id {concept.id!r} is used twice"))
             seen.add(concept.id)
             for number, pattern in enumerate(concept.match):
+                where = ("concepts", index, "match", number)
                 for slot in pattern:
                     if slot.startswith("context:"):
                         name = slot.removeprefix("context:")
                         if name not in contexts:
                             problems.append(
-                                f"{where}.match[{number}]: {name!r} is not a context group "
-                                f"(context groups: {', '.join(sorted(contexts)) or 'none'})"
+                                (
+                                    where,
+                                    f"{name!r} is not a context group (context groups: "
+                                    f"{', '.join(sorted(contexts)) or 'none'})",
+                                )
                             )
                         continue
                     for name in slot.removeprefix("+").split("|"):
                         group = self.groups.get(name)
                         if group is None:
-                            problems.append(f"{where}.match[{number}]: unknown group {name!r}")
-                        elif group.kind in ("ignore", "context"):
+                            problems.append((where, f"unknown group {name!r}"))
+                        elif group.kind == "context":
                             problems.append(
-                                f"{where}.match[{number}]: group {name!r} is a {group.kind} "
-                                f"group; write context:{name} for a context"
-                                if group.kind == "context"
-                                else f"{where}.match[{number}]: group {name!r} only hides words"
+                                (where, f"group {name!r} is a context; write context:{name}")
                             )
+                        elif group.kind == "ignore":
+                            problems.append((where, f"group {name!r} only hides words"))
             for name in concept.unless:
                 if name not in self.groups:
-                    problems.append(f"{where}.unless: unknown group {name!r}")
+                    problems.append((("concepts", index, "unless"), f"unknown group {name!r}"))
         for kind, rules in self.vitals.items():
             for number, rule in enumerate(rules):
                 for name in rule.with_:
                     if name not in self.groups:
-                        problems.append(f"vitals.{kind}[{number}].with: unknown group {name!r}")
+                        problems.append(
+                            (("vitals", kind, number, "with"), f"unknown group {name!r}")
+                        )
                 if rule.context is not None and rule.context not in contexts:
                     problems.append(
-                        f"vitals.{kind}[{number}].context: {rule.context!r} is not a context group"
+                        (
+                            ("vitals", kind, number, "context"),
+                            f"{rule.context!r} is not a context group",
+                        )
                     )
         for pathway, names in self.pathway_context.items():
             for name in names:
                 if name not in contexts:
-                    problems.append(f"pathway_context.{pathway}: {name!r} is not a context group")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+                    problems.append(
+                        (("pathway_context", pathway), f"{name!r} is not a context group")
+                    )
+        return problems
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 # --------------------------------------------------------------------------- normalising
@@ -305,6 +326,7 @@ def compile_phrases(phrases: Iterable[str]) -> re.Pattern[str]:
 
 _SENTENCE_END = re.compile(r"[。！？!?;；\n]+|\.{2,}|…+|(?<!\d)\.(?!\d)")
 _CLAUSE_END = re.compile(rf"[，,:：~～()（）\[\]【】\"“”]|(?<=[{_CJK}]) (?=[{_CJK}])")
+_ASIDE = re.compile(r"[(（][^()（）]*[)）]")
 _LATIN_WORD = re.compile(r"[a-z]+")
 _SUFFIXES = r"(?:s|es|d|ed|ing)?"
 _TYPO_MIN = 5
@@ -328,6 +350,8 @@ class Token:
     severe: bool = False
     bound: tuple[int, ...] = ()
     """Indexes of the site tokens this symptom token is about."""
+    aside: int = -1
+    """The parenthesis the token is in (its start), or -1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +372,16 @@ class DangerAssessment:
 
     findings: tuple[Finding, ...]
     contexts: frozenset[str]
+    mentions: frozenset[Status] = frozenset()
+    """The states the message's symptom words are in (current, negated, past…)."""
+    readings: tuple[vital_signs.Reading, ...] = ()
+    """The measurements in the message, as the vitals limits read them."""
+
+    @property
+    def only_denied(self) -> bool:
+        """Danger words were written, but none of them is the patient's state now: each is
+        denied, over, in the past or hypothetical (没有胸痛; if I get chest pain…)."""
+        return bool(self.mentions) and "current" not in self.mentions
 
     @property
     def level(self) -> Level | None:
@@ -481,9 +515,13 @@ class DangerDetector:
             for group in token.groups:
                 message.by_group.setdefault(group, []).append(index)
         self._statuses(message)
+        self._threshold_questions(message)
         self._bind(message)
         for group in self.context_groups:
-            if any(tokens[i].status == "current" for i in message.by_group.get(group, ())):
+            # "Had surgery on Tuesday" is the context now; "surgery years ago" is not.
+            if any(
+                tokens[i].status in ("current", "resolved") for i in message.by_group.get(group, ())
+            ):
                 contexts.add(group)
         message.contexts = frozenset(contexts)
         return message
@@ -558,9 +596,11 @@ class DangerDetector:
             | set(sentence_breaks)
             | {t.start for t in tokens if "contrast" in t.cues}
         )
+        asides = [m.span() for m in _ASIDE.finditer(text)]
         for token in tokens:
             token.sentence = bisect.bisect_right(sentence_breaks, token.start)
             token.clause = bisect.bisect_right(clause_breaks, token.start)
+            token.aside = next((s for s, e in asides if s < token.start < e), -1)
 
     # ----------------------------------------------------------------- cues
 
@@ -598,6 +638,17 @@ class DangerDetector:
             if token.sentence in answered_no and token.status == "current":
                 token.status = "negated"
 
+    def _threshold_questions(self, message: _Message) -> None:
+        """A sentence asking about a threshold (血糖低于3.9怎么办？) is about "if", not now."""
+        for reading in message.readings:
+            if not reading.threshold_question:
+                continue
+            probe = Token(reading.start, reading.end, "", frozenset(), frozenset(), False)
+            self._place(message.text, [*message.tokens, probe])
+            for token in message.tokens:
+                if token.sentence == probe.sentence and token.status == "current":
+                    token.status = "hypothetical"
+
     @staticmethod
     def _questions_answered_no(message: _Message) -> set[int]:
         """Sentences that ask and are answered "no" at once by the next one ("pad soaked?
@@ -621,6 +672,15 @@ class DangerDetector:
         text: str,
         tokens: list[Token],
     ) -> Status:
+        # A date in an aside dates the aside only: "my dad (stent last month) is clutching
+        # his chest" is about now; a resolution in one still resolves ("腰疼（现在已经好了）").
+        sentence = [
+            t
+            for t in sentence
+            if t.aside == token.aside
+            or t.aside == -1
+            or not t.cues & {"distant_past", "recent_past", "present"}
+        ]
         earlier = [t for t in sentence if t.end <= token.start]
         later = [t for t in sentence if t.start >= token.end]
         if any("hypothetical" in t.cues for t in earlier):
@@ -647,7 +707,12 @@ class DangerDetector:
             return "resolved"
         recent = (
             last is not None and "recent_past" in last.cues and last.clause == token.clause
-        ) or any("recent_past" in t.cues and t.clause == token.clause for t in later)
+        ) or any(
+            "recent_past" in t.cues
+            and t.clause == token.clause
+            and not self._compared(token, t, sentence)
+            for t in later
+        )
         if recent and not self._renewed(later, sentence):
             return "resolved"
         return "current"
@@ -804,7 +869,10 @@ class DangerDetector:
             if current is None or _RANK[finding.level] > _RANK[current.level]:
                 findings[finding.concept] = finding
         ordered = sorted(findings.values(), key=lambda f: -_RANK[f.level])
-        return DangerAssessment(tuple(ordered), message.contexts)
+        mentions = frozenset(
+            token.status for token in message.tokens if token.groups & self.symptom_groups
+        )
+        return DangerAssessment(tuple(ordered), message.contexts, mentions, tuple(message.readings))
 
     def _best(self, concept: _Concept, message: _Message) -> Finding | None:
         spec = concept.spec
@@ -1029,7 +1097,7 @@ def _builtin_text() -> tuple[str, str]:
 
 def load_lexicon(path: Path | None = None) -> LexiconSpec:
     """The validated lexicon; errors say ``file:line: where: what``."""
-    from suifang.core.yaml_input import read_yaml
+    from suifang.core.yaml_input import line_of, read_yaml
 
     if path is None:
         content, origin = _builtin_text()
@@ -1049,33 +1117,23 @@ def load_lexicon(path: Path | None = None) -> LexiconSpec:
     if not isinstance(data, dict):
         raise ValidationFailed(f"{origin}:1: a red-flag lexicon is a mapping (groups, concepts, …)")
     try:
-        return LexiconSpec.model_validate(data)
+        spec = LexiconSpec.model_validate(data, context={"references": "later"})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            line = _line_of(root, loc)
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{origin}:{line}: {_describe(data, loc)}: {message}")
-        raise ValidationFailed("invalid red-flag lexicon\n  " + "\n  ".join(problems)) from None
-
-
-def _line_of(node: Any, loc: tuple[Any, ...]) -> int:
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+        problems = [
+            (tuple(error["loc"]), error["msg"].removeprefix("Value error, "))
+            for error in exc.errors()
+        ]
+    else:
+        problems = spec.reference_problems()
+        if not problems:
+            return spec
+    raise ValidationFailed(
+        "invalid red-flag lexicon\n  "
+        + "\n  ".join(
+            f"{origin}:{line_of(root, loc) or 1}: {_describe(data, loc)}: {message}"
+            for loc, message in problems
+        )
+    )
 
 
 def _describe(data: Any, loc: tuple[Any, ...]) -> str:

@@ -28,11 +28,12 @@ from pydantic import (
 
 from suifang.core.categories import CATEGORY_IDS
 from suifang.core.errors import ValidationFailed
+from suifang.core.yaml_input import read_yaml
 from suifang.tickets.danger import compile_phrases, normalize, triage_file
 
 __all__ = ["IntentReader", "IntentSignals", "default_intent_reader"]
 
-Intent = Literal["complaint", "suggestion", "praise", "question"]
+Intent = Literal["complaint", "difficulty", "request", "suggestion", "praise", "question"]
 _Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
 
 
@@ -62,6 +63,8 @@ class IntentSpec(BaseModel):
     intents: dict[Intent, _Cues]
     topics: dict[str, _Topic] = Field(default_factory=dict)
     """By category id: the service a complaint, suggestion or question is about."""
+    not_cues: _Cues = Field(default_factory=_Cues)
+    """Words that contain a cue but are not one (心脏 holds 脏); blanked before counting."""
     conduct: _Cues = Field(default_factory=_Cues)
     """Words about how someone behaved (rude, didn't explain, 态度): a complaint naming staff
     with one of them is about that person."""
@@ -93,6 +96,12 @@ class IntentSignals:
     """Categories of the staff named, in the order written (doctor_conduct, nursing_care, …)."""
     says_nothing: bool = False
     """The whole message only says there is nothing to report ("没有", "还好", "ok")."""
+    difficulty: int = 0
+    """Words of trouble or inconvenience (看不懂, 不方便): a complaint only when nothing is
+    asked."""
+    request: int = 0
+    """Asking the hospital to do something (能不能…, could you…): a suggestion unless the
+    knowledge base answers it."""
     topics: tuple[str, ...] = ()
     """Service categories the message names (billing, environment…), in the order of
     ``intents.yaml`` (its first is the most specific owner)."""
@@ -102,6 +111,11 @@ class IntentSignals:
     @property
     def asks(self) -> bool:
         return self.question > 0 or self._question_mark
+
+    @property
+    def grievances(self) -> int:
+        """Complaint cues, and words of trouble when the message asks nothing."""
+        return self.complaint + (0 if self.asks else self.difficulty)
 
     _question_mark: bool = False
 
@@ -115,6 +129,8 @@ class IntentReader:
         nil = spec.nothing_to_report
         self._nothing = compile_phrases([*nil.zh_cn, *nil.en]) if nil.zh_cn or nil.en else None
         self._conduct = compile_phrases([*spec.conduct.zh_cn, *spec.conduct.en])
+        not_cues = [*spec.not_cues.zh_cn, *spec.not_cues.en]
+        self._not_cues = compile_phrases(not_cues) if not_cues else None
         self._contrast = compile_phrases(_CONTRAST)
         self._topics = [
             (category, compile_phrases([*cues.zh_cn, *cues.en]))
@@ -136,7 +152,7 @@ class IntentReader:
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValidationFailed(f"{path}: cannot read: {exc}") from None
         try:
-            data = yaml.safe_load(content)
+            _, data = read_yaml(content)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{origin}:{mark.line + 1}" if mark else origin
@@ -155,7 +171,9 @@ class IntentReader:
 
     def read(self, text: str) -> IntentSignals:
         normalized = normalize(text)
-        counts = dict.fromkeys(("complaint", "suggestion", "praise"), 0)
+        if self._not_cues is not None:
+            normalized = self._not_cues.sub(lambda m: " " * len(m.group()), normalized)
+        counts = dict.fromkeys(("complaint", "difficulty", "request", "suggestion", "praise"), 0)
         complaining: list[int] = []
         for name in counts:
             pattern = self._intents.get(name)
@@ -189,6 +207,8 @@ class IntentReader:
         return IntentSignals(
             complaint=counts.get("complaint", 0),
             suggestion=counts.get("suggestion", 0),
+            difficulty=counts.get("difficulty", 0),
+            request=counts.get("request", 0),
             praise=counts.get("praise", 0),
             question=self._questions(normalized),
             roles=roles,
@@ -231,14 +251,14 @@ class IntentReader:
         return count
 
 
-_PARTICLES = frozenset("吗么嘛呢")
+_PARTICLES = frozenset("吗么嘛呢不")
 # 那几天, 好几次, 前几天: "a few", not "how many".
 _FEW = frozenset("那这前好没头后的")
 _TELLS = re.compile(r"(?:教|讲|告诉|解释|说明|知道|明白|学会|演示)[^，。,.!?！？]{0,3}$")
 _CONTRAST = ("但是", "但", "可是", "不过", "就是", "只是", "然而", "but", "however", "though")
 # What a "nothing to report" reply may have around its words: punctuation, particles, emoji.
 _FILLER = re.compile(r"[\W_啊呀哦噢嗯呢的了吧哈啦]+", re.UNICODE)
-_CLAUSE_END = re.compile(r"\s*(?:[,，。.!！?？~～;；…]|$|了|啊|呀|哈)")
+_CLAUSE_END = re.compile(r"\s*(?:[,，。.!！?？~～;；…]|$|了|啊|呀|哈)|\s+(?=[\u4e00-\u9fff])")
 _HAS_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
 # What may come before an English question word in its clause: nothing, or a greeting.
 _CLAUSE_START = re.compile(
@@ -258,7 +278,7 @@ _DENIED_AFTER = re.compile(r"^\s*(?:都没有|都没|也没有|也没|都不|也
 def _negated(text: str, start: int, end: int) -> bool:
     """Whether a cue is denied: 一点耐心都没有, not helpful, without getting annoyed."""
     return bool(
-        _DENIED_BEFORE.search(text[max(0, start - 8) : start])
+        _DENIED_BEFORE.search(text[max(0, start - 16) : start])
         or _DENIED_AFTER.match(text[end : end + 8])
     )
 

@@ -620,27 +620,6 @@ def _build_policy(document: _PolicyDocument) -> SlaPolicy:
     )
 
 
-def _line_of(node: Any, loc: Loc) -> int | None:
-    """The 1-based line where the YAML entry at ``loc`` (or its deepest existing parent) is
-    written: a mapping entry's key, a list item's first line."""
-    import yaml  # the loader's dependency only
-
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        # other parts are pydantic's own ("[key]", validator names), not YAML keys
-    return line
-
-
 def _loc_text(loc: Loc) -> str:
     text = ""
     for part in loc:
@@ -659,7 +638,7 @@ def load_policy(path: Path | str) -> SlaPolicy:
     """Read and validate an SLA policy file; errors say ``file:line: field: reason``."""
     import yaml  # imported on use: workflow code imports this module and never loads files
 
-    from suifang.core.yaml_input import read_yaml
+    from suifang.core.yaml_input import line_of, read_yaml
 
     path = Path(path)
     try:
@@ -687,7 +666,7 @@ def load_policy(path: Path | str) -> SlaPolicy:
     except _Problem as problem:
         problems = [(problem.loc, problem.message)]
     lines = [
-        f"{path}:{_line_of(root, loc)}: {_loc_text(loc)}: {message}" for loc, message in problems
+        f"{path}:{line_of(root, loc)}: {_loc_text(loc)}: {message}" for loc, message in problems
     ]
     raise ValidationFailed("invalid SLA policy\n  " + "\n  ".join(lines))
 

@@ -23,7 +23,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 from suifang.core.categories import CLINICAL_CATEGORIES, is_clinical
 from suifang.core.categories import category as category_of
@@ -33,6 +35,7 @@ from suifang.tickets.classifier import Classifier, Language, default_classifier,
 from suifang.tickets.danger import DangerAssessment, DangerDetector, default_detector
 from suifang.tickets.intent import IntentReader, IntentSignals, default_intent_reader
 from suifang.tickets.knowledge import KnowledgeBase, default_knowledge_base
+from suifang.tickets.second_opinion import SecondOpinion, default_second_opinion
 
 __all__ = ["Triager", "classify", "default_triager"]
 
@@ -50,11 +53,13 @@ class Triager:
         detector: DangerDetector,
         intents: IntentReader,
         knowledge_base: KnowledgeBase,
+        second_opinion: SecondOpinion | None = None,
     ) -> None:
         self.classifier = classifier
         self.detector = detector
         self.intents = intents
         self.knowledge_base = knowledge_base
+        self.second_opinion = second_opinion
 
     def classify(self, request: TriageRequest) -> TriageResult:
         text = request.text
@@ -72,6 +77,9 @@ class Triager:
             "advice": danger.advice,
             "sources": ["local"],
         }
+
+        if level in (None, "clinical") and self._second_opinion_says_emergency(text, danger):
+            return self._raised(prediction.category, danger, common)
 
         if level in ("emergency", "urgent"):
             top = danger.findings[0]
@@ -97,6 +105,9 @@ class Triager:
                 **common,
             )
 
+        if signals.request and self.knowledge_base.answer(text, language) is None:
+            # "能不能…" that no entry answers asks the hospital to change something.
+            signals = dataclasses.replace(signals, suggestion=signals.suggestion + signals.request)
         complaint = self._complaint(
             signals, prediction.category, text, level, text_model=self.classifier
         )
@@ -130,7 +141,12 @@ class Triager:
                 **common,
             )
 
-        if signals.praise and not signals.asks and not signals.complaint:
+        if (
+            signals.praise
+            and not signals.asks
+            and not signals.grievances
+            and danger.mentions <= {"negated"}  # "退烧了，谢谢" still reaches a nurse
+        ):
             return TriageResult(
                 category="praise",
                 urgency=Priority.ROUTINE,
@@ -166,6 +182,44 @@ class Triager:
             clinical=is_clinical(category),
             knowledge_answer=answer,
             **common,
+        )
+
+    def _second_opinion_says_emergency(self, text: str, danger: DangerAssessment) -> bool:
+        """The learned model is sure it is an emergency where the lexicon saw nothing
+        urgent (an urgent finding already reaches a clinician within hours), did not hear every
+        danger word it saw as denied, past or hypothetical, and there is no measurement the
+        vitals limits judged (the model sees a number as 0)."""
+        return (
+            self.second_opinion is not None
+            and not danger.only_denied
+            and not danger.readings  # numbers are for the vitals limits: the model reads 0s
+            and self.second_opinion.is_sure(text)
+        )
+
+    @staticmethod
+    def _raised(predicted: str, danger: DangerAssessment, common: dict[str, Any]) -> TriageResult:
+        """An emergency on the second opinion: the lexicon's most serious concept, raised
+        (its advice, its category), or a possible emergency with the general advice."""
+        top = danger.findings[0] if danger.findings else None
+        concept = top.concept if top is not None else "possible_emergency"
+        advice = top.advice if top is not None and top.advice else "general_emergency"
+        category = top.category if top is not None else predicted
+        if not is_clinical(category):
+            category = "clinical_symptom"
+        return TriageResult(
+            category=category,
+            urgency=Priority.EMERGENCY,
+            confidence=_DANGER_CONFIDENCE["urgent"],
+            intent="report",
+            suggested_tier=Tier.L3,
+            clinical=True,
+            **{
+                **common,
+                "red_flags": [concept],
+                "warning_signs": [f.concept for f in danger.findings if f.concept != concept],
+                "advice": [advice],
+                "sources": [*common["sources"], "second_opinion"],
+            },
         )
 
     @staticmethod
@@ -210,7 +264,7 @@ class Triager:
             (None, 0.0),
         )
         named = bool(signals.roles or signals.topics)
-        if not (signals.complaint or signals.suggestion):
+        if not (signals.grievances or signals.suggestion):
             # A word about a service or a member of staff, nothing clinical, no thanks and
             # no question: feedback for the department that owns it ("the wifi is useless");
             # or how a doctor or nurse behaved, whatever else it mentions.
@@ -227,7 +281,7 @@ class Triager:
                 return None
         elif level == "clinical" and not (named or strong or likelihood >= _SERVICE_LIKELY):
             return None
-        elif signals.complaint and (service or named or strong or level == "clinical"):
+        elif signals.grievances and (service or named or strong or level == "clinical"):
             intent = "complaint"
         elif signals.suggestion and (service or named or level == "clinical"):
             intent = "suggestion"
@@ -266,7 +320,11 @@ def _known_locale(locale: str | None) -> Language | None:
 @functools.cache
 def default_triager() -> Triager:
     return Triager(
-        default_classifier(), default_detector(), default_intent_reader(), default_knowledge_base()
+        default_classifier(),
+        default_detector(),
+        default_intent_reader(),
+        default_knowledge_base(),
+        default_second_opinion(),
     )
 
 

@@ -181,7 +181,7 @@ def _governed_values(
 
 
 _GLUCOSE = _governed(
-    r"血糖|测糖|指尖血|糖(?:只有|才|是|到了|降到|掉到)"
+    r"血糖|雪糖|测糖|指尖血|糖(?:只有|才|是|到了|降到|掉到)"
     r"|(?<![a-z])(?:blood sugar|sugars?|glucose|bg|bm|bgl)(?![a-z])"
 )
 _GLUCOSE_CONTEXT = re.compile(
@@ -219,8 +219,9 @@ _TEMPERATURE = _governed(
     r"|(?<![a-z])(?:temp|temperature|fever of|fever|thermometer)(?![a-z])"
 )
 _FEVER_WORDS = re.compile(
-    r"发烧|发热|高烧|烧到|体温|寒战|(?<![a-z])(?:fever|feverish|burning up|temp|temperature|chills"
-    r"|rigors|shivering|hot)(?![a-z])"
+    r"发烧|发热|高烧|烧到|体温|寒战|发冷|打摆子|冷得发抖"
+    r"|(?<![a-z])(?:fever|feverish|burning up|temp|temperature|chills|rigors|shivering|hot)"
+    r"(?![a-z])"
 )
 _BARE_DECIMAL = re.compile(r"(?<![\d./])(\d{2}\.\d)(?![\d./%])")
 _TEMPERATURE_UNIT = re.compile(

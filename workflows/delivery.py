@@ -82,6 +82,9 @@ class DeliveryRequest(BaseModel):
     link: str | None = None
     recipient: str | None = None
     """A member of staff this message is for (a page), not the patient."""
+    fail_over_at_once: bool = False
+    """On a channel's transient failure try the next channel now, instead of retrying this
+    one with backoff: a page cannot wait for a gateway to come back."""
 
 
 class RetryableDelivery(Exception):
@@ -258,7 +261,7 @@ async def send_through_cascade(
             reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
             _record_attempt(engine, ledger, name, "transient_error", error=reason)
             transient = sum(o == "transient_error" for c, o in ledger.attempts if c == name)
-            if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL:
+            if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL and not request.fail_over_at_once:
                 raise RetryableDelivery(f"channel {name!r}: {reason}") from None
             continue
         except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey

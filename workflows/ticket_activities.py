@@ -257,6 +257,7 @@ class TicketActivities:
                         locale=locale,
                         channels=list(policy.channels),
                         recipient=member.username,
+                        fail_over_at_once=True,
                     ),
                     now=at,
                     patient=Recipient(patient_id, [], True, addresses[member.username]),

@@ -14,7 +14,7 @@ from suifang.core.cli.context import cli_runtime
 from suifang.core.cli.output import emit_json
 from suifang.core.db import utcnow
 from suifang.core.errors import ValidationFailed
-from suifang.core.yaml_input import read_yaml
+from suifang.core.yaml_input import line_of, read_yaml
 from suifang.tickets.oncall import RosterFile, import_roster, roster_view
 
 app = typer.Typer(help="On-call rosters: who is paged for an emergency, and how it escalates.")
@@ -29,7 +29,7 @@ def import_(path: Annotated[Path, typer.Argument(help="A roster YAML file.")]) -
     import yaml
 
     try:
-        _, data = read_yaml(path.read_text(encoding="utf-8"))
+        root, data = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationFailed(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
@@ -40,7 +40,8 @@ def import_(path: Annotated[Path, typer.Argument(help="A roster YAML file.")]) -
         roster = RosterFile.model_validate(data)
     except ValidationError as exc:
         problems = [
-            f"{path}: {'.'.join(str(p) for p in error['loc']) or '(top level)'}: "
+            f"{path}:{line_of(root, tuple(error['loc'])) or 1}: "
+            f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: "
             f"{error['msg'].removeprefix('Value error, ')}"
             for error in exc.errors()
         ]

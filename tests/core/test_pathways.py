@@ -199,3 +199,36 @@ def test_versions_are_kept_and_the_newest_is_current(tmp_path: Path) -> None:
         catalog.get("demo", 7)
     with pytest.raises(NotFoundError, match="no pathway 'nope'"):
         catalog.get("nope")
+
+
+def _alert_rules(node: object) -> list[dict[str, object]]:
+    """Every alert rule in a template file, variants included."""
+    import yaml as _yaml
+
+    found: list[dict[str, object]] = []
+    if isinstance(node, dict):
+        if "priority" in node and "tier" in node:
+            found.append(node)
+        for value in node.values():
+            found += _alert_rules(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _alert_rules(value)
+    elif isinstance(node, Path):
+        found += _alert_rules(_yaml.safe_load(node.read_text(encoding="utf-8")))
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PATHWAYS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_emergency_advice_says_call_120_and_promises_no_call_back(path: Path) -> None:
+    """The patient's first words in an emergency: what to do now. Whether a doctor was
+    reached is told only once a page is accepted (templates/messages/ticket_doctor_notified)."""
+    for rule in _alert_rules(path):
+        if rule["priority"] != "emergency":
+            continue
+        advice = rule.get("advice")
+        assert isinstance(advice, dict), f"{path.name}: {rule['id']} has no advice"
+        for locale, text in advice.items():
+            assert "120" in text, f"{path.name}: {rule['id']} ({locale}) does not say call 120"
+            for promise in ("会尽快联系", "已通知", "will contact you", "has been notified"):
+                assert promise not in text, f"{path.name}: {rule['id']} ({locale}) promises a call"

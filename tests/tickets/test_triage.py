@@ -277,6 +277,41 @@ def test_a_suggestion_goes_to_the_department_it_is_about() -> None:
     assert general.intent == "suggestion"
 
 
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("wifi in the ward is basically nonexistent", "environment"),
+        ("从早上八点等到十二点，看了五分钟", "waiting_time"),
+        ("大夫一边看病一边刷手机，我说话他头都不抬一下", "doctor_conduct"),
+        ("开个病假条要医生签字又要病案室盖章，来来回回折腾好几次", "medical_records"),
+    ],
+)
+def test_feedback_without_complaint_words_still_reaches_its_owner(text: str, category: str) -> None:
+    result = triage(text)
+    assert result.intent == "complaint", text
+    assert result.category == category, (text, result.category)
+
+
+def test_praise_then_but_is_a_complaint_about_what_follows_the_but() -> None:
+    result = triage("谢谢医生手术做得好，就是你们这停车真的太难了，每次来都要绕好几圈")
+    assert (result.intent, result.category) == ("complaint", "parking")
+    denied = triage("病房的护士问个问题就嫌烦，一点耐心都没有")
+    assert (denied.intent, denied.category) == ("complaint", "nursing_care")
+    kind = triage("Dr Zhang was brilliant, explained everything twice without getting annoyed")
+    assert kind.intent == "praise"
+
+
+@pytest.mark.parametrize("text", ["没有", "还好", "ok", "No.", "嗯嗯 好的 👍", "n/a"])
+def test_a_reply_with_nothing_to_report_opens_nothing(text: str) -> None:
+    result = triage(text)
+    assert (result.intent, result.suggested_tier, result.clinical) == ("nothing", Tier.L1, False)
+
+
+@pytest.mark.parametrize("text", ["没有胸痛", "还好，就是伤口有点红", "ok?"])
+def test_nothing_to_report_means_the_whole_message(text: str) -> None:
+    assert triage(text).intent != "nothing"
+
+
 def test_a_known_locale_wins_over_detection() -> None:
     assert triage("CT", locale="en").language == "en"
     assert triage("ok", locale="zh-CN").language == "zh-CN"
@@ -329,3 +364,17 @@ def test_a_hospital_plugin_registered_later_answers_first() -> None:
     plugins.pm.register(Hospital(), name="hospital-triage")
     assert plugins.triage(TriageRequest(text="胸口疼")).category == "other"
     assert suifang.tickets.builtin.suifang_triage(TriageRequest(text="胸口疼")).red_flags
+
+
+def test_a_key_given_twice_in_the_intent_cues_is_refused_with_both_lines(tmp_path: Path) -> None:
+    from suifang.tickets.intent import IntentReader
+
+    path = tmp_path / "intents.yaml"
+    path.write_text(
+        "version: 1\nintents:\n  praise:\n    en: [thanks]\n  praise:\n    en: [cheers]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ValidationFailed, match=r"intents\.yaml:5: .*'praise' is given twice \(first on line 3\)"
+    ):
+        IntentReader.load(path)

@@ -1,0 +1,262 @@
+"""The danger lexicon: concepts in patients' own words, the cues around them, numbers, slips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from suifang.core.errors import ValidationFailed
+from suifang.tickets.danger import DangerDetector, default_detector, load_lexicon, normalize
+from suifang.tickets.vitals import readings, spell_out_numbers
+
+DETECTOR = default_detector()
+SHIPPED = Path(__file__).parents[2] / "templates" / "triage" / "red_flags.yaml"
+
+
+def level(text: str, pathway: str | None = None) -> str | None:
+    return DETECTOR.assess(text, pathway_id=pathway).level
+
+
+def concepts(text: str, pathway: str | None = None) -> list[str]:
+    return DETECTOR.assess(text, pathway_id=pathway).concepts
+
+
+# --------------------------------------------------------------------------- concepts
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("胸口特别闷，出了一身冷汗", "chest_pain"),
+        ("my chest feels so tight, like an elephant sitting on it", "chest_pain"),
+        ("坐着都喘不上气，晚上不能平躺", "breathlessness"),
+        ("his lips are going blue", "breathlessness"),
+        ("刀口一直往外渗血，纱布都湿透了", "heavy_bleeding"),
+        ("the puncture site won't stop bleeding", "heavy_bleeding"),
+        ("我爸嘴巴歪了，右手也抬不起来", "stroke"),
+        ("mum's face is drooping on one side and her speech is slurred", "stroke"),
+        ("我妈刚才晕倒了，叫不醒", "syncope"),
+        ("he collapsed in the kitchen", "syncope"),
+        ("活着就是拖累孩子，药都攒好了", "suicidality"),
+        ("I've been saving up my sleeping pills, I'm tired of living", "suicidality"),
+        ("打完胰岛素浑身冒冷汗，手抖，人有点糊涂", "hypoglycaemia"),
+        ("小便是红的，还有血块", "haematuria"),
+        ("吐了好多咖啡色的东西", "haematemesis"),
+        ("大便黑得像柏油一样", "melaena"),
+        ("吃了新药以后嘴唇肿了，喉咙发紧", "anaphylaxis"),
+        ("剖腹产回家第五天发烧了", "postop_fever"),
+        ("肚子疼得受不了，在床上打滚", "severe_pain"),
+        ("我爸突然抽搐，口吐白沫", "seizure"),
+        ("突然头疼得像要炸开，这辈子最疼的一次", "severe_headache"),
+        ("发高烧，人迷迷糊糊的说胡话", "sepsis_confusion"),
+        ("心跳得好快好乱，眼前发黑差点晕倒", "palpitations_with_faintness"),
+    ],
+)
+def test_every_emergency_concept_is_recognised_in_both_languages(text: str, concept: str) -> None:
+    assessment = DETECTOR.assess(text)
+    assert assessment.level == "emergency", (text, assessment.findings)
+    assert concept in assessment.concepts, (text, assessment.concepts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "胸口特别闷",  # an intensifier between site and symptom
+        "胸口真的是好闷啊",  # filler and particles
+        "兄口闷得很",  # a homophone slip
+        "my chset hurts so much",  # an English typo
+        "胸口這幾天一直很悶",  # traditional characters
+    ],
+)
+def test_words_between_and_slips_in_the_words_do_not_hide_chest_pain(text: str) -> None:
+    assert "chest_pain" in concepts(text), text
+
+
+# --------------------------------------------------------------------------- cues
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "没有胸痛，也没有气短",
+        "no chest pain at all",
+        "上个月胸痛过，放了支架以后再没疼过",
+        "years ago I had a seizure, nothing since",
+        "如果胸口疼应该怎么办？",
+        "what should I do if my wound starts bleeding?",
+    ],
+)
+def test_denied_past_and_hypothetical_danger_is_no_emergency(text: str) -> None:
+    assert level(text) != "emergency", (text, DETECTOR.assess(text).findings)
+
+
+def test_a_resolved_emergency_is_still_urgent_and_a_history_still_reaches_a_person() -> None:
+    assert level("刚才胸口疼了十分钟，现在好了") == "urgent"
+    assert level("去年胸口疼得厉害住过院，现在恢复得挺好") == "clinical"  # a person reads it
+
+
+def test_a_past_cue_that_is_only_a_comparison_keeps_the_symptom_now() -> None:
+    assert level("现在胸口闷痛，跟住院前那天的感觉一模一样") == "emergency"
+
+
+def test_a_question_answered_no_at_once_denies_what_it_asked() -> None:
+    assert level("pad soaked? nah, bleeding almost stopped now") != "emergency"
+
+
+def test_mild_words_lower_a_concept_to_its_mild_level() -> None:
+    assert level("胸口有点闷") == "urgent"
+    assert level("伤口有一点点红") in ("clinical", None)
+
+
+def test_the_pathway_gives_the_context_a_concept_needs() -> None:
+    assert level("发烧38度5") == "urgent"
+    assert level("发烧38度5", pathway="hip-replacement") == "emergency"
+    assert level("手抖出汗心慌", pathway="diabetes") == "emergency"
+
+
+def test_an_explanation_for_a_colour_is_believed_only_when_it_is_not_denied() -> None:
+    assert level("吃了铁剂以后大便发黑") != "emergency"
+    assert level("我没吃铁剂，大便黑得像柏油") == "emergency"
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("血糖2.8", "glucose", 2.8),
+        ("血糖才二点八", "glucose", 2.8),
+        ("BG 47 mg/dL", "glucose", 2.6),
+        ("血糖都在六七之间", "glucose", 6.5),
+        ("血糖试纸快用完了，今天测的二点八", "glucose", 2.8),
+        ("高压一百九低压一百一", "systolic", 190),
+        ("BP 185 over 110", "diastolic", 110),
+        ("降压药吃着，刚量了一百九十五 一百一十", "systolic", 195),
+        ("血氧88%", "spo2", 88),
+        ("pulse 38 bpm", "heart_rate", 38),
+        ("体温三十八度五", "temperature", 38.5),
+        ("101.5F", "temperature", 38.6),
+        ("burning up, 38.8, shivering", "temperature", 38.8),
+        ("疼痛评分8分", "pain_score", 8),
+        ("pain 9 outta 10", "pain_score", 9),
+    ],
+)
+def test_readings_are_found_in_words_and_digits_with_units_converted(
+    text: str, kind: str, value: float
+) -> None:
+    found = {(r.kind, round(r.value, 1)) for r in readings(normalize(text))}
+    assert (kind, value) in found, (text, found)
+
+
+@pytest.mark.parametrize(
+    "text", ["吃了2片药", "住院3天", "7点测的血糖", "疼得十分厉害", "有一度很难受"]
+)
+def test_counts_times_and_words_are_not_readings(text: str) -> None:
+    assert readings(normalize(text)) == [], text
+
+
+def test_below_a_number_is_below_it() -> None:
+    (reading,) = [r for r in readings(normalize("血压八十都不到")) if r.kind == "systolic"]
+    assert reading.value < 80
+    assert level("血压八十都不到，人没力气") == "emergency"
+
+
+def test_a_threshold_question_is_not_a_reading_of_the_patient() -> None:
+    assert level("血糖低于3.9怎么办？") != "emergency"
+    assert level("血糖2.9，手抖") == "emergency"
+
+
+def test_an_old_reading_is_superseded_by_the_one_now() -> None:
+    assert level("pain was 9/10 right after surgery but now 2/10, happy days") != "emergency"
+
+
+def test_numbers_in_words_are_spelled_out_only_after_a_measurement() -> None:
+    assert spell_out_numbers("血压一百八") == "血压180"
+    assert spell_out_numbers("一塌糊涂，十分感谢") == "一塌糊涂，十分感谢"
+
+
+# --------------------------------------------------------------------------- homophone slips
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [("牙龈出雪止不住", "heavy_bleeding"), ("兄口通得厉害，出了一身冷汗", "chest_pain")],
+)
+def test_homophone_slips_are_read_as_the_word_they_sound_like(text: str, concept: str) -> None:
+    assert concept in concepts(text), (text, DETECTOR.assess(text).findings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我儿子在国外留学",  # 留学 sounds like 流血 but is a word
+        "药什么时候运到",  # 运到 / 晕倒
+        "量也少了",  # 少了 / 烧了: the commoner reading wins
+        "护土说让家属自己弄",  # 护土 is a slip for 护士, not 糊涂
+        "大腿根穿刺那个地方",  # 穿刺 after a site is not 喘
+    ],
+)
+def test_real_words_that_sound_like_danger_stay_what_they_are(text: str) -> None:
+    assert level(text) is None, (text, DETECTOR.assess(text).findings)
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def test_an_administrator_adds_a_phrase_without_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = DETECTOR.assess("我奶奶打摆子打得停不下来，还在说糊涂话")
+    assert "seizure" not in before.concepts
+    text = SHIPPED.read_text(encoding="utf-8").replace(
+        "  seizure:\n    kind: symptom\n    zh-CN: [",
+        "  seizure:\n    kind: symptom\n    zh-CN: [打摆子打得停不下来, ",
+        1,
+    )
+    (tmp_path / "red_flags.yaml").write_text(text, encoding="utf-8")
+    added = DangerDetector.load(tmp_path / "red_flags.yaml")
+    assert "seizure" in added.assess("我奶奶打摆子打得停不下来，还在说糊涂话").concepts
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (("      - [chest, pain]\n", "      - [chest, pains]\n"), "unknown group 'pains'"),
+        (("    level: emergency\n", "    level: critical\n"), "level"),
+        (("version: 2", "version: 3"), "version"),
+        (("  chest:\n    kind: site", "  chest:\n    kind: organ"), "kind"),
+    ],
+)
+def test_a_broken_lexicon_is_refused_with_file_line_and_reason(
+    tmp_path: Path, edit: tuple[str, str], problem: str
+) -> None:
+    path = tmp_path / "red_flags.yaml"
+    path.write_text(SHIPPED.read_text(encoding="utf-8").replace(*edit, 1), encoding="utf-8")
+    with pytest.raises(ValidationFailed) as raised:
+        load_lexicon(path)
+    message = str(raised.value)
+    assert f"{path}:" in message, message
+    assert problem in message, message
+
+
+def test_a_pattern_naming_an_unknown_group_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    text = SHIPPED.read_text(encoding="utf-8").replace(
+        "      - [chest, pain]\n", "      - [chest, pains]\n", 1
+    )
+    line = text.splitlines().index("      - [chest, pains]") + 1
+    path = tmp_path / "red_flags.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValidationFailed) as raised:
+        load_lexicon(path)
+    assert f"{path}:{line}: concepts[0] (chest_pain).match[0]: unknown group 'pains'" in str(
+        raised.value
+    )
+
+
+def test_a_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "red_flags.yaml"
+    path.write_text("version: 2\ngroups: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ValidationFailed, match=r"red_flags\.yaml:\d+: not valid YAML"):
+        load_lexicon(path)
