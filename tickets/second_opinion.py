@@ -103,4 +103,8 @@ class SecondOpinion:
 
 @functools.cache
 def default_second_opinion() -> SecondOpinion:
-    return SecondOpinion.train(load_examples())
+    """Trained on the examples in use (the hospital's ``SUIFANG_TRIAGE_DIR/
+    emergency_examples.csv`` or the shipped ones), once per process."""
+    from suifang.tickets.danger import triage_file
+
+    return SecondOpinion.train(load_examples(triage_file("emergency_examples.csv")))

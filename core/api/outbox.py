@@ -23,6 +23,8 @@ class OutboxMessage(BaseModel):
     enrollment_id: int | None
     ticket_id: int | None
     kind: str
+    recipient: str | None = None
+    """The member of staff a page is for (None: the patient)."""
     touchpoint_key: str | None
     locale: str
     subject: str | None

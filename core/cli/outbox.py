@@ -20,9 +20,10 @@ def _print(message: OutboxMessage) -> None:
         if message.enrollment_id
         else f"ticket {message.ticket_id}"
     )
+    to = f" · to {message.recipient}" if message.recipient else ""
     print(
         f"── #{message.id} {when} UTC · patient {message.patient_id} · {where} · {message.kind}"
-        f" · {message.channel or '-'} · {message.status}"
+        f"{to} · {message.channel or '-'} · {message.status}"
     )
     print(message.body)
     print()

@@ -32,6 +32,7 @@ def check(
     from suifang.tickets.danger import DangerDetector, triage_file
     from suifang.tickets.intent import IntentReader
     from suifang.tickets.knowledge import KnowledgeBase, builtin_knowledge_dir, load_synonyms
+    from suifang.tickets.second_opinion import load_examples
 
     def pick(name: str) -> Path | None:
         if directory is None:
@@ -47,11 +48,12 @@ def check(
     directories = [builtin_knowledge_dir(), *([knowledge] if knowledge else [])]
     kb = KnowledgeBase.load(*directories, synonyms=pick("synonyms.yaml"))
     _check_advice(detector)
+    examples = load_examples(pick("emergency_examples.csv"))
     groups = len(detector.spec.groups)
     concepts = len(detector.spec.concepts)
     print(
         f"ok: {concepts} concepts over {groups} word groups, {len(synonyms)} synonym groups, "
-        f"{len(kb.entries)} knowledge-base entries"
+        f"{len(kb.entries)} knowledge-base entries, {len(examples)} second-opinion examples"
     )
 
 
@@ -142,6 +144,34 @@ def evaluate_(
         for o in evaluation.wrong_answers:
             answer = o.result.knowledge_answer.id if o.result.knowledge_answer else "-"
             print(f"answered {answer}, line {o.row.line}: {o.row.text}")
+
+
+@triage_app.command("examples")
+def examples(
+    corpus: Annotated[Path, typer.Argument(help="A labelled corpus CSV, e.g. the tuning one.")],
+    out: Annotated[
+        Path, typer.Argument(help="Where to write the examples, e.g. templates/triage/…")
+    ],
+) -> None:
+    """Write the second opinion's training examples (text,language,emergency) from a corpus.
+
+    Use the tuning corpus, never the held-out one: a model trained on what measures it
+    measures nothing.
+    """
+    import csv
+
+    from suifang.tickets.evaluation import load_corpus
+
+    if corpus.name.startswith("heldout"):
+        raise ValidationFailed(f"{corpus}: the held-out corpus is for measuring only")
+    rows = load_corpus(corpus)
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "language", "emergency"])
+        for row in rows:
+            writer.writerow([row.text, row.language, "yes" if row.label == "emergency" else "no"])
+    emergencies = sum(row.label == "emergency" for row in rows)
+    print(f"{out}: {len(rows)} examples, {emergencies} of them emergencies")
 
 
 @kb_app.command("list")

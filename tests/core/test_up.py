@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,12 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def children_of(pid: int) -> set[int]:
@@ -44,18 +37,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-@pytest.fixture
-def ports_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SUIFANG_DATA_DIR": str(tmp_path / "var"),
-        "SUIFANG_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SUIFANG_TEMPORAL_UI_PORT": str(free_port()),
-        "SUIFANG_API_PORT": str(free_port()),
-        "SUIFANG_DATABASE_URL": "",
-    }
 
 
 def run_suifang(

@@ -166,6 +166,16 @@ class Recorder:
         await settle(opened)
         return key
 
+    def fine_answers(self, enrollment: EnrollmentOut, key: str) -> dict[str, Any]:
+        """An answer to every question of touchpoint ``key`` that trips no alert rule."""
+        from suifang.core.pathways import resolve_plan
+        from tests.workflows.test_journey_workflow import normal_answers
+
+        template = self.runtime.catalog.get(enrollment.pathway_id)
+        plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+        questionnaire = plan.touchpoint(key.split("#")[0]).questionnaire
+        return normal_answers(questionnaire, plan.alert_rules) if questionnaire else {}
+
     async def answer(self, handle: WorkflowHandle, answers: dict[str, Any], **extra: Any) -> None:
         before = (await handle.query(PatientJourneyWorkflow.progress)).answered
         await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers, **extra))
@@ -343,14 +353,14 @@ async def journey_pci_missed(rec: Recorder) -> None:
 async def journey_pci_stopped(rec: Recorder) -> None:
     _, handle = await rec.enroll("pci", "cardiology")
     await rec.next_touchpoint(handle)
-    await rec.answer(handle, {}, text="挺好的,谢谢")
+    await rec.answer(handle, PCI_NORMAL, text="挺好的,谢谢")
     await handle.execute_update(
         PatientJourneyWorkflow.control, ControlEvent(action="stop", reason="transferred care")
     )
     await asyncio.wait_for(handle.result(), timeout=30)
     await rec.keep(
         "journey-pci-stopped",
-        "PCI journey: day 3 answered in free text, then stopped by the control update",
+        "PCI journey: day 3 answered with a word of thanks, then stopped by the control update",
         handle.id,
     )
 
@@ -359,13 +369,13 @@ async def journey_diabetes_continue_as_new(rec: Recorder) -> None:
     usual = rec.runtime.settings.journey_run_length
     rec.runtime.settings.journey_run_length = 2  # so a few check-ins make a run
     try:
-        _, handle = await rec.enroll("diabetes", "endocrinology")
+        enrollment, handle = await rec.enroll("diabetes", "endocrinology")
     finally:
         rec.runtime.settings.journey_run_length = usual
     first_run = (await handle.describe()).run_id
     for _ in range(3):
-        await rec.next_touchpoint(handle)
-        await rec.answer(handle, {}, text="血糖还可以")
+        key = await rec.next_touchpoint(handle)
+        await rec.answer(handle, rec.fine_answers(enrollment, key), text="血糖还可以")
     await handle.execute_update(
         PatientJourneyWorkflow.control, ControlEvent(action="stop", reason="recorded")
     )
@@ -483,6 +493,81 @@ async def ticket_sla_escalated(rec: Recorder) -> None:
     )
 
 
+async def journey_pci_free_text(rec: Recorder) -> None:
+    enrollment, handle = await rec.enroll("pci", "cardiology")
+    await rec.next_touchpoint(handle)
+    # Three answers and a sentence: the sentence is triaged, the rest asked again.
+    await handle.signal(
+        PatientJourneyWorkflow.answer, AnswerEvent(text="否,1,1 就是这两天穿刺的地方有点痒")
+    )
+    await settle(lambda: rec.tickets_of(enrollment.enrollment_id))
+    await rec.answer(handle, {}, text="1.否 2.1 3.1")
+    for _ in enrollment.schedule[1:]:
+        await rec.next_touchpoint(handle)
+        await rec.answer(handle, PCI_NORMAL)
+    await asyncio.wait_for(handle.result(), timeout=30)
+    await rec.keep(
+        "journey-pci-free-text",
+        "PCI journey (revision 2): a reply with three answers and a sentence — the sentence "
+        "triaged into a ticket, the other questions asked again and answered; then completed",
+        handle.id,
+    )
+
+
+async def ticket_emergency_paged(rec: Recorder) -> None:
+    from suifang.tickets.oncall import RosterFile, import_roster
+
+    with Session(rec.runtime.engine) as session:
+        import_roster(
+            session,
+            RosterFile.model_validate(
+                {
+                    "staff": [
+                        {
+                            "username": "dr.wang",
+                            "display_name": "王医生",
+                            "departments": ["cardiology"],
+                        },
+                        {
+                            "username": "nurse.li",
+                            "display_name": "李护士",
+                            "role": "nurse",
+                            "departments": ["cardiology"],
+                        },
+                    ],
+                    "departments": {
+                        "cardiology": {
+                            "paging": {"channels": ["outbox"], "escalate_after": ["5m", "10m"]},
+                            "primary": "dr.wang",
+                            "backup": "nurse.li",
+                        }
+                    },
+                }
+            ),
+        )
+    summary = await open_ticket(
+        rec.runtime,
+        TicketIn(
+            patient_id=rec.patient("周敏"),
+            text="我爸胸口特别闷，一直冒冷汗",
+            department="cardiology",
+        ),
+    )
+    await rec.routed(summary.id)
+    await rec.env.sleep(dt.timedelta(minutes=6))  # no answer from the primary: the backup
+    await settle(lambda: rec.ticket(summary.id).paging == "paging")
+    await rec.act(summary.id, "acknowledge", "nurse.li", text="马上打电话")
+    await rec.act(summary.id, "reply", "nurse.li", text="已电话联系,已叫120。")
+    await rec.act(summary.id, "resolve", "nurse.li")
+    await rec.env.sleep(dt.timedelta(days=3, minutes=1))
+    await rec.keep(
+        "ticket-emergency-paged",
+        "Emergency (revision 2): the on-call doctor paged, no acknowledgement for 5 minutes, the "
+        "backup paged and acknowledges, the patient told, resolved and closed",
+        await rec.closed(summary.id),
+    )
+
+
 SCENARIOS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "journey-pci-answered": journey_pci_answered,
     "journey-pci-abnormal-answer": journey_pci_abnormal_answer,
@@ -493,6 +578,8 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "ticket-red-flag-l3": ticket_red_flag_l3,
     "ticket-transferred": ticket_transferred,
     "ticket-sla-escalated": ticket_sla_escalated,
+    "journey-pci-free-text": journey_pci_free_text,
+    "ticket-emergency-paged": ticket_emergency_paged,
 }
 
 

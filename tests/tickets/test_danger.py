@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -260,3 +263,56 @@ def test_a_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path.write_text("version: 2\ngroups: [unclosed\n", encoding="utf-8")
     with pytest.raises(ValidationFailed, match=r"red_flags\.yaml:\d+: not valid YAML"):
         load_lexicon(path)
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "suifang.core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_triage_try_shows_the_words_their_status_and_the_concepts() -> None:
+    result = run_cli("triage", "try", "没有胸痛，就是胸口特别闷，一身冷汗")
+    assert result.returncode == 0, result.stderr
+    assert "emergency" in result.stdout
+    assert "chest_pain" in result.stdout
+
+
+def test_triage_check_names_the_line_of_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / "red_flags.yaml").write_text(
+        SHIPPED.read_text(encoding="utf-8").replace(
+            "    level: emergency\n", "    level: soon\n", 1
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli("triage", "check", str(tmp_path))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path / 'red_flags.yaml'}:" in result.stderr
+    assert "level" in result.stderr
+    good = run_cli("triage", "check")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("ok: ")
+
+
+def test_a_hospitals_own_lexicon_is_used_by_the_triage(tmp_path: Path) -> None:
+    text = SHIPPED.read_text(encoding="utf-8").replace(
+        "  seizure:\n    kind: symptom\n    zh-CN: [",
+        "  seizure:\n    kind: symptom\n    zh-CN: [犯羊角疯犯得厉害, ",
+        1,
+    )
+    (tmp_path / "red_flags.yaml").write_text(text, encoding="utf-8")
+    before = run_cli("triage", "try", "我爸在屋里犯羊角疯犯得厉害")
+    after = run_cli(
+        "triage", "try", "我爸在屋里犯羊角疯犯得厉害", env={"SUIFANG_TRIAGE_DIR": str(tmp_path)}
+    )
+    assert after.returncode == 0, after.stderr
+    assert "seizure" in after.stdout
+    assert before.stdout != after.stdout

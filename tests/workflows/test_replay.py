@@ -201,6 +201,9 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
             h.events[0].workflow_execution_started_event_attributes.continued_execution_run_id != ""
         ),
         "a completed run": _ends("workflow_execution_completed_event_attributes"),
+        "revision 2: free text in a reply triaged": lambda h: (
+            "triage_patient_text" in _activities(h)
+        ),
     },
     "FeedbackTicket": {
         "a department action update": lambda h: "act" in _updates(h),
@@ -217,6 +220,7 @@ MAIN_PATHS: dict[str, dict[str, Any]] = {
             0
         ].workflow_execution_started_event_attributes.HasField("parent_workflow_execution"),
         "a closed ticket": _ends("workflow_execution_completed_event_attributes"),
+        "revision 2: an emergency paged": lambda h: "page_on_call" in _activities(h),
     },
 }
 
