@@ -11,6 +11,7 @@ __all__ = [
     "NotFoundError",
     "StartupError",
     "SuifangError",
+    "TryAgainLater",
     "ValidationFailed",
 ]
 
@@ -37,6 +38,13 @@ class NotFoundError(SuifangError):
     """A named thing (pathway, patient, ticket, channel) does not exist."""
 
     exit_code = 3
+
+
+class TryAgainLater(SuifangError):
+    """Something the request needs is busy or recovering (a workflow that cannot answer a
+    query right now): nothing was done; the same request later will work (HTTP 503)."""
+
+    exit_code = 1
 
 
 class StartupError(SuifangError):

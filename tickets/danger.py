@@ -134,6 +134,9 @@ class ConceptSpec(BaseModel):
     unless: list[_Slug] = Field(default_factory=list)
     """Groups that explain the words away when named anywhere in the message (iron tablets
     blacken stools; a burden "money-wise" is not suicidal)."""
+    despite: list[_Slug] = Field(default_factory=list)
+    """Groups that keep the concept even with an ``unless`` word present (money worries do
+    not explain away "一了百了" or a bottle of pesticide)."""
     unless_reading: dict[vital_signs.VitalKind, float] = Field(default_factory=dict)
     """A current reading at or above this value rules the concept out (a glucose of 5.2 is
     not a hypo, whatever the symptoms)."""
@@ -240,9 +243,10 @@ class LexiconSpec(BaseModel):
                             )
                         elif group.kind == "ignore":
                             problems.append((where, f"group {name!r} only hides words"))
-            for name in concept.unless:
-                if name not in self.groups:
-                    problems.append((("concepts", index, "unless"), f"unknown group {name!r}"))
+            for kind in ("unless", "despite"):
+                for name in getattr(concept, kind):
+                    if name not in self.groups:
+                        problems.append((("concepts", index, kind), f"unknown group {name!r}"))
         for kind, rules in self.vitals.items():
             for number, rule in enumerate(rules):
                 for name in rule.with_:
@@ -876,11 +880,15 @@ class DangerDetector:
 
     def _best(self, concept: _Concept, message: _Message) -> Finding | None:
         spec = concept.spec
-        if any(
-            message.tokens[i].status == "current"
-            for group in spec.unless
-            for i in message.by_group.get(group, ())
-        ):
+
+        def current(groups: list[str]) -> bool:
+            return any(
+                message.tokens[i].status == "current"
+                for group in groups
+                for i in message.by_group.get(group, ())
+            )
+
+        if current(spec.unless) and not current(spec.despite):
             return None
         if spec.unless_reading and any(
             reading.value >= spec.unless_reading[reading.kind]

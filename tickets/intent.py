@@ -103,8 +103,9 @@ class IntentSignals:
     """Asking the hospital to do something (能不能…, could you…): a suggestion unless the
     knowledge base answers it."""
     topics: tuple[str, ...] = ()
-    """Service categories the message names (billing, environment…), in the order of
-    ``intents.yaml`` (its first is the most specific owner)."""
+    """Service categories the message names (billing, environment…): specific services
+    before general ones (facilities, waiting, appointments), then the most named, then the
+    order of ``intents.yaml``."""
     conduct: bool = False
     """Whether it says how someone behaved (rude, didn't explain, 态度)."""
 
@@ -132,10 +133,14 @@ class IntentReader:
         not_cues = [*spec.not_cues.zh_cn, *spec.not_cues.en]
         self._not_cues = compile_phrases(not_cues) if not_cues else None
         self._contrast = compile_phrases(_CONTRAST)
-        self._topics = [
-            (category, compile_phrases([*cues.zh_cn, *cues.en]))
-            for category, cues in spec.topics.items()
-        ]
+        # One matcher over every topic's words, longest first: 停车场收费 is parking, not
+        # parking and billing.
+        self._topic_order = {category: order for order, category in enumerate(spec.topics)}
+        self._topic_of: dict[str, str] = {}
+        for category, cues in spec.topics.items():
+            for phrase in (*cues.zh_cn, *cues.en):
+                self._topic_of.setdefault(normalize(phrase), category)
+        self._topics = compile_phrases(self._topic_of) if self._topic_of else None
         self._roles = [
             (role.category, compile_phrases([*role.zh_cn, *role.en]))
             for role in spec.staff_roles.values()
@@ -197,7 +202,17 @@ class IntentReader:
         )
         if turn is not None and counts["praise"]:
             about = normalized[turn:]
-        topics = tuple(category for category, pattern in self._topics if pattern.search(about))
+        named: dict[str, int] = {}
+        for match in self._topics.finditer(about) if self._topics is not None else ():
+            category = self._topic_of.get(_stem(match.group(), self._topic_of))
+            if category is not None:
+                named[category] = named.get(category, 0) + 1
+        topics = tuple(
+            sorted(
+                named,
+                key=lambda c: (c in _GENERAL_TOPICS, -named[c], self._topic_order[c]),
+            )
+        )
         found: list[tuple[int, str]] = []
         for category, pattern in self._roles:
             match = pattern.search(about)
@@ -252,9 +267,14 @@ class IntentReader:
 
 
 _PARTICLES = frozenset("吗么嘛呢不")
+# Topics a message names in passing while it is about something more specific ("waited an
+# hour at the car park" is about parking): ranked after the specific ones.
+_GENERAL_TOPICS = frozenset({"environment", "waiting_time", "appointment", "other"})
 # 那几天, 好几次, 前几天: "a few", not "how many".
 _FEW = frozenset("那这前好没头后的")
-_TELLS = re.compile(r"(?:教|讲|告诉|解释|说明|知道|明白|学会|演示)[^，。,.!?！？]{0,3}$")
+_TELLS = re.compile(
+    r"(?:教|讲|告诉|解释|说明|知道|明白|学会|演示|搞懂|弄懂|懂了)[^，。,.!?！？]{0,3}$"
+)
 _CONTRAST = ("但是", "但", "可是", "不过", "就是", "只是", "然而", "but", "however", "though")
 # What a "nothing to report" reply may have around its words: punctuation, particles, emoji.
 _FILLER = re.compile(r"[\W_啊呀哦噢嗯呢的了吧哈啦]+", re.UNICODE)
@@ -273,6 +293,16 @@ _DENIED_BEFORE = re.compile(
     r"(?:very|so|too|really|at all|that|getting|being|having|太|很|够|那么|算|是)?\s*$"
 )
 _DENIED_AFTER = re.compile(r"^\s*(?:都没有|都没|也没有|也没|都不|也不|一点都没有|都欠缺)")
+
+
+def _stem(word: str, known: dict[str, str]) -> str:
+    """``word`` as the phrase it matched (English words match with -s/-ed/-ing too)."""
+    if word in known:
+        return word
+    for suffix in ("ing", "ed", "es", "s", "d"):
+        if word.endswith(suffix) and word[: -len(suffix)] in known:
+            return word[: -len(suffix)]
+    return word
 
 
 def _negated(text: str, start: int, end: int) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from suifang.core.categories import CLINICAL_CATEGORIES, is_clinical
@@ -109,7 +110,12 @@ class Triager:
             # "能不能…" that no entry answers asks the hospital to change something.
             signals = dataclasses.replace(signals, suggestion=signals.suggestion + signals.request)
         complaint = self._complaint(
-            signals, prediction.category, text, level, text_model=self.classifier
+            signals,
+            prediction.category,
+            text,
+            level,
+            text_model=self.classifier,
+            answerable=lambda: self.knowledge_base.answer(text, language) is not None,
         )
         if complaint is not None:
             category, intent = complaint
@@ -145,7 +151,9 @@ class Triager:
             signals.praise
             and not signals.asks
             and not signals.grievances
-            and danger.mentions <= {"negated"}  # "退烧了，谢谢" still reaches a nurse
+            and "current" not in danger.mentions  # "好多了，谢谢" is thanks; "还疼，谢谢" is not
+            # "大便颜色有点深，人挺好的" reports a body, however well the patient feels.
+            and not (prediction.category in _SYMPTOMS and prediction.confidence >= _SURE)
         ):
             return TriageResult(
                 category="praise",
@@ -169,8 +177,8 @@ class Triager:
         category = prediction.category
         if answer is not None:
             category = self.knowledge_base.entries[answer.id].category
-        elif not danger.findings and signals.topics:
-            category = signals.topics[0]
+        elif not danger.findings and (owner := _owner(signals)) is not None:
+            category = owner
         elif category == "praise":
             category = "other"
         return TriageResult(
@@ -242,6 +250,7 @@ class Triager:
         level: str | None,
         *,
         text_model: Classifier,
+        answerable: Callable[[], bool],
     ) -> tuple[str, Intent] | None:
         """``(category, intent)`` of a complaint or suggestion about a service, else None.
 
@@ -268,9 +277,12 @@ class Triager:
             # A word about a service or a member of staff, nothing clinical, no thanks and
             # no question: feedback for the department that owns it ("the wifi is useless");
             # or how a doctor or nurse behaved, whatever else it mentions.
+            # A question about how someone behaved that nothing answers ("is that really how
+            # you treat a 78-year-old?") is one too.
+            rhetorical = signals.asks and bool(signals.roles and signals.conduct)
             if (
                 not signals.praise
-                and not signals.asks
+                and (not signals.asks or (rhetorical and not answerable()))
                 and (
                     (level is None and named)
                     or (level == "clinical" and signals.roles and signals.conduct)
@@ -287,10 +299,9 @@ class Triager:
             intent = "suggestion"
         else:
             return None
-        if signals.roles and (not signals.topics or signals.conduct):
-            return signals.roles[0], intent
-        if signals.topics:
-            return signals.topics[0], intent
+        owner = _owner(signals)
+        if owner is not None:
+            return owner, intent
         if known is not None and known.kind == "service" and predicted != "other":
             return predicted, intent
         if about is not None and likelihood >= _SERVICE_LIKELY:
@@ -298,6 +309,24 @@ class Triager:
         return ("suggestion" if intent == "suggestion" else "other"), intent
 
 
+# Topics that name where something happened more than what it is about ("the doctor called
+# my mum 'the diabetic in bed 12'" is about the doctor, not the beds).
+_INCIDENTAL = frozenset({"environment"})
+
+
+def _owner(signals: IntentSignals) -> str | None:
+    """Whose feedback it is: a service desk named (the cashier, the insurance office); a
+    doctor or nurse when it is about how they behaved or nothing more specific is named; else
+    the service most named."""
+    roles, topics = signals.roles, signals.topics
+    if roles and category_of(roles[0]) is not None and roles[0] not in _CONDUCT_ROLES:
+        return roles[0]
+    if roles and (signals.conduct or not topics or topics[0] in _INCIDENTAL):
+        return roles[0]
+    return topics[0] if topics else None
+
+
+_CONDUCT_ROLES = frozenset({"doctor_conduct", "nursing_care", "staff_attitude"})
 # A question the model is sure is about symptoms or the mind is for a person, even when the
 # lexicon found no word it knows: no automatic answer.
 _SYMPTOMS = frozenset({"clinical_symptom", "psychological"})

@@ -155,7 +155,7 @@ _ANY_MEASURE = re.compile(
     r"|(?<![a-z])(?:bp|blood pressure|systolic|diastolic|sugar|glucose|temp|temperature"
     r"|heart rate|pulse|spo2|sats?|oxygen)(?![a-z])"
 )
-_WINDOW = 18
+_WINDOW = 28
 
 
 def _governed_values(
@@ -223,6 +223,7 @@ _FEVER_WORDS = re.compile(
     r"|(?<![a-z])(?:fever|feverish|burning up|temp|temperature|chills|rigors|shivering|hot)"
     r"(?![a-z])"
 )
+_BARE_GLUCOSE = re.compile(r"(?<![\d./])(\d{1,2}\.\d)(?![\d./%])")
 _BARE_DECIMAL = re.compile(r"(?<![\d./])(\d{2}\.\d)(?![\d./%])")
 _TEMPERATURE_UNIT = re.compile(
     rf"{_NUMBER}\s*(度(?:\d)?|°\s*[cf]?|℃|℉|c(?![a-z])|f(?![a-z])|degrees?)"
@@ -310,11 +311,17 @@ def readings(text: str) -> list[Reading]:
                 add(kind, *value)  # type: ignore[arg-type]
     glucose_values = _governed_values(_GLUCOSE, text)
     if _GLUCOSE_CONTEXT.search(text) and not bp_context:
-        # 血糖试纸…我今天测的2.8: a meter reading in a message about blood sugar.
+        # 血糖试纸…我今天测的2.8, "had my insulin … 2.3": a meter reading in a message about
+        # blood sugar (a decimal that is not a temperature).
         glucose_values += [
             v
             for v in _governed_values(_MEASURED, text)
             if v[0] <= 33.3 and "." in text[v[1] : v[2]]
+        ]
+        glucose_values += [
+            (float(m.group(1)), *m.span(1))
+            for m in _BARE_GLUCOSE.finditer(text)
+            if 1.0 <= float(m.group(1)) <= 33.3 and not _NOT_A_READING.match(text, m.end(1))
         ]
     for value in glucose_values:
         if value[0] <= 0 or inside_pair(value[1]):

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
+from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.service import RPCError
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import (
@@ -29,7 +31,7 @@ from suifang.core.channels import (
 )
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus, TicketStatus
-from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
 from suifang.core.models import (
     ContactPoint,
     Enrollment,
@@ -530,7 +532,15 @@ async def _open_touchpoint(
     and the journey's workflow revision."""
     client = await runtime.client()
     handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
-    progress = await handle.query(PatientJourneyWorkflow.progress)
+    try:
+        progress = await handle.query(PatientJourneyWorkflow.progress)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+        # The journey cannot say which question it waits for now (its worker is restarting):
+        # the provider retries a 503, and the reply is handled then, once.
+        raise TryAgainLater(
+            f"journey {enrollment.id} cannot take the reply right now ({type(exc).__name__}); "
+            "retry shortly"
+        ) from None
     key = replied.touchpoint_key if replied is not None else None
     if key is None:
         key = progress.open_touchpoints[-1] if progress.open_touchpoints else None

@@ -142,8 +142,14 @@ class PatientJourneyWorkflow:
     async def run(self, journey: JourneyInput) -> JourneyResult:
         # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
         self._local_records = journey.revision >= 1 or workflow.patched(LOCAL_RECORDS_PATCH)
+        after_write: dt.datetime | None = None
         while True:
-            now = workflow.now()
+            # Right after a batch write the journey decides at the time it decided to write:
+            # a local activity slow enough to span a workflow-task heartbeat resolves later
+            # than it does on replay, and "is the next touchpoint due yet?" must get the same
+            # answer both times.
+            now = after_write or workflow.now()
+            after_write = None
             command = self.core.next_command(now)
             record = (
                 record_input(command, self.core.setup, workflow.info().workflow_id, workflow.now())
@@ -160,6 +166,7 @@ class PatientJourneyWorkflow:
                 continue
             if self._batch and not (self._records_ride_sends and isinstance(command, _SENDS)):
                 await self._write_batch()
+                after_write = now
                 continue  # signals may have arrived meanwhile: ask the core again
             if isinstance(command, Finish):
                 await workflow.wait_condition(workflow.all_handlers_finished)

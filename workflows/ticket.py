@@ -139,8 +139,13 @@ class FeedbackTicketWorkflow:
     async def run(self, ticket: TicketInput) -> TicketResult:
         # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
         self._local_save = ticket.revision >= 1 or workflow.patched(LOCAL_SAVE_PATCH)
+        after_save: dt.datetime | None = None
         while True:
-            now = workflow.now()
+            # Right after a save (a local activity) the ticket decides at the time it decided
+            # to save: a save slow enough to span a workflow-task heartbeat resolves later than
+            # it does on replay, and "is the SLA warning due yet?" must get the same answer.
+            now = after_save or workflow.now()
+            after_save = None
             command = self.core.next_command(now)
             if isinstance(command, Finish):
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -159,9 +164,12 @@ class FeedbackTicketWorkflow:
                 self._apply_inbox()
                 continue
             result = await self._carry_out(command)
-            self.core.complete(command, result, workflow.now())
+            local = isinstance(command, Save) and self._local_save
+            self.core.complete(command, result, now if local else workflow.now())
             if isinstance(command, Save):
                 self.saved_through = max(self.saved_through, command.seq)
+                if local:
+                    after_save = now
             self._apply_inbox()
 
     def _apply_inbox(self) -> None:

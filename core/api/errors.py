@@ -16,6 +16,7 @@ from suifang.core.errors import (
     NotFoundError,
     StartupError,
     SuifangError,
+    TryAgainLater,
     ValidationFailed,
 )
 
@@ -25,7 +26,13 @@ log = logging.getLogger("suifang.api")
 
 QUERY_CANCELED = "57014"
 """PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout``."""
-_STATUS = {NotFoundError: 404, ValidationFailed: 422, ConfigurationError: 422, StartupError: 503}
+_STATUS = {
+    NotFoundError: 404,
+    ValidationFailed: 422,
+    ConfigurationError: 422,
+    StartupError: 503,
+    TryAgainLater: 503,
+}
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:

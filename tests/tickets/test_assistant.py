@@ -185,7 +185,9 @@ def test_the_builtin_plugin_asks_the_model_when_the_settings_turn_it_on(
     default_assistant.cache_clear()
     try:
         result = Plugins.load(entrypoints=False).triage(
-            TriageRequest(text="最近老觉得心里发慌，说不清", source=TicketSource.PATIENT_MESSAGE)
+            TriageRequest(
+                text="这两天总觉得哪里不舒服，说不上来", source=TicketSource.PATIENT_MESSAGE
+            )
         )
     finally:
         default_assistant.cache_clear()

@@ -355,3 +355,21 @@ async def test_wechat_url_verification_echoes(api: httpx.AsyncClient) -> None:
     assert (ok.status_code, ok.text) == (200, "hello-42")
     bad = await api.get("/channels/wechat/inbound", params={**query, "signature": "x" * 40})
     assert bad.status_code in (401, 403)
+
+
+async def test_a_reply_the_journey_cannot_take_now_is_a_503_for_the_provider_to_retry(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    from suifang.core.models import Enrollment
+
+    enrollment = await enroll_and_open_day3(runtime, journey_worker)
+    with Session(runtime.engine) as session:
+        row = session.get(Enrollment, enrollment.enrollment_id)
+        assert row is not None
+        row.workflow_id = "journey-that-is-not-there"  # its workflow cannot answer a query
+        session.add(row)
+        session.commit()
+    response = await api.post(**provider_call("sms", REPLY))
+    assert response.status_code == 503, response.text
+    assert "retry shortly" in response.json()["error"]["message"]
+    assert answers_of(runtime, enrollment.enrollment_id) == []
