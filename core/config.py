@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API reads (413 beyond it)."
     )
+    idempotency_key_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 30,
+        description=(
+            "How long an Idempotency-Key is remembered: a retry within it gets the first "
+            "answer; after it, the same key starts a new request."
+        ),
+    )
     worker_workflow_sandbox: bool = Field(
         False,
         description=(

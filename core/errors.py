@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "IdempotencyKeyReused",
     "NotFoundError",
     "StartupError",
     "SuifangError",
@@ -32,6 +33,12 @@ class ValidationFailed(SuifangError):
     """Input (a file, a request body, a CLI argument) was rejected."""
 
     exit_code = 2
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """An ``Idempotency-Key`` the caller already used for a different request (HTTP 422)."""
+
+    code = "idempotency_key_reused"
 
 
 class NotFoundError(SuifangError):

@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.idempotency import claim_key, remember_result
 from suifang.core.api.security import audit_patients, require
 from suifang.core.enums import TicketStatus, Tier
-from suifang.core.models import Patient, StaffNotification
-from suifang.core.security.auth import Permission, Principal, Role
+from suifang.core.models import Enrollment, StaffNotification
+from suifang.core.security.auth import Permission, Principal, Role, patient_in_scope
 from suifang.tickets import routing, service
 from suifang.tickets.core import Action, ActorAction, PatientEvent
 from suifang.tickets.service import TicketDetail, TicketIn, TicketSummary
@@ -81,20 +82,64 @@ async def create(
     runtime: RuntimeDep,
     session: SessionDep,
     request: Request,
+    response: Response,
     principal: CanCreate,
     idempotency_key: Annotated[str | None, Header(max_length=160)] = None,
 ) -> TicketSummary:
     """Classified (L1 triage: category, urgency, red flags, knowledge answer) and routed.
 
-    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
-    same key returns the same ticket and never opens a second one.
+    Staff open tickets only for patients their departments already see (an encounter, a
+    journey or a ticket there) and only in their own departments: involving another
+    department is a transfer or a collaboration on the ticket. A patient who does not exist
+    and one who is not yours get the same 404.
+
+    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry of the
+    same request with the same key returns the same ticket and never opens a second one; the
+    same key with a different body is refused (422 ``idempotency_key_reused``). Keys are
+    yours alone and are remembered for ``SUIFANG_IDEMPOTENCY_KEY_HOURS`` (24 h).
     """
-    if session.get(Patient, body.patient_id) is None:
-        raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
-    if idempotency_key is not None:
-        body = body.model_copy(update={"idempotency_key": idempotency_key})
+    may_open_ticket(session, principal, body)
+    key = idempotency_key or body.idempotency_key
+    claim = None
+    if key is not None:
+        claim = claim_key(
+            session,
+            principal,
+            "POST /tickets",
+            key,
+            body.model_dump(mode="json", exclude={"idempotency_key"}),
+            hours=runtime.settings.idempotency_key_hours,
+        )
+    body = body.model_copy(update={"idempotency_key": claim.internal_key if claim else None})
     audit_patients(request, body.patient_id)
-    return await service.open_ticket(runtime, body, actor=principal.actor)
+    summary = await service.open_ticket(runtime, body, actor=principal.actor)
+    if claim is not None:
+        remember_result(session, claim, summary.id, status.HTTP_201_CREATED)
+        response.status_code = claim.status_code or status.HTTP_201_CREATED
+    return summary
+
+
+def may_open_ticket(session: SessionDep, principal: Principal, body: TicketIn) -> None:
+    """Refuse a ticket that would reach beyond what the caller may already see."""
+    scope = principal.scope
+    if principal.role is Role.INTEGRATOR and not principal.departments:
+        scope = None  # a hospital-wide feed (the HIS, the app backend)
+    if not patient_in_scope(session, body.patient_id, scope):
+        raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
+    if scope is None:
+        return
+    if body.enrollment_id is not None:
+        enrollment = session.get(Enrollment, body.enrollment_id)
+        if enrollment is None or enrollment.department_code not in scope:
+            raise HTTPException(status_code=404, detail=f"no journey {body.enrollment_id}")
+    if body.department is not None and body.department not in scope:
+        raise HTTPException(
+            status_code=403,
+            detail=(
+                f"department: you open tickets in your own departments ({', '.join(scope)}); "
+                f"to involve {body.department}, transfer the ticket or ask it to collaborate"
+            ),
+        )
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketDetail, summary="A ticket and its history")

@@ -32,6 +32,7 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
+from suifang.core.contacts import in_use_order
 from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
@@ -424,7 +425,8 @@ def _first_address() -> Executable:
         .where(
             col(ContactPoint.patient_id) == bindparam("patient"),
             col(ContactPoint.system) == bindparam("system"),
+            col(ContactPoint.retired_at).is_(None),
         )
-        .order_by(col(ContactPoint.rank), col(ContactPoint.id))
+        .order_by(*in_use_order())
         .limit(1)
     )

@@ -29,6 +29,7 @@ from suifang.core.channels import (
     InboundRejected,
     InboundRequest,
 )
+from suifang.core.contacts import in_use_order
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus, TicketStatus
 from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
@@ -225,8 +226,12 @@ def _match(
         return None, None, None
     contact = session.exec(
         select(ContactPoint)
-        .where(ContactPoint.system == system, ContactPoint.value_hash == sender_hash)
-        .order_by(col(ContactPoint.id).desc())
+        .where(
+            ContactPoint.system == system,
+            ContactPoint.value_hash == sender_hash,
+            col(ContactPoint.retired_at).is_(None),  # a retired number may be someone else's now
+        )
+        .order_by(*in_use_order())
     ).first()
     return (contact.patient_id if contact else None), None, sender_hash
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
+from sqlalchemy import Executable
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
@@ -24,7 +26,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import insert_new, update_by_id, utcnow
+from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -233,8 +235,8 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
             "system": system,
             "value": str(value),
             "value_hash": blind_index(system, str(value)),
-            "rank": 1,
             "created_at": now,
+            "preferred_at": now,
         }
         for system, value in (
             ("phone", data.phone),
@@ -245,11 +247,21 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
         if value
     ]
     if contacts:
-        statement = insert_new(
-            connection.dialect.name, ContactPoint, "patient_id", "system", "value_hash"
-        )
-        connection.execute(statement, contacts)
+        connection.execute(_restate_contacts(connection.dialect.name), contacts)
     return facts
+
+
+@functools.cache
+def _restate_contacts(dialect: str) -> Executable:
+    """Insert the discharge's contacts; one the patient already has becomes the one in use
+    again (the feed says it is current), unless staff retired it (suifang.core.contacts)."""
+    table = ContactPoint.__table__  # type: ignore[attr-defined]
+    insert = insert_for(dialect, table)
+    return insert.on_conflict_do_update(
+        index_elements=["patient_id", "system", "value_hash"],
+        set_={"preferred_at": insert.excluded.preferred_at},
+        where=table.c.retired_at.is_(None),
+    )
 
 
 _PATIENTS = Patient.__table__  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ from suifang.core.api.security import (
     require,
     require_patient_in_scope,
 )
-from suifang.core.models import ApiToken, ContactPoint, Observation, Patient, StaffUser
+from suifang.core.contacts import contact_views
+from suifang.core.models import ApiToken, Observation, Patient, StaffUser
 from suifang.core.security.audit import query_audit
 from suifang.core.security.auth import (
     Permission,
@@ -176,16 +177,6 @@ def audit(
     return [AuditView.model_validate(r, from_attributes=True) for r in rows]
 
 
-def mask(system: str, value: str) -> str:
-    """Contact details are shown masked: enough to recognise, not to copy."""
-    if system == "phone" and len(value) >= 7:
-        return value[:3] + "*" * (len(value) - 7) + value[-4:]
-    if system == "email" and "@" in value:
-        name, _, domain = value.partition("@")
-        return name[:1] + "***@" + domain
-    return value[:2] + "***"
-
-
 class PatientView(BaseModel):
     id: int
     external_id: str
@@ -218,12 +209,11 @@ def get_patient(
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise HTTPException(status_code=404, detail=f"no patient {patient_id}")
-    contacts = session.exec(select(ContactPoint).where(ContactPoint.patient_id == patient_id)).all()
     return PatientView(
         **patient.model_dump(
             exclude={"id_number", "id_number_hash", "address", "created_at", "updated_at"}
         ),
-        contact_points=[{"system": c.system, "value": mask(c.system, c.value)} for c in contacts],
+        contact_points=contact_views(session, patient_id),
     )
 
 

@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from suifang.core.api import admin, channels, health, journeys, oncall, outbox, pathways, reports
+from suifang.core.api import (
+    admin,
+    channels,
+    contacts,
+    health,
+    journeys,
+    oncall,
+    outbox,
+    pathways,
+    reports,
+)
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.limits import install_body_guard, install_concurrency_limit
 from suifang.core.api.security import check_routes_are_guarded, install_audit
@@ -51,6 +61,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(channels.webhooks)
     app.include_router(ticket_routes.router)
     app.include_router(admin.router)
+    app.include_router(contacts.router)
     app.include_router(oncall.router)
     app.include_router(reports.router)
     install_audit(app)

@@ -71,7 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SuifangError)
     async def _suifang(_: Request, exc: SuifangError) -> JSONResponse:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-        return JSONResponse(status_code=status, content=error_body(type(exc).__name__, str(exc)))
+        code = getattr(exc, "code", None) or type(exc).__name__
+        return JSONResponse(status_code=status, content=error_body(code, str(exc)))
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

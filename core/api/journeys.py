@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.idempotency import claim_key, remember_result
 from suifang.core.api.limits import PlausibleInstant
 from suifang.core.api.security import audit_patients, require
 from suifang.core.enums import JourneyStatus
@@ -68,13 +69,36 @@ async def intake_discharge(
 ) -> EnrollmentOut:
     """One call: patient + encounter (+ pathway, or chosen by the pathway match rules).
 
-    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
-    same key returns the same enrollment and never creates a second patient or journey.
+    Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry of the
+    same request with the same key returns the same enrollment and never creates a second
+    patient or journey; the same key with a different body is refused (422
+    ``idempotency_key_reused``). Keys are the caller's own and are remembered for
+    ``SUIFANG_IDEMPOTENCY_KEY_HOURS`` (24 h).
     """
-    enrollment = await register_discharge(runtime, body, idempotency_key=idempotency_key)
+    key = idempotency_key or body.idempotency_key
+    claim = None
+    if key is not None:
+        with Session(runtime.engine) as session:
+            claim = claim_key(
+                session,
+                principal,
+                "POST /intake/discharges",
+                key,
+                body.model_dump(mode="json", exclude={"idempotency_key"}),
+                hours=runtime.settings.idempotency_key_hours,
+            )
+    body = body.model_copy(update={"idempotency_key": None})
+    enrollment = await register_discharge(
+        runtime, body, idempotency_key=claim.internal_key if claim else None
+    )
     audit_patients(request, enrollment.patient_id)
     if not enrollment.created:
         response.status_code = status.HTTP_200_OK
+    if claim is not None:
+        with Session(runtime.engine) as session:
+            remember_result(session, claim, enrollment.enrollment_id, response.status_code or 201)
+        if claim.status_code is not None:
+            response.status_code = claim.status_code
     return enrollment
 
 

@@ -116,6 +116,11 @@ def require_patient_in_scope(session: Session, principal: Principal, patient_id:
         raise HTTPException(status_code=404, detail=f"no patient {patient_id}")
 
 
+def _is_id(value: object) -> bool:
+    text = str(value) if value is not None else ""
+    return text.isascii() and text.isdigit() and 0 < int(text) <= _LARGEST_ID
+
+
 def _route_path(request: Request) -> str | None:
     """The matched route's path template (``/journeys/{enrollment_id}``), if any."""
     return getattr(request.scope.get("route"), "path", None)
@@ -150,6 +155,11 @@ def install_audit(app: FastAPI) -> None:
         runtime: Runtime = request.app.state.runtime
         params = request.scope.get("path_params", {})
         resource = path.strip("/").split("/")[0] or "root"
+        # Ids only: a path segment is whatever the caller typed, and may be a name.
+        ids = [str(v) for v in params.values() if _is_id(v)]
+        patients = getattr(request.state, "audit_patients", None)
+        if not patients and _is_id(params.get("patient_id")):
+            patients = [int(params["patient_id"])]  # a probe that got 404 still names whom
         try:
             await asyncio.to_thread(
                 record_audit,
@@ -158,8 +168,8 @@ def install_audit(app: FastAPI) -> None:
                 role=principal.role.value if principal else "-",
                 action=f"{request.method} {path}",
                 resource=resource,
-                resource_id=",".join(f"{v}" for v in params.values()) or None,
-                patient_ids=getattr(request.state, "audit_patients", None),
+                resource_id=",".join(ids) or None,
+                patient_ids=patients,
                 outcome=outcome_of(response.status_code),
                 status_code=response.status_code,
                 request_id=request_id,

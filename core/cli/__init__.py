@@ -9,6 +9,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from suifang.core.cli import (
+    contacts,
     demo,
     journeys,
     oncall,
@@ -41,6 +42,7 @@ security.register(app)
 tickets.register(app)
 app.add_typer(report.report_app, name="report")
 app.add_typer(oncall.app, name="oncall")
+app.add_typer(contacts.app, name="contacts")
 app.add_typer(triage.triage_app, name="triage")
 app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)

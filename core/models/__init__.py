@@ -10,6 +10,7 @@ from suifang.core.models.departments import (
     DepartmentPublic,
 )
 from suifang.core.models.encounters import ENCOUNTER_KINDS, Encounter
+from suifang.core.models.idempotency import IdempotencyRecord
 from suifang.core.models.journeys import (
     Alert,
     Answer,
@@ -54,6 +55,7 @@ __all__ = [
     "DepartmentPublic",
     "Encounter",
     "Enrollment",
+    "IdempotencyRecord",
     "InboundRecord",
     "Message",
     "Observation",

@@ -1,7 +1,9 @@
 """Patients and their contact points. Sensitive values are encrypted at rest.
 
 Contact points are looked up by a keyed hash (``value_hash``) so an inbound SMS can be
-matched to its patient without storing the number in the clear.
+matched to its patient without storing the number in the clear. A patient may have several
+per system; the one in use is the most recently preferred that is not retired
+(:mod:`suifang.core.contacts`).
 """
 
 from __future__ import annotations
@@ -57,5 +59,10 @@ class ContactPoint(SQLModel, table=True):
     system: str = Field(max_length=16)
     value: str = Field(sa_type=EncryptedText)
     value_hash: str = Field(max_length=64, index=True)
-    rank: int = 1
     created_at: dt.datetime = TimestampField()
+    preferred_at: dt.datetime = TimestampField()
+    """When this became the contact in use for its system: the newest wins (a discharge that
+    gives it again, or staff preferring it)."""
+    retired_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    """Set when staff retire it (a wrong or given-up number): kept as history, never used."""
+    retired_by: str | None = Field(default=None, max_length=64)

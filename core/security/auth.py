@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from suifang.core.db import utcnow
 from suifang.core.errors import NotFoundError, ValidationFailed
-from suifang.core.models import ApiToken, Department, Enrollment, StaffUser, Ticket
+from suifang.core.models import ApiToken, Department, Encounter, Enrollment, StaffUser, Ticket
 
 __all__ = [
     "PERMISSIONS",
@@ -222,11 +222,19 @@ def authenticate(
 
 
 def patient_in_scope(session: Session, patient_id: int, departments: list[str] | None) -> bool:
-    """Whether a department in ``departments`` has a journey or ticket for this patient."""
+    """Whether a department in ``departments`` has treated this patient (an encounter), has a
+    journey or a ticket for them."""
     if departments is None:
         return True
     if not departments:
         return False
+    encounter = session.exec(
+        select(Encounter.id).where(
+            Encounter.patient_id == patient_id, col(Encounter.department_code).in_(departments)
+        )
+    ).first()
+    if encounter is not None:
+        return True
     journey = session.exec(
         select(Enrollment.id).where(
             Enrollment.patient_id == patient_id, col(Enrollment.department_code).in_(departments)

@@ -173,6 +173,7 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "patient_id": world["patient_id"],
         "user_id": 1,
         "token_id": 1,
+        "contact_id": 1,
         "category": "parking",
         "pathway_id": "pci",
         "action": "pause",
@@ -261,7 +262,8 @@ async def test_departments_see_only_their_own_patients_journeys_and_tickets(
         assert (await client.get(path, headers=theirs)).json() == [], path
         assert (await client.get(path, headers=mine)).json() != [], path
     patient = (await client.get(f"/patients/{world['patient_id']}", headers=mine)).json()
-    assert patient["contact_points"] == [{"system": "phone", "value": "139****5678"}]
+    contacts = [(c["system"], c["value"], c["in_use"]) for c in patient["contact_points"]]
+    assert contacts == [("phone", "139****5678", True)]
     assert "id_number" not in patient
     assert (await client.get("/journeys", headers=bearer(world["tokens"]["auditor"]))).json() != []
     assert (

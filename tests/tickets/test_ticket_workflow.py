@@ -15,8 +15,9 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.db import utcnow
 from suifang.core.enums import Priority, TicketSource, Tier
-from suifang.core.models import Message, Patient, StaffNotification, Ticket
+from suifang.core.models import Encounter, Message, Patient, StaffNotification, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import create_user, issue_token
 from suifang.core.triage import TriageResult
@@ -43,6 +44,16 @@ def patient(runtime: Runtime, name: str = "王秀英") -> int:
             external_id=f"P-{name}", name=name, sex="female", preferred_channels=["outbox"]
         )
         session.add(row)
+        session.commit()
+        # Discharged from cardiology: its staff may open tickets for them.
+        session.add(
+            Encounter(
+                patient_id=row.id,  # type: ignore[arg-type]
+                external_id=f"V-{name}",
+                department_code="cardiology",
+                discharged_at=utcnow() - dt.timedelta(days=3),
+            )
+        )
         session.commit()
         return row.id  # type: ignore[return-value]
 

@@ -1,0 +1,115 @@
+"""A patient's contact points: which one is in use, and staff preferring or retiring them.
+
+Each system (phone, email, wechat, app) can hold several contacts for one patient. The one in
+use is the most recently preferred contact that is not retired: a new discharge that gives a
+new number makes it the one in use at once, and older ones stay as history. Staff can prefer
+an older one again or retire one (a wrong number, a given-up phone); a retired contact is
+neither written to nor matched for replies (the number may now be someone else's). A discharge
+that repeats a retired contact leaves it retired: the person who retired it knew better than
+the feed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from suifang.core.db import utcnow
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.models import ContactPoint
+
+__all__ = [
+    "contact_views",
+    "in_use_order",
+    "mask",
+    "patient_contact",
+    "prefer_contact",
+    "retire_contact",
+]
+
+
+def in_use_order() -> tuple[Any, ...]:
+    """ORDER BY for a patient's contacts of one system: the one in use first."""
+    return (col(ContactPoint.preferred_at).desc(), col(ContactPoint.id).desc())
+
+
+def mask(system: str, value: str) -> str:
+    """Contact details are shown masked: enough to recognise, not to copy."""
+    if system == "phone" and len(value) >= 7:
+        return value[:3] + "*" * (len(value) - 7) + value[-4:]
+    if system == "email" and "@" in value:
+        name, _, domain = value.partition("@")
+        return name[:1] + "***@" + domain
+    return value[:2] + "***"
+
+
+def contact_views(session: Session, patient_id: int) -> list[dict[str, Any]]:
+    """Every contact of the patient, masked, the ones in use marked, newest first."""
+    contacts = session.exec(
+        select(ContactPoint).where(ContactPoint.patient_id == patient_id).order_by(*in_use_order())
+    ).all()
+    in_use: set[str] = set()
+    views = []
+    for contact in contacts:
+        used = contact.retired_at is None and contact.system not in in_use
+        if used:
+            in_use.add(contact.system)
+        views.append(
+            {
+                "id": contact.id,
+                "system": contact.system,
+                "value": mask(contact.system, contact.value),
+                "in_use": used,
+                "created_at": contact.created_at,
+                "preferred_at": contact.preferred_at,
+                "retired_at": contact.retired_at,
+                "retired_by": contact.retired_by,
+            }
+        )
+    return views
+
+
+def patient_contact(session: Session, patient_id: int, contact_id: int) -> ContactPoint:
+    contact = session.get(ContactPoint, contact_id)
+    if contact is None or contact.patient_id != patient_id:
+        raise NotFoundError(f"patient {patient_id} has no contact {contact_id}")
+    return contact
+
+
+def prefer_contact(
+    session: Session, patient_id: int, contact_id: int, *, now: dt.datetime | None = None
+) -> ContactPoint:
+    """Make this contact the one in use for its system (bringing back a retired one)."""
+    contact = patient_contact(session, patient_id, contact_id)
+    contact.preferred_at = now or utcnow()
+    contact.retired_at = None
+    contact.retired_by = None
+    session.add(contact)
+    session.commit()
+    session.refresh(contact)
+    return contact
+
+
+def retire_contact(
+    session: Session,
+    patient_id: int,
+    contact_id: int,
+    *,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> ContactPoint:
+    """Stop using this contact for sending and for matching replies; keep it as history."""
+    contact = patient_contact(session, patient_id, contact_id)
+    if contact.retired_at is not None:
+        raise ValidationFailed(
+            f"contact {contact_id} was already retired on {contact.retired_at:%Y-%m-%d} "
+            f"by {contact.retired_by}"
+        )
+    contact.retired_at = now or utcnow()
+    contact.retired_by = actor[:64]
+    session.add(contact)
+    session.commit()
+    session.refresh(contact)
+    return contact
