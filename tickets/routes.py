@@ -113,6 +113,7 @@ async def create(
     body = body.model_copy(update={"idempotency_key": claim.internal_key if claim else None})
     audit_patients(request, body.patient_id)
     summary = await service.open_ticket(runtime, body, actor=principal.actor)
+    audit_patients(request, summary.patient_id)  # whose data the answer holds
     if claim is not None:
         remember_result(session, claim, summary.id, status.HTTP_201_CREATED)
         response.status_code = claim.status_code or status.HTTP_201_CREATED

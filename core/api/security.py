@@ -155,8 +155,9 @@ def install_audit(app: FastAPI) -> None:
         runtime: Runtime = request.app.state.runtime
         params = request.scope.get("path_params", {})
         resource = path.strip("/").split("/")[0] or "root"
-        # Ids only: a path segment is whatever the caller typed, and may be a name.
-        ids = [str(v) for v in params.values() if _is_id(v)]
+        # A path segment is whatever the caller typed, and may be a name: ids only, and the
+        # words of a request that succeeded (then the route knew them: an action, a pathway).
+        ids = [str(v) for v in params.values() if _is_id(v) or response.status_code < 400]
         patients = getattr(request.state, "audit_patients", None)
         if not patients and _is_id(params.get("patient_id")):
             patients = [int(params["patient_id"])]  # a probe that got 404 still names whom
