@@ -7,12 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
-from suifang.core.api.security import audit_patients, require
+from suifang.core.api.security import (
+    audit_patients,
+    require,
+    require_department_in_scope,
+    require_patient_in_scope,
+)
 from suifang.core.enums import TicketStatus, Tier
-from suifang.core.models import Patient, StaffNotification
+from suifang.core.models import Enrollment, Patient, StaffNotification
 from suifang.core.security.auth import Permission, Principal, Role
 from suifang.tickets import routing, service
 from suifang.tickets.core import Action, ActorAction, PatientEvent
@@ -91,10 +96,26 @@ async def create(
     """
     if session.get(Patient, body.patient_id) is None:
         raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
+    if principal.role == Role.INTEGRATOR:
+        _integrator_may_open(session, principal, body)
     if idempotency_key is not None:
         body = body.model_copy(update={"idempotency_key": idempotency_key})
     audit_patients(request, body.patient_id)
     return await service.open_ticket(runtime, body, actor=principal.actor)
+
+
+def _integrator_may_open(session: Session, principal: Principal, body: TicketIn) -> None:
+    """A scoped integrator token opens tickets only within its departments: for their
+    patients (404 otherwise, like a patient that does not exist), their journeys, and routed
+    to them."""
+    require_patient_in_scope(session, principal, body.patient_id)
+    scope = principal.scope
+    if body.enrollment_id is not None and scope is not None:
+        enrollment = session.get(Enrollment, body.enrollment_id)
+        if enrollment is None or enrollment.department_code not in scope:
+            raise HTTPException(status_code=404, detail=f"no journey {body.enrollment_id}")
+    if body.department is not None:
+        require_department_in_scope(principal, body.department, "department")
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketDetail, summary="A ticket and its history")
@@ -176,8 +197,7 @@ async def patient_event(
     request: Request,
     principal: CanPatientEvent,
 ) -> Response:
-    scope = None if principal.role == Role.INTEGRATOR else principal.scope
-    audit_patients(request, service.get_ticket(session, ticket_id, scope).patient_id)
+    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
     await service.patient_event(runtime, session, ticket_id, body)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 

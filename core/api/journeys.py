@@ -11,10 +11,10 @@ from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.limits import PlausibleInstant
-from suifang.core.api.security import audit_patients, require
+from suifang.core.api.security import audit_patients, require, require_department_in_scope
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
-from suifang.core.security.auth import Permission, Principal, Role
+from suifang.core.security.auth import Permission, Principal
 from suifang.workflows import journey_service
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey_core import (
@@ -39,13 +39,12 @@ def scoped_enrollment(
 ) -> Enrollment:
     """The journey if the caller may touch it; 404 alike for missing and out of scope.
 
-    Integrators (systems such as the HIS or the patient app) act on any journey they are
-    permitted to, but never read one back.
+    A scoped integrator token (the patient app, a device feed) reaches its departments'
+    journeys only, like staff; it never reads one back (it has no read permission).
     """
     enrollment = session.get(Enrollment, enrollment_id)
     scope = principal.scope
-    in_scope = scope is None or principal.role == Role.INTEGRATOR
-    if enrollment is None or not (in_scope or enrollment.department_code in (scope or [])):
+    if enrollment is None or (scope is not None and enrollment.department_code not in scope):
         raise HTTPException(status_code=404, detail=f"no journey {enrollment_id}")
     audit_patients(request, enrollment.patient_id)
     return enrollment
@@ -71,6 +70,7 @@ async def intake_discharge(
     Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
     same key returns the same enrollment and never creates a second patient or journey.
     """
+    require_department_in_scope(principal, body.encounter.department, "encounter.department")
     enrollment = await register_discharge(runtime, body, idempotency_key=idempotency_key)
     audit_patients(request, enrollment.patient_id)
     if not enrollment.created:
