@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Literal
 
@@ -16,7 +17,12 @@ from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
 from suifang.core.security.auth import Permission, Principal
 from suifang.workflows import journey_service
-from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
+from suifang.workflows.intake import (
+    DischargeIn,
+    EnrollmentOut,
+    journey_department,
+    register_discharge,
+)
 from suifang.workflows.journey_core import (
     AnswerEvent,
     ControlEvent,
@@ -70,7 +76,11 @@ async def intake_discharge(
     Send an ``Idempotency-Key`` header (or ``idempotency_key`` in the body): a retry with the
     same key returns the same enrollment and never creates a second patient or journey.
     """
-    require_department_in_scope(principal, body.encounter.department, "encounter.department")
+    if principal.scope is not None:
+        require_department_in_scope(principal, body.encounter.department, "encounter.department")
+        journey_in = await asyncio.to_thread(journey_department, runtime, body)
+        chosen = f"pathway {body.pathway!r}" if body.pathway else "pathway (chosen by its rules)"
+        require_department_in_scope(principal, journey_in, chosen)
     enrollment = await register_discharge(runtime, body, idempotency_key=idempotency_key)
     audit_patients(request, enrollment.patient_id)
     if not enrollment.created:

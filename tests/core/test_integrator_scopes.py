@@ -203,6 +203,18 @@ async def test_a_scoped_integrator_token_cannot_enroll_or_route_into_another_dep
         assert (
             session.exec(select(Patient).where(Patient.external_id == "SCOPE-NEW")).first() is None
         )
+    # A cardiology discharge onto an orthopaedics pathway: its journey would be orthopaedics'.
+    rerouted = await client.post(
+        "/intake/discharges",
+        json=discharge("SCOPE-NEW", "cardiology", "hip-replacement", now),
+        headers=feed,
+    )
+    assert rerouted.status_code == 403, rerouted.text
+    assert "pathway 'hip-replacement'" in rerouted.json()["error"]["message"]
+    with Session(runtime.engine) as session:
+        assert (
+            session.exec(select(Patient).where(Patient.external_id == "SCOPE-NEW")).first() is None
+        )
     routed = await client.post(
         "/tickets",
         json={
