@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.idempotency import claim_key, remember_result
-from suifang.core.api.security import audit_patients, require
+from suifang.core.api.security import audit_patients, require, require_department_in_scope
 from suifang.core.enums import TicketStatus, Tier
 from suifang.core.models import Enrollment, StaffNotification
 from suifang.core.security.auth import Permission, Principal, Role, patient_in_scope
@@ -122,9 +122,7 @@ async def create(
 
 def may_open_ticket(session: SessionDep, principal: Principal, body: TicketIn) -> None:
     """Refuse a ticket that would reach beyond what the caller may already see."""
-    scope = principal.scope
-    if principal.role is Role.INTEGRATOR and not principal.departments:
-        scope = None  # a hospital-wide feed (the HIS, the app backend)
+    scope = principal.scope  # None: every department (admins, unscoped integrator tokens)
     if not patient_in_scope(session, body.patient_id, scope):
         raise HTTPException(status_code=404, detail=f"no patient {body.patient_id}")
     if scope is None:
@@ -133,6 +131,8 @@ def may_open_ticket(session: SessionDep, principal: Principal, body: TicketIn) -
         enrollment = session.get(Enrollment, body.enrollment_id)
         if enrollment is None or enrollment.department_code not in scope:
             raise HTTPException(status_code=404, detail=f"no journey {body.enrollment_id}")
+    if body.department is not None and principal.role is Role.INTEGRATOR:
+        require_department_in_scope(principal, body.department, "department")
     if body.department is not None and body.department not in scope:
         raise HTTPException(
             status_code=403,
@@ -222,8 +222,7 @@ async def patient_event(
     request: Request,
     principal: CanPatientEvent,
 ) -> Response:
-    scope = None if principal.role == Role.INTEGRATOR else principal.scope
-    audit_patients(request, service.get_ticket(session, ticket_id, scope).patient_id)
+    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
     await service.patient_event(runtime, session, ticket_id, body)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 

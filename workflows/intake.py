@@ -48,6 +48,7 @@ __all__ = [
     "EnrollmentOut",
     "PatientIn",
     "ScheduledTouchpoint",
+    "journey_department",
     "register_discharge",
     "resume_enrollment",
     "start_journey",
@@ -331,6 +332,24 @@ _ENCOUNTER_BY_VISIT = sa.select(_ENCOUNTERS.c.id, _ENCOUNTERS.c.patient_id).wher
 _INSERT_ENCOUNTER = sa.insert(_ENCOUNTERS).returning(_ENCOUNTERS.c.id)
 
 
+def _journey_department(session: Session, template: PathwayTemplate, encounter: EncounterIn) -> str:
+    """A journey belongs to its pathway's department when that department exists, else to the
+    encounter's."""
+    if template.department and (
+        template.department == encounter.department
+        or _department_exists(session, template.department)
+    ):
+        return template.department
+    return encounter.department
+
+
+def journey_department(runtime: Runtime, data: DischargeIn) -> str:
+    """The department the journey of this discharge will belong to, before it is registered
+    (a scoped integrator token may enroll only into its own departments)."""
+    with Session(runtime.engine) as session:
+        return _journey_department(session, _choose_pathway(runtime, data), data.encounter)
+
+
 def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
     catalog = runtime.catalog
     if data.pathway:
@@ -473,13 +492,7 @@ async def register_discharge(
         values: dict[str, Any] = {
             "patient_id": patient.id,
             "encounter_id": encounter_id,
-            "department_code": template.department
-            if template.department
-            and (
-                template.department == data.encounter.department
-                or _department_exists(session, template.department)
-            )
-            else data.encounter.department,
+            "department_code": _journey_department(session, template, data.encounter),
             "pathway_id": template.id,
             "pathway_version": template.version,
             "variants": plan.variants,

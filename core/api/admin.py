@@ -23,6 +23,7 @@ from suifang.core.security.auth import (
     Permission,
     Principal,
     Role,
+    Scope,
     create_user,
     issue_token,
     revoke_token,
@@ -38,17 +39,19 @@ class WhoAmI(BaseModel):
     role: str
     departments: list[str]
     permissions: list[str]
+    scopes: list[str] | None = Field(description="A scoped integrator token's scopes, else null.")
+    unscoped: bool = Field(description="An integrator token created hospital-wide.")
 
 
 @router.get("/whoami", response_model=WhoAmI, summary="The account behind this token")
 def whoami(principal: PrincipalDep) -> WhoAmI:
-    from suifang.core.security.auth import PERMISSIONS
-
     return WhoAmI(
         username=principal.username,
         role=principal.role.value,
         departments=list(principal.departments),
-        permissions=sorted(p.value for p in PERMISSIONS[principal.role]),
+        permissions=sorted(p.value for p in principal.permissions),
+        scopes=None if principal.scopes is None else sorted(principal.scopes),
+        unscoped=principal.unscoped,
     )
 
 
@@ -95,6 +98,19 @@ def deactivate_user(user_id: int, session: SessionDep, _: Admin) -> UserView:
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     expires_in_days: float | None = Field(90, gt=0, le=3650, description="None: never expires.")
+    departments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Integrator tokens: the departments it acts for (required unless unscoped).",
+    )
+    scopes: list[Scope] = Field(
+        default_factory=list,
+        max_length=len(Scope),
+        description="Integrator tokens: the routes its feed needs (required unless unscoped).",
+    )
+    unscoped: bool = Field(
+        False, description="Integrator tokens: every department and route, on purpose."
+    )
 
 
 class TokenView(BaseModel):
@@ -106,6 +122,9 @@ class TokenView(BaseModel):
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    departments: list[str]
+    scopes: list[str]
+    unscoped: bool
 
 
 class NewToken(TokenView):
@@ -123,7 +142,15 @@ def add_token(user_id: int, body: TokenIn, session: SessionDep, _: Admin) -> New
     if user is None:
         raise HTTPException(status_code=404, detail=f"no user {user_id}")
     expires = dt.timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    token, record = issue_token(session, user, name=body.name, expires_in=expires)
+    token, record = issue_token(
+        session,
+        user,
+        name=body.name,
+        expires_in=expires,
+        departments=body.departments,
+        scopes=list(body.scopes),
+        unscoped=body.unscoped,
+    )
     return NewToken(
         token=token, **TokenView.model_validate(record, from_attributes=True).model_dump()
     )
@@ -273,8 +300,7 @@ async def do_not_contact(
 ) -> ConsentOut:
     from suifang.workflows.journey_service import withdraw_consent
 
-    if principal.role != Role.INTEGRATOR:
-        require_patient_in_scope(session, principal, patient_id)
+    require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)
     stopped = await withdraw_consent(
         runtime, session, patient_id, source=f"{body.source} ({principal.actor})"

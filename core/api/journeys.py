@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Literal
 
@@ -12,12 +13,17 @@ from sqlmodel import Session
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.idempotency import claim_key, remember_result
 from suifang.core.api.limits import PlausibleInstant
-from suifang.core.api.security import audit_patients, require
+from suifang.core.api.security import audit_patients, require, require_department_in_scope
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
-from suifang.core.security.auth import Permission, Principal, Role
+from suifang.core.security.auth import Permission, Principal
 from suifang.workflows import journey_service
-from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
+from suifang.workflows.intake import (
+    DischargeIn,
+    EnrollmentOut,
+    journey_department,
+    register_discharge,
+)
 from suifang.workflows.journey_core import (
     AnswerEvent,
     ControlEvent,
@@ -40,13 +46,12 @@ def scoped_enrollment(
 ) -> Enrollment:
     """The journey if the caller may touch it; 404 alike for missing and out of scope.
 
-    Integrators (systems such as the HIS or the patient app) act on any journey they are
-    permitted to, but never read one back.
+    A scoped integrator token (the patient app, a device feed) reaches its departments'
+    journeys only, like staff; it never reads one back (it has no read permission).
     """
     enrollment = session.get(Enrollment, enrollment_id)
     scope = principal.scope
-    in_scope = scope is None or principal.role == Role.INTEGRATOR
-    if enrollment is None or not (in_scope or enrollment.department_code in (scope or [])):
+    if enrollment is None or (scope is not None and enrollment.department_code not in scope):
         raise HTTPException(status_code=404, detail=f"no journey {enrollment_id}")
     audit_patients(request, enrollment.patient_id)
     return enrollment
@@ -75,6 +80,11 @@ async def intake_discharge(
     ``idempotency_key_reused``). Keys are the caller's own and are remembered for
     ``SUIFANG_IDEMPOTENCY_KEY_HOURS`` (24 h).
     """
+    if principal.scope is not None:
+        require_department_in_scope(principal, body.encounter.department, "encounter.department")
+        journey_in = await asyncio.to_thread(journey_department, runtime, body)
+        chosen = f"pathway {body.pathway!r}" if body.pathway else "pathway (chosen by its rules)"
+        require_department_in_scope(principal, journey_in, chosen)
     key = idempotency_key or body.idempotency_key
     claim = None
     if key is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "check_routes_are_guarded",
     "install_audit",
     "require",
+    "require_department_in_scope",
     "require_patient_in_scope",
 ]
 
@@ -91,10 +92,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
 
     async def guard(principal: PrincipalDep) -> Principal:
         if not principal.can(permission):
-            raise HTTPException(
-                status_code=403,
-                detail=f"the {principal.role.value} role may not do this ({permission.value})",
-            )
+            raise HTTPException(status_code=403, detail=principal.refusal(permission))
         return principal
 
     guard.__name__ = f"require_{permission.value.replace(':', '_')}"
@@ -119,6 +117,19 @@ def require_patient_in_scope(session: Session, principal: Principal, patient_id:
 def _is_id(value: object) -> bool:
     text = str(value) if value is not None else ""
     return text.isascii() and text.isdigit() and 0 < int(text) <= _LARGEST_ID
+
+
+def require_department_in_scope(principal: Principal, department: str, where: str) -> None:
+    """403 when a caller names a department outside its own (a scoped integrator token
+    enrolling into, or opening a ticket for, another department). Which departments exist is
+    no secret, so this says why."""
+    scope = principal.scope
+    if scope is not None and department not in scope:
+        raise HTTPException(
+            status_code=403,
+            detail=f"{where}: this token acts only for department(s) {', '.join(scope) or 'none'}"
+            f", not {department!r}",
+        )
 
 
 def _route_path(request: Request) -> str | None:

@@ -14,7 +14,7 @@ from suifang.core.cli.output import emit_json, print_table
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import ApiToken, StaffUser
 from suifang.core.security.audit import query_audit
-from suifang.core.security.auth import Role, create_user, issue_token, revoke_token
+from suifang.core.security.auth import Role, Scope, create_user, issue_token, revoke_token
 from suifang.core.security.crypto import generate_key
 from suifang.core.security.keys import reindex_contacts, rotate_encrypted_columns
 
@@ -99,8 +99,26 @@ def create_token(
     expires_in_days: Annotated[
         float | None, typer.Option(help="Lifetime; 0 = never expires.")
     ] = 90,
+    department: Annotated[
+        list[str] | None,
+        typer.Option(help="Integrator tokens: a department it acts for (repeat for more)."),
+    ] = None,
+    scope: Annotated[
+        list[Scope] | None,
+        typer.Option(help="Integrator tokens: what its feed does (repeat for more)."),
+    ] = None,
+    unscoped: Annotated[
+        bool,
+        typer.Option(
+            "--unscoped", help="Integrator tokens: every department and route, on purpose."
+        ),
+    ] = False,
 ) -> None:
-    """Issue a token for USERNAME and print it — once: only its hash is kept."""
+    """Issue a token for USERNAME and print it — once: only its hash is kept.
+
+    An integrator token is limited to --department(s) and --scope(s); a hospital-wide one
+    needs --unscoped, and is shown as such by ``suifang tokens list``.
+    """
     with Session(cli_runtime().engine) as session:
         user = session.exec(select(StaffUser).where(StaffUser.username == username)).first()
         if user is None:
@@ -108,13 +126,31 @@ def create_token(
         if not user.active:
             raise ValidationFailed(f"user {username!r} is deactivated")
         expires = dt.timedelta(days=expires_in_days) if expires_in_days else None
-        token, record = issue_token(session, user, name=name, expires_in=expires)
+        token, record = issue_token(
+            session,
+            user,
+            name=name,
+            expires_in=expires,
+            departments=department,
+            scopes=list(scope or []),
+            unscoped=unscoped,
+        )
     print(token)
     until = record.expires_at.strftime("%Y-%m-%d") if record.expires_at else "never"
     print(
-        f"token {record.id} for {username} — expires {until}; store it now, it is not shown again",
+        f"token {record.id} for {username} — {_reach(record)}, expires {until}; "
+        "store it now, it is not shown again",
         flush=True,
     )
+
+
+def _reach(token: ApiToken) -> str:
+    """What a token may reach, beyond its account's role: for the token listings."""
+    if token.unscoped:
+        return "UNSCOPED (hospital-wide)"
+    if token.scopes or token.departments:
+        return f"{','.join(token.scopes)} in {','.join(token.departments)}"
+    return "its account's role and departments"
 
 
 @tokens_app.command("list")
@@ -126,13 +162,14 @@ def list_tokens(username: Annotated[str | None, typer.Option()] = None) -> None:
             query = query.where(StaffUser.username == username)
         rows = session.exec(query.order_by(col(ApiToken.id))).all()
     print_table(
-        ["ID", "USER", "NAME", "PREFIX", "EXPIRES", "REVOKED", "LAST USED"],
+        ["ID", "USER", "NAME", "PREFIX", "REACH", "EXPIRES", "REVOKED", "LAST USED"],
         [
             (
                 t.id,
                 u.username,
                 t.name,
                 t.prefix,
+                _reach(t),
                 t.expires_at or "never",
                 t.revoked_at or "",
                 t.last_used_at or "",

@@ -40,6 +40,18 @@ class ApiToken(SQLModel, table=True):
     expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_used_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An integrator token is limited to departments and to scopes (the routes a feed needs),
+    # unless it was deliberately created hospital-wide (``unscoped``). Staff tokens carry
+    # neither: their account's role and departments decide.
+    departments: list[str] = Field(
+        default_factory=list, sa_type=JSON, description="An integrator token's departments."
+    )
+    scopes: list[str] = Field(
+        default_factory=list, sa_type=JSON, description="An integrator token's scopes: intake…"
+    )
+    unscoped: bool = Field(
+        default=False, description="An integrator token created hospital-wide, on purpose."
+    )
 
 
 class AuditLog(SQLModel, table=True):

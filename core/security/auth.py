@@ -8,6 +8,12 @@ Every permission a role has is in :data:`PERMISSIONS`, in one place. Department 
 (agents, nurses, doctors) see only their departments' tickets and journeys, and a patient
 only when one of their departments has a ticket or journey for that patient; admins and
 auditors see everything; integrators write (intake, events) but read nothing back.
+
+An integrator token is narrower still: it names the departments it feeds and its
+:class:`Scope` s (the routes its feed needs, :data:`SCOPE_PERMISSIONS`). Outside its scopes it
+gets 403; a journey, ticket or patient outside its departments is 404, like one that does not
+exist. A hospital-wide integrator token is an explicit choice (``unscoped``), recorded on the
+token and shown when tokens are listed.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from suifang.core.models import ApiToken, Department, Encounter, Enrollment, Sta
 
 __all__ = [
     "PERMISSIONS",
+    "SCOPE_PERMISSIONS",
     "Permission",
     "Principal",
     "Role",
+    "Scope",
     "authenticate",
     "create_user",
     "hash_token",
@@ -106,23 +114,72 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }  # fmt: skip
 
 
+class Scope(enum.StrEnum):
+    """What an integrator token is for: each scope opens the routes one kind of feed needs."""
+
+    INTAKE = "intake"
+    """The discharge feed (HIS): register discharges, read the pathway catalogue."""
+    ANSWERS = "answers"
+    """The patient app or a device feed: questionnaire answers and observations for journeys."""
+    TICKETS = "tickets"
+    """The patient app's messages: open tickets, report replies and satisfaction scores."""
+    CONTACTS = "contacts"
+    """A consent system: record that a patient withdrew consent (do-not-contact)."""
+
+
+_SCOPE_NAMES = frozenset(s.value for s in Scope)
+
+#: What each integrator scope permits. A scoped token may do what its role may *and* one of
+#: its scopes permits; nothing else.
+SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
+    Scope.INTAKE: frozenset({Permission.INTAKE_WRITE, Permission.PATHWAYS_READ}),
+    Scope.ANSWERS: frozenset({Permission.JOURNEYS_ANSWER}),
+    Scope.TICKETS: frozenset({Permission.TICKETS_CREATE, Permission.TICKETS_PATIENT_EVENT}),
+    Scope.CONTACTS: frozenset({Permission.PATIENTS_CONSENT}),
+}
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the account, its role and the departments it may see."""
+    """Who is calling: the account, its role and the departments it may see.
+
+    ``scopes`` is None for every token but a scoped integrator token, whose ``departments``
+    are the token's own.
+    """
 
     user_id: int
     username: str
     role: Role
     departments: tuple[str, ...]
     token_id: int | None = None
+    scopes: frozenset[Scope] | None = None
+    unscoped: bool = False
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        granted = PERMISSIONS[self.role]
+        if self.scopes is None:
+            return granted
+        return granted & frozenset().union(*(SCOPE_PERMISSIONS[s] for s in self.scopes))
 
     def can(self, permission: Permission) -> bool:
-        return permission in PERMISSIONS[self.role]
+        return permission in self.permissions
+
+    def refusal(self, permission: Permission) -> str:
+        """Why ``permission`` is refused, for the 403's message."""
+        if permission in PERMISSIONS[self.role]:
+            needed = sorted(s.value for s, p in SCOPE_PERMISSIONS.items() if permission in p)
+            held = ", ".join(sorted(s.value for s in self.scopes or ())) or "none"
+            return (
+                f"this token's scopes ({held}) do not include "
+                f"{' or '.join(needed)} ({permission.value})"
+            )
+        return f"the {self.role.value} role may not do this ({permission.value})"
 
     @property
     def scope(self) -> list[str] | None:
         """Departments whose data this principal may see; None means all of them."""
-        if self.role in (Role.ADMIN, Role.AUDITOR):
+        if self.role in (Role.ADMIN, Role.AUDITOR) or self.unscoped:
             return None
         return list(self.departments)
 
@@ -162,10 +219,65 @@ def create_user(
     return user
 
 
+def _token_limits(
+    session: Session,
+    user: StaffUser,
+    departments: list[str] | None,
+    scopes: list[Scope | str] | None,
+    unscoped: bool,
+) -> tuple[list[str], list[str]]:
+    """The departments and scopes a new token is limited to, checked; ValidationFailed says
+    what is missing or wrong."""
+    departments, scopes = list(departments or []), list(scopes or [])
+    if Role(user.role) != Role.INTEGRATOR:
+        if departments or scopes or unscoped:
+            raise ValidationFailed(
+                "departments, scopes and unscoped are for integrator tokens; a "
+                f"{user.role} token acts with its account's role and departments"
+            )
+        return [], []
+    if unscoped:
+        if departments or scopes:
+            raise ValidationFailed(
+                "an unscoped token reaches every department and every integrator route: "
+                "give either unscoped, or departments and scopes, not both"
+            )
+        return [], []
+    if not departments or not scopes:
+        raise ValidationFailed(
+            "an integrator token is limited to departments (--department) and scopes "
+            f"(--scope: {', '.join(s.value for s in Scope)}); "
+            "create a hospital-wide token only on purpose, with unscoped (--unscoped)"
+        )
+    unknown_scopes = [str(s) for s in scopes if str(s) not in _SCOPE_NAMES]
+    if unknown_scopes:
+        raise ValidationFailed(
+            f"unknown scope(s): {', '.join(unknown_scopes)} "
+            f"(known: {', '.join(s.value for s in Scope)})"
+        )
+    known = set(session.exec(select(Department.code)).all())
+    unknown = [d for d in departments if d not in known]
+    if unknown:
+        raise ValidationFailed(f"unknown department(s): {', '.join(unknown)}")
+    return sorted(set(departments)), sorted({Scope(s).value for s in scopes})
+
+
 def issue_token(
-    session: Session, user: StaffUser, *, name: str, expires_in: dt.timedelta | None = None
+    session: Session,
+    user: StaffUser,
+    *,
+    name: str,
+    expires_in: dt.timedelta | None = None,
+    departments: list[str] | None = None,
+    scopes: list[Scope | str] | None = None,
+    unscoped: bool = False,
 ) -> tuple[str, ApiToken]:
-    """A new token for ``user``: returns the token (show it once) and its stored record."""
+    """A new token for ``user``: returns the token (show it once) and its stored record.
+
+    An integrator token needs ``departments`` and ``scopes``, or ``unscoped=True`` for a
+    deliberately hospital-wide one.
+    """
+    departments, scopes = _token_limits(session, user, departments, scopes, unscoped)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(
         user_id=user.id,  # type: ignore[arg-type]
@@ -173,6 +285,9 @@ def issue_token(
         token_hash=hash_token(token),
         prefix=token[:10],
         expires_at=utcnow() + expires_in if expires_in else None,
+        departments=departments,
+        scopes=scopes,
+        unscoped=unscoped,
     )
     session.add(record)
     session.commit()
@@ -212,12 +327,25 @@ def authenticate(
         record.last_used_at = now  # coarse, so reads do not write on every request
         session.add(record)
         session.commit()
+    role = Role(user.role)
+    if role == Role.INTEGRATOR and not record.unscoped:
+        # A scoped integrator token: its own departments and scopes. An integrator token with
+        # neither (written by hand into the database) reaches nothing at all.
+        return Principal(
+            user_id=user.id,  # type: ignore[arg-type]
+            username=user.username,
+            role=role,
+            departments=tuple(record.departments),
+            token_id=record.id,
+            scopes=frozenset(Scope(s) for s in record.scopes if s in _SCOPE_NAMES),
+        )
     return Principal(
         user_id=user.id,  # type: ignore[arg-type]
         username=user.username,
-        role=Role(user.role),
+        role=role,
         departments=tuple(user.departments),
         token_id=record.id,
+        unscoped=role == Role.INTEGRATOR,
     )
 
 

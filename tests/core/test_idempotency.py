@@ -34,8 +34,8 @@ async def hospital(runtime: Runtime, journey_worker: WorkflowEnvironment) -> Asy
     tokens = {
         "cardiology": token_for(runtime, "nurse.wang", Role.NURSE, ["cardiology"]),
         "orthopaedics": token_for(runtime, "nurse.zhao", Role.NURSE, ["orthopaedics"]),
-        "his": token_for(runtime, "his", Role.INTEGRATOR),
-        "app": token_for(runtime, "app-backend", Role.INTEGRATOR),
+        "his": token_for(runtime, "his", Role.INTEGRATOR, ["cardiology"], scopes=["intake"]),
+        "app": token_for(runtime, "his2", Role.INTEGRATOR, ["cardiology"], scopes=["intake"]),
     }
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://suifang.test") as client:

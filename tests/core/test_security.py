@@ -35,7 +35,14 @@ from suifang.core.config import Settings
 from suifang.core.db import utcnow
 from suifang.core.models import ApiToken, AuditLog, Enrollment, Patient, Ticket, metadata
 from suifang.core.runtime import Runtime
-from suifang.core.security.auth import PERMISSIONS, Permission, Role, create_user, issue_token
+from suifang.core.security.auth import (
+    PERMISSIONS,
+    Permission,
+    Role,
+    Scope,
+    create_user,
+    issue_token,
+)
 from suifang.core.security.codec import (
     ENCODING,
     FERNET_ENCODING,
@@ -59,6 +66,11 @@ FREE_TEXT = "晚上伤口有一点渗液,银杏胡同附近的诊所能换药吗
 def token_for(
     runtime: Runtime, username: str, role: Role, departments: list[str] | None = None, **kw: Any
 ) -> str:
+    """A token for a new account. An integrator's ``departments`` are its token's, given with
+    ``scopes`` (or ``unscoped=True`` instead)."""
+    if role == Role.INTEGRATOR:
+        kw.setdefault("departments", departments)
+        departments = None
     with Session(runtime.engine) as session:
         user = create_user(
             session, username=username, display_name=username, role=role, departments=departments
@@ -112,7 +124,9 @@ async def world(
         "admin": token_for(runtime, "root", Role.ADMIN),
         "cardiology": token_for(runtime, "dr.li", Role.DOCTOR, ["cardiology"]),
         "orthopaedics": token_for(runtime, "dr.zhao", Role.DOCTOR, ["orthopaedics"]),
-        "integrator": token_for(runtime, "his", Role.INTEGRATOR),
+        "integrator": token_for(
+            runtime, "his", Role.INTEGRATOR, ["cardiology"], scopes=list(Scope)
+        ),
         "auditor": token_for(runtime, "audit", Role.AUDITOR),
         "expired": token_for(runtime, "old", Role.ADMIN, expires_in=dt.timedelta(seconds=-1)),
         "revoked": token_for(runtime, "gone", Role.ADMIN),
@@ -234,6 +248,7 @@ async def test_every_protected_route_refuses_missing_wrong_expired_revoked_and_o
                 f"{lacking.value}-{checked}",
                 lacking,
                 ["catering"] if lacking in (Role.AGENT, Role.NURSE, Role.DOCTOR) else None,
+                unscoped=lacking == Role.INTEGRATOR,  # refused by its role, whatever its reach
             )
             refused = await client.request(method, url, headers=bearer(other), json={})
             assert refused.status_code == 403, (method, path, lacking, refused.status_code)

@@ -59,6 +59,7 @@ from suifang.core.embedded import DevServer, _die_with_parent
 from suifang.core.models import (
     Answer,
     DeliveryAttempt,
+    Department,
     Enrollment,
     InboundRecord,
     Message,
@@ -67,7 +68,7 @@ from suifang.core.models import (
     TicketEvent,
     TouchpointRecord,
 )
-from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.core.security.auth import Role, Scope, create_user, issue_token
 from suifang.core.security.codec import PayloadEncryptionCodec
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key, get_keyring
 from suifang.core.security.signing import SIGNATURE_HEADER, WebhookSigner
@@ -311,7 +312,15 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
     prepare_database(engine)  # once, before two processes would both migrate a fresh file
     with Session(engine) as session:
         his = create_user(session, username="his", display_name="HIS", role=Role.INTEGRATOR)
-        integrator_token, _ = issue_token(session, his, name="his")
+        # The HIS and patient-app feeds: scoped to every department the drill's tickets can
+        # be routed to, and to the routes those feeds call.
+        integrator_token, _ = issue_token(
+            session,
+            his,
+            name="his",
+            departments=list(session.exec(select(Department.code)).all()),
+            scopes=[Scope.INTAKE, Scope.ANSWERS, Scope.TICKETS],
+        )
         admin = create_user(session, username="duty", display_name="Duty nurse", role=Role.ADMIN)
         staff_token, _ = issue_token(session, admin, name="duty")
     server = DevServer(settings)

@@ -18,7 +18,7 @@ from suifang.core.api import create_app
 from suifang.core.models import InboundRecord, Message, Ticket, TicketEvent
 from suifang.core.runtime import Runtime
 from suifang.tickets.oncall import RosterFile, import_roster
-from tests.tickets.test_ticket_workflow import auth, patient, token
+from tests.tickets.test_ticket_workflow import auth, patient, patient_app, token
 from tests.workflows.test_inbound import (
     BASE,
     enroll_and_open_day3,
@@ -227,7 +227,7 @@ async def test_the_api_acknowledges_a_page_for_the_clinician_in_scope_only(
             "text": "my dad collapsed and won't wake up",
             "department": "cardiology",
         },
-        headers=auth(token(runtime, "app", "integrator")),
+        headers=auth(patient_app(runtime)),
     )
     assert created.status_code in (200, 201), created.text
     ticket_id = created.json()["id"]
@@ -266,7 +266,7 @@ async def test_the_cli_acknowledges_a_page(
             "text": "血糖2.1，人叫不太醒，一身冷汗",
             "department": "cardiology",
         },
-        headers=auth(token(runtime, "app", "integrator")),
+        headers=auth(patient_app(runtime)),
     )
     ticket_id = created.json()["id"]
     await settle(lambda: pages(runtime, ticket_id))

@@ -58,13 +58,27 @@ def patient(runtime: Runtime, name: str = "王秀英") -> int:
         return row.id  # type: ignore[return-value]
 
 
-def token(runtime: Runtime, username: str, role: str, departments: list[str] | None = None) -> str:
+def token(
+    runtime: Runtime,
+    username: str,
+    role: str,
+    departments: list[str] | None = None,
+    **limits: Any,
+) -> str:
+    """A token for a new account; ``limits`` are an integrator token's scopes, departments
+    or ``unscoped``."""
     with Session(runtime.engine) as session:
         user = create_user(
             session, username=username, display_name=username, role=role, departments=departments
         )
-        value, _ = issue_token(session, user, name="test")
+        value, _ = issue_token(session, user, name="test", **limits)
         return value
+
+
+def patient_app(runtime: Runtime) -> str:
+    """The patient app's token: it relays messages of any patient, so it is hospital-wide —
+    on purpose (a new patient has no department yet for a scoped token to name)."""
+    return token(runtime, "app", "integrator", unscoped=True)
 
 
 @pytest.fixture
@@ -93,7 +107,7 @@ async def test_a_complaint_is_routed_acknowledged_and_worked_by_its_department(
     runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
 ) -> None:
     patient_id = patient(runtime)
-    integrator = token(runtime, "his", "integrator")
+    integrator = patient_app(runtime)
     logistics = token(runtime, "zhang.logistics", "agent", ["logistics"])
     billing = token(runtime, "li.billing", "agent", ["billing"])
     created = await api.post(
@@ -221,7 +235,7 @@ async def test_red_flag_text_reaches_l3_in_the_first_workflow_task(
     runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
 ) -> None:
     patient_id = patient(runtime)
-    integrator = token(runtime, "app", "integrator")
+    integrator = patient_app(runtime)
     created = await api.post(
         "/tickets",
         json={"patient_id": patient_id, "text": "胸口压着疼,一直出冷汗,喘不上气"},
@@ -379,7 +393,7 @@ async def test_waiting_on_the_patient_pauses_and_transfer_restarts_the_clock(
     await api.post(
         f"/tickets/{ticket_id}/patient-events",
         json={"kind": "reply", "text": "下个月10号上午"},
-        headers=auth(token(runtime, "app", "integrator")),
+        headers=auth(patient_app(runtime)),
     )
     resumed = await settle(
         lambda: (

@@ -35,7 +35,7 @@ from suifang.core.models import (
 )
 from suifang.core.pathways import resolve_plan
 from suifang.core.runtime import Runtime
-from suifang.core.security.auth import create_user, issue_token
+from suifang.core.security.auth import Scope, create_user, issue_token
 from suifang.core.security.crypto import Keyring, configure_keyring
 from suifang.tickets import service as ticket_service
 from suifang.tickets.core import ActorAction, PatientEvent
@@ -446,6 +446,10 @@ def _token(session: Session, username: str, role: str, departments: list[str] | 
     user = create_user(
         session, username=username, display_name=username, role=role, departments=departments
     )
+    if role == "integrator":  # a feed's token: its departments and every integrator scope
+        return issue_token(session, user, name="test", departments=departments, scopes=list(Scope))[
+            0
+        ]
     return issue_token(session, user, name="test")[0]
 
 
@@ -469,7 +473,7 @@ async def test_the_kpi_api_reports_only_the_callers_departments(
         cardiology = _token(session, "agent.xin", "agent", ["cardiology"])
         orthopaedics = _token(session, "nurse.gu", "nurse", ["orthopaedics"])
         cardiology_nurse = _token(session, "nurse.xin", "nurse", ["cardiology"])
-        integrator = _token(session, "his", "integrator")
+        integrator = _token(session, "his", "integrator", ["cardiology"])
     period = {"from": "2025-11-01", "to": "2025-11-30"}
 
     async def report(token: str, **params: str) -> dict[str, Any]:
