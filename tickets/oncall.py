@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,7 @@ from suifang.core.models import (
     StaffUser,
 )
 from suifang.core.security.crypto import blind_index
+from suifang.core.timezones import IanaTimezone
 from suifang.tickets.sla import parse_working_time
 
 __all__ = [
@@ -230,21 +231,12 @@ class RosterFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timezone: str = "Asia/Shanghai"
+    timezone: IanaTimezone = "Asia/Shanghai"
     staff: list[StaffIn] = Field(default_factory=list)
     departments: dict[
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)],
         DepartmentRosterIn,
     ] = Field(default_factory=dict)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a time zone (e.g. Asia/Shanghai)") from None
-        return value
 
     @model_validator(mode="after")
     def _unique_staff(self) -> RosterFile:

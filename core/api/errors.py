@@ -51,7 +51,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"where": _where(err.get("loc", ())), "problem": err.get("msg", "invalid")}
+            {
+                "where": _where(err.get("loc", ())),
+                # pydantic prefixes a validator's own message; the message alone says it.
+                "problem": str(err.get("msg", "invalid")).removeprefix("Value error, "),
+            }
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])

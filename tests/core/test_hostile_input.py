@@ -22,7 +22,9 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+import sys
+import zoneinfo
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import tzdata
 import yaml
 from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
@@ -42,13 +45,17 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.cli import main as cli_main
+from suifang.core.config import get_settings
 from suifang.core.enums import RiskTier
 from suifang.core.errors import ValidationFailed
-from suifang.core.models import Encounter, InboundRecord, Patient, Ticket
+from suifang.core.models import AuditLog, Encounter, InboundRecord, Patient, Ticket
 from suifang.core.pathways import load_template, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.core.timezones import known_timezones
 from suifang.tickets.calendar import BusinessCalendar
+from suifang.tickets.oncall import RosterFile
 from suifang.tickets.sla import DEFAULT_POLICY_FILE, SlaClock, deadline, load_policy
 from suifang.workflows.journey_core import preview_schedule
 
@@ -596,7 +603,7 @@ BAD_BODIES = [
     ("missing value", b'{"patient_id": 1,\n "text": }', JSON, 400, "line 2, column 10"),
     ("NaN", b'{"patient_id": NaN, "text": "x"}', JSON, 400, "NaN is not valid JSON"),
     ("5000 digits", b'{"patient_id": 1' + b"0" * 5000 + b"}", JSON, 400, "unreadable JSON"),
-    ("deep nesting", b"[" * 100_000, JSON, 400, "nested too deeply"),
+    ("deep nesting", b"[" * 100_000, JSON, 400, "nested deeper than 32 levels"),
     (
         "NUL",
         b'{"patient_id": 1, "text": "a\\u0000b"}',
@@ -630,6 +637,169 @@ async def test_a_body_that_is_not_json_not_utf8_or_not_storable_gets_a_clear_4xx
         response = await door.post("/tickets", content, content_type)
         assert response.status_code == status, (name, response.text)
         assert message in error_of(response), name
+
+
+# ------------------------------------------------------------------ timezones
+
+HOSTILE_TIMEZONES = [
+    ("Asia", "unknown IANA timezone 'Asia'; that is a region, not a zone"),  # a directory
+    ("", "String should have at least 1 character"),
+    ("../etc/passwd", "unknown IANA timezone '../etc/passwd'"),
+    ("UTC/../../x", "unknown IANA timezone 'UTC/../../x'"),
+    ("/etc/localtime", "unknown IANA timezone '/etc/localtime'"),
+    ("localtime", "unknown IANA timezone 'localtime'"),  # the host's zone, not an IANA name
+    ("asia/shanghai", "unknown IANA timezone 'asia/shanghai'"),
+    ("Mars/Olympus", "unknown IANA timezone 'Mars/Olympus'"),
+    ("A" * 300, "String should have at most 64 characters"),  # once an OSError: file name too long
+    ("Asia/" + "x" * 59, "unknown IANA timezone 'Asia/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'…"),
+]
+
+
+@contextlib.contextmanager
+def files_opened() -> Iterator[list[str]]:
+    """The paths every ``open`` in this process names while the block runs (PEP 578 hooks)."""
+    opened: list[str] = []
+    _OPEN_RECORDERS.append(opened)
+    try:
+        yield opened
+    finally:
+        _OPEN_RECORDERS.remove(opened)
+
+
+_OPEN_RECORDERS: list[list[str]] = []
+
+
+def _record_opens(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _OPEN_RECORDERS and isinstance(args[0], str | bytes):
+        _OPEN_RECORDERS[-1].append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_opens)  # for good, as audit hooks are; idle outside files_opened()
+
+
+def tz_files(opened: list[str]) -> list[str]:
+    roots = [*zoneinfo.TZPATH, str(Path(tzdata.__file__).parent)]
+    return [path for path in opened if any(path.startswith(root) for root in roots)]
+
+
+@sqlite_only
+async def test_a_timezone_that_is_not_an_iana_zone_gets_422_naming_the_field(door: Door) -> None:
+    """Preview and intake once answered "Asia" with an IsADirectoryError 500 and 300 characters
+    with an OSError: ``ZoneInfo`` took the name as a path. Now nothing is opened for it."""
+    known_timezones()  # the tz database's list of names, read once, as in production
+    for timezone, problem in HOSTILE_TIMEZONES:
+        with files_opened() as opened:
+            preview = await door.client.get(
+                "/pathways/pci/preview",
+                params={"discharged": "2026-11-01", "timezone": timezone},
+                headers=door.auth,
+            )
+            payload = discharge(1, dt.datetime(2026, 11, 1, tzinfo=dt.UTC), timezone=timezone)
+            intake = await door.client.post("/intake/discharges", json=payload, headers=door.auth)
+        assert preview.status_code == 422, (timezone, preview.text)
+        assert error_of(preview).startswith(f"query.timezone: {problem}"), preview.text
+        assert intake.status_code == 422, (timezone, intake.text)
+        assert error_of(intake).startswith(f"body.patient.timezone: {problem}"), intake.text
+        assert tz_files(opened) == [], (timezone, opened)
+        assert not any("passwd" in path for path in opened)
+
+    nul = {**discharge(2, dt.datetime(2026, 11, 1, tzinfo=dt.UTC), timezone="Asia/Sh\x00")}
+    refused = await door.client.post("/intake/discharges", json=nul, headers=door.auth)
+    assert refused.status_code == 422
+    assert error_of(refused).startswith("body.patient.timezone: the text contains a NUL")
+    in_url = await door.client.get(
+        "/pathways/pci/preview?discharged=2026-11-01&timezone=Asia/Sh%00", headers=door.auth
+    )
+    assert in_url.status_code == 400
+    assert "query string contains a NUL" in error_of(in_url)
+
+    good = await door.client.get(
+        "/pathways/pci/preview",
+        params={"discharged": "2026-11-01", "timezone": "America/New_York"},
+        headers=door.auth,
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["schedule"][0]["local_time"] == "2026-11-04 10:00"
+    with files_opened() as opened:
+        zoneinfo.ZoneInfo.no_cache("Pacific/Chatham")
+    assert tz_files(opened), "the hook sees a real zone's file being read"
+    with Session(door.runtime.engine) as session:
+        assert session.exec(select(Patient)).all() == []  # nothing half-registered
+
+
+def test_a_cli_timezone_that_is_not_an_iana_zone_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    for timezone in ("Asia", "../etc/passwd", "x" * 300):
+        code = cli_main(
+            ["pathways", "preview", "pci", "--discharged", "2026-11-01", "--timezone", timezone]
+        )
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith("suifang: error: --timezone: unknown IANA timezone"), err
+        assert "Traceback" not in err
+
+
+def test_a_roster_or_calendar_with_a_bad_timezone_is_refused_naming_it() -> None:
+    with pytest.raises(
+        ValidationError, match="timezone\n  Value error, unknown IANA timezone 'Asia'"
+    ):
+        RosterFile.model_validate({"timezone": "Asia"})
+    with pytest.raises(ValidationError, match=re.escape("unknown IANA timezone 'UTC/../../x'")):
+        BusinessCalendar(name="x", timezone="UTC/../../x", always_open=True)
+
+
+def nested(depth: int) -> bytes:
+    """A body valid in every way but its depth: ``{"text": "x", "extra": [[…[]…]]}``."""
+    return b'{"patient_id": 1, "text": "x", "extra": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@sqlite_only
+async def test_deep_json_is_refused_with_400_on_every_route_that_takes_a_body(door: Door) -> None:
+    """5,000 levels once ended in a RecursionError (a 500); 900 passed the parser and went on
+    into validation and storage. One guard refuses both before any route runs."""
+    with_body = [
+        (method.upper(), path)
+        for path, item in door.app.openapi()["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation and "/inbound" not in path
+    ]
+    assert ("POST", "/intake/discharges") in with_body
+    assert len(with_body) >= 10, with_body
+    url_of = {"user_id": 1, "token_id": 1}
+    for method, path in with_body:
+        url = re.sub(r"\{(\w+)\}", lambda m: str(url_of.get(m.group(1), 1)), path)
+        for depth in (5000, 900, 32):  # levels below the body's own object
+            response = await door.client.request(
+                method, url, content=nested(depth), headers={**door.auth, "content-type": JSON}
+            )
+            assert response.status_code == 400, (method, path, depth, response.text)
+            assert error_of(response).startswith("the JSON is nested deeper than 32 levels"), (
+                response.text
+            )
+            assert "SUIFANG_API_MAX_JSON_DEPTH" in error_of(response)
+    shallow = await door.post("/tickets", nested(31), JSON)  # 32 levels: the limit itself
+    assert shallow.status_code == 404, shallow.text  # through the door, to "no patient 1"
+    with Session(door.runtime.engine) as session:
+        refused = session.exec(select(AuditLog).where(AuditLog.status_code == 400)).all()
+    assert refused == []  # refused at the door: no route ran, nothing was written
+
+
+@sqlite_only
+async def test_the_json_depth_limit_is_a_setting(runtime: Runtime) -> None:
+    runtime.settings.api_max_json_depth = 4
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://suifang.test"
+    ) as client:
+        response = await client.post("/tickets", content=nested(4), headers={"content-type": JSON})
+    assert response.status_code == 400
+    assert error_of(response) == (
+        "the JSON is nested deeper than 4 levels (at body.extra[0][0][0]; "
+        "SUIFANG_API_MAX_JSON_DEPTH)"
+    )
 
 
 @sqlite_only

@@ -257,7 +257,7 @@ def test_an_always_open_calendar_counts_wall_time() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"timezone": "Mars/Olympus"}, "unknown IANA time zone 'Mars/Olympus'"),
+        ({"timezone": "Mars/Olympus"}, "unknown IANA timezone 'Mars/Olympus'"),
         ({"hours": {"mon": ["08:00-12:00", "11:00-13:00"]}}, "mon: 11:00-13:00 overlaps"),
         ({"hours": {"mon": ["13:30-17:30", "08:00-12:00"]}}, "mon: 08:00-12:00 overlaps or comes"),
         ({"hours": {"mon": ["12:00-08:00"]}}, "12:00-08:00 ends before it starts"),
