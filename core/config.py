@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API reads (413 beyond it)."
     )
+    token_max_lifetime_days: float = Field(
+        365,
+        ge=1,
+        le=3650,
+        description="Longest lifetime an API token may be issued with (every token expires).",
+    )
     api_max_json_depth: int = Field(
         32,
         ge=4,

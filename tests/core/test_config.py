@@ -69,6 +69,11 @@ def test_environment_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) 
         ("SUIFANG_TIMEZONE", "UTC/../../x", "unknown IANA timezone 'UTC/../../x'"),
         ("SUIFANG_TIMEZONE", "x" * 300, "SUIFANG_TIMEZONE: String should have at most 64"),
         (
+            "SUIFANG_TOKEN_MAX_LIFETIME_DAYS",
+            "0",
+            "SUIFANG_TOKEN_MAX_LIFETIME_DAYS: Input should be greater than or equal to 1",
+        ),
+        (
             "SUIFANG_API_MAX_JSON_DEPTH",
             "5000",
             "SUIFANG_API_MAX_JSON_DEPTH: Input should be less than or equal to 256",

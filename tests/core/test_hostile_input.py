@@ -46,10 +46,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
 from suifang.core.cli import main as cli_main
+from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
 from suifang.core.enums import RiskTier
 from suifang.core.errors import ValidationFailed
-from suifang.core.models import AuditLog, Encounter, InboundRecord, Patient, Ticket
+from suifang.core.models import ApiToken, AuditLog, Encounter, InboundRecord, Patient, Ticket
 from suifang.core.pathways import load_template, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
@@ -749,6 +750,98 @@ def test_a_roster_or_calendar_with_a_bad_timezone_is_refused_naming_it() -> None
         RosterFile.model_validate({"timezone": "Asia"})
     with pytest.raises(ValidationError, match=re.escape("unknown IANA timezone 'UTC/../../x'")):
         BusinessCalendar(name="x", timezone="UTC/../../x", always_open=True)
+
+
+# ------------------------------------------------------------------ token lifetimes
+
+BAD_LIFETIMES: list[tuple[Any, str]] = [
+    (1e-300, "1e-300 days is out of bounds"),  # once a token that never expired
+    (0, "0 days is out of bounds"),
+    (-1, "-1 days is out of bounds"),
+    (0.0006, "0.0006 days is out of bounds: a token lives from 1 minute (0.000694)"),
+    (366, "366 days is out of bounds: a token lives from 1 minute (0.000694) to 365 days"),
+    (1e308, "1e+308 days is out of bounds"),
+    (None, "Input should be a valid number"),  # "never expires" is gone
+]
+
+
+@sqlite_only
+async def test_a_token_lifetime_out_of_bounds_is_refused_with_422(door: Door) -> None:
+    with Session(door.runtime.engine) as session:
+        user = create_user(session, username="his", display_name="HIS", role=Role.INTEGRATOR)
+        issued_before = len(session.exec(select(ApiToken)).all())
+    url = f"/users/{user.id}/tokens"
+    for days, problem in BAD_LIFETIMES:
+        response = await door.client.post(
+            url, json={"name": "feed", "expires_in_days": days}, headers=door.auth
+        )
+        assert response.status_code == 422, (days, response.text)
+        assert error_of(response).startswith(f"body.expires_in_days: {problem}"), response.text
+    for literal in (b"1e999", b"-1e999"):  # valid JSON that Python reads as infinity
+        response = await door.post(url, b'{"name": "feed", "expires_in_days": %s}' % literal, JSON)
+        assert response.status_code == 422, response.text
+        assert error_of(response).startswith("body.expires_in_days: Input should be a finite")
+    with Session(door.runtime.engine) as session:
+        assert len(session.exec(select(ApiToken)).all()) == issued_before
+
+    before = dt.datetime.now(dt.UTC)
+    shortest = await door.client.post(
+        url, json={"name": "feed", "expires_in_days": 0.0007}, headers=door.auth
+    )
+    assert shortest.status_code == 201, shortest.text
+    expires_at = dt.datetime.fromisoformat(shortest.json()["expires_at"])
+    assert dt.timedelta(minutes=1) < expires_at - before < dt.timedelta(minutes=2)
+    longest = await door.client.post(
+        url, json={"name": "feed", "expires_in_days": 365}, headers=door.auth
+    )
+    assert longest.status_code == 201, longest.text
+    default = await door.client.post(url, json={"name": "feed"}, headers=door.auth)
+    assert dt.datetime.fromisoformat(default.json()["expires_at"]) - before > dt.timedelta(89)
+
+
+@sqlite_only
+async def test_the_longest_token_lifetime_is_a_setting(runtime: Runtime) -> None:
+    runtime.settings.token_max_lifetime_days = 30
+    with Session(runtime.engine) as session:
+        user = create_user(session, username="root", display_name="root", role=Role.ADMIN)
+        token, _ = issue_token(session, user, name="setting", expires_in=dt.timedelta(days=1))
+        user_id = user.id
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://suifang.test"
+    ) as client:
+        response = await client.post(
+            f"/users/{user_id}/tokens",
+            json={"name": "x", "expires_in_days": 31},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 422
+    assert "to 30 days (SUIFANG_TOKEN_MAX_LIFETIME_DAYS)" in error_of(response)
+
+
+def test_the_cli_refuses_a_token_lifetime_out_of_bounds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("SUIFANG_DATABASE_URL", "")
+    get_settings.cache_clear()
+    cli_runtime.cache_clear()
+    try:
+        assert cli_main(["users", "add", "his", "--role", "integrator"]) == 0
+        for days in ("1e-300", "0", "-2", "nan", "inf", "400"):
+            code = cli_main(["tokens", "create", "his", "--expires-in-days", days])
+            err = capsys.readouterr().err
+            assert code == 2, (days, err)
+            assert err.startswith("suifang: error: --expires-in-days: "), err
+        assert cli_main(["tokens", "create", "his", "--expires-in-days", "0.5"]) == 0
+        with Session(cli_runtime().engine) as session:
+            (token,) = session.exec(select(ApiToken)).all()
+        assert token.expires_at is not None
+    finally:
+        if cli_runtime.cache_info().currsize:
+            cli_runtime().close()
+        cli_runtime.cache_clear()
+        get_settings.cache_clear()
 
 
 def nested(depth: int) -> bytes:
