@@ -27,13 +27,14 @@ import zoneinfo
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
 import schemathesis
 import tzdata
 import yaml
+from fastapi import Depends, Request
 from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -41,10 +42,12 @@ from pydantic import ValidationError
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from sqlalchemy import text
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.api.security import audit_patients, require
 from suifang.core.cli import main as cli_main
 from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
@@ -53,7 +56,7 @@ from suifang.core.errors import ValidationFailed
 from suifang.core.models import ApiToken, AuditLog, Encounter, InboundRecord, Patient, Ticket
 from suifang.core.pathways import load_template, resolve_plan
 from suifang.core.runtime import Runtime
-from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.core.security.auth import Permission, Role, create_user, issue_token
 from suifang.core.timezones import known_timezones
 from suifang.tickets.calendar import BusinessCalendar
 from suifang.tickets.oncall import RosterFile
@@ -638,6 +641,80 @@ async def test_a_body_that_is_not_json_not_utf8_or_not_storable_gets_a_clear_4xx
         response = await door.post("/tickets", content, content_type)
         assert response.status_code == status, (name, response.text)
         assert message in error_of(response), name
+
+
+# ------------------------------------------------------------------ 5xx: clean and audited
+
+
+Auditor = Annotated[Any, Depends(require(Permission.AUDIT_READ))]
+
+
+def audit_rows(runtime: Runtime, status_code: int) -> list[AuditLog]:
+    with Session(runtime.engine) as session:
+        return list(session.exec(select(AuditLog).where(AuditLog.status_code == status_code)))
+
+
+def assert_quotes_an_error_id(response: httpx.Response) -> str:
+    """The 5xx says nothing of what went wrong inside, and gives an id to quote instead."""
+    error = response.json()["error"]
+    assert error["error_id"] == response.headers["x-error-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", error["error_id"])
+    assert "Traceback" not in response.text
+    assert 'File "' not in response.text
+    return error["error_id"]
+
+
+async def test_a_bug_is_a_clean_500_with_an_error_id_and_is_audited(
+    door: Door, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A route that crashes (a bug, simulated by a route that raises) once left Starlette's
+    plain-text 500 and no audit record: the request was missing from the audit log."""
+
+    def crash(thing_id: int, request: Request, _: Auditor) -> None:
+        audit_patients(request, 7)  # it had read a patient's data before it crashed
+        raise RuntimeError(f"internal state of thing {thing_id}: 13912345678")
+
+    door.app.add_api_route("/things/{thing_id}", crash, methods=["GET"])
+    response = await door.client.get(
+        "/things/5", headers={**door.auth, "X-Request-ID": "req-crash-1"}
+    )
+    assert response.status_code == 500
+    error_id = assert_quotes_an_error_id(response)
+    assert response.json()["error"]["code"] == "internal_error"
+    assert f"quote error id {error_id}" in error_of(response)
+    assert "13912345678" not in response.text
+    assert "RuntimeError" not in response.text
+    assert response.headers["x-request-id"] == "req-crash-1"
+
+    (record,) = audit_rows(door.runtime, 500)
+    assert (record.actor, record.role, record.action) == ("root", "admin", "GET /things/{thing_id}")
+    assert (record.outcome, record.request_id, record.patient_id) == ("error", "req-crash-1", 7)
+    assert record.detail == {"error_id": error_id, "error": "RuntimeError"}
+    assert record.resource_id is None  # never the path's text
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None  # the traceback is in the server log
+
+
+async def test_a_database_failure_is_a_5xx_with_an_error_id_and_is_audited(door: Door) -> None:
+    """A real 5xx, not a simulated one: the tickets table is gone (a botched migration)."""
+    with door.runtime.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE ticket RENAME TO ticket_elsewhere"))
+    try:
+        response = await door.client.get("/tickets", headers=door.auth)
+    finally:
+        with door.runtime.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE ticket_elsewhere RENAME TO ticket"))
+    assert response.status_code >= 500, response.text  # SQLite: 503, PostgreSQL: 500
+    error_id = assert_quotes_an_error_id(response)
+    assert "ticket_elsewhere" not in response.text
+    (record,) = audit_rows(door.runtime, response.status_code)
+    assert (record.actor, record.action, record.outcome) == ("root", "GET /tickets", "error")
+    assert record.detail == {"error_id": error_id}
+    with Session(door.runtime.engine) as session:  # one record for the request, not two
+        assert session.exec(select(AuditLog).where(AuditLog.action == "GET /tickets")).all() == [
+            record
+        ]
 
 
 # ------------------------------------------------------------------ timezones
