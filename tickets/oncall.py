@@ -270,6 +270,17 @@ def import_roster(
         for code in person.departments:
             if code not in departments:
                 problems.append(f"staff {person.username}: unknown department {code!r}")
+        # Compared as stored (the blind index normalises phones, case and spaces): a contact
+        # given twice once broke the table's uniqueness, a 500.
+        seen_contacts: set[str] = set()
+        for index, contact in enumerate(person.contacts):
+            key = blind_index(contact.system, contact.value)
+            if key in seen_contacts:
+                problems.append(
+                    f"staff {person.username}: contacts[{index}] repeats an earlier "
+                    f"{contact.system} contact"
+                )
+            seen_contacts.add(key)
     zone = roster.timezone
     lines: list[OnCallShift] = []
     for code, plan in roster.departments.items():

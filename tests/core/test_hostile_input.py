@@ -53,7 +53,15 @@ from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
 from suifang.core.enums import RiskTier
 from suifang.core.errors import ValidationFailed
-from suifang.core.models import ApiToken, AuditLog, Encounter, InboundRecord, Patient, Ticket
+from suifang.core.models import (
+    ApiToken,
+    AuditLog,
+    Encounter,
+    InboundRecord,
+    Patient,
+    StaffUser,
+    Ticket,
+)
 from suifang.core.pathways import load_template, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Role, create_user, issue_token
@@ -805,6 +813,60 @@ async def test_a_timezone_that_is_not_an_iana_zone_gets_422_naming_the_field(doo
         assert session.exec(select(Patient)).all() == []  # nothing half-registered
 
 
+TIMEZONE_LIKE = (
+    st.sampled_from(sorted(known_timezones()))
+    | st.sampled_from(["Asia", "America", "Etc", "right", "posix", "zone.tab", "tzdata.zi"])
+    | st.lists(
+        st.sampled_from(
+            ["Asia", "Shanghai", "..", ".", "", "UTC", "etc", "passwd", "Etc", "GMT+8"]
+        ),
+        min_size=1,
+        max_size=6,
+    ).map("/".join)
+    | st.text(max_size=80)
+)
+
+
+@sqlite_only
+async def test_any_timezone_text_is_a_zone_or_a_422_never_a_5xx(door: Door) -> None:
+    """Random names, regions, tz-directory files and path fragments on preview and intake."""
+    loop = asyncio.get_running_loop()
+    counts = {"zone": 0, "refused": 0}
+
+    def request(**kwargs: Any) -> httpx.Response:
+        call = door.client.request(**kwargs, headers=door.auth)
+        return asyncio.run_coroutine_threadsafe(call, loop).result(timeout=60)
+
+    @fuzz_settings(150)
+    @given(timezone=TIMEZONE_LIKE)
+    def check(timezone: str) -> None:
+        if "\x00" in timezone:
+            reject()  # a NUL in a URL is refused at the door (400), tested above
+        preview = request(
+            method="GET",
+            url="/pathways/pci/preview",
+            params={"discharged": "2026-11-01", "timezone": timezone},
+        )
+        assert_clear_answer(preview)
+        if timezone in known_timezones():
+            assert preview.status_code == 200, preview.text
+            counts["zone"] += 1
+            return
+        assert preview.status_code == 422, preview.text
+        assert error_of(preview).startswith("query.timezone: "), preview.text
+        payload = discharge(1, dt.datetime(2026, 11, 1, tzinfo=dt.UTC), timezone=timezone)
+        intake = request(method="POST", url="/intake/discharges", json=payload)
+        assert intake.status_code == 422, intake.text
+        assert [p["where"] for p in intake.json()["error"]["problems"]] == [
+            "body.patient.timezone"
+        ], intake.text
+        counts["refused"] += 1
+
+    await asyncio.to_thread(check)
+    assert counts["zone"] >= 10, counts
+    assert counts["refused"] >= 50, counts
+
+
 def test_a_cli_timezone_that_is_not_an_iana_zone_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1152,6 +1214,33 @@ async def test_the_5xx_the_fuzzers_found_are_now_clear_4xx(api: Api) -> None:
         assert message in response.json()["error"]["message"], (url, response.text)
 
 
+async def test_a_roster_giving_a_contact_twice_is_a_422_not_a_500(door: Door) -> None:
+    """Found by schemathesis: the same contact twice broke the contacts' uniqueness (a 500)."""
+    roster = {
+        "staff": [
+            {
+                "username": "dr.wang",
+                "display_name": "王医生",
+                "departments": ["cardiology"],
+                "contacts": [
+                    {"system": "phone", "value": "13900000001"},
+                    {"system": "email", "value": "wang@example.org"},
+                    {"system": "phone", "value": "139 0000 0001"},  # the same number
+                ],
+            }
+        ],
+        "departments": {"cardiology": {"primary": "dr.wang"}},
+    }
+    response = await door.client.put("/oncall", json=roster, headers=door.auth)
+    assert response.status_code == 422, response.text
+    assert "staff dr.wang: contacts[2] repeats an earlier phone contact" in error_of(response)
+    with Session(door.runtime.engine) as session:  # refused whole: nobody was added
+        assert session.exec(select(StaffUser).where(StaffUser.username == "dr.wang")).all() == []
+    roster["staff"][0]["contacts"].pop()
+    accepted = await door.client.put("/oncall", json=roster, headers=door.auth)
+    assert accepted.status_code == 200, accepted.text
+
+
 # ------------------------------------------------------------------ intake properties
 
 
@@ -1249,13 +1338,53 @@ async def test_intake_answers_any_payload_with_2xx_or_a_clear_4xx(api: Api) -> N
 # ------------------------------------------------------------------ schemathesis
 
 
-async def test_no_route_of_the_openapi_schema_answers_with_a_5xx(api: Api) -> None:
-    """Every operation, schema-valid and schema-violating cases, with an admin token."""
-    schema = schemathesis.openapi.from_dict(api.app.openapi())
+def caller(api: Api, role: str) -> dict[str, str]:
+    """The fuzzer's credentials: the fixture's admin, or a cardiology nurse (the seeded
+    journey's department, so the nurse's reads and actions reach real records)."""
+    if role == "admin":
+        return api.auth
+    with Session(api.runtime.engine) as session:
+        user = create_user(
+            session, username=role, display_name=role, role=Role(role), departments=["cardiology"]
+        )
+        token, _ = issue_token(session, user, name="schemathesis")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def timezone_parameters(schema: dict[str, Any]) -> list[str]:
+    """Where the OpenAPI schema takes an IANA timezone: so the fuzzer is known to cover them."""
+    found = [
+        f"{method.upper()} {path} ?{parameter['name']}"
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        for parameter in operation.get("parameters", [])
+        if "IANA timezone" in json.dumps(parameter)
+    ]
+    found += [
+        f"schema {name}.{field}"
+        for name, component in schema["components"]["schemas"].items()
+        for field, spec in component.get("properties", {}).items()
+        if "IANA timezone" in json.dumps(spec)
+    ]
+    return found
+
+
+@pytest.mark.parametrize("role", ["admin", "nurse"])
+async def test_no_route_of_the_openapi_schema_answers_with_a_5xx(api: Api, role: str) -> None:
+    """Every operation, schema-valid and schema-violating cases, as an admin and as a nurse:
+    the spec is the app's own, and schemathesis's "not a server error" check must hold."""
+    openapi = api.app.openapi()
+    assert set(timezone_parameters(openapi)) >= {
+        "GET /pathways/{pathway_id}/preview ?timezone",
+        "schema PatientIn.timezone",
+    }
+    schema = schemathesis.openapi.from_dict(openapi)
     request = api.from_thread()
-    per_operation = examples(int(os.environ.get("SUIFANG_SCHEMATHESIS_EXAMPLES", "5")))
+    auth = caller(api, role)
+    per_operation = examples(int(os.environ.get("SUIFANG_SCHEMATHESIS_EXAMPLES", "8")))
     sent: dict[str, int] = {}
     server_errors: list[str] = []
+    timezones_sent: list[str] = []
 
     def call(case: Any) -> httpx.Response:
         prepared = case.as_transport_kwargs(base_url="http://suifang.test")
@@ -1263,7 +1392,7 @@ async def test_no_route_of_the_openapi_schema_answers_with_a_5xx(api: Api) -> No
             "method": prepared["method"],
             "url": prepared["url"],
             "params": prepared.get("params"),
-            "headers": {**(prepared.get("headers") or {}), **api.auth},
+            "headers": {**(prepared.get("headers") or {}), **auth},
         }
         if "json" in prepared:
             kwargs["json"] = prepared["json"]
@@ -1289,6 +1418,12 @@ async def test_no_route_of_the_openapi_schema_answers_with_a_5xx(api: Api) -> No
             ids = case.path_parameters or {}
             if ids.get("user_id") == api.user_id or ids.get("token_id") == api.token_id:
                 reject()  # keep the fuzzer's own account and token alive
+            zone = (case.query or {}).get("timezone")
+            if zone is None and isinstance(case.body, dict):
+                patient = case.body.get("patient")
+                zone = patient.get("timezone") if isinstance(patient, dict) else None
+            if zone is not None:
+                timezones_sent.append(repr(zone))
             response = call(case)
             sent[mode.value] = sent.get(mode.value, 0) + 1
             try:
@@ -1308,7 +1443,11 @@ async def test_no_route_of_the_openapi_schema_answers_with_a_5xx(api: Api) -> No
 
     await asyncio.to_thread(explore)
     total = sum(sent.values())
-    print(f"schemathesis: {total} requests {sent}, {len(server_errors)} with a 5xx")
+    print(
+        f"schemathesis as {role}: {total} requests {sent}, {len(timezones_sent)} with a "
+        f"timezone, {len(server_errors)} with a 5xx"
+    )
     assert not server_errors, "\n\n".join(server_errors)
     assert sent.get("positive", 0) >= 30, sent
     assert sent.get("negative", 0) >= 30, sent
+    assert len(timezones_sent) >= 5, timezones_sent
