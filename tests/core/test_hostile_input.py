@@ -47,6 +47,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.api.limits import BodyRefused, load_json_body
 from suifang.core.api.security import audit_patients, require
 from suifang.core.cli import main as cli_main
 from suifang.core.cli.context import cli_runtime
@@ -1017,6 +1018,19 @@ async def test_deep_json_is_refused_with_400_on_every_route_that_takes_a_body(do
     with Session(door.runtime.engine) as session:
         refused = session.exec(select(AuditLog).where(AuditLog.status_code == 400)).all()
     assert refused == []  # refused at the door: no route ran, nothing was written
+
+
+def test_code_that_parses_a_body_itself_gets_the_same_depth_limit() -> None:
+    """The webhooks parse their own bodies (after storing them): load_json_body is the door's
+    check for them, a BodyRefused (400) instead of a RecursionError."""
+    deep = b'{"event": "reply", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(BodyRefused) as refused:
+        load_json_body(deep)
+    assert (refused.value.status_code, refused.value.code) == (400, "json_too_deep")
+    assert load_json_body(b'{"event": "reply", "payload": [[1]]}') == {
+        "event": "reply",
+        "payload": [[1]],
+    }
 
 
 @sqlite_only
