@@ -40,6 +40,7 @@ from suifang.core.config import Settings
 __all__ = [
     "BodyRefused",
     "ConcurrencyLimit",
+    "PlausibleDate",
     "PlausibleInstant",
     "RequestBodyGuard",
     "check_json_body",
@@ -73,6 +74,17 @@ def _plausible(value: dt.datetime) -> dt.datetime:
 
 PlausibleInstant = Annotated[dt.datetime, AfterValidator(_plausible)]
 """A request's datetime field: timezone-aware, between the years 1900 and 2999."""
+
+
+def _plausible_day(value: dt.date) -> dt.date:
+    if not _EARLIEST.date() <= value <= _LATEST.date():
+        raise ValueError(f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}")
+    return value
+
+
+PlausibleDate = Annotated[dt.date, AfterValidator(_plausible_day)]
+"""A request's date field, between the years 1900 and 2999 (a schedule from year 1 or 9999
+overflows, or not, depending on the timezone's offset)."""
 
 
 class BodyRefused(Exception):

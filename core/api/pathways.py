@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
+from suifang.core.api.limits import PlausibleDate
 from suifang.core.api.security import require
 from suifang.core.enums import RiskTier
 from suifang.core.pathways import resolve_plan
@@ -81,7 +82,7 @@ def get_pathway(runtime: RuntimeDep, pathway_id: str, version: int | None = None
 def preview(
     runtime: RuntimeDep,
     pathway_id: str,
-    discharged: dt.date,
+    discharged: PlausibleDate,
     risk: RiskTier | None = None,
     group: Annotated[list[str] | None, Query()] = None,
     timezone: IanaTimezone = "Asia/Shanghai",
