@@ -704,6 +704,24 @@ async def test_a_bug_is_a_clean_500_with_an_error_id_and_is_audited(
     assert logged
     assert logged[0].exc_info is not None  # the traceback is in the server log
 
+    # Before anyone is authenticated (a public route, as the webhooks are): still recorded.
+    def crash_in_public(name: str) -> None:
+        raise KeyError(name)
+
+    door.app.add_api_route("/open/{name}", crash_in_public, methods=["POST"])
+    public = await door.client.post("/open/王芳", json={})
+    assert public.status_code == 500
+    public_id = assert_quotes_an_error_id(public)
+    assert "王芳" not in public.text
+    (_, anonymous) = sorted(audit_rows(door.runtime, 500), key=lambda row: row.id or 0)
+    assert (anonymous.actor, anonymous.role, anonymous.action) == (
+        "anonymous",
+        "-",
+        "POST /open/{name}",
+    )
+    assert anonymous.detail == {"error_id": public_id, "error": "KeyError"}
+    assert anonymous.resource_id is None
+
 
 async def test_a_database_failure_is_a_5xx_with_an_error_id_and_is_audited(door: Door) -> None:
     """A real 5xx, not a simulated one: the tickets table is gone (a botched migration)."""
