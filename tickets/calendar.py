@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -53,6 +53,7 @@ from pydantic import (
 )
 
 from suifang.core.errors import ConfigurationError
+from suifang.core.timezones import check_timezone
 
 __all__ = [
     "STANDARD_HOURS",
@@ -113,12 +114,7 @@ class UtcOffsetChange(NamedTuple):
 @functools.lru_cache(maxsize=64)
 def _offset_changes(timezone: str) -> tuple[UtcOffsetChange, ...]:
     """The zone's UTC offsets from 2000 to 2100, read from the tz database (build time only)."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown IANA time zone {timezone!r} (for example 'Asia/Shanghai')"
-        ) from None
+    zone = ZoneInfo(check_timezone(timezone))  # never a path the tz database does not list
 
     def offset_at(instant: dt.datetime) -> dt.timedelta:
         offset = instant.astimezone(zone).utcoffset()

@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,7 @@ from suifang.core.models import (
     StaffUser,
 )
 from suifang.core.security.crypto import blind_index
+from suifang.core.timezones import IanaTimezone
 from suifang.tickets.sla import parse_working_time
 
 __all__ = [
@@ -230,21 +231,12 @@ class RosterFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timezone: str = "Asia/Shanghai"
+    timezone: IanaTimezone = "Asia/Shanghai"
     staff: list[StaffIn] = Field(default_factory=list)
     departments: dict[
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)],
         DepartmentRosterIn,
     ] = Field(default_factory=dict)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a time zone (e.g. Asia/Shanghai)") from None
-        return value
 
     @model_validator(mode="after")
     def _unique_staff(self) -> RosterFile:
@@ -278,6 +270,17 @@ def import_roster(
         for code in person.departments:
             if code not in departments:
                 problems.append(f"staff {person.username}: unknown department {code!r}")
+        # Compared as stored (the blind index normalises phones, case and spaces): a contact
+        # given twice once broke the table's uniqueness, a 500.
+        seen_contacts: set[str] = set()
+        for index, contact in enumerate(person.contacts):
+            key = blind_index(contact.system, contact.value)
+            if key in seen_contacts:
+                problems.append(
+                    f"staff {person.username}: contacts[{index}] repeats an earlier "
+                    f"{contact.system} contact"
+                )
+            seen_contacts.add(key)
     zone = roster.timezone
     lines: list[OnCallShift] = []
     for code, plan in roster.departments.items():

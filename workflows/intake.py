@@ -34,6 +34,7 @@ from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
+from suifang.core.timezones import IanaTimezone
 from suifang.workflows.journey import (
     JOURNEY_REVISION,
     JourneyInput,
@@ -65,7 +66,7 @@ class PatientIn(BaseModel):
     sex: Literal["male", "female", "other", "unknown"] | None = None
     birth_date: dt.date | None = None
     locale: Locale = "zh-CN"
-    timezone: str = "Asia/Shanghai"
+    timezone: IanaTimezone = "Asia/Shanghai"
     phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 \-]{5,19}$")
     email: EmailStr | None = None
     wechat_openid: str | None = Field(None, max_length=64)
@@ -75,17 +76,6 @@ class PatientIn(BaseModel):
     preferred_channels: list[str] = Field(default_factory=list)
     contact_consent: bool = Field(True, description="Separate consent to be contacted (PIPL).")
     consent_source: str | None = Field(None, max_length=64)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r}") from None
-        return value
 
     @field_validator("birth_date")
     @classmethod

@@ -73,7 +73,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, computed_field
 from sqlalchemy import and_, case
@@ -91,6 +91,7 @@ from suifang.core.models import (
     TicketEvent,
     TouchpointRecord,
 )
+from suifang.core.timezones import check_timezone
 
 __all__ = [
     "KPI_DEFINITIONS",
@@ -392,9 +393,9 @@ def period_window(start: dt.date, end: dt.date, timezone: str) -> tuple[dt.datet
     if start > end:
         raise ValidationFailed(f"the period starts ({start}) after it ends ({end})")
     try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationFailed(f"unknown IANA timezone {timezone!r}, e.g. Asia/Shanghai") from None
+        zone = ZoneInfo(check_timezone(timezone))
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
     try:
         first = dt.datetime.combine(start, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
         after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0), tzinfo=zone)

@@ -59,6 +59,7 @@ from suifang.core.pathways import (
     resolve_plan,
 )
 from suifang.core.risk import RiskInput
+from suifang.core.timezones import IanaTimezone
 from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 from suifang.tickets.core import (
     ActorAction,
@@ -229,7 +230,7 @@ class SimulationConfig(BaseModel):
     tail_days: int = Field(35, ge=0, le=400, description="Days simulated after the last discharge.")
     seed: int = 1
     start: dt.date = dt.date(2026, 11, 2)
-    timezone: str = "Asia/Shanghai"
+    timezone: IanaTimezone = "Asia/Shanghai"
     behaviour: PatientBehaviour = Field(default_factory=PatientBehaviour)
     staff: dict[str, int] = Field(default_factory=dict, description="People per department.")
     default_staff: int = Field(2, ge=1)

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
@@ -28,6 +29,7 @@ from suifang.core.security.auth import (
     issue_token,
     revoke_token,
 )
+from suifang.core.security.lifetimes import token_lifetime
 
 router = APIRouter(tags=["administration"])
 
@@ -97,7 +99,12 @@ def deactivate_user(user_id: int, session: SessionDep, _: Admin) -> UserView:
 
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
-    expires_in_days: float | None = Field(90, gt=0, le=3650, description="None: never expires.")
+    expires_in_days: float = Field(
+        90,
+        allow_inf_nan=False,
+        description="Lifetime in days: from 1 minute (0.000695) to SUIFANG_TOKEN_MAX_LIFETIME_DAYS "
+        "(365 by default). Every token expires.",
+    )
     departments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list,
         max_length=100,
@@ -137,11 +144,20 @@ class NewToken(TokenView):
     status_code=status.HTTP_201_CREATED,
     summary="Issue a token (shown once)",
 )
-def add_token(user_id: int, body: TokenIn, session: SessionDep, _: Admin) -> NewToken:
+def add_token(
+    user_id: int, body: TokenIn, session: SessionDep, runtime: RuntimeDep, _: Admin
+) -> NewToken:
+    try:
+        expires = token_lifetime(
+            body.expires_in_days, max_days=runtime.settings.token_max_lifetime_days
+        )
+    except ValueError as exc:  # answered like any other invalid field: 422, where and why
+        raise RequestValidationError(
+            [{"loc": ("body", "expires_in_days"), "msg": str(exc), "type": "value_error"}]
+        ) from None
     user = session.get(StaffUser, user_id)
     if user is None:
         raise HTTPException(status_code=404, detail=f"no user {user_id}")
-    expires = dt.timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token, record = issue_token(
         session,
         user,

@@ -22,6 +22,7 @@ from suifang.core.api import (
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.limits import install_body_guard, install_concurrency_limit
 from suifang.core.api.security import check_routes_are_guarded, install_audit
+from suifang.core.api.server_errors import install_server_error_audit
 from suifang.core.config import Settings, get_settings
 from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
@@ -66,7 +67,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(reports.router)
     install_audit(app)
     install_concurrency_limit(app, pool_capacity(runtime.engine))
-    install_body_guard(app, runtime.settings)  # outermost: refusals never reach the DB
+    install_body_guard(app, runtime.settings)  # refusals never reach the DB
+    install_server_error_audit(app, runtime.engine)  # outermost: sees every layer's 5xx
     check_routes_are_guarded(app)
     setup_tracing(runtime.settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +22,7 @@ from suifang.core.errors import (
     ValidationFailed,
 )
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["error_body", "error_id_in", "install_error_handlers", "server_error_id"]
 
 log = logging.getLogger("suifang.api")
 
@@ -39,6 +41,17 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def error_id_in(state: dict[str, Any]) -> str:
+    """A request's error id (``scope["state"]``), made on first use: one per failed request."""
+    return state.setdefault("error_id", uuid.uuid4().hex)
+
+
+def server_error_id(request: Request) -> str:
+    """The id a 5xx answer quotes, the same in its body, its X-Error-ID header and its audit
+    record (core/api/server_errors.py), so support can find what happened."""
+    return error_id_in(request.scope.setdefault("state", {}))
+
+
 def _where(loc: tuple[object, ...] | list[object]) -> str:
     parts = [str(part) for part in loc]
     if parts and parts[0] in {"body", "query", "path", "header"}:
@@ -51,7 +64,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"where": _where(err.get("loc", ())), "problem": err.get("msg", "invalid")}
+            {
+                "where": _where(err.get("loc", ())),
+                # pydantic prefixes a validator's own message; the message alone says it.
+                "problem": str(err.get("msg", "invalid")).removeprefix("Value error, "),
+            }
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
@@ -69,13 +86,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(SuifangError)
-    async def _suifang(_: Request, exc: SuifangError) -> JSONResponse:
+    async def _suifang(request: Request, exc: SuifangError) -> JSONResponse:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
         code = getattr(exc, "code", None) or type(exc).__name__
-        return JSONResponse(status_code=status, content=error_body(code, str(exc)))
+        extra = {"error_id": server_error_id(request)} if status >= 500 else {}
+        return JSONResponse(status_code=status, content=error_body(code, str(exc), **extra))
 
     @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+    async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "error")
         if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
             return JSONResponse(
@@ -84,23 +102,30 @@ def install_error_handlers(app: FastAPI) -> None:
                     "database_timeout",
                     "the database did not answer within SUIFANG_DATABASE_STATEMENT_TIMEOUT; "
                     "retry shortly",
+                    error_id=server_error_id(request),
                 ),
                 headers={"Retry-After": "5"},
             )
         return JSONResponse(
             status_code=503,
             content=error_body(
-                "database_unavailable", "the database is unavailable; retry shortly"
+                "database_unavailable",
+                "the database is unavailable; retry shortly",
+                error_id=server_error_id(request),
             ),
             headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(PoolTimeout)
-    async def _db_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+    async def _db_busy(request: Request, exc: PoolTimeout) -> JSONResponse:
         log.warning("no database connection free within the pool timeout")
         return JSONResponse(
             status_code=503,
-            content=error_body("database_unavailable", "the database is busy; retry shortly"),
+            content=error_body(
+                "database_unavailable",
+                "the database is busy; retry shortly",
+                error_id=server_error_id(request),
+            ),
             headers={"Retry-After": "5"},
         )
 
@@ -142,11 +167,15 @@ def install_error_handlers(app: FastAPI) -> None:
         raise exc
 
     @app.exception_handler(DBAPIError)
-    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
+    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return await _db_down(_, OperationalError(exc.statement, exc.params, exc.orig))
+            return await _db_down(request, OperationalError(exc.statement, exc.params, exc.orig))
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "error")
         return JSONResponse(
             status_code=500,
-            content=error_body("database_error", "the database refused the request"),
+            content=error_body(
+                "database_error",
+                "the database refused the request",
+                error_id=server_error_id(request),
+            ),
         )

@@ -8,12 +8,15 @@ what is wrong and where:
 
 - 413 a body over the limit;
 - 415 a body that is not JSON, or JSON declared in a charset other than UTF-8;
-- 400 a body that is not UTF-8, malformed JSON, ``NaN``/``Infinity``, a NUL byte in the URL;
+- 400 a body that is not UTF-8, malformed JSON, ``NaN``/``Infinity``, JSON nested deeper than
+  ``SUIFANG_API_MAX_JSON_DEPTH``, a NUL byte in the URL;
 - 422 text no database can store: NUL characters and unpaired UTF-16 surrogates (``\\u0000``,
   ``\\ud800``), integers beyond 64 bits — with the path of the offending value.
 
 The channel webhooks (``/channels/{name}/inbound``) get only the size limit: providers send
 forms and XML, and the webhook stores every call, even a malformed one, before judging it.
+Code that parses a JSON body itself (a webhook's) gets the same checks from
+:func:`load_json_body`.
 """
 
 from __future__ import annotations
@@ -37,17 +40,23 @@ from suifang.core.config import Settings
 __all__ = [
     "BodyRefused",
     "ConcurrencyLimit",
+    "PlausibleDate",
     "PlausibleInstant",
     "RequestBodyGuard",
     "check_json_body",
     "install_body_guard",
     "install_concurrency_limit",
+    "load_json_body",
 ]
 
 _WEBHOOK = re.compile(r"^/channels/[^/]+/inbound/?$")
 _INT64 = 2**63
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SETTING = "SUIFANG_API_MAX_BODY_BYTES"
+_DEPTH_SETTING = "SUIFANG_API_MAX_JSON_DEPTH"
+# Far below the interpreter's recursion limit, which validation, encoding and storage share:
+# a body the parser took could otherwise still end in a RecursionError (a 500) further on.
+DEFAULT_MAX_JSON_DEPTH: int = Settings.model_fields["api_max_json_depth"].default
 
 
 _EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
@@ -65,6 +74,17 @@ def _plausible(value: dt.datetime) -> dt.datetime:
 
 PlausibleInstant = Annotated[dt.datetime, AfterValidator(_plausible)]
 """A request's datetime field: timezone-aware, between the years 1900 and 2999."""
+
+
+def _plausible_day(value: dt.date) -> dt.date:
+    if not _EARLIEST.date() <= value <= _LATEST.date():
+        raise ValueError(f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}")
+    return value
+
+
+PlausibleDate = Annotated[dt.date, AfterValidator(_plausible_day)]
+"""A request's date field, between the years 1900 and 2999 (a schedule from year 1 or 9999
+overflows, or not, depending on the timezone's offset)."""
 
 
 class BodyRefused(Exception):
@@ -112,8 +132,23 @@ def _check_text(text: str, path: list[str | int], what: str) -> None:
         )
 
 
-def check_json_body(body: bytes) -> None:
+def _too_deep(path: list[str | int], max_depth: int) -> BodyRefused:
+    where = _where(path[:8]) + ("…" if len(path) > 8 else "")
+    return BodyRefused(
+        400,
+        "json_too_deep",
+        f"the JSON is nested deeper than {max_depth} levels (at {where}; {_DEPTH_SETTING})",
+    )
+
+
+def check_json_body(body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
     """Raise :class:`BodyRefused` unless ``body`` is UTF-8 JSON every database can store."""
+    load_json_body(body, max_depth=max_depth)
+
+
+def load_json_body(body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """``body`` parsed, if it is UTF-8 JSON no deeper than ``max_depth`` that every database
+    can store; :class:`BodyRefused` (a 4xx, saying what and where) otherwise."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -132,14 +167,20 @@ def check_json_body(body: bytes) -> None:
             "malformed_json",
             f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
         ) from None
-    except RecursionError:
-        raise BodyRefused(400, "malformed_json", "the JSON is nested too deeply") from None
+    except RecursionError:  # deeper than the parser itself goes: far beyond max_depth
+        raise BodyRefused(
+            400,
+            "json_too_deep",
+            f"the JSON is nested deeper than {max_depth} levels ({_DEPTH_SETTING})",
+        ) from None
     except ValueError as exc:  # e.g. an integer literal of thousands of digits
         raise BodyRefused(400, "malformed_json", f"unreadable JSON: {exc}") from None
     # Iteratively: a hostile body may nest as deep as the parser allowed.
     stack: list[tuple[Any, list[str | int]]] = [(value, [])]
     while stack:
         item, path = stack.pop()
+        if isinstance(item, dict | list) and len(path) >= max_depth:
+            raise _too_deep(path, max_depth)
         if isinstance(item, str):
             _check_text(item, path, "the text")
         elif isinstance(item, bool) or item is None or isinstance(item, float):
@@ -157,6 +198,7 @@ def check_json_body(body: bytes) -> None:
                 stack.append((inner, [*path, key]))
         elif isinstance(item, list):
             stack.extend((inner, [*path, index]) for index, inner in enumerate(item))
+    return value
 
 
 def _is_json(media_type: str) -> bool:
@@ -197,9 +239,12 @@ def _check_url(scope: Scope) -> None:
 class RequestBodyGuard:
     """ASGI middleware: read (at most ``max_body_bytes`` of) the body, check it, pass it on."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
 
     def _too_large(self, declared: int | None = None) -> BodyRefused:
         size = f"is {declared} bytes," if declared is not None else "is"
@@ -224,7 +269,7 @@ class RequestBodyGuard:
         if body and not _WEBHOOK.match(scope["path"]):
             try:
                 _check_media_type(Headers(scope=scope).get("content-type"))
-                check_json_body(body)
+                check_json_body(body, max_depth=self.max_json_depth)
             except BodyRefused as refused:
                 await _answer(refused, scope, receive, send)
                 return
@@ -283,7 +328,11 @@ async def _answer(refused: BodyRefused, scope: Scope, receive: Receive, send: Se
 
 def install_body_guard(app: FastAPI, settings: Settings) -> None:
     """Check every request body (size, media type, encoding, JSON) before any route runs."""
-    app.add_middleware(RequestBodyGuard, max_body_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        RequestBodyGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_json_depth=settings.api_max_json_depth,
+    )
 
 
 class ConcurrencyLimit:

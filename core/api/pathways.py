@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
+from suifang.core.api.limits import PlausibleDate
 from suifang.core.api.security import require
 from suifang.core.enums import RiskTier
 from suifang.core.pathways import resolve_plan
 from suifang.core.security.auth import Permission
+from suifang.core.timezones import IanaTimezone
 from suifang.workflows.journey_core import preview_schedule
 
 router = APIRouter(prefix="/pathways", tags=["pathways"])
@@ -79,24 +82,16 @@ def get_pathway(runtime: RuntimeDep, pathway_id: str, version: int | None = None
 def preview(
     runtime: RuntimeDep,
     pathway_id: str,
-    discharged: dt.date,
+    discharged: PlausibleDate,
     risk: RiskTier | None = None,
     group: Annotated[list[str] | None, Query()] = None,
-    timezone: str = "Asia/Shanghai",
+    timezone: IanaTimezone = "Asia/Shanghai",
     version: int | None = None,
 ) -> Preview:
     """Dates each touchpoint would go out for a patient discharged on ``discharged``."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     template = runtime.catalog.get(pathway_id, version)
     plan = resolve_plan(template, risk, group or [])
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise HTTPException(
-            status_code=422,
-            detail=f"timezone: unknown IANA time zone {timezone!r}, e.g. Asia/Shanghai",
-        ) from None
+    zone = ZoneInfo(timezone)  # a name from the tz database's own list (IanaTimezone)
     start = dt.datetime.combine(discharged, dt.time(12, 0), tzinfo=zone)
     rows = preview_schedule(plan, start, timezone=timezone)
     return Preview(

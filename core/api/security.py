@@ -160,8 +160,8 @@ def install_audit(app: FastAPI) -> None:
         response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
         path = _route_path(request)
-        if path is None or path in PUBLIC_ROUTES:
-            return response
+        if path is None or path in PUBLIC_ROUTES or response.status_code >= 500:
+            return response  # a 5xx is recorded, with its error id, by core/api/server_errors
         principal: Principal | None = getattr(request.state, "principal", None)
         runtime: Runtime = request.app.state.runtime
         params = request.scope.get("path_params", {})

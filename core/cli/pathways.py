@@ -14,6 +14,7 @@ from suifang.core.cli.output import emit_json, print_table
 from suifang.core.enums import RiskTier
 from suifang.core.errors import ValidationFailed
 from suifang.core.pathways import load_template, resolve_plan
+from suifang.core.timezones import check_timezone
 from suifang.workflows.journey_core import preview_schedule
 
 app = typer.Typer(help="Pathway templates: list, validate, preview.", no_args_is_help=True)
@@ -103,9 +104,12 @@ def preview(
         raise ValidationFailed(
             f"--discharged: {discharged!r} is not a date like 2026-11-01"
         ) from None
+    try:
+        zone = ZoneInfo(check_timezone(timezone))
+    except ValueError as exc:
+        raise ValidationFailed(f"--timezone: {exc}") from None
     template = cli_runtime().catalog.get(pathway_id, version)
     plan = resolve_plan(template, risk, group or [])
-    zone = ZoneInfo(timezone)
     start = dt.datetime.combine(day, dt.time(12, 0), tzinfo=zone)
     rows = [
         (key, d, due.astimezone(zone))

@@ -17,6 +17,7 @@ from suifang.core.security.audit import query_audit
 from suifang.core.security.auth import Role, Scope, create_user, issue_token, revoke_token
 from suifang.core.security.crypto import generate_key
 from suifang.core.security.keys import reindex_contacts, rotate_encrypted_columns
+from suifang.core.security.lifetimes import token_lifetime
 
 users_app = typer.Typer(help="Staff and integrator accounts.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (only their hashes are stored).", no_args_is_help=True)
@@ -97,7 +98,10 @@ def create_token(
     username: str,
     name: Annotated[str, typer.Option(help="What the token is for, e.g. his-integration.")] = "cli",
     expires_in_days: Annotated[
-        float | None, typer.Option(help="Lifetime; 0 = never expires.")
+        float,
+        typer.Option(
+            help="Lifetime in days, from 1 minute (0.000695) to SUIFANG_TOKEN_MAX_LIFETIME_DAYS."
+        ),
     ] = 90,
     department: Annotated[
         list[str] | None,
@@ -119,13 +123,17 @@ def create_token(
     An integrator token is limited to --department(s) and --scope(s); a hospital-wide one
     needs --unscoped, and is shown as such by ``suifang tokens list``.
     """
-    with Session(cli_runtime().engine) as session:
+    runtime = cli_runtime()
+    try:
+        expires = token_lifetime(expires_in_days, max_days=runtime.settings.token_max_lifetime_days)
+    except ValueError as exc:
+        raise ValidationFailed(f"--expires-in-days: {exc}") from None
+    with Session(runtime.engine) as session:
         user = session.exec(select(StaffUser).where(StaffUser.username == username)).first()
         if user is None:
             raise NotFoundError(f"no user {username!r}")
         if not user.active:
             raise ValidationFailed(f"user {username!r} is deactivated")
-        expires = dt.timedelta(days=expires_in_days) if expires_in_days else None
         token, record = issue_token(
             session,
             user,

@@ -284,7 +284,8 @@ def issue_token(
         name=name,
         token_hash=hash_token(token),
         prefix=token[:10],
-        expires_at=utcnow() + expires_in if expires_in else None,
+        # ``is not None``: a zero lifetime (1e-300 days) must not read as "never expires".
+        expires_at=utcnow() + expires_in if expires_in is not None else None,
         departments=departments,
         scopes=scopes,
         unscoped=unscoped,

@@ -168,6 +168,7 @@ def assert_database_unavailable(response: httpx.Response) -> None:
         "error": {
             "code": "database_unavailable",
             "message": "the database is unavailable; retry shortly",
+            "error_id": response.headers["x-error-id"],  # every 5xx quotes one
         }
     }
     assert response.headers["retry-after"] == "5"

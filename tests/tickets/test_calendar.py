@@ -257,7 +257,7 @@ def test_an_always_open_calendar_counts_wall_time() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"timezone": "Mars/Olympus"}, "unknown IANA time zone 'Mars/Olympus'"),
+        ({"timezone": "Mars/Olympus"}, "unknown IANA timezone 'Mars/Olympus'"),
         ({"hours": {"mon": ["08:00-12:00", "11:00-13:00"]}}, "mon: 11:00-13:00 overlaps"),
         ({"hours": {"mon": ["13:30-17:30", "08:00-12:00"]}}, "mon: 08:00-12:00 overlaps or comes"),
         ({"hours": {"mon": ["12:00-08:00"]}}, "12:00-08:00 ends before it starts"),
@@ -299,7 +299,7 @@ def test_a_copy_with_changes_is_validated_and_computes_afresh() -> None:
     assert CHINA.add_working_time(friday, hours(4)) == cst(2026, 3, 16, 10, 30)
     closed_monday = CHINA.model_copy(update={"holidays": CHINA.holidays | {dt.date(2026, 3, 16)}})
     assert closed_monday.add_working_time(friday, hours(4)) == cst(2026, 3, 17, 10, 30)
-    with pytest.raises(ValidationError, match="unknown IANA time zone"):
+    with pytest.raises(ValidationError, match="unknown IANA timezone"):
         CHINA.model_copy(update={"timezone": "Nowhere/Land"})
 
 
