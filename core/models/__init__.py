@@ -36,6 +36,7 @@ from suifang.core.models.tickets import (
     TicketEvent,
     TicketNote,
 )
+from suifang.core.models.webhooks import WebhookRejection, WebhookReplay
 
 __all__ = [
     "CONTACT_SYSTEMS",
@@ -70,5 +71,7 @@ __all__ = [
     "TicketEvent",
     "TicketNote",
     "TouchpointRecord",
+    "WebhookRejection",
+    "WebhookReplay",
     "metadata",
 ]

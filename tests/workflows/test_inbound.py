@@ -1,9 +1,11 @@
 """Replies over every channel reach the right journey through ``POST /channels/{name}/inbound``;
-bad signatures, strangers and malformed bodies are stored and answered with a clear 4xx."""
+strangers are stored and answered 404; bad signatures and malformed bodies are answered with a
+clear 4xx and recorded as metadata only."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +18,12 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.models import Answer, InboundRecord, Message, Ticket
+from suifang.core.models import Answer, InboundRecord, Message, Ticket, WebhookRejection
 from suifang.core.runtime import Runtime
 from suifang.core.security.signing import sign_body
 from suifang.plugins.channels.voice import twilio_signature
 from suifang.plugins.channels.wechat import wechat_signature
+from tests.plugins.channels.test_wechat import AES_KEY, encrypted_push
 from suifang.tickets.core import ActorAction
 from suifang.tickets.service import TicketIn, act_on_ticket, open_ticket
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
@@ -48,6 +51,7 @@ def channel_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "SUIFANG_CHANNEL_WECHAT_APP_ID": "wx-app",
         "SUIFANG_CHANNEL_WECHAT_APP_SECRET": "wx-secret",
         "SUIFANG_CHANNEL_WECHAT_TOKEN": TOKEN,
+        "SUIFANG_CHANNEL_WECHAT_ENCODING_AES_KEY": AES_KEY,
         "SUIFANG_CHANNEL_VOICE_ACCOUNT_SID": "AC123",
         "SUIFANG_CHANNEL_VOICE_AUTH_TOKEN": TWILIO_TOKEN,
         "SUIFANG_CHANNEL_VOICE_FROM_NUMBER": "+861080000000",
@@ -138,22 +142,16 @@ def provider_call(channel: str, text: str) -> dict[str, Any]:
             "headers": {"Content-Type": "application/json"},
         }
     if channel == "wechat":
-        timestamp, nonce = str(int(time.time())), "nonce-1"
-        query = urlencode(
-            {
-                "signature": wechat_signature(TOKEN, timestamp, nonce),
-                "timestamp": timestamp,
-                "nonce": nonce,
-            }
-        )
+        timestamp = str(int(time.time()))
         xml = (
             f"<xml><ToUserName><![CDATA[gh_hospital]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName>"
             f"<CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
             f"<Content><![CDATA[{text}]]></Content><MsgId>1234567890</MsgId></xml>"
         )
+        query, body = encrypted_push(xml.encode(), token=TOKEN, app_id="wx-app")
         return {
-            "url": f"/channels/wechat/inbound?{query}",
-            "content": xml.encode(),
+            "url": f"/channels/wechat/inbound?{urlencode(query)}",
+            "content": body,
             "headers": {"Content-Type": "text/xml"},
         }
     assert channel == "voice"
@@ -279,7 +277,12 @@ async def test_a_satisfaction_score_by_sms_reaches_the_resolved_ticket(
     assert reopened.satisfaction == 2
 
 
-async def test_bad_signature_is_stored_and_refused_with_401(
+def rejections(runtime: Runtime) -> list[WebhookRejection]:
+    with Session(runtime.engine) as session:
+        return list(session.exec(select(WebhookRejection).order_by(col(WebhookRejection.id))))
+
+
+async def test_bad_signature_is_refused_with_401_and_recorded_without_its_body(
     runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
 ) -> None:
     call = provider_call("webhook", REPLY)
@@ -288,8 +291,17 @@ async def test_bad_signature_is_stored_and_refused_with_401(
     assert response.status_code == 401
     body = response.json()["error"]
     assert "signature" in body["message"].lower()
-    stored = records(runtime)[-1]
-    assert (stored.id, stored.kind) == (body["stored_as"], "rejected")
+    assert records(runtime) == []
+    [rejected] = rejections(runtime)
+    assert rejected.id == body["rejection_id"]
+    assert (rejected.channel, rejected.status_code, rejected.size) == (
+        "webhook",
+        401,
+        len(call["content"]),
+    )
+    assert rejected.body_sha256 == hashlib.sha256(call["content"]).hexdigest()
+    assert "timestamp" in rejected.reason
+    assert rejected.headers["x-suifang-signature"] == "t=1,v1=" + "0" * 64
 
 
 async def test_a_stranger_is_stored_and_answered_404(
@@ -316,7 +328,11 @@ async def test_malformed_body_and_unknown_channel_are_clear_4xx(
     missing = await api.post("/channels/carrier-pigeon/inbound", content=b"{}")
     assert missing.status_code == 404
     assert "carrier-pigeon" in missing.json()["error"]["message"]
-    assert [r.kind for r in records(runtime)] == ["rejected", "rejected"]
+    assert records(runtime) == []
+    assert [(r.channel, r.status_code) for r in rejections(runtime)] == [
+        ("webhook", 400),
+        ("carrier-pigeon", 404),
+    ]
 
 
 async def test_delivery_receipt_updates_the_message_ledger(
