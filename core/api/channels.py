@@ -285,7 +285,8 @@ def list_inbound(
     patient_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[InboundView]:
-    """Replies, feedback, receipts and refused calls, newest first (payloads decrypted)."""
+    """Replies, feedback, receipts and unmatched calls, newest first (payloads decrypted).
+    Refused calls are not here: they are kept as metadata only (``/inbound/rejections``)."""
     query = select(InboundRecord)
     if kind:
         query = query.where(InboundRecord.kind == kind)
