@@ -60,7 +60,7 @@ def claim(
     scope: ReplayScope,
     fingerprint: str,
     retention: dt.timedelta | None,
-    stale_after: dt.timedelta = dt.timedelta(minutes=2),
+    stale_after: dt.timedelta = dt.timedelta(seconds=30),
 ) -> Claim:
     """Claim ``fingerprint`` for ``channel``; commits. ``retention`` None keeps it for good."""
     now = utcnow()

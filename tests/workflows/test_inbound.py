@@ -593,3 +593,60 @@ async def test_every_webhook_write_is_audited(
         ("channel:sms", "webhook", "inbound", str(record.id), enrollment.patient_id)
     ]
     assert audited[0].detail["kind"] == "answer"
+
+
+async def test_the_same_call_twice_at_once_takes_effect_once(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    """Two deliveries of one call racing each other (a provider's impatient retry, or an
+    attacker's copy): one is processed; the other is told to retry, and its retry is a
+    duplicate."""
+    import asyncio
+
+    enrollment = await enroll_and_open_day3(runtime, journey_worker)
+    call = provider_call("sms", REPLY)
+    racing = await asyncio.gather(api.post(**call), api.post(**call))
+    statuses = sorted(r.status_code for r in racing)
+    # Usually the second arrives while the first is processed (503); if the first has already
+    # finished, the second is a plain duplicate (200). Never two effects.
+    assert statuses in ([200, 503], [200, 200])
+    for busy in (r for r in racing if r.status_code == 503):
+        assert "being processed" in busy.json()["error"]["message"]
+    answers = await settle(lambda: answers_of(runtime, enrollment.enrollment_id))
+    retry = await api.post(**call)
+    assert retry.status_code == 200
+    assert answers_of(runtime, enrollment.enrollment_id) == answers
+    assert len(records(runtime)) == 1
+
+
+async def test_refused_calls_are_listed_for_auditors_without_their_bodies(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    from suifang.core.security.auth import Role, create_user, issue_token
+
+    tokens = {}
+    with Session(runtime.engine) as session:
+        for role, departments in ((Role.AUDITOR, None), (Role.AGENT, ["cardiology"])):
+            user = create_user(
+                session,
+                username=role.value,
+                display_name=role.value,
+                role=role,
+                departments=departments,
+            )
+            tokens[role], _ = issue_token(session, user, name="test")
+    body = json.dumps({"type": "inbound", "from": f"+86{PHONE}", "text": "张伟的秘密"}).encode()
+    refused = await api.post("/channels/sms/inbound", content=body)
+    assert refused.status_code == 401
+    listed = await api.get(
+        "/inbound/rejections", headers={"Authorization": f"Bearer {tokens[Role.AUDITOR]}"}
+    )
+    assert listed.status_code == 200
+    [shown] = listed.json()
+    assert (shown["channel"], shown["status_code"], shown["size"]) == ("sms", 401, len(body))
+    assert shown["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert PHONE not in listed.text
+    agent = await api.get(
+        "/inbound/rejections", headers={"Authorization": f"Bearer {tokens[Role.AGENT]}"}
+    )
+    assert agent.status_code == 403
