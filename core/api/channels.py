@@ -84,10 +84,11 @@ async def _refuse(
     *,
     status_code: int,
     reason: str,
+    verified: bool = False,
 ) -> Response:
     """Answer a refused call, recorded as metadata only while the channel's budget lasts."""
     source = _source(request)
-    if not limits.count_refusal(source, name):
+    if not limits.count_refusal(source, name, verified=verified):
         return JSONResponse(
             status_code=429,
             content=error_body(
@@ -232,6 +233,7 @@ async def inbound(name: str, request: Request, runtime: RuntimeDep) -> Response:
             incoming,
             status_code=200,
             reason="replay of a call already taken: no effect",
+            verified=True,
         )
         return Response(content=result.reply_body, media_type=result.reply_media_type)
     await _audit_writes(request, runtime, name, result.outcomes, 200)

@@ -1,8 +1,8 @@
 """Rate limits on refused webhook calls, per source and per channel.
 
 The webhook endpoint is public: anyone can post to it. Refused calls (a bad signature, a
-malformed or too deep body, a replay) are counted in a moving one-minute window, with the
-``limits`` library (the engine behind Flask-Limiter and SlowAPI):
+malformed or too deep body; replays only per channel) are counted in a moving one-minute
+window, with the ``limits`` library (the engine behind Flask-Limiter and SlowAPI):
 
 - per source (the client IP as the ASGI server reports it — behind a proxy, run uvicorn with
   ``--proxy-headers`` and ``--forwarded-allow-ips`` so it is the caller's, not the proxy's):
@@ -40,9 +40,16 @@ class WebhookLimits:
         """Whether ``source`` has used up its refused calls for the current minute."""
         return not self._limiter.test(self._per_source, "source", source)
 
-    def count_refusal(self, source: str, channel: str) -> bool:
-        """Count one refused call; whether the channel's budget still allows recording it."""
-        self._limiter.hit(self._per_source, "source", source)
+    def count_refusal(self, source: str, channel: str, *, verified: bool = False) -> bool:
+        """Count one refused call; whether the channel's budget still allows recording it.
+
+        A verified call refused as a replay does not count against its source: providers
+        re-deliver from a few shared addresses (WeChat retries a push it waited 5 s for), and
+        blocking those would lock the real provider out. It still uses the channel's budget
+        for recording.
+        """
+        if not verified:
+            self._limiter.hit(self._per_source, "source", source)
         return self._limiter.hit(self._per_channel, "channel", channel)
 
 

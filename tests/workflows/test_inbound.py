@@ -429,7 +429,7 @@ async def test_a_replayed_signed_callback_has_no_second_effect(
     call = provider_call(channel, "停车场太难找了，收费还特别贵，希望改进")
     first = await api.post(**call)
     assert first.status_code == 200, first.text
-    ticket = await settle(lambda: _journey_ticket(runtime, enrollment.enrollment_id))
+    ticket = await settle(lambda: _journey_ticket(runtime, enrollment.enrollment_id), 60)
     stored = records(runtime)
     answers = answers_of(runtime, enrollment.enrollment_id)
     for _ in range(3):
@@ -650,3 +650,17 @@ async def test_refused_calls_are_listed_for_auditors_without_their_bodies(
         "/inbound/rejections", headers={"Authorization": f"Bearer {tokens[Role.AGENT]}"}
     )
     assert agent.status_code == 403
+
+
+async def test_a_providers_re_deliveries_do_not_get_its_address_blocked(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    """Replays are verified calls: they have no effect but do not count against the source
+    (providers re-deliver from a few shared addresses), only against the channel's budget."""
+    runtime.settings.webhook_failures_per_source = 2
+    await enroll_and_open_day3(runtime, journey_worker)
+    call = provider_call("sms", REPLY)
+    statuses = [(await api.post(**call)).status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    forged = {**call, "headers": {**call["headers"], "X-Suifang-Signature": "t=1,v1=" + "0" * 64}}
+    assert [(await api.post(**forged)).status_code for _ in range(3)] == [401, 401, 429]
