@@ -416,6 +416,47 @@ async def test_a_safe_mode_push_is_decrypted_and_verified() -> None:
     assert reply.provider_message_id == "23456789012345678"
 
 
+# The test vector of WeChat's own sample code (WXBizMsgCrypt), so our decryption and
+# msg_signature are checked against what WeChat produced, not only against our test helper.
+SAMPLE_ENCRYPT = (
+    "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8P"
+    "GHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+"
+    "h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tC"
+    "Op3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvn"
+    "hvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE="
+)
+
+
+async def test_wechats_own_sample_push_is_verified_and_decrypted() -> None:
+    channel = make_channel(
+        FakeWeChat(),
+        app_id="wx2c2769f8efd9abc2",
+        token="spamtest",
+        encoding_aes_key=AES_KEY,
+        plaintext_pushes=False,
+        signature_tolerance_seconds=10**10,  # the sample is from 2014
+    )
+    request = InboundRequest(
+        query={
+            "timestamp": "1409735669",
+            "nonce": "1320562132",
+            "encrypt_type": "aes",
+            "msg_signature": "5d197aaffba7e9b25a30732f161a50dee96bd5fa",
+        },
+        body=(
+            "<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName>"
+            f"<Encrypt><![CDATA[{SAMPLE_ENCRYPT}]]></Encrypt></xml>"
+        ).encode(),
+    )
+    [reply] = await channel.parse_inbound(request)
+    assert isinstance(reply, InboundMessage)
+    assert (reply.sender, reply.text, reply.provider_message_id) == (
+        "oyORnuP8q7ou2gfYjqLzSIWZf0rs",
+        "abcdteT",
+        "6054768590064713728",
+    )
+
+
 async def test_a_captured_query_string_cannot_carry_a_forged_body() -> None:
     """Finding 3: the signature must bind the body, so a captured push's query string with a
     made-up sender and text is refused, in safe mode and in the default plaintext refusal."""
