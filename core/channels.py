@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -38,6 +39,7 @@ __all__ = [
     "OutboundMessage",
     "PermanentChannelError",
     "TransientChannelError",
+    "fingerprint",
 ]
 
 
@@ -144,6 +146,16 @@ class InboundRequest(BaseModel):
         return None
 
 
+def fingerprint(*parts: str | bytes) -> str:
+    """SHA-256 (hex) of the parts, each length-prefixed so that no two tuples collide."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
 class ChannelError(Exception):
     """Base of classified channel errors; the message must not contain patient data."""
 
@@ -221,6 +233,18 @@ class Channel(ABC):
         raise InboundRejected(
             f"channel {self.name!r} does not accept inbound calls", status_code=404
         )
+
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        """What identifies a verified call among replays of it: a :func:`fingerprint` of what
+        the provider's signature covers (called after :meth:`parse_inbound` accepted it).
+
+        suifang remembers it for the replay retention, and a call with the same fingerprint
+        has no second effect. The default covers the URL with its query string and the body,
+        right for a signature over both (Twilio's) or for a secret in the URL; override it
+        when the signature covers less (a header timestamp and the body, say), so a replay
+        with an unsigned part changed is still recognised.
+        """
+        return fingerprint(request.method.upper(), request.path, request.body)
 
     def inbound_response(
         self, items: list[InboundMessage | DeliveryStatusUpdate]

@@ -126,6 +126,37 @@ class Settings(BaseSettings):
             "suifang's own bodies are at most a few levels deep."
         ),
     )
+    webhook_replay_retention_seconds: float = Field(
+        86_400,
+        ge=600,
+        le=30 * 86_400,
+        description=(
+            "How long a signed webhook call is remembered, so a replay of it has no effect; "
+            "longer than any channel's signature window (300 s by default)."
+        ),
+    )
+    webhook_failures_per_source: int = Field(
+        20,
+        ge=1,
+        description=(
+            "Refused webhook calls one client IP may make per minute; beyond it every call "
+            "from that IP is answered 429 without being read further or stored."
+        ),
+    )
+    webhook_failures_per_channel: int = Field(
+        120,
+        ge=1,
+        description=(
+            "Refused calls per channel per minute that are recorded; beyond it refused calls "
+            "are answered 429 and not stored (verified calls are served as usual)."
+        ),
+    )
+    webhook_rejections_kept: int = Field(
+        10_000, ge=100, description="Refused webhook calls kept (metadata only); oldest pruned."
+    )
+    webhook_max_nesting: int = Field(
+        64, ge=8, le=512, description="Deepest JSON/XML nesting a webhook body may have (400)."
+    )
     worker_workflow_sandbox: bool = Field(
         False,
         description=(

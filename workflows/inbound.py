@@ -1,8 +1,11 @@
 """Inbound: a provider's webhook → a verified reply matched to its patient, touchpoint and journey.
 
-Every call is stored (encrypted) before anything else happens, so nothing is ever dropped:
-a bad signature, a malformed body, a sender no patient has — each is kept as an
-:class:`InboundRecord` and answered with a clear 4xx. A patient's reply goes to their
+A call is refused with :class:`InboundRejected` (a clear 4xx, which the API records as
+metadata only) when it is too large, nests too deep, names no channel or fails the channel's
+signature or format checks. A verified call is then claimed in the replay cache
+(:mod:`suifang.core.security.replay`): a replay of it, or a message id already taken, has no
+second effect. What it carries is stored (encrypted) as an :class:`InboundRecord`, a sender
+no patient has included (answered 404). A patient's reply goes to their
 journey, which takes out what answers the open questionnaire and triages everything else
 (a ticket, an emergency, or thanks); with no journey running, the text is triaged here. A
 reply to a ticket waiting on the patient goes to that ticket — unless it raises danger, which
@@ -12,6 +15,7 @@ Delivery receipts update the message ledger.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -28,6 +32,7 @@ from suifang.core.channels import (
     InboundMessage,
     InboundRejected,
     InboundRequest,
+    fingerprint,
 )
 from suifang.core.contacts import in_use_order
 from suifang.core.db import utcnow
@@ -42,9 +47,11 @@ from suifang.core.models import (
     StaffUser,
     Ticket,
 )
+from suifang.core.nesting import TooDeep, check_nesting
 from suifang.core.pathways import Questionnaire, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index
+from suifang.core.security.replay import Claim, ClaimOutcome, ReplayScope, claim, settle
 from suifang.core.triage import TriageRequest
 from suifang.tickets.core import ActorAction, PatientEvent
 from suifang.tickets.service import (
@@ -56,7 +63,7 @@ from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import FREE_TEXT_REVISION, AnswerEvent
 from suifang.workflows.replies import parse_reply, split_reply
 
-__all__ = ["InboundOutcome", "InboundResult", "receive_inbound"]
+__all__ = ["InboundFailure", "InboundOutcome", "InboundResult", "receive_inbound"]
 
 MAX_BODY_BYTES = 256 * 1024
 _SYSTEM = {
@@ -74,18 +81,22 @@ class InboundOutcome(BaseModel):
     patient_id: int | None = None
     enrollment_id: int | None = None
     touchpoint_key: str | None = None
+    ticket_id: int | None = None
     detail: str | None = None
 
 
 class InboundResult(BaseModel):
     channel: str
     outcomes: list[InboundOutcome]
+    replayed: bool = Field(
+        False, description="A replay of a call already taken: answered as usual, no effect."
+    )
     reply_body: str = '{"ok": true}'
     reply_media_type: str = "application/json"
 
 
 class InboundFailure(InboundRejected):
-    """Refused after the call was stored; carries the id of the stored record."""
+    """Refused after the verified call was stored; carries the id of the stored record."""
 
     def __init__(self, message: str, *, status_code: int, record_id: int) -> None:
         super().__init__(message, status_code=status_code)
@@ -105,57 +116,109 @@ def _store(session: Session, channel: str, kind: str, payload: Any, **fields: An
     return record
 
 
-def _raw(request: InboundRequest) -> str:
-    return request.body.decode("utf-8", errors="replace")
-
-
 async def receive_inbound(
     runtime: Runtime, directory: ChannelDirectory, channel_name: str, request: InboundRequest
 ) -> InboundResult:
-    """Verify, store, match and route one webhook call; raise InboundRejected for a 4xx."""
-    with Session(runtime.engine, expire_on_commit=False) as session:
-        if len(request.body) > MAX_BODY_BYTES:
-            record = _store(
-                session, channel_name, "rejected", _raw(request)[:4096], error="too large"
-            )
-            raise InboundFailure(
-                f"body of {len(request.body)} bytes is over the {MAX_BODY_BYTES} byte limit",
-                status_code=413,
-                record_id=record.id,  # type: ignore[arg-type]
-            )
-        channel = directory.get(channel_name)
-        if channel is None:
-            problem = directory.problem(channel_name) or "unknown channel"
-            record = _store(session, channel_name, "rejected", _raw(request), error=problem[:256])
-            raise InboundFailure(
-                f"channel {channel_name!r}: {problem}",
-                status_code=404,
-                record_id=record.id,  # type: ignore[arg-type]
-            )
-        try:
-            items = await channel.parse_inbound(request)
-        except InboundRejected as exc:
-            record = _store(session, channel_name, "rejected", _raw(request), error=str(exc)[:256])
-            raise InboundFailure(
-                str(exc), status_code=exc.status_code, record_id=record.id
-            ) from None  # type: ignore[arg-type]
-        outcomes = []
-        for item in items:
-            if isinstance(item, DeliveryStatusUpdate):
-                outcomes.append(_status_update(session, channel_name, item))
-            else:
-                outcomes.append(await _reply(runtime, session, channel, item))
-        body, media_type = channel.inbound_response(items)
-        unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
-        if unmatched and len(unmatched) == len(outcomes):
-            raise InboundFailure(
-                unmatched[0].detail or "not matched",
-                status_code=404,
-                record_id=unmatched[0].record_id,
-            )
-        return InboundResult(
-            channel=channel_name, outcomes=outcomes, reply_body=body, reply_media_type=media_type
+    """Verify, claim, store, match and route one webhook call.
+
+    Raises :class:`InboundRejected` for a call refused before it was verified (nothing is
+    stored here: the caller records its metadata), :class:`InboundFailure` for a verified
+    call whose every message was stored but matched nobody (404), and
+    :class:`~suifang.core.errors.TryAgainLater` when the same call is being processed right
+    now or the journey cannot take it yet (503: the provider retries).
+    """
+    if len(request.body) > MAX_BODY_BYTES:
+        raise InboundRejected(
+            f"body of {len(request.body)} bytes is over the {MAX_BODY_BYTES} byte limit",
+            status_code=413,
         )
+    try:
+        check_nesting(request.body, runtime.settings.webhook_max_nesting)
+    except TooDeep as exc:
+        raise InboundRejected(
+            f"{exc} (SUIFANG_WEBHOOK_MAX_NESTING); send a flatter body", status_code=400
+        ) from None
+    channel = directory.get(channel_name)
+    if channel is None:
+        problem = directory.problem(channel_name) or "unknown channel"
+        raise InboundRejected(f"channel {channel_name!r}: {problem}", status_code=404)
+    items = await channel.parse_inbound(request)
+    retention = dt.timedelta(seconds=runtime.settings.webhook_replay_retention_seconds)
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        call = claim(
+            session,
+            channel=channel_name,
+            scope=ReplayScope.REQUEST,
+            fingerprint=channel.replay_fingerprint(request),
+            retention=retention,
+        )
+        body, media_type = channel.inbound_response(items)
+        if call.outcome is ClaimOutcome.DUPLICATE:
+            return InboundResult(
+                channel=channel_name,
+                outcomes=[],
+                replayed=True,
+                reply_body=body,
+                reply_media_type=media_type,
+            )
+        if call.outcome is ClaimOutcome.BUSY:
+            raise TryAgainLater("the same call is being processed right now; retry shortly")
+        claims = [call]
+        try:
+            outcomes = await _take(runtime, session, channel, items, call, claims)
+        except BaseException:
+            session.rollback()  # whatever the failure left half-done in this session
+            settle(session, claims, succeeded=False)
+            raise
+        settle(session, claims, succeeded=True)
+    unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
+    if unmatched and len(unmatched) == len(outcomes):
+        raise InboundFailure(
+            unmatched[0].detail or "not matched",
+            status_code=404,
+            record_id=unmatched[0].record_id,
+        )
+    return InboundResult(
+        channel=channel_name, outcomes=outcomes, reply_body=body, reply_media_type=media_type
+    )
+
+
+async def _take(
+    runtime: Runtime,
+    session: Session,
+    channel: Any,
+    items: list[InboundMessage | DeliveryStatusUpdate],
+    call: Claim,
+    claims: list[Claim],
+) -> list[InboundOutcome]:
+    """Act on the items of a claimed call; a message whose provider id was taken is skipped.
+
+    ``claims`` collects every claim made, so the caller can settle them all.
+    """
+    outcomes = []
+    for index, item in enumerate(items):
+        if isinstance(item, DeliveryStatusUpdate):
+            outcomes.append(_status_update(session, channel.name, item))
+            continue
+        effect_key = f"{call.effect_key}:{index}"
+        if item.provider_message_id:
+            message = claim(
+                session,
+                channel=channel.name,
+                scope=ReplayScope.MESSAGE,
+                fingerprint=fingerprint(item.provider_message_id),
+                retention=None,
+            )
+            if message.outcome is ClaimOutcome.BUSY:
+                raise TryAgainLater(
+                    "a call with the same message is being processed right now; retry shortly"
+                )
+            if message.outcome is ClaimOutcome.DUPLICATE:
+                continue  # the provider delivered this message before: it was taken then
+            claims.append(message)
+            effect_key = message.effect_key
+        outcomes.append(await _reply(runtime, session, channel, item, effect_key))
+    return outcomes
 
 
 def _status_update(session: Session, channel: str, update: DeliveryStatusUpdate) -> InboundOutcome:
@@ -240,12 +303,14 @@ _SCORE = re.compile(r"^\s*([1-5])\s*(分|星|stars?)?\s*[。.!！]?\s*$", re.IGN
 
 
 async def _reply(
-    runtime: Runtime, session: Session, channel: Any, reply: InboundMessage
+    runtime: Runtime, session: Session, channel: Any, reply: InboundMessage, effect_key: str
 ) -> InboundOutcome:
     """Route a patient's reply: to the ticket waiting for them, else to their journey.
 
     Free text that is not an answer is kept as feedback *and* opens a ticket, so a person
-    (or the L1 knowledge base) answers it.
+    (or the L1 knowledge base) answers it. ``effect_key`` (random, from the replay cache)
+    makes that ticket idempotent when a failed call is retried; it is unguessable, so no
+    one can reach the ticket through it.
     """
     payload = reply.model_dump(mode="json", exclude={"extra"})
     staff = _staff_reply(session, channel, reply)
@@ -303,9 +368,7 @@ async def _reply(
             patient_id=patient_id,
             text=text[:4000],
             enrollment_id=enrollment.id if enrollment else None,
-            key=f"inbound:{channel.name}:{reply.provider_message_id}"
-            if reply.provider_message_id
-            else None,
+            key=f"inbound-{effect_key}",
             channel=channel.name,
         )
         ticket_id, praise_id = outcome.ticket_id, outcome.praise_id
@@ -337,6 +400,7 @@ async def _reply(
         patient_id=patient_id,
         enrollment_id=enrollment.id if enrollment else None,
         touchpoint_key=touchpoint_key,
+        ticket_id=ticket_id,
         detail=detail,
     )
 
@@ -449,6 +513,7 @@ async def _acknowledge_page(
     return InboundOutcome(
         record_id=record.id,  # type: ignore[arg-type]
         kind="page_reply",
+        ticket_id=ticket_id,
         detail=detail,
     )
 
@@ -504,6 +569,7 @@ async def _ticket_reply(
         kind="ticket_reply",
         patient_id=ticket.patient_id,
         enrollment_id=ticket.enrollment_id,
+        ticket_id=ticket.id,
         detail=f"satisfaction {event.score}/5 for ticket {ticket.id}"
         if event.kind == "satisfaction"
         else f"reply to ticket {ticket.id}",

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.errors import error_body
 from suifang.core.api.security import audit_patients, require
+from suifang.core.api.webhook_guard import RETRY_AFTER_SECONDS, WebhookLimits, webhook_limits
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import InboundRejected, InboundRequest
-from suifang.core.models import Enrollment, InboundRecord, Ticket
+from suifang.core.models import Enrollment, InboundRecord, Ticket, WebhookRejection
+from suifang.core.runtime import Runtime
+from suifang.core.security.audit import record_audit
 from suifang.core.security.auth import Permission, Principal
-from suifang.workflows.inbound import InboundFailure, receive_inbound
+from suifang.core.security.webhook_rejections import record_rejection
+from suifang.workflows.inbound import InboundFailure, InboundOutcome, receive_inbound
 
 router = APIRouter(tags=["channels"])
 webhooks = APIRouter(tags=["channels"])
@@ -63,21 +68,118 @@ async def _inbound_request(request: Request) -> InboundRequest:
     )
 
 
+_WEBHOOK_ACTION = "POST /channels/{name}/inbound"
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+async def _refuse(
+    request: Request,
+    runtime: Runtime,
+    limits: WebhookLimits,
+    name: str,
+    incoming: InboundRequest,
+    *,
+    status_code: int,
+    reason: str,
+    verified: bool = False,
+) -> Response:
+    """Answer a refused call, recorded as metadata only while the channel's budget lasts."""
+    source = _source(request)
+    if not limits.count_refusal(source, name, verified=verified):
+        return JSONResponse(
+            status_code=429,
+            content=error_body(
+                "rate_limited",
+                f"{reason} — and too many refused calls on channel {name!r} this minute: "
+                "this one was not recorded (SUIFANG_WEBHOOK_FAILURES_PER_CHANNEL)",
+            ),
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    def store() -> int:
+        with Session(runtime.engine) as session:
+            return record_rejection(
+                session,
+                channel=name,
+                source=source,
+                reason=reason,
+                status_code=status_code,
+                body=incoming.body,
+                headers=incoming.headers,
+                query=incoming.query,
+                keep=runtime.settings.webhook_rejections_kept,
+            )
+
+    rejection_id = await asyncio.to_thread(store)
+    if status_code < 400:  # a replay: the provider gets what it expects, nothing happens
+        return Response(status_code=status_code)
+    return JSONResponse(
+        status_code=status_code,
+        content=error_body("inbound_rejected", reason, rejection_id=rejection_id),
+    )
+
+
+async def _audit_writes(
+    request: Request, runtime: Runtime, name: str, outcomes: list[InboundOutcome], status: int
+) -> None:
+    """One audit record per webhook write (a stored reply, a ticket, a status update)."""
+
+    def write() -> None:
+        for outcome in outcomes:
+            detail: dict[str, Any] = {"channel": name, "kind": outcome.kind}
+            if outcome.ticket_id is not None:
+                detail["ticket_id"] = outcome.ticket_id
+            if outcome.enrollment_id is not None:
+                detail["enrollment_id"] = outcome.enrollment_id
+            record_audit(
+                runtime.engine,
+                actor=f"channel:{name}",
+                role="webhook",
+                action=_WEBHOOK_ACTION,
+                resource="inbound",
+                resource_id=str(outcome.record_id),
+                patient_ids=[outcome.patient_id] if outcome.patient_id is not None else None,
+                outcome="ok" if status < 400 else "not_found",
+                status_code=status,
+                request_id=getattr(request.state, "request_id", "-"),
+                detail=detail,
+            )
+
+    await asyncio.to_thread(write)
+
+
 @webhooks.api_route(
     "/channels/{name}/inbound",
     methods=["POST"],
     summary="A provider's webhook: patient replies and delivery receipts",
     response_class=Response,
     responses={
-        200: {"description": "Accepted; the body is what the provider expects back"},
-        400: {"description": "Malformed body"},
+        200: {"description": "Accepted (or a replay, which has no effect); the provider's body"},
+        400: {"description": "Malformed or too deeply nested body"},
         401: {"description": "Bad or expired signature"},
         404: {"description": "Unknown channel, or sender/message not matched (stored)"},
         413: {"description": "Body too large"},
+        429: {"description": "Too many refused calls from this source or on this channel"},
     },
 )
 async def inbound(name: str, request: Request, runtime: RuntimeDep) -> Response:
-    """Verified by the channel's own signature scheme; every call is stored before it is used."""
+    """Verified by the channel's own signature scheme, then claimed in the replay cache: a
+    replay has no second effect. What a verified call carries is stored (encrypted); a
+    refused call is recorded as metadata only (size, SHA-256, a few headers, the reason)."""
+    limits = webhook_limits(request)
+    if limits.source_blocked(_source(request)):
+        return JSONResponse(
+            status_code=429,
+            content=error_body(
+                "rate_limited",
+                "too many refused webhook calls from this address; retry in a minute "
+                "(SUIFANG_WEBHOOK_FAILURES_PER_SOURCE)",
+            ),
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     directory = directory_for(request)
     incoming = await _inbound_request(request)
     if request.method == "GET":
@@ -90,16 +192,51 @@ async def inbound(name: str, request: Request, runtime: RuntimeDep) -> Response:
         try:
             return Response(content=verify(incoming), media_type="text/plain")
         except InboundRejected as exc:
-            return JSONResponse(
-                status_code=exc.status_code, content=error_body("rejected", str(exc))
+            return await _refuse(
+                request,
+                runtime,
+                limits,
+                name,
+                incoming,
+                status_code=exc.status_code,
+                reason=str(exc),
             )
     try:
         result = await receive_inbound(runtime, directory, name, incoming)
-    except InboundFailure as exc:
+    except InboundFailure as exc:  # verified, stored, matched nobody
+        outcome = InboundOutcome(record_id=exc.record_id, kind="unmatched")
+        await _audit_writes(request, runtime, name, [outcome], exc.status_code)
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body("inbound_rejected", str(exc), stored_as=exc.record_id),
         )
+    except InboundRejected as exc:
+        return await _refuse(
+            request, runtime, limits, name, incoming, status_code=exc.status_code, reason=str(exc)
+        )
+    except RecursionError:  # a channel's own parser, past the nesting check: still a 4xx
+        return await _refuse(
+            request,
+            runtime,
+            limits,
+            name,
+            incoming,
+            status_code=400,
+            reason="the body nests too deeply to be read",
+        )
+    if result.replayed:
+        await _refuse(
+            request,
+            runtime,
+            limits,
+            name,
+            incoming,
+            status_code=200,
+            reason="replay of a call already taken: no effect",
+            verified=True,
+        )
+        return Response(content=result.reply_body, media_type=result.reply_media_type)
+    await _audit_writes(request, runtime, name, result.outcomes, 200)
     return Response(content=result.reply_body, media_type=result.reply_media_type)
 
 
@@ -128,6 +265,18 @@ class InboundView(BaseModel):
     received_at: dt.datetime
 
 
+class WebhookRejectionView(BaseModel):
+    id: int
+    channel: str
+    source: str
+    reason: str
+    status_code: int
+    size: int
+    body_sha256: str
+    headers: dict[str, Any]
+    received_at: dt.datetime
+
+
 @router.get("/inbound", response_model=list[InboundView], summary="Stored inbound calls")
 def list_inbound(
     session: SessionDep,
@@ -138,7 +287,8 @@ def list_inbound(
     patient_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[InboundView]:
-    """Replies, feedback, receipts and refused calls, newest first (payloads decrypted)."""
+    """Replies, feedback, receipts and unmatched calls, newest first (payloads decrypted).
+    Refused calls are not here: they are kept as metadata only (``/inbound/rejections``)."""
     query = select(InboundRecord)
     if kind:
         query = query.where(InboundRecord.kind == kind)
@@ -157,3 +307,23 @@ def list_inbound(
     rows = session.exec(query.order_by(col(InboundRecord.id).desc()).limit(limit)).all()
     audit_patients(request, *(r.patient_id for r in rows))
     return [InboundView.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get(
+    "/inbound/rejections",
+    response_model=list[WebhookRejectionView],
+    summary="Refused webhook calls (metadata only)",
+    dependencies=[Depends(require(Permission.AUDIT_READ))],
+)
+def list_rejections(
+    session: SessionDep,
+    channel: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[WebhookRejectionView]:
+    """Calls the webhook refused or found to be replays, newest first: size, SHA-256 of the
+    body, a few headers, the source and the reason — never the body itself."""
+    query = select(WebhookRejection)
+    if channel:
+        query = query.where(WebhookRejection.channel == channel)
+    rows = session.exec(query.order_by(col(WebhookRejection.id).desc()).limit(limit)).all()
+    return [WebhookRejectionView.model_validate(r, from_attributes=True) for r in rows]

@@ -13,10 +13,9 @@ what is wrong and where:
 - 422 text no database can store: NUL characters and unpaired UTF-16 surrogates (``\\u0000``,
   ``\\ud800``), integers beyond 64 bits — with the path of the offending value.
 
-The channel webhooks (``/channels/{name}/inbound``) get only the size limit: providers send
-forms and XML, and the webhook stores every call, even a malformed one, before judging it.
-Code that parses a JSON body itself (a webhook's) gets the same checks from
-:func:`load_json_body`.
+The channel webhooks (``/channels/{name}/inbound``) get only the size limit here: providers
+send forms and XML, and the webhook judges them itself (nesting depth, signature, replay),
+recording a refused call as metadata only (:mod:`suifang.core.security.webhook_rejections`).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from suifang.core.models.tickets import (
     TicketEvent,
     TicketNote,
 )
+from suifang.core.models.webhooks import WebhookRejection, WebhookReplay
 
 __all__ = [
     "CONTACT_SYSTEMS",
@@ -72,5 +73,7 @@ __all__ = [
     "TicketEvent",
     "TicketNote",
     "TouchpointRecord",
+    "WebhookRejection",
+    "WebhookReplay",
     "metadata",
 ]

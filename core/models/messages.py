@@ -1,4 +1,4 @@
-"""The message ledger: every outbound message, every delivery attempt, every inbound call.
+"""The message ledger: every outbound message, every delivery attempt, every verified inbound call.
 
 ``Message.idempotency_key`` is unique: a retried send activity finds the row it wrote and
 never sends twice. The outbox channel's messages are read from here (``suifang outbox``).
@@ -62,7 +62,10 @@ class DeliveryAttempt(SQLModel, table=True):
 
 
 class InboundRecord(SQLModel, table=True):
-    """Every provider callback, stored before it is acted on, so nothing is ever dropped."""
+    """What a verified provider callback carried (encrypted), so nothing it said is dropped.
+
+    Refused calls are not stored here: they are kept as metadata only
+    (:class:`~suifang.core.models.webhooks.WebhookRejection`)."""
 
     __tablename__ = "inbound_record"
 

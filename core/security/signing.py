@@ -19,8 +19,9 @@ A receiver, in this order:
 Key rotation: configure ``[new, old]``. The first secret signs; every secret verifies. Once all
 peers sign with the new secret, drop the old one.
 
-Within the tolerance window the same call can be replayed; receivers must treat inbound events
-idempotently (they carry provider ids for that).
+Within the tolerance window the same call verifies again: a receiver must remember the calls
+it took (:meth:`WebhookSigner.replay_fingerprint`, what suifang's replay cache keys on) and
+give a repeat no second effect.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from suifang.core.channels import InboundRejected, InboundRequest
+from suifang.core.channels import InboundRejected, InboundRequest, fingerprint
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -220,3 +221,12 @@ class WebhookSigner:
     def verify_request(self, request: InboundRequest, *, now: float | None = None) -> None:
         """Verify a webhook call's body against its ``X-Suifang-Signature`` header."""
         self.verify(request.body, request.header(SIGNATURE_HEADER), now=now)
+
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        """What the signature covers — the signing time and the body — for the replay cache.
+
+        Another header with the same timestamp and body (extra ``v1=`` entries, say) is the
+        same call; a query string is not signed and so is left out.
+        """
+        signed = parse_signature_header(request.header(SIGNATURE_HEADER))
+        return fingerprint(str(signed.timestamp), request.body)

@@ -117,6 +117,7 @@ from suifang.core.channels import (
     OutboundMessage,
     PermanentChannelError,
     TransientChannelError,
+    fingerprint,
 )
 from suifang.core.hooks import hookimpl
 from suifang.core.security.signing import (
@@ -341,6 +342,11 @@ class SmsGatewayChannel(Channel):
                 f"SMS gateway refused our credentials ({what}); check SUIFANG_CHANNEL_SMS_API_KEY"
             )
         return PermanentChannelError(f"SMS gateway refused the message: {what}")
+
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        if self.signer is None:  # never reached: unsigned callbacks are refused
+            return super().replay_fingerprint(request)
+        return self.signer.replay_fingerprint(request)
 
     async def parse_inbound(
         self, request: InboundRequest
@@ -626,6 +632,10 @@ class AliyunSmsChannel(Channel):
                 "sms-aliyun callback body must be a JSON array (HTTP 批量推送)", status_code=400
             )
         return [self._item(index, item) for index, item in enumerate(payload)]
+
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        # Aliyun signs nothing: the body is the call (the URL only carries the token).
+        return fingerprint(request.method.upper(), request.body)
 
     def _item(self, index: int, item: Any) -> InboundMessage | DeliveryStatusUpdate:
         try:

@@ -266,6 +266,9 @@ class WebhookChannel(Channel):
         self.signer.verify_request(request)
         return [self._item(event) for event in _parse_events(request.body)]
 
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        return self.signer.replay_fingerprint(request)
+
     def _item(self, event: _ReplyEvent | _StatusEvent) -> InboundMessage | DeliveryStatusUpdate:
         if isinstance(event, _ReplyEvent):
             return InboundMessage(

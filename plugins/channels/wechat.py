@@ -5,6 +5,13 @@ Settings (``SUIFANG_CHANNEL_WECHAT_<FIELD>``):
 - ``APP_ID``, ``APP_SECRET`` (required): the account's AppID and AppSecret (开发 → 基本配置).
   The worker's egress IP must be on the account's IP whitelist.
 - ``TOKEN``: the 服务器配置 Token WeChat signs its pushes with. Unset, pushes are refused (403).
+- ``ENCODING_AES_KEY``: the 服务器配置 EncodingAESKey (43 characters) for 安全模式 (safe mode),
+  the only mode accepted by default. Unset, pushes are refused (403).
+- ``PLAINTEXT_PUSHES`` (false): also accept 明文模式 (plaintext) pushes. Their signature covers
+  only the token, timestamp and nonce, not the body, so anyone who sees one push's query
+  string can send any body with it within the signature window (the replay cache lets one
+  call use it, but a forger who is first wins). Turn it on only behind a network path you
+  trust, and know that it is the weaker mode.
 - ``MESSAGE_API`` (``template``): ``template`` sends 模板消息 (``/cgi-bin/message/template/send``);
   ``subscribe`` sends 订阅通知 (``/cgi-bin/message/subscribe/bizsend``).
 - ``DEFAULT_TEMPLATE_ID``: used when a message names no ``template_id``.
@@ -25,11 +32,16 @@ repeat of the same message to the same user within 10 minutes. ``template_params
 (invalid openid), 40037 (invalid template) and configuration errors are permanent; 45009 /
 45011 / 45047 (quotas) and -1 (system busy) are retried.
 
-Inbound: configure ``https://<host>/channels/wechat/inbound`` as the server URL in 明文模式
-(plaintext) or 兼容模式. WeChat first verifies the URL with a GET; answer it with
-:meth:`WeChatChannel.verify_endpoint` (returns ``echostr`` as ``text/plain``). Every push
-is signed: ``signature = sha1(''.join(sorted([token, timestamp, nonce])))`` in the query
-string. POSTed XML becomes:
+Inbound: configure ``https://<host>/channels/wechat/inbound`` as the server URL in 安全模式
+(safe mode; 兼容模式 works too, and only its encrypted part is read). WeChat first verifies the
+URL with a GET; answer it with :meth:`WeChatChannel.verify_endpoint` (returns ``echostr`` as
+``text/plain``; ``signature = sha1(''.join(sorted([token, timestamp, nonce])))``). A safe-mode
+push carries ``msg_signature = sha1(''.join(sorted([token, timestamp, nonce, Encrypt])))`` in
+its query string, which binds the body; ``Encrypt`` is Base64 of AES-256-CBC (key =
+Base64-decoded ``EncodingAESKey + "="``, IV = its first 16 bytes, PKCS#7 padding to 32 bytes)
+over ``random(16) + msg_len (4 bytes, big-endian) + msg + AppID``. A push whose
+``msg_signature`` does not match, whose timestamp is outside the window, or whose AppID is
+not ours is refused (401). The decrypted XML becomes:
 
 - ``MsgType=text`` → an :class:`InboundMessage` (sender = ``FromUserName``, the openid);
   ``MsgType=voice`` with speech recognition → its ``Recognition`` text;
@@ -43,6 +55,8 @@ Other messages and events are acknowledged and ignored. WeChat expects the body 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -53,8 +67,10 @@ from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeXml
 import httpx
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import DefusedXmlException
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from suifang.core.channels import (
     AddressKind,
@@ -70,6 +86,7 @@ from suifang.core.channels import (
     OutboundMessage,
     PermanentChannelError,
     TransientChannelError,
+    fingerprint,
 )
 from suifang.core.hooks import hookimpl
 from suifang.core.security.signing import (
@@ -78,7 +95,13 @@ from suifang.core.security.signing import (
     check_body_size,
 )
 
-__all__ = ["WeChatChannel", "WeChatConfig", "suifang_register_channels", "wechat_signature"]
+__all__ = [
+    "WeChatChannel",
+    "WeChatConfig",
+    "suifang_register_channels",
+    "wechat_decrypt",
+    "wechat_signature",
+]
 
 _TOKEN_REJECTED = frozenset({40001, 40014, 42001})
 """Invalid, malformed or expired access token: fetch a new one and try once more."""
@@ -106,15 +129,57 @@ _PERMANENT_ERRCODES = {
 _MAX_CLIENT_MSG_ID = 64
 
 
-def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
-    """WeChat's push signature: SHA-1 of the sorted, concatenated token, timestamp and nonce."""
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()  # noqa: S324 - WeChat's documented scheme
+def wechat_signature(token: str, timestamp: str, nonce: str, *encrypted: str) -> str:
+    """WeChat's push signature: SHA-1 of the sorted, concatenated token, timestamp, nonce
+    (and, for ``msg_signature`` in safe mode, the ``Encrypt`` text)."""
+    parts = sorted([token, timestamp, nonce, *encrypted])
+    return hashlib.sha1("".join(parts).encode()).hexdigest()  # noqa: S324 - WeChat's documented scheme
+
+
+def _aes_key(encoding_aes_key: str) -> bytes:
+    try:
+        key = base64.b64decode(encoding_aes_key + "=", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(encoding_aes_key) != 43 or len(key) != 32:
+        raise ValueError("an EncodingAESKey is 43 Base64 characters (32 bytes once decoded)")
+    return key
+
+
+def wechat_decrypt(encoding_aes_key: str, encrypted: str, app_id: str) -> bytes:
+    """The message XML inside a safe-mode ``Encrypt``; :class:`InboundRejected` if it is not
+    ciphertext under our key or names another AppID."""
+    key = _aes_key(encoding_aes_key)
+    try:
+        data = base64.b64decode(encrypted, validate=True)
+    except (binascii.Error, ValueError):
+        raise InboundRejected("wechat push <Encrypt> is not Base64", status_code=400) from None
+    if not data or len(data) % 16:
+        raise InboundRejected("wechat push <Encrypt> is not AES ciphertext", status_code=400)
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    padded = decryptor.update(data) + decryptor.finalize()
+    unpadder = padding.PKCS7(256).unpadder()  # WeChat pads to 32-byte blocks
+    try:
+        plain = unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise InboundRejected(
+            "wechat push <Encrypt> does not decrypt under our EncodingAESKey", status_code=401
+        ) from None
+    length = int.from_bytes(plain[16:20], "big") if len(plain) >= 20 else -1
+    message, sender_app = plain[20 : 20 + length], plain[20 + length :]
+    if length < 0 or len(message) != length:
+        raise InboundRejected("wechat push <Encrypt> has a bad length field", status_code=401)
+    if not hmac.compare_digest(sender_app, app_id.encode()):
+        raise InboundRejected("wechat push is encrypted for another AppID", status_code=401)
+    return message
 
 
 class WeChatConfig(ChannelConfig):
     app_id: str = Field(min_length=1)
     app_secret: SecretStr
     token: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None
+    plaintext_pushes: bool = False
     message_api: Literal["template", "subscribe"] = "template"
     default_template_id: str | None = None
     body_field: str | None = None
@@ -122,6 +187,13 @@ class WeChatConfig(ChannelConfig):
     token_refresh_margin_seconds: float = Field(300.0, ge=0)
     signature_tolerance_seconds: float = Field(DEFAULT_TOLERANCE_SECONDS, gt=0)
     max_inbound_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _is_an_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _aes_key(value.get_secret_value())
+        return value
 
 
 @dataclass(frozen=True)
@@ -277,19 +349,23 @@ class WeChatChannel(Channel):
 
     # --- inbound ---------------------------------------------------------------------------
 
-    def _verify(self, request: InboundRequest) -> None:
+    def _push_token(self) -> str:
         token = self.settings.token
         if token is None:
             raise InboundRejected(
                 "wechat pushes are disabled until SUIFANG_CHANNEL_WECHAT_TOKEN is set",
                 status_code=403,
             )
-        signature = request.query.get("signature")
+        return token.get_secret_value()
+
+    def _signed_time(self, request: InboundRequest, signature_name: str) -> tuple[str, str, str]:
+        """(signature, timestamp, nonce) of a push, its timestamp within the window."""
+        signature = request.query.get(signature_name)
         timestamp = request.query.get("timestamp")
         nonce = request.query.get("nonce")
         if not signature or not timestamp or not nonce:
             raise InboundRejected(
-                "wechat push lacks the signature, timestamp or nonce query parameter",
+                f"wechat push lacks the {signature_name}, timestamp or nonce query parameter",
                 status_code=401,
             )
         if not timestamp.isdigit():
@@ -301,9 +377,39 @@ class WeChatChannel(Channel):
                 f"{self.settings.signature_tolerance_seconds:.0f} s",
                 status_code=401,
             )
-        expected = wechat_signature(token.get_secret_value(), timestamp, nonce)
+        return signature, timestamp, nonce
+
+    def _verify(self, request: InboundRequest) -> None:
+        """The plaintext signature (token, timestamp, nonce): all a URL check or a 明文模式
+        push carries. It does not cover the body."""
+        token = self._push_token()
+        signature, timestamp, nonce = self._signed_time(request, "signature")
+        expected = wechat_signature(token, timestamp, nonce)
         if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
             raise InboundRejected("wechat push signature does not match", status_code=401)
+
+    def _safe_mode(self, request: InboundRequest) -> bool:
+        return request.query.get("encrypt_type") == "aes" or "msg_signature" in request.query
+
+    def _decrypt(self, request: InboundRequest) -> Element:
+        """The message of a safe-mode push, once ``msg_signature`` binds its ``Encrypt``."""
+        token = self._push_token()
+        if self.settings.encoding_aes_key is None:
+            raise InboundRejected(
+                "wechat safe-mode pushes need SUIFANG_CHANNEL_WECHAT_ENCODING_AES_KEY",
+                status_code=403,
+            )
+        signature, timestamp, nonce = self._signed_time(request, "msg_signature")
+        encrypted = _text(_parse_xml(request.body), "Encrypt", required=True)
+        expected = wechat_signature(token, timestamp, nonce, encrypted)
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+            raise InboundRejected(
+                "wechat push msg_signature does not match the body", status_code=401
+            )
+        message = wechat_decrypt(
+            self.settings.encoding_aes_key.get_secret_value(), encrypted, self.settings.app_id
+        )
+        return _parse_xml(message)
 
     def verify_endpoint(self, request: InboundRequest) -> str:
         """The body for WeChat's GET URL check: ``echostr`` once the signature verifies."""
@@ -317,13 +423,28 @@ class WeChatChannel(Channel):
         self, request: InboundRequest
     ) -> list[InboundMessage | DeliveryStatusUpdate]:
         check_body_size(request.body, self.settings.max_inbound_bytes)
-        self._verify(request)
         if request.method.upper() == "GET":
             raise InboundRejected(
                 "wechat URL checks are GET requests: answer them with verify_endpoint()",
                 status_code=405,
             )
-        root = _parse_xml(request.body)
+        if self._safe_mode(request):
+            root = self._decrypt(request)
+        elif not self.settings.plaintext_pushes:
+            self._push_token()
+            raise InboundRejected(
+                "wechat plaintext (明文模式) pushes are refused: their signature does not cover "
+                "the body. Configure 安全模式 and SUIFANG_CHANNEL_WECHAT_ENCODING_AES_KEY",
+                status_code=401,
+            )
+        else:
+            self._verify(request)
+            root = _parse_xml(request.body)
+            if root.find("MsgType") is None and root.find("Encrypt") is not None:
+                raise InboundRejected(
+                    "wechat push is encrypted (安全模式) but its URL has no msg_signature",
+                    status_code=400,
+                )
         msg_type = _text(root, "MsgType", required=True)
         if msg_type == "event":
             return self._event(root)
@@ -333,6 +454,16 @@ class WeChatChannel(Channel):
         if msg_type == "voice" and recognition:
             return [self._reply(root, recognition, extra={"kind": "voice"})]
         return []
+
+    def replay_fingerprint(self, request: InboundRequest) -> str:
+        """Safe mode: what ``msg_signature`` covers; plaintext: the signed query alone, so a
+        captured query string is spent once, whatever body comes with it."""
+        timestamp = request.query.get("timestamp", "")
+        nonce = request.query.get("nonce", "")
+        if self._safe_mode(request):
+            encrypted = _text(_parse_xml(request.body), "Encrypt")
+            return fingerprint("safe", timestamp, nonce, encrypted)
+        return fingerprint("plaintext", timestamp, nonce)
 
     def _reply(
         self, root: Element, text: str, *, extra: dict[str, Any] | None = None
@@ -406,10 +537,6 @@ def _parse_xml(body: bytes) -> Element:
         ) from None
     if root.tag != "xml":
         raise InboundRejected("wechat push XML root element must be <xml>", status_code=400)
-    if root.find("MsgType") is None and root.find("Encrypt") is not None:
-        raise InboundRejected(
-            "wechat push is encrypted (安全模式); configure 明文模式 or 兼容模式", status_code=400
-        )
     return root
 
 

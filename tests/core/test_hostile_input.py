@@ -62,6 +62,7 @@ from suifang.core.models import (
     Patient,
     StaffUser,
     Ticket,
+    WebhookRejection,
 )
 from suifang.core.pathways import load_template, resolve_plan
 from suifang.core.runtime import Runtime
@@ -1140,7 +1141,7 @@ async def test_a_nul_in_the_url_and_a_bogus_content_length_are_refused(door: Doo
 
 
 @sqlite_only
-async def test_a_webhook_with_a_gbk_body_is_stored_and_refused_not_crashed(door: Door) -> None:
+async def test_a_webhook_with_a_gbk_body_is_recorded_and_refused_not_crashed(door: Door) -> None:
     body = "回复1，我很好".encode("gbk")
     channels = ("sms", "webhook", "wechat", "voice", "email", "nope")
     for channel in channels:
@@ -1152,8 +1153,10 @@ async def test_a_webhook_with_a_gbk_body_is_stored_and_refused_not_crashed(door:
         assert 400 <= response.status_code < 500, (channel, response.text)
         assert error_of(response)
     with Session(door.runtime.engine) as session:
-        stored = session.exec(select(InboundRecord)).all()
-    assert sorted(r.channel for r in stored) == sorted(channels)
+        assert session.exec(select(InboundRecord)).all() == []  # refused: no body is kept
+        recorded = session.exec(select(WebhookRejection)).all()
+    assert sorted(r.channel for r in recorded) == sorted(channels)
+    assert {r.size for r in recorded} == {len(body)}
 
 
 async def test_chinese_and_emoji_in_every_free_text_field_are_stored_intact(api: Api) -> None:

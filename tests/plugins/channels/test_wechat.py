@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 import time
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from suifang.core.channels import (
     DeliveryStatusUpdate,
@@ -20,6 +24,7 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
+from suifang.core.errors import ConfigurationError
 from suifang.core.plugins import Plugins
 from suifang.plugins.channels import wechat as wechat_plugin
 from suifang.plugins.channels.wechat import WeChatChannel
@@ -28,6 +33,7 @@ APP_ID = "wx1234567890abcdef"
 APP_SECRET = "app-secret-for-tests"
 PUSH_TOKEN = "push-token-for-tests"
 OPENID = "oia2TjuEGTNoeX76QEjQNrcURxG8"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as WeChat issues them
 
 MESSAGE = OutboundMessage(
     idempotency_key="enr-17:day-7",
@@ -79,7 +85,16 @@ class FakeWeChat:
 
 
 def make_channel(fake: Any, **overrides: Any) -> WeChatChannel:
-    settings = {"app_id": APP_ID, "app_secret": APP_SECRET, "token": PUSH_TOKEN, **overrides}
+    """A channel; these tests read 明文模式 pushes unless they say otherwise (the safe-mode
+    tests below turn it off, as it is by default)."""
+    settings = {
+        "app_id": APP_ID,
+        "app_secret": APP_SECRET,
+        "token": PUSH_TOKEN,
+        "encoding_aes_key": AES_KEY,
+        "plaintext_pushes": True,
+        **overrides,
+    }
     return WeChatChannel(
         WeChatChannel.load_config(**settings),
         http=httpx.AsyncClient(transport=httpx.MockTransport(fake)),
@@ -321,7 +336,7 @@ async def test_bad_push_signatures_are_rejected(
         (b"<xml><FromUserName>o1</FromUserName></xml>", "lacks <MsgType>"),
         (b"<xml><MsgType>text</MsgType><Content>hi</Content></xml>", "lacks <FromUserName>"),
         (b"<xml><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event></xml>", "<Status>"),
-        (b"<xml><Encrypt>abc</Encrypt></xml>", "安全模式"),
+        (b"<xml><Encrypt>abc</Encrypt></xml>", "no msg_signature"),
         (b"<message/>", "root element"),
     ],
 )
@@ -343,6 +358,159 @@ async def test_oversized_push_is_rejected_413() -> None:
     with pytest.raises(InboundRejected) as caught:
         await channel.parse_inbound(push(TEXT_XML))
     assert caught.value.status_code == 413
+
+
+def wechat_encrypt(
+    message: bytes, *, aes_key: str = AES_KEY, app_id: str = APP_ID, pad_to: int = 32
+) -> str:
+    """``Encrypt`` as WeChat's official sample builds it: AES-256-CBC, IV = the key's first 16
+    bytes, over random(16) + msg_len (4 bytes, big-endian) + msg + AppID, PKCS#7 to 32 bytes."""
+    key = base64.b64decode(aes_key + "=")
+    plain = os.urandom(16) + len(message).to_bytes(4, "big") + message + app_id.encode()
+    padder = padding.PKCS7(pad_to * 8).padder()
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
+
+
+def encrypted_push(
+    message: bytes,
+    *,
+    token: str = PUSH_TOKEN,
+    aes_key: str = AES_KEY,
+    app_id: str = APP_ID,
+    timestamp: int | None = None,
+    nonce: str = "1320562132",
+) -> tuple[dict[str, str], bytes]:
+    """(query, body) of a 安全模式 push as WeChat sends it to an Official Account server."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    encrypted = wechat_encrypt(message, aes_key=aes_key, app_id=app_id)
+    body = (
+        "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName>"
+        f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    ).encode()
+
+    def sha1(*parts: str) -> str:
+        return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()  # noqa: S324
+
+    query = {
+        "signature": sha1(token, stamp, nonce),
+        "timestamp": stamp,
+        "nonce": nonce,
+        "openid": OPENID,
+        "encrypt_type": "aes",
+        "msg_signature": sha1(token, stamp, nonce, encrypted),
+    }
+    return query, body
+
+
+def safe_channel(**overrides: Any) -> WeChatChannel:
+    return make_channel(FakeWeChat(), plaintext_pushes=False, **overrides)
+
+
+async def test_a_safe_mode_push_is_decrypted_and_verified() -> None:
+    query, body = encrypted_push(TEXT_XML)
+    [reply] = await safe_channel().parse_inbound(InboundRequest(query=query, body=body))
+    assert isinstance(reply, InboundMessage)
+    assert (reply.sender, reply.text) == (OPENID, "伤口有点红肿 <怎么办>")
+    assert reply.provider_message_id == "23456789012345678"
+
+
+# The test vector of WeChat's own sample code (WXBizMsgCrypt), so our decryption and
+# msg_signature are checked against what WeChat produced, not only against our test helper.
+SAMPLE_ENCRYPT = (
+    "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8P"
+    "GHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+"
+    "h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tC"
+    "Op3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvn"
+    "hvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE="
+)
+
+
+async def test_wechats_own_sample_push_is_verified_and_decrypted() -> None:
+    channel = make_channel(
+        FakeWeChat(),
+        app_id="wx2c2769f8efd9abc2",
+        token="spamtest",
+        encoding_aes_key=AES_KEY,
+        plaintext_pushes=False,
+        signature_tolerance_seconds=10**10,  # the sample is from 2014
+    )
+    request = InboundRequest(
+        query={
+            "timestamp": "1409735669",
+            "nonce": "1320562132",
+            "encrypt_type": "aes",
+            "msg_signature": "5d197aaffba7e9b25a30732f161a50dee96bd5fa",
+        },
+        body=(
+            "<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName>"
+            f"<Encrypt><![CDATA[{SAMPLE_ENCRYPT}]]></Encrypt></xml>"
+        ).encode(),
+    )
+    [reply] = await channel.parse_inbound(request)
+    assert isinstance(reply, InboundMessage)
+    assert (reply.sender, reply.text, reply.provider_message_id) == (
+        "oyORnuP8q7ou2gfYjqLzSIWZf0rs",
+        "abcdteT",
+        "6054768590064713728",
+    )
+
+
+async def test_a_captured_query_string_cannot_carry_a_forged_body() -> None:
+    """Finding 3: the signature must bind the body, so a captured push's query string with a
+    made-up sender and text is refused, in safe mode and in the default plaintext refusal."""
+    query, _ = encrypted_push(TEXT_XML)
+    forged_message = TEXT_XML.replace(OPENID.encode(), b"oSomeOtherPatient000000000000")
+    _, forged_body = encrypted_push(forged_message)  # a well-formed Encrypt, not the signed one
+    with pytest.raises(InboundRejected, match="msg_signature does not match") as caught:
+        await safe_channel().parse_inbound(InboundRequest(query=query, body=forged_body))
+    assert caught.value.status_code == 401
+    plaintext_query = {k: query[k] for k in ("signature", "timestamp", "nonce")}
+    with pytest.raises(InboundRejected, match="plaintext") as refused:
+        await safe_channel().parse_inbound(
+            InboundRequest(query=plaintext_query, body=forged_message)
+        )
+    assert refused.value.status_code == 401
+
+
+async def test_a_safe_mode_push_for_another_account_or_key_is_refused() -> None:
+    query, body = encrypted_push(TEXT_XML, app_id="wx-someone-else")
+    with pytest.raises(InboundRejected, match="another AppID") as other_app:
+        await safe_channel().parse_inbound(InboundRequest(query=query, body=body))
+    assert other_app.value.status_code == 401
+    other_key = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"
+    query, body = encrypted_push(TEXT_XML, aes_key=other_key)
+    with pytest.raises(InboundRejected) as wrong_key:
+        await safe_channel().parse_inbound(InboundRequest(query=query, body=body))
+    assert wrong_key.value.status_code == 401
+    stale_query, stale_body = encrypted_push(TEXT_XML, timestamp=int(time.time()) - 3600)
+    with pytest.raises(InboundRejected, match="window"):
+        await safe_channel().parse_inbound(InboundRequest(query=stale_query, body=stale_body))
+
+
+async def test_safe_mode_needs_an_aes_key_and_a_bad_key_is_a_configuration_error() -> None:
+    query, body = encrypted_push(TEXT_XML)
+    with pytest.raises(InboundRejected, match="ENCODING_AES_KEY") as caught:
+        await safe_channel(encoding_aes_key=None).parse_inbound(
+            InboundRequest(query=query, body=body)
+        )
+    assert caught.value.status_code == 403
+    with pytest.raises(ConfigurationError, match="ENCODING_AES_KEY"):
+        WeChatChannel.load_config(app_id=APP_ID, app_secret=APP_SECRET, encoding_aes_key="short")
+
+
+def test_replays_of_one_push_share_a_fingerprint_and_other_pushes_do_not() -> None:
+    channel = safe_channel()
+    query, body = encrypted_push(TEXT_XML)
+    again = InboundRequest(query={**query, "extra": "1"}, body=body)
+    assert channel.replay_fingerprint(InboundRequest(query=query, body=body)) == (
+        channel.replay_fingerprint(again)
+    )
+    other_query, other_body = encrypted_push(TEXT_XML)  # fresh random prefix: another push
+    assert channel.replay_fingerprint(InboundRequest(query=query, body=body)) != (
+        channel.replay_fingerprint(InboundRequest(query=other_query, body=other_body))
+    )
 
 
 def test_registered_through_the_plugin_hook() -> None:
