@@ -151,8 +151,7 @@ class Triager:
             signals.praise
             and not signals.asks
             and not signals.grievances
-            and "current" not in danger.mentions  # "好多了，谢谢" is thanks; "还疼，谢谢" is not
-            # "大便颜色有点深，人挺好的" reports a body, however well the patient feels.
+            # "还疼，谢谢" and "大便颜色有点深，人挺好的" report a body, however thankful.
             and not (prediction.category in _SYMPTOMS and prediction.confidence >= _SURE)
         ):
             return TriageResult(

@@ -22,14 +22,14 @@ from suifang.tickets.triage import classify
 CORPUS = Path(__file__).parent / "corpus"
 TEMPLATES = Path(__file__).parents[2] / "templates"
 
-# What the triage reaches on heldout.csv today (2026-12-04: emergency recall 95.7 %, no
-# clinical message answered at L1, feedback routed 86.8 %, routine 78.8 %), less a little
+# What the triage reaches on heldout.csv today (2026-12-04: emergency recall 96.3 %, no
+# clinical message answered at L1, feedback routed 88.5 %, routine 78.0 %), less a little
 # room: a change that loses ground fails CI.
 FLOORS = {
-    "emergency_recall": 0.95,
+    "emergency_recall": 0.96,
     "clinical_answered_automatically": 0,
-    "feedback_routed": 0.85,
-    "routine_answered": 0.75,
+    "feedback_routed": 0.875,
+    "routine_answered": 0.77,
 }
 # Issue 18's bar.
 TARGETS = {
