@@ -45,5 +45,17 @@ if engine is None:
     # A migration may rewrite a large table: no statement timeout for it.
     engine = create_db_engine(load_settings().database_url, statement_timeout=0)
 with engine.connect() as conn:
+    on_sqlite = conn.dialect.name == "sqlite"
+    if on_sqlite:
+        # Batch mode rebuilds a SQLite table by copying and dropping it, and with foreign keys
+        # on, dropping ``patient`` would cascade to every row that references a patient. The
+        # pragma only takes effect outside a transaction: it must be the first statement.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
     _run(conn)
     conn.commit()
+    if on_sqlite:
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+        if broken:
+            raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
