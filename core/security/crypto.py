@@ -37,6 +37,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 from suifang.core.errors import ConfigurationError
+from suifang.core.private_files import private_directory
 
 if TYPE_CHECKING:
     from suifang.core.config import Settings
@@ -133,8 +134,8 @@ class Keyring:
     def load_or_create(cls, data_dir: Path) -> Keyring:
         """The embedded default: one key file, created owner-readable on first use."""
         path = data_dir / KEY_FILE
+        private_directory(data_dir)
         if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
             content = {
                 "encryption_keys": [generate_key()],
                 "blind_index_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
