@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,12 @@ from suifang.core.security.crypto import (
     get_keyring,
     identifier_index,
 )
-from suifang.core.security.keys import reindex_blind_indexes, rotate_encrypted_columns
+from suifang.core.security.keys import (
+    BLIND_INDEXES,
+    encrypted_columns,
+    reindex_blind_indexes,
+    rotate_encrypted_columns,
+)
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent
@@ -331,3 +337,18 @@ def test_the_cli_creates_files_owner_only_and_gives_the_umask_back(tmp_path: Pat
         os.umask(previous)
     assert mode(tmp_path / "inside") == 0o600
     assert mode(tmp_path / "after") == 0o644
+
+
+def test_docs_security_lists_exactly_the_encrypted_columns_and_keyed_hashes() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "security.md").read_text("utf-8")
+    at_rest = docs.split("## Data at rest", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, set[str]] = {}
+    hashes: set[tuple[str, str]] = set()
+    for line in at_rest.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if re.fullmatch(r"`\w+`", cells[0]) and len(cells) == 2:
+            documented[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", cells[1]))
+        elif match := re.fullmatch(r"`(\w+)\.(\w+)`.*", cells[0]):
+            hashes.add((match.group(1), match.group(2)))
+    assert documented == {t: set(c) for t, c in encrypted_columns().items()}
+    assert hashes == set(BLIND_INDEXES)
