@@ -1,4 +1,5 @@
-"""PHI encrypted at rest: names, birth dates, MRNs, diagnoses, answers, observations, alerts
+"""PHI encrypted at rest: names, birth dates, MRNs, diagnoses, answers, observations, alerts,
+provider error texts
 
 Revision ID: 0008
 Revises: 0005
@@ -69,6 +70,13 @@ COLUMNS: dict[str, dict[str, tuple[Any, bool, EncryptedText]]] = {
     },
     'observation': {
         'value': (_FLOAT, False, EncryptedFloat()),
+    },
+    'message': {
+        'status_detail': (sa.String(256), True, EncryptedText()),
+    },
+    'delivery_attempt': {
+        'error': (sa.String(256), True, EncryptedText()),
+        'detail': (_JSON, False, EncryptedJSON()),
     },
     'alert': {
         'summary_zh': (sa.String(256), False, EncryptedText()),
