@@ -5,9 +5,9 @@ dates, MRNs, ID-card numbers, contact details, diagnoses, answers, observations,
 text and message bodies (docs/security.md lists the columns) — is stored as Fernet tokens
 (AES-128-CBC + HMAC-SHA256, from the ``cryptography`` package). Several keys may be
 configured: the first encrypts, all decrypt, so keys rotate without downtime (``suifang keys
-rotate`` re-encrypts old rows). Equality lookups (which patient sent this
-SMS? which patient has this MRN?) use a *blind index*: an HMAC-SHA256 of the normalised
-value under a separate key.
+rotate`` re-encrypts old rows). Equality lookups (which patient sent this SMS? which patient
+has this MRN?) use a *blind index*: an HMAC-SHA256 of the normalised value under a separate
+key.
 
 Keys come from ``SUIFANG_ENCRYPTION_KEYS`` (comma-separated, newest first) and
 ``SUIFANG_BLIND_INDEX_KEY``. When both are unset — the embedded default — a key file is

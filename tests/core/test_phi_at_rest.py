@@ -323,7 +323,7 @@ def test_files_an_older_version_left_readable_are_tightened(tmp_path: Path) -> N
     assert mode(data_dir / "suifang.db-wal") == 0o600
 
 
-def test_the_cli_creates_files_owner_only_and_gives_the_umask_back(tmp_path: Path) -> None:
+def test_private_umask_makes_files_owner_only_and_the_cli_gives_it_back(tmp_path: Path) -> None:
     from suifang.core.cli import main as cli_main
 
     previous = os.umask(0o022)
