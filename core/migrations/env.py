@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from alembic import context
@@ -40,6 +41,26 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         context.run_migrations()
 
 
+VACUUM_AFTER = "vacuum_after"
+"""Set by a migration that replaced plaintext (0008) to the tables it rewrote."""
+
+
+def _vacuum(connection, tables: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite ``tables`` so the plaintext a migration replaced is gone from the files.
+
+    An UPDATE leaves the old row behind — in SQLite's free pages and WAL, in PostgreSQL's dead
+    tuples — until the space is reused. VACUUM runs outside a transaction, after the commit.
+    """
+    if not tables:
+        return
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("VACUUM")
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    elif connection.dialect.name == "postgresql":
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.exec_driver_sql("VACUUM FULL " + ", ".join(f'"{t}"' for t in tables))
+
+
 engine = context.config.attributes.get("engine")
 if engine is None:
     # A migration may rewrite a large table: no statement timeout for it.
@@ -59,3 +80,4 @@ with engine.connect() as conn:
         conn.commit()
         if broken:
             raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
+    _vacuum(conn, context.config.attributes.pop(VACUUM_AFTER, ()))

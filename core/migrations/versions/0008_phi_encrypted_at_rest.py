@@ -177,6 +177,8 @@ def upgrade() -> None:
     # The rewrite of patients and encounters also fills their keyed hash.
     for name in COLUMNS:
         _rewrite(name, _encrypt(name), hash_kind=HASHED.get(name))
+    # The plaintext the rewrite replaced is still in the files until they are vacuumed.
+    op.get_context().config.attributes['vacuum_after'] = list(COLUMNS)
     for name in HASHED:
         with op.batch_alter_table(name, schema=None) as batch_op:
             batch_op.alter_column(
