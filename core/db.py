@@ -1,7 +1,8 @@
 """The app database: one SQLModel engine factory for SQLite and PostgreSQL, sessions, migrations.
 
-SQLite (the embedded default) runs in WAL mode with foreign keys enforced; PostgreSQL is
-used in production through the same code by setting ``SUIFANG_DATABASE_URL``.
+SQLite (the embedded default) runs in WAL mode with foreign keys enforced, in files only their
+owner can read; PostgreSQL is used in production through the same code by setting
+``SUIFANG_DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import QueuePool, StaticPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
+
+from suifang.core.private_files import PRIVATE_FILE_MODE, private_directory, private_file, tighten
 
 __all__ = [
     "UTCDateTime",
@@ -99,6 +102,16 @@ def pool_capacity(engine: Engine) -> int | None:
     return None
 
 
+def _create_private_database_file(path: Path) -> None:
+    """Create the SQLite file owner-only before SQLite opens it: SQLite gives the -wal and
+    -shm files it creates beside a database that database's permissions, so all three are
+    private from their first byte. Files an older version left readable are tightened."""
+    private_directory(path.parent, tighten_existing=False)  # its directory may not be ours
+    private_file(path)
+    for companion in ("-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + companion), PRIVATE_FILE_MODE)
+
+
 def create_db_engine(url: str, *, echo: bool = False, statement_timeout: float = 30.0) -> Engine:
     """An engine for ``url`` with the pragmas and pooling that URL's database needs.
 
@@ -114,7 +127,7 @@ def create_db_engine(url: str, *, echo: bool = False, statement_timeout: float =
         if database in ("", ":memory:"):
             kwargs["poolclass"] = StaticPool
         else:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private_database_file(Path(database).expanduser())
             kwargs |= {"poolclass": QueuePool, "pool_size": POOL_SIZE}
             kwargs["max_overflow"] = POOL_MAX_OVERFLOW
         engine = create_engine(parsed, **kwargs)

@@ -15,6 +15,7 @@ Load them in a ``conftest.py`` with ``pytest_plugins = ["suifang.core.testing"]`
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import uuid
@@ -49,6 +50,7 @@ __all__ = [
     "dev_server_env",
     "engine",
     "journey_worker",
+    "keyring_environment",
     "postgres_schema_url",
     "runtime",
     "session",
@@ -76,9 +78,19 @@ def postgres_schema_url(base: str, schema: str) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def test_keyring() -> Keyring:
     """Encryption keys for the test process (subprocesses use their data directory's key file)."""
-    keyring = Keyring((generate_key(), generate_key()), os.urandom(32))
+    # The blind-index key is text, as a configured one is: keyring_environment can pass it on.
+    keyring = Keyring((generate_key(), generate_key()), base64.urlsafe_b64encode(os.urandom(32)))
     configure_keyring(keyring)
     return keyring
+
+
+def keyring_environment(keyring: Keyring) -> dict[str, str]:
+    """The ``SUIFANG_*`` variables that make a process (an in-process CLI run, a subprocess)
+    use ``keyring``: every encrypted column is readable only with the keys that wrote it."""
+    return {
+        "SUIFANG_ENCRYPTION_KEYS": ",".join(keyring.encryption_keys),
+        "SUIFANG_BLIND_INDEX_KEY": keyring.blind_index_key.decode("ascii"),
+    }
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from suifang.core.models import ContactPoint, Department, Encounter, Enrollment,
 from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.runtime import Runtime
-from suifang.core.security.crypto import blind_index
+from suifang.core.security.crypto import blind_index, identifier_index
 from suifang.core.timezones import IanaTimezone
 from suifang.workflows.journey import (
     JOURNEY_REVISION,
@@ -178,7 +178,8 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
     """Insert or update the patient by MRN, with statements rather than the ORM's unit of
     work: intake is on every discharge's path. Given fields replace stored ones; omitted
     optional ones keep what is stored; consent is re-stamped only when it changes."""
-    existing = connection.execute(_PATIENT_BY_MRN, {"external_id": data.external_id}).first()
+    mrn_hash = identifier_index("mrn", data.external_id)
+    existing = connection.execute(_PATIENT_BY_MRN, {"mrn_hash": mrn_hash}).first()
     now = utcnow()
     values: dict[str, Any] = {
         "name": data.name,
@@ -262,7 +263,7 @@ _PATIENT_BY_MRN = sa.select(
     _PATIENTS.c.birth_date,
     _PATIENTS.c.contact_consent,
     _PATIENTS.c.consent_at,
-).where(_PATIENTS.c.external_id == sa.bindparam("external_id"))
+).where(_PATIENTS.c.external_id_hash == sa.bindparam("mrn_hash"))  # MRNs are encrypted
 _INSERT_PATIENT = sa.insert(_PATIENTS).returning(_PATIENTS.c.id)
 
 
@@ -296,7 +297,8 @@ def _upsert_encounter(
     connection: Connection, patient: _PatientFacts, data: EncounterIn
 ) -> tuple[int, float | None, bool]:
     """The encounter's id and length of stay, and whether it is new (statements, as above)."""
-    existing = connection.execute(_ENCOUNTER_BY_VISIT, {"external_id": data.external_id}).first()
+    visit_hash = identifier_index("visit", data.external_id)
+    existing = connection.execute(_ENCOUNTER_BY_VISIT, {"visit_hash": visit_hash}).first()
     if existing is not None and existing.patient_id != patient.id:
         raise ValidationFailed(
             f"encounter.external_id {data.external_id!r} already belongs to another patient"
@@ -317,7 +319,7 @@ def _upsert_encounter(
 
 _ENCOUNTERS = Encounter.__table__  # type: ignore[attr-defined]
 _ENCOUNTER_BY_VISIT = sa.select(_ENCOUNTERS.c.id, _ENCOUNTERS.c.patient_id).where(
-    _ENCOUNTERS.c.external_id == sa.bindparam("external_id")
+    _ENCOUNTERS.c.external_id_hash == sa.bindparam("visit_hash")  # visit numbers are encrypted
 )
 _INSERT_ENCOUNTER = sa.insert(_ENCOUNTERS).returning(_ENCOUNTERS.c.id)
 

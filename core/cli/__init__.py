@@ -23,6 +23,7 @@ from suifang.core.cli import (
     triage,
 )
 from suifang.core.errors import SuifangError
+from suifang.core.private_files import private_umask
 
 __all__ = ["app", "main"]
 
@@ -49,9 +50,14 @@ app.command("simulate")(simulate.simulate)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one ``suifang: error: …`` line and a non-zero exit code."""
+    """Run the CLI; user errors become one ``suifang: error: …`` line and a non-zero exit code.
+
+    Everything a command creates — the SQLite database and its WAL, the key file, the Temporal
+    store and log of ``suifang up`` — is created owner-only (umask 077).
+    """
     try:
-        app(args=argv, prog_name="suifang")
+        with private_umask():
+            app(args=argv, prog_name="suifang")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -16,7 +16,7 @@ from suifang.core.models import ApiToken, StaffUser
 from suifang.core.security.audit import query_audit
 from suifang.core.security.auth import Role, Scope, create_user, issue_token, revoke_token
 from suifang.core.security.crypto import generate_key
-from suifang.core.security.keys import reindex_contacts, rotate_encrypted_columns
+from suifang.core.security.keys import reindex_blind_indexes, rotate_encrypted_columns
 from suifang.core.security.lifetimes import token_lifetime
 
 users_app = typer.Typer(help="Staff and integrator accounts.", no_args_is_help=True)
@@ -262,8 +262,10 @@ def rotate() -> None:
 
 @keys_app.command("reindex")
 def reindex() -> None:
-    """Recompute the keyed hashes of contact points after SUIFANG_BLIND_INDEX_KEY changed."""
-    print(f"{reindex_contacts(cli_runtime().engine)} contact point(s) re-indexed")
+    """Recompute every keyed hash (contacts, ID numbers, MRNs, visit numbers) after
+    SUIFANG_BLIND_INDEX_KEY changed: until then, intake and replies cannot find anyone."""
+    for name, count in reindex_blind_indexes(cli_runtime().engine).items():
+        print(f"{name}: {count} row(s) re-indexed")
 
 
 @temporal_app.command("history")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from alembic import context
@@ -40,10 +41,43 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         context.run_migrations()
 
 
+VACUUM_AFTER = "vacuum_after"
+"""Set by a migration that replaced plaintext (0008) to the tables it rewrote."""
+
+
+def _vacuum(connection, tables: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite ``tables`` so the plaintext a migration replaced is gone from the files.
+
+    An UPDATE leaves the old row behind — in SQLite's free pages and WAL, in PostgreSQL's dead
+    tuples — until the space is reused. VACUUM runs outside a transaction, after the commit.
+    """
+    if not tables:
+        return
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("VACUUM")
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    elif connection.dialect.name == "postgresql":
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.exec_driver_sql("VACUUM FULL " + ", ".join(f'"{t}"' for t in tables))
+
+
 engine = context.config.attributes.get("engine")
 if engine is None:
     # A migration may rewrite a large table: no statement timeout for it.
     engine = create_db_engine(load_settings().database_url, statement_timeout=0)
 with engine.connect() as conn:
+    on_sqlite = conn.dialect.name == "sqlite"
+    if on_sqlite:
+        # Batch mode rebuilds a SQLite table by copying and dropping it, and with foreign keys
+        # on, dropping ``patient`` would cascade to every row that references a patient. The
+        # pragma only takes effect outside a transaction: it must be the first statement.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
     _run(conn)
     conn.commit()
+    if on_sqlite:
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+        if broken:
+            raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
+    _vacuum(conn, context.config.attributes.pop(VACUUM_AFTER, ()))

@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from suifang.core.db import UTCDateTime
 from suifang.core.models.base import TimestampField
-from suifang.core.security.crypto import EncryptedText
+from suifang.core.security.crypto import EncryptedFloat, EncryptedJSON, EncryptedText
 
 __all__ = ["Alert", "Answer", "Enrollment", "Observation", "PointsEntry", "TouchpointRecord"]
 
@@ -31,11 +31,11 @@ class Enrollment(SQLModel, table=True):
     risk_tier: str = Field(max_length=16)
     risk_score: float | None = None
     risk_method: str | None = Field(default=None, max_length=32)
-    risk_reasons: list[str] = Field(default_factory=list, sa_type=JSON)
+    risk_reasons: list[str] = Field(default_factory=list, sa_type=EncryptedJSON)
     groups: list[str] = Field(default_factory=list, sa_type=JSON)
     workflow_id: str = Field(max_length=128, unique=True)
     status: str = Field(max_length=16, index=True)
-    stop_reason: str | None = Field(default=None, max_length=128)
+    stop_reason: str | None = Field(default=None, sa_type=EncryptedText)
     time_scale: float = 1.0
     idempotency_key: str | None = Field(default=None, max_length=128, unique=True)
     enrolled_at: dt.datetime = TimestampField(index=True)
@@ -59,7 +59,7 @@ class TouchpointRecord(SQLModel, table=True):
     sent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     answered_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
-    detail: str | None = Field(default=None, max_length=256)
+    detail: str | None = Field(default=None, sa_type=EncryptedText)
     updated_at: dt.datetime = TimestampField()
 
 
@@ -72,9 +72,9 @@ class Answer(SQLModel, table=True):
     patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
     touchpoint_key: str | None = Field(default=None, max_length=64)
     question_id: str = Field(max_length=64, description="'_text' for a free-text reply.")
-    value: Any = Field(default=None, sa_type=JSON, description="Parsed structured answer.")
+    value: Any = Field(default=None, sa_type=EncryptedJSON, description="Parsed structured answer.")
     text: str | None = Field(default=None, sa_type=EncryptedText, description="Free text.")
-    invalid: str | None = Field(default=None, max_length=256)
+    invalid: str | None = Field(default=None, sa_type=EncryptedText)
     late: bool = False
     channel: str | None = Field(default=None, max_length=32)
     source: str = Field(default="patient", max_length=32)
@@ -91,7 +91,7 @@ class Observation(SQLModel, table=True):
         default=None, foreign_key="enrollment.id", ondelete="SET NULL"
     )
     indicator: str = Field(max_length=64, index=True)
-    value: float
+    value: float = Field(sa_type=EncryptedFloat)
     unit: str | None = Field(default=None, max_length=16)
     observed_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
     source: str = Field(default="questionnaire", max_length=32)
@@ -107,9 +107,9 @@ class Alert(SQLModel, table=True):
     tier: str = Field(max_length=4, index=True)
     priority: str = Field(max_length=16)
     category: str = Field(max_length=32)
-    summary_zh: str = Field(max_length=256)
-    summary_en: str = Field(max_length=256)
-    evidence: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    summary_zh: str = Field(sa_type=EncryptedText)
+    summary_en: str = Field(sa_type=EncryptedText)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_type=EncryptedJSON)
     ticket_id: int | None = Field(default=None, index=True)
     created_at: dt.datetime = TimestampField(index=True)
 

@@ -10,12 +10,12 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Numeric, UniqueConstraint
+from sqlalchemy import Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from suifang.core.db import UTCDateTime
 from suifang.core.models.base import TimestampField
-from suifang.core.security.crypto import EncryptedText
+from suifang.core.security.crypto import EncryptedJSON, EncryptedText
 
 __all__ = ["DeliveryAttempt", "InboundRecord", "Message"]
 
@@ -41,7 +41,11 @@ class Message(SQLModel, table=True):
     sent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     delivered_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     read_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
-    status_detail: str | None = Field(default=None, max_length=256)
+    status_detail: str | None = Field(
+        default=None,
+        sa_type=EncryptedText,
+        description="Why it failed: a provider may quote the address.",
+    )
 
 
 class DeliveryAttempt(SQLModel, table=True):
@@ -53,11 +57,12 @@ class DeliveryAttempt(SQLModel, table=True):
     attempt: int
     channel: str = Field(max_length=32)
     outcome: str = Field(max_length=24, description="accepted, permanent_error, transient_error…")
-    error: str | None = Field(default=None, max_length=256)
+    # A provider's error text and reply may quote the patient's number or address.
+    error: str | None = Field(default=None, sa_type=EncryptedText)
     provider_message_id: str | None = Field(default=None, max_length=128)
     cost: Decimal | None = Field(default=None, sa_type=Numeric(12, 4))
     currency: str | None = Field(default=None, max_length=8)
-    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=EncryptedJSON)
     at: dt.datetime = TimestampField()
 
 

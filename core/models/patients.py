@@ -1,9 +1,10 @@
 """Patients and their contact points. Sensitive values are encrypted at rest.
 
 Contact points are looked up by a keyed hash (``value_hash``) so an inbound SMS can be
-matched to its patient without storing the number in the clear. A patient may have several
-per system; the one in use is the most recently preferred that is not retired
-(:mod:`suifang.core.contacts`).
+matched to its patient without storing the number in the clear; the MRN likewise
+(``external_id_hash``), so intake finds a returning patient without it. A patient may have
+several contacts per system; the one in use is the most recently preferred that is not
+retired (:mod:`suifang.core.contacts`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import JSON, UniqueConstraint
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlmodel import Field, SQLModel
 
 from suifang.core.db import UTCDateTime
 from suifang.core.models.base import TimestampField
-from suifang.core.security.crypto import EncryptedText
+from suifang.core.security.crypto import EncryptedDate, EncryptedText, identifier_index
 
 __all__ = ["CONTACT_SYSTEMS", "ContactPoint", "Patient"]
 
@@ -23,12 +25,25 @@ CONTACT_SYSTEMS = ("phone", "email", "wechat", "app")
 """phone serves SMS and voice; wechat holds an official-account openid; app a push user id."""
 
 
+def _mrn_index(context: DefaultExecutionContext) -> str:
+    """Every insert, ORM or statement, gets the MRN's keyed hash without naming it."""
+    return identifier_index("mrn", context.get_current_parameters()["external_id"])
+
+
 class Patient(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    external_id: str = Field(max_length=64, unique=True, description="MRN / 病历号 in the HIS.")
-    name: str = Field(max_length=128)
+    external_id: str = Field(sa_type=EncryptedText, description="MRN / 病历号 in the HIS.")
+    external_id_hash: str | None = Field(
+        default=None,
+        max_length=64,
+        unique=True,
+        nullable=False,
+        sa_column_kwargs={"default": _mrn_index},
+        description="Keyed hash of the MRN: how intake finds a returning patient.",
+    )
+    name: str = Field(sa_type=EncryptedText)
     sex: str | None = Field(default=None, max_length=16)
-    birth_date: dt.date | None = None
+    birth_date: dt.date | None = Field(default=None, sa_type=EncryptedDate)
     locale: str = Field(default="zh-CN", max_length=8)
     timezone: str = Field(default="Asia/Shanghai", max_length=64)
     preferred_channels: list[str] = Field(default_factory=list, sa_type=JSON)

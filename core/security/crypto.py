@@ -1,10 +1,13 @@
 """Encryption of sensitive fields at rest, and keyed hashes to find rows by them.
 
-Phone numbers, ID-card numbers, addresses, free-text answers and message bodies are stored
-as Fernet tokens (AES-128-CBC + HMAC-SHA256, from the ``cryptography`` package). Several
-keys may be configured: the first encrypts, all decrypt, so keys rotate without downtime
-(``suifang keys rotate`` re-encrypts old rows). Equality lookups (which patient sent this
-SMS?) use a *blind index*: an HMAC-SHA256 of the normalised value under a separate key.
+Everything that identifies a patient or says something about their health — names, birth
+dates, MRNs, ID-card numbers, contact details, diagnoses, answers, observations, alerts, free
+text and message bodies (docs/security.md lists the columns) — is stored as Fernet tokens
+(AES-128-CBC + HMAC-SHA256, from the ``cryptography`` package). Several keys may be
+configured: the first encrypts, all decrypt, so keys rotate without downtime (``suifang keys
+rotate`` re-encrypts old rows). Equality lookups (which patient sent this SMS? which patient
+has this MRN?) use a *blind index*: an HMAC-SHA256 of the normalised value under a separate
+key.
 
 Keys come from ``SUIFANG_ENCRYPTION_KEYS`` (comma-separated, newest first) and
 ``SUIFANG_BLIND_INDEX_KEY``. When both are unset — the embedded default — a key file is
@@ -14,6 +17,7 @@ created once in the data directory with owner-only permissions.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -33,17 +37,22 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 from suifang.core.errors import ConfigurationError
+from suifang.core.private_files import private_directory
 
 if TYPE_CHECKING:
     from suifang.core.config import Settings
 
 __all__ = [
+    "EncryptedDate",
+    "EncryptedFloat",
+    "EncryptedJSON",
     "EncryptedText",
     "Keyring",
     "blind_index",
     "configure_keyring",
     "generate_key",
     "get_keyring",
+    "identifier_index",
     "keyring_from_settings",
     "normalise_phone",
 ]
@@ -125,8 +134,8 @@ class Keyring:
     def load_or_create(cls, data_dir: Path) -> Keyring:
         """The embedded default: one key file, created owner-readable on first use."""
         path = data_dir / KEY_FILE
+        private_directory(data_dir)
         if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
             content = {
                 "encryption_keys": [generate_key()],
                 "blind_index_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
@@ -175,24 +184,85 @@ def blind_index(kind: str, value: str) -> str:
     return get_keyring().index(kind, normalised)
 
 
-class EncryptedText(TypeDecorator[str]):
-    """A string column stored encrypted; reads give the plaintext back."""
+def identifier_index(kind: str, value: str) -> str:
+    """The keyed hash of an identifier compared exactly (an MRN, a visit number): unlike
+    :func:`blind_index`, case is kept, since HIS identifiers that differ in case differ."""
+    return get_keyring().index(kind, value)
+
+
+class EncryptedText(TypeDecorator[Any]):
+    """A string column stored encrypted; reads give the plaintext back.
+
+    The subclasses below store other values (JSON, dates, numbers) the same way: serialised
+    to text, then encrypted. They are all ``EncryptedText`` so key rotation, migrations and
+    the schema check treat every encrypted column alike: the database sees only ciphertext.
+    """
 
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return get_keyring().encrypt(value)
+    def serialise(self, value: Any) -> str:
+        return str(value)
 
-    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+    def deserialise(self, text: str) -> Any:
+        return text
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None and not self.should_evaluate_none:
+            return None
+        return get_keyring().encrypt(self.serialise(value))
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        return get_keyring().decrypt(value)
+        return self.deserialise(get_keyring().decrypt(value))
 
     def copy(self, **kw: Any) -> EncryptedText:
-        return EncryptedText()
+        return type(self)()
+
+
+class EncryptedJSON(EncryptedText):
+    """A JSON value (diagnosis codes, answer values, alert evidence) stored encrypted.
+
+    Like SQLAlchemy's JSON type, ``None`` is stored as JSON ``null`` (encrypted), not SQL NULL:
+    these columns are NOT NULL, and an answer without a structured value is such a row.
+    """
+
+    cache_ok = True
+    should_evaluate_none = True
+
+    def serialise(self, value: Any) -> str:
+        # Compact and with CJK as is: the same value always gives the same plaintext.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def deserialise(self, text: str) -> Any:
+        return json.loads(text)
+
+
+class EncryptedDate(EncryptedText):
+    """A date (a birth date) stored encrypted, as ISO ``YYYY-MM-DD`` before encryption."""
+
+    cache_ok = True
+
+    def serialise(self, value: Any) -> str:
+        if not isinstance(value, dt.date):
+            value = dt.date.fromisoformat(str(value))
+        return value.isoformat()
+
+    def deserialise(self, text: str) -> dt.date:
+        return dt.date.fromisoformat(text)
+
+
+class EncryptedFloat(EncryptedText):
+    """A number (an observation's value) stored encrypted; ``repr`` keeps it exact."""
+
+    cache_ok = True
+
+    def serialise(self, value: Any) -> str:
+        return repr(float(value))
+
+    def deserialise(self, text: str) -> float:
+        return float(text)
 
 
 def keyring_from_settings(settings: Settings) -> Keyring:

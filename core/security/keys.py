@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, Text, column, select, table, update
-from sqlmodel import Session
-from sqlmodel import select as select_model
+from collections.abc import Callable
+from typing import Any
 
-from suifang.core.models import ContactPoint, metadata
-from suifang.core.security.crypto import EncryptedText, blind_index, get_keyring
+from sqlalchemy import Engine, Text, bindparam, column, select, table, update
 
-__all__ = ["encrypted_columns", "reindex_contacts", "rotate_encrypted_columns"]
+from suifang.core.models import metadata
+from suifang.core.security.crypto import (
+    EncryptedText,
+    blind_index,
+    get_keyring,
+    identifier_index,
+)
+
+__all__ = [
+    "BLIND_INDEXES",
+    "encrypted_columns",
+    "reindex_blind_indexes",
+    "rotate_encrypted_columns",
+]
+
+BLIND_INDEXES: dict[tuple[str, str], tuple[tuple[str, ...], Callable[..., str]]] = {
+    # (table, hash column): (the columns it is computed from, how)
+    ("contact_point", "value_hash"): (("system", "value"), blind_index),
+    ("staff_contact", "value_hash"): (("system", "value"), blind_index),
+    ("patient", "id_number_hash"): (("id_number",), lambda v: blind_index("id_number", v)),
+    ("patient", "external_id_hash"): (("external_id",), lambda v: identifier_index("mrn", v)),
+    ("encounter", "external_id_hash"): (("external_id",), lambda v: identifier_index("visit", v)),
+}
+"""Every keyed hash kept beside an encrypted value, so a lookup needs no plaintext."""
 
 
 def encrypted_columns() -> dict[str, list[str]]:
-    """Every encrypted column, by table."""
+    """Every encrypted column (text, JSON, dates, numbers alike), by table."""
     found: dict[str, list[str]] = {}
     for name, table_ in metadata.tables.items():
         columns = [c.name for c in table_.columns if isinstance(c.type, EncryptedText)]
@@ -42,12 +63,30 @@ def rotate_encrypted_columns(engine: Engine) -> dict[str, int]:
     return counts
 
 
-def reindex_contacts(engine: Engine) -> int:
-    """Recompute contact-point hashes with the current blind-index key."""
-    with Session(engine) as session:
-        contacts = list(session.exec(select_model(ContactPoint)).all())
-        for contact in contacts:
-            contact.value_hash = blind_index(contact.system, contact.value)
-            session.add(contact)
-        session.commit()
-        return len(contacts)
+def reindex_blind_indexes(engine: Engine) -> dict[str, int]:
+    """Recompute every keyed hash with the current blind-index key (after it changed).
+
+    Values are read through the model's encrypted types (decrypted), hashed, and written
+    back by id; the counts are per ``table.column``.
+    """
+    counts: dict[str, int] = {}
+    for (table_name, hash_column), (sources, compute) in BLIND_INDEXES.items():
+        model_table = metadata.tables[table_name]
+        hashes = table(table_name, column("id"), column(hash_column, Text))
+        sources_of: list[Any] = [model_table.c[name] for name in sources]
+        with engine.begin() as connection:
+            rows = connection.execute(select(model_table.c.id, *sources_of)).all()
+            updates = [
+                {"row_id": row.id, "new_hash": compute(*row[1:])}
+                for row in rows
+                if all(value is not None for value in row[1:])
+            ]
+            if updates:
+                connection.execute(
+                    update(hashes)
+                    .where(hashes.c.id == bindparam("row_id"))
+                    .values({hash_column: bindparam("new_hash")}),
+                    updates,
+                )
+        counts[f"{table_name}.{hash_column}"] = len(updates)
+    return counts

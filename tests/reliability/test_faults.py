@@ -70,7 +70,13 @@ from suifang.core.models import (
 )
 from suifang.core.security.auth import Role, Scope, create_user, issue_token
 from suifang.core.security.codec import PayloadEncryptionCodec
-from suifang.core.security.crypto import Keyring, configure_keyring, generate_key, get_keyring
+from suifang.core.security.crypto import (
+    Keyring,
+    configure_keyring,
+    generate_key,
+    get_keyring,
+    identifier_index,
+)
 from suifang.core.security.signing import SIGNATURE_HEADER, WebhookSigner
 from suifang.core.seed import prepare_database
 from suifang.core.temporal import connect_client
@@ -935,8 +941,11 @@ async def test_retried_requests_create_nothing_twice_while_the_api_dies(
         ).all()
         patients = session.exec(
             select(Patient).where(
-                col(Patient.external_id).in_(
-                    [body["patient"]["external_id"] for body in intakes.values()]
+                col(Patient.external_id_hash).in_(
+                    [
+                        identifier_index("mrn", body["patient"]["external_id"])
+                        for body in intakes.values()
+                    ]
                 )
             )
         ).all()

@@ -37,6 +37,7 @@ from suifang.core.pathways import resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Scope, create_user, issue_token
 from suifang.core.security.crypto import Keyring, configure_keyring
+from suifang.core.testing import keyring_environment
 from suifang.tickets import service as ticket_service
 from suifang.tickets.core import ActorAction, PatientEvent
 from suifang.workflows import journey_service
@@ -569,6 +570,8 @@ def cli(
     """``suifang …`` in this process, on the test's database."""
     monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
     monkeypatch.setenv("SUIFANG_DATABASE_URL", runtime.settings.database_url)
+    for name, value in keyring_environment(test_keyring).items():  # the keys that wrote the rows
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     cli_runtime.cache_clear()
 
