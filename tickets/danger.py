@@ -90,6 +90,7 @@ _CUES = (
     "question",
     "contrast",
     "comparison",
+    "symptom_over",
 )
 _Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
 _SLUG = r"^[a-z0-9][a-z0-9_]*$"
@@ -875,7 +876,7 @@ class DangerDetector:
         ordered = sorted(findings.values(), key=lambda f: -_RANK[f.level])
         mentions = frozenset(
             token.status for token in message.tokens if token.groups & self.symptom_groups
-        )
+        ) | frozenset("resolved" for token in message.tokens if "symptom_over" in token.cues)
         return DangerAssessment(tuple(ordered), message.contexts, mentions, tuple(message.readings))
 
     def _best(self, concept: _Concept, message: _Message) -> Finding | None:

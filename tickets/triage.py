@@ -147,13 +147,25 @@ class Triager:
                 **common,
             )
 
-        if (
-            signals.praise
-            and not signals.asks
-            and not signals.grievances
-            # "还疼，谢谢" and "大便颜色有点深，人挺好的" report a body, however thankful.
-            and not (prediction.category in _SYMPTOMS and prediction.confidence >= _SURE)
-        ):
+        if signals.praise and not signals.asks and not signals.grievances:
+            # "还疼，谢谢" and "大便颜色有点深，人挺好的" report a body, however thankful; so does
+            # "退烧了，谢谢": a symptom that is over is news for the nurse, not a compliment.
+            if danger.mentions - {"negated"} or (
+                prediction.category in _SYMPTOMS and prediction.confidence >= _SURE
+            ):
+                return TriageResult(
+                    category=(
+                        prediction.category
+                        if prediction.category in CLINICAL_CATEGORIES
+                        else "clinical_symptom"
+                    ),
+                    urgency=Priority.ROUTINE,
+                    confidence=round(max(prediction.confidence, 0.6), 4),
+                    intent="report",
+                    suggested_tier=Tier.L2,
+                    clinical=True,
+                    **common,
+                )
             return TriageResult(
                 category="praise",
                 urgency=Priority.ROUTINE,

@@ -230,10 +230,22 @@ def test_thanks_are_praise_at_l1_not_a_ticket(text: str) -> None:
     assert result.suggested_tier is Tier.L1
 
 
-def test_thanks_with_a_symptom_in_it_are_a_clinical_matter() -> None:
-    result = triage("谢谢关心，就是伤口还有点渗液")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "谢谢关心，就是伤口还有点渗液",
+        "退烧了，谢谢",
+        "不疼了，谢谢医生",
+        "the fever is gone, thanks so much",
+    ],
+)
+def test_thanks_with_a_symptom_in_it_are_a_clinical_matter_for_a_nurse(text: str) -> None:
+    # A symptom that is over is still news about the patient's body: a nurse reads it, and
+    # it is never filed as a compliment to the doctor it thanks.
+    result = triage(text)
     assert result.intent != "praise"
     assert result.clinical
+    assert result.suggested_tier is Tier.L2
 
 
 @pytest.mark.parametrize(
