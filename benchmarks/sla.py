@@ -39,7 +39,7 @@ from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest
 from suifang.tickets.service import build_ticket, sla_policy
 from suifang.tickets.sla import SlaPolicy, SlaTarget, deadline
-from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
 WARNING_LEAD = dt.timedelta(seconds=20)
 TEXT = "出院后伤口有点痒,需要换药吗?"

@@ -1,6 +1,6 @@
 """The department-facing ticket service: open tickets, list queues, act on tickets.
 
-Every ticket is a :class:`~suifang.workflows.ticket.FeedbackTicketWorkflow`, the single writer
+Every ticket is a :class:`~suifang.tickets.workflow.FeedbackTicketWorkflow`, the single writer
 of its state; this service creates the row and the workflow, reads the read model for queues
 (always filtered by the departments the caller may see), and sends department actions to the
 workflow as validated updates.
@@ -288,7 +288,7 @@ async def open_ticket(
 ) -> TicketSummary:
     """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
     its workflow."""
-    from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+    from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
@@ -418,7 +418,7 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
     from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDReusePolicy
 
-    from suifang.workflows.ticket import (
+    from suifang.tickets.workflow import (
         TICKET_REVISION,
         FeedbackTicketWorkflow,
         TicketInput,

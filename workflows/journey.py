@@ -19,6 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier
     from suifang.tickets.service import TicketStart
+    from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
     from suifang.workflows.journey_activities import (
         CALL_TASK_SUMMARY,
         GreetingsInput,
@@ -58,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         record_input,
     )
     from suifang.workflows.journey_records import RecordBatch, RecordItem
-    from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
 # Re-exported: starters and tests know the workflow's input and result by this module.
 __all__ = [

@@ -17,10 +17,10 @@ from temporalio.worker import (
 )
 
 from suifang.core.runtime import Runtime
+from suifang.tickets.activities import TicketActivities
+from suifang.tickets.workflow import FeedbackTicketWorkflow
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
-from suifang.workflows.ticket import FeedbackTicketWorkflow
-from suifang.workflows.ticket_activities import TicketActivities
 
 __all__ = ["WORKFLOWS", "HeartbeatInterceptor", "build_worker", "run_worker"]
 

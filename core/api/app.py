@@ -19,6 +19,7 @@ from suifang.core.api import (
     pathways,
     reports,
 )
+from suifang.core.api import tickets as ticket_routes
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.limits import install_body_guard, install_concurrency_limit
 from suifang.core.api.security import check_routes_are_guarded, install_audit
@@ -27,7 +28,6 @@ from suifang.core.config import Settings, get_settings
 from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
 from suifang.core.telemetry import setup_tracing
-from suifang.tickets import routes as ticket_routes
 
 __all__ = ["create_app"]
 

@@ -58,10 +58,10 @@ from suifang.tickets.service import (
     open_ticket,
     patient_event,
 )
+from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, ControlEvent
-from suifang.workflows.ticket import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.worker import build_worker
 
 HISTORIES = Path(__file__).resolve().parent

@@ -25,13 +25,13 @@ from temporalio.worker import Replayer
 from suifang.core.security.codec import PayloadEncryptionCodec
 from suifang.core.security.crypto import Keyring
 from suifang.core.temporal import data_converter
+from suifang.tickets.workflow import LOCAL_SAVE_PATCH
 from suifang.workflows.journey import (
     LOCAL_RECORDS_PATCH,
     JourneyInput,
     JourneyResult,
     PatientJourneyWorkflow,
 )
-from suifang.workflows.ticket import LOCAL_SAVE_PATCH
 from suifang.workflows.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"

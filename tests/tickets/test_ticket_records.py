@@ -16,9 +16,9 @@ from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
 from suifang.core.models import Department, StaffNotification, Ticket, TicketEvent, TicketNote
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageResult
+from suifang.tickets.activities import StaffNoticeInput, TicketActivities
 from suifang.tickets.core import TicketEventRecord, TicketSnapshot, TicketState
 from suifang.tickets.service import build_ticket
-from suifang.workflows.ticket_activities import StaffNoticeInput, TicketActivities
 from tests.plugins.channels.test_email import Mailbox, free_port
 from tests.tickets.test_ticket_workflow import patient
 

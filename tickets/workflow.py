@@ -19,6 +19,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from suifang.tickets.activities import (
+        PageInput,
+        PatientNoticeInput,
+        RouteInput,
+        StaffNoticeInput,
+        SubTaskInput,
+    )
     from suifang.tickets.core import (
         ActorAction,
         Finish,
@@ -38,13 +45,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from suifang.tickets.service import TicketStart
     from suifang.workflows.journey_core import SendOutcome
-    from suifang.workflows.ticket_activities import (
-        PageInput,
-        PatientNoticeInput,
-        RouteInput,
-        StaffNoticeInput,
-        SubTaskInput,
-    )
 
 __all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
 

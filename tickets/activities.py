@@ -19,6 +19,13 @@ from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
 from suifang.tickets.core import PageOutcome, TicketSnapshot
 from suifang.tickets.oncall import on_call_chain, paging_policy_of, staff_addresses
+from suifang.tickets.records import (
+    UnknownTicket,
+    recorded_staff_notice,
+    save_snapshot,
+    save_staff_notice,
+    supervisor_of,
+)
 from suifang.tickets.routing import route
 from suifang.tickets.service import TicketStart, build_ticket
 from suifang.workflows.delivery import (
@@ -30,13 +37,6 @@ from suifang.workflows.delivery import (
 )
 from suifang.workflows.journey_core import SendOutcome
 from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
-from suifang.workflows.ticket_records import (
-    UnknownTicket,
-    recorded_staff_notice,
-    save_snapshot,
-    save_staff_notice,
-    supervisor_of,
-)
 
 __all__ = [
     "PageInput",
