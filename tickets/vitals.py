@@ -224,6 +224,14 @@ _FEVER_WORDS = re.compile(
     r"(?![a-z])"
 )
 _BARE_GLUCOSE = re.compile(r"(?<![\d./])(\d{1,2}\.\d)(?![\d./%])")
+# "只有2.1mmol": a number in mmol/L is a blood sugar in a patient's message, unless the message
+# names another analyte measured in mmol/L (potassium, cholesterol…).
+_MMOL_READING = re.compile(r"(?<![\d./])(\d{1,2}(?:\.\d{1,2})?)\s*(?:mmol|毫摩)")
+_OTHER_MMOL_ANALYTE = re.compile(
+    r"钾|钠|钙|镁|氯|胆固醇|甘油三酯|血脂|低密度|高密度|尿酸|肌酐|尿素|乳酸|"
+    r"(?<![a-z])(?:potassium|sodium|calcium|magnesium|chloride|cholesterol|ldl|hdl|"
+    r"triglycerides?|lipids?|urate|uric|creatinine|urea|lactate|k\+?|na\+?)(?![a-z])"
+)
 _BARE_DECIMAL = re.compile(r"(?<![\d./])(\d{2}\.\d)(?![\d./%])")
 _TEMPERATURE_UNIT = re.compile(
     rf"{_NUMBER}\s*(度(?:\d)?|°\s*[cf]?|℃|℉|c(?![a-z])|f(?![a-z])|degrees?)"
@@ -322,6 +330,13 @@ def readings(text: str) -> list[Reading]:
             (float(m.group(1)), *m.span(1))
             for m in _BARE_GLUCOSE.finditer(text)
             if 1.0 <= float(m.group(1)) <= 33.3 and not _NOT_A_READING.match(text, m.end(1))
+        ]
+    if not _OTHER_MMOL_ANALYTE.search(text):
+        known = {start for _, start, _ in glucose_values}
+        glucose_values += [
+            (float(m.group(1)), *m.span(1))
+            for m in _MMOL_READING.finditer(text)
+            if m.start(1) not in known and 0.5 <= float(m.group(1)) <= 40
         ]
     for value in glucose_values:
         if value[0] <= 0 or inside_pair(value[1]):

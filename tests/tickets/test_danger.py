@@ -134,6 +134,7 @@ def test_an_explanation_for_a_colour_is_believed_only_when_it_is_not_denied() ->
         ("BG 47 mg/dL", "glucose", 2.6),
         ("血糖都在六七之间", "glucose", 6.5),
         ("血糖试纸快用完了，今天测的二点八", "glucose", 2.8),
+        ("刚测了一下才2.3mmol，手一直抖", "glucose", 2.3),
         ("高压一百九低压一百一", "systolic", 190),
         ("BP 185 over 110", "diastolic", 110),
         ("降压药吃着，刚量了一百九十五 一百一十", "systolic", 195),
@@ -158,6 +159,34 @@ def test_readings_are_found_in_words_and_digits_with_units_converted(
 )
 def test_counts_times_and_words_are_not_readings(text: str) -> None:
     assert readings(normalize(text)) == [], text
+
+
+def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> None:
+    assert not [r for r in readings(normalize("化验单上血钾3.2mmol/L")) if r.kind == "glucose"]
+    assert not [r for r in readings(normalize("LDL 2.9 mmol/L now")) if r.kind == "glucose"]
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        # Bleeding with faintness is a haemorrhage, whatever words carry the amount.
+        ("生完孩子下面一直出血，人站都站不住了", "heavy_bleeding"),
+        ("出血像开了水龙头一样", "heavy_bleeding"),
+        # A racing or irregular heart described, not named, with near-fainting.
+        ("心跳时快时慢的，眼前一阵一阵发黑", "palpitations_with_faintness"),
+        ("心脏好像要从嗓子眼跳出来了，人快晕了", "palpitations_with_faintness"),
+        # Suicidal intent said as a goodbye, a note, or a family better off.
+        ("要是我不在了，家里人就轻松了", "suicidality"),
+        ("遗书已经写好了", "suicidality"),
+        ("以后不会再麻烦任何人了，后事都交代好了", "suicidality"),
+        ("can't stop thinking about cutting again", "suicidality"),
+        # Pain so bad the patient cannot move at all.
+        ("腰疼得一动都不能动", "severe_pain"),
+    ],
+)
+def test_emergencies_described_without_their_textbook_words(text: str, concept: str) -> None:
+    assert concept in concepts(text), (text, concepts(text))
+    assert level(text) == "emergency"
 
 
 def test_below_a_number_is_below_it() -> None:
