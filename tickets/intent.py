@@ -180,6 +180,7 @@ class IntentReader:
             normalized = self._not_cues.sub(lambda m: " " * len(m.group()), normalized)
         counts = dict.fromkeys(("complaint", "difficulty", "request", "suggestion", "praise"), 0)
         complaining: list[int] = []
+        praising: list[int] = []
         for name in counts:
             pattern = self._intents.get(name)
             for match in pattern.finditer(normalized) if pattern else ():
@@ -187,6 +188,8 @@ class IntentReader:
                     counts[name] += 1
                     if name == "complaint":
                         complaining.append(match.start())
+                    elif name == "praise":
+                        praising.append(match.end())
                 elif name == "praise":
                     counts["complaint"] += 1  # 一点耐心都没有, not helpful: praise denied
                     complaining.append(match.start())
@@ -200,6 +203,22 @@ class IntentReader:
             ),
             None,
         )
+        if turn is None and praising:
+            # "The nurses were lovely, but the surgeon never explained": praise, then a
+            # "but" that turns to a person or a service, is a complaint about what follows
+            # (unless it turns to a question: "谢谢医生，就是想问下医保怎么报销").
+            turn = next(
+                (
+                    m.end()
+                    for m in self._contrast.finditer(normalized)
+                    if m.start() >= praising[0]
+                    and self._names_someone(tail := normalized[m.end() :])
+                    and not (self._questions(tail) or "?" in tail)
+                ),
+                None,
+            )
+            if turn is not None:
+                counts["complaint"] += 1
         if turn is not None and counts["praise"]:
             about = normalized[turn:]
         named: dict[str, int] = {}
@@ -231,6 +250,14 @@ class IntentReader:
             topics=topics,
             conduct=bool(self._conduct.search(normalized)),
             _question_mark="?" in normalized,
+        )
+
+    def _names_someone(self, text: str) -> bool:
+        """Whether ``text`` names a member of staff, a service, or how someone behaved."""
+        return bool(
+            self._conduct.search(text)
+            or (self._topics is not None and self._topics.search(text))
+            or any(pattern.search(text) for _, pattern in self._roles)
         )
 
     def _says_nothing(self, text: str) -> bool:

@@ -313,6 +313,28 @@ def test_praise_then_but_is_a_complaint_about_what_follows_the_but() -> None:
     assert kind.intent == "praise"
 
 
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        (
+            "the ward nurses were kind, but the surgeon never came round to tell us anything",
+            "doctor_conduct",
+        ),
+        ("谢谢王主任，就是夜里护士叫了好久都没人来", "nursing_care"),
+        ("doctor was fab, but the insurance desk says only half of it is covered", "insurance"),
+    ],
+)
+def test_praise_then_a_but_about_someone_else_is_their_complaint(text: str, category: str) -> None:
+    # No complaint word after the "but": turning from thanks to a person or a service is one.
+    result = triage(text)
+    assert (result.intent, result.category) == ("complaint", category), text
+
+
+def test_praise_then_a_but_that_asks_is_a_question() -> None:
+    result = triage("谢谢医生，就是想问一下医保怎么报销")
+    assert result.intent == "question"
+
+
 @pytest.mark.parametrize("text", ["没有", "还好", "ok", "No.", "嗯嗯 好的 👍", "n/a"])
 def test_a_reply_with_nothing_to_report_opens_nothing(text: str) -> None:
     result = triage(text)
