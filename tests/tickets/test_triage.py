@@ -412,3 +412,21 @@ def test_a_key_given_twice_in_the_intent_cues_is_refused_with_both_lines(tmp_pat
         ValidationFailed, match=r"intents\.yaml:5: .*'praise' is given twice \(first on line 3\)"
     ):
         IntentReader.load(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "这个月漏了好几次氯吡格雷，要紧吗",
+        "I've missed a few doses of my ticagrelor this week, what now?",
+        "糖化上次6.9这次涨到8.1了，怎么回事",
+        "my a1c went from 6.8 to 8.0, do I need new tablets?",
+    ],
+)
+def test_missed_doses_and_a_result_getting_worse_reach_a_clinician(text: str) -> None:
+    # One forgotten tablet has a standard answer; several missed doses of a medicine, or a
+    # result that rose, is for a nurse or doctor to judge.
+    result = triage(text)
+    assert result.knowledge_answer is None, text
+    assert result.suggested_tier is not Tier.L1, text
+    assert result.clinical, text
