@@ -58,7 +58,7 @@ def check(
 
 
 def _check_advice(detector: object) -> None:
-    from suifang.workflows.rendering import MessageRenderer
+    from suifang.core.rendering import MessageRenderer
 
     renderer = MessageRenderer()
     spec = detector.spec  # type: ignore[attr-defined]

@@ -17,12 +17,12 @@ from suifang.core.api import create_app
 from suifang.core.cli import main as cli_main
 from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
+from suifang.core.delivery import deliver
 from suifang.core.models import AuditLog
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
 from suifang.plugins.channels.sms import SmsGatewayChannel
-from suifang.workflows.delivery import deliver
 from suifang.workflows.intake import DischargeIn, register_discharge
 from tests.core.test_security import bearer, token_for
 from tests.workflows.test_delivery import Provider, directory, request

@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, Executable, bindparam, insert, select, update
@@ -36,7 +36,6 @@ from suifang.core.contacts import in_use_order
 from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
-from suifang.workflows.journey_core import SendOutcome
 
 __all__ = [
     "NOTICE_CHANNELS",
@@ -45,6 +44,7 @@ __all__ = [
     "MessageLedger",
     "Recipient",
     "RetryableDelivery",
+    "SendOutcome",
     "cascade_for",
     "deliver",
     "open_ledger",
@@ -65,6 +65,16 @@ _ADDRESS_SYSTEM = {
     AddressKind.APP_USER: "app",
 }
 _DONE = ("accepted", "delivered", "read", "answered")
+
+
+class SendOutcome(BaseModel):
+    """What sending one patient message came to: both domains' send activities report it."""
+
+    delivered: bool
+    channel: str | None = None
+    message_id: int | None = None
+    suppressed: Literal["do_not_contact", "quiet_hours", "undeliverable"] | None = None
+    retry_at: dt.datetime | None = None
 
 
 class DeliveryRequest(BaseModel):
