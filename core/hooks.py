@@ -2,7 +2,7 @@
 
 Every extension point of suifang is one hook below. A plugin is any module or object with
 ``@hookimpl``-decorated functions named like these specs, registered through the ``suifang``
-entry-point group (third-party) or ``DEFAULT_PLUGINS`` (built-ins)::
+entry-point group (the built-ins too, in suifang's own ``pyproject.toml``)::
 
     from suifang.core.hooks import hookimpl
 

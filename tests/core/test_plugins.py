@@ -12,7 +12,7 @@ import pytest
 from suifang.core.channels import Channel, DeliveryReceipt, OutboundMessage
 from suifang.core.errors import ConfigurationError
 from suifang.core.hooks import hookimpl
-from suifang.core.plugins import DEFAULT_PLUGINS, Plugins
+from suifang.core.plugins import Plugins, builtin_plugin_names
 
 EXAMPLE_PLUGIN = Path(__file__).parents[1] / "plugins" / "example_plugin"
 
@@ -34,8 +34,20 @@ class _EchoChannel(Channel):
 def test_builtins_are_registered_like_any_plugin() -> None:
     plugins = Plugins.load(entrypoints=False)
     described = {info.name: info for info in plugins.describe()}
-    assert set(DEFAULT_PLUGINS) <= set(described)
+    assert set(builtin_plugin_names()) == {
+        "outbox",
+        "email",
+        "sms",
+        "wechat",
+        "voice",
+        "webhook",
+        "builtin-pathways",
+        "risk",
+        "tickets",
+    }
+    assert set(builtin_plugin_names()) <= set(described)
     assert described["outbox"].distribution == "suifang"
+    assert described["outbox"].builtin
     assert described["outbox"].hooks == ("suifang_register_channels",)
     assert "outbox" in plugins.channel_classes()
     assert any(path.name == "pathways" for path in plugins.pathway_sources())
