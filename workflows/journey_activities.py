@@ -40,6 +40,7 @@ from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest, TriageResult
 from suifang.tickets.opening import TicketStart, build_ticket
 from suifang.tickets.praise import record_praise
+from suifang.workflows.greetings import greeting_occasions, load_greeting_texts
 from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion
 from suifang.workflows.journey_records import (
     AlertInput,
@@ -232,8 +233,6 @@ class JourneyActivities:
         locale = row.locale
         context = self._context(row, request.day)
         if request.kind == "greeting":
-            from suifang.workflows.greetings import load_greeting_texts
-
             texts = load_greeting_texts()
             text = texts.get(request.greeting or "")
             if text is None:
@@ -448,7 +447,6 @@ class JourneyActivities:
 
     @activity.defn(name="extend_greetings")
     async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
-        from suifang.workflows.greetings import greeting_occasions
 
         with Session(self.runtime.engine) as session:
             patient = session.get(Patient, request.patient_id)
