@@ -32,7 +32,7 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
-from suifang.core.contacts import in_use_order
+from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
 from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
@@ -58,12 +58,6 @@ TRANSIENT_ATTEMPTS_PER_CHANNEL = 3
 NOTICE_CHANNELS = ["wechat", "sms", "email", "webhook", "outbox"]
 """The cascade of messages that answer the patient (ticket notices, thanks) after the
 patient's own preferred channels."""
-_ADDRESS_SYSTEM = {
-    AddressKind.PHONE: "phone",
-    AddressKind.EMAIL: "email",
-    AddressKind.WECHAT_OPENID: "wechat",
-    AddressKind.APP_USER: "app",
-}
 _DONE = ("accepted", "delivered", "read", "answered")
 
 
@@ -164,7 +158,7 @@ def _address(
 ) -> str | None:
     if channel.address_kind == AddressKind.NONE:
         return ""
-    system = _ADDRESS_SYSTEM.get(channel.address_kind)
+    system = ADDRESS_SYSTEM.get(channel.address_kind)
     if system is None:
         return None
     if addresses is not None:
