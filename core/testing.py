@@ -61,6 +61,7 @@ __all__ = [
     "settings",
     "test_keyring",
     "time_skipping_env",
+    "worker_factory",
 ]
 
 POSTGRES_ENV = "SUIFANG_TEST_POSTGRES_URL"
@@ -183,6 +184,15 @@ class _CurrentRuntime:
         if self.target is None:
             raise RuntimeError("no test runtime is active")
         return getattr(self.target, name)
+
+
+@pytest.fixture(scope="session")
+def worker_factory() -> WorkerFactory:
+    """Overridden by ``suifang.workflows.testing`` (or a conftest): the kernel has no worker."""
+    pytest.fail(
+        "journey_worker needs a worker_factory fixture: add 'suifang.workflows.testing' to "
+        "pytest_plugins after 'suifang.core.testing'"
+    )
 
 
 @pytest.fixture(scope="session")
