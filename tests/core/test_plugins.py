@@ -176,3 +176,29 @@ def test_an_installed_plugin_is_discovered_through_its_entry_point(tmp_path: Pat
 
     blocked = suifang("plugins", "--json", SUIFANG_DISABLED_PLUGINS="example")
     assert "example" not in {p["name"] for p in json.loads(blocked.stdout)}
+
+
+def test_an_installed_plugin_that_fails_to_import_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pluggy loads the entry points; suifang still names the plugin and its distribution."""
+    (tmp_path / "suifang_broken_plugin.py").write_text(
+        "raise RuntimeError('no licence key')\n", encoding="utf-8"
+    )
+    dist_info = tmp_path / "suifang_broken-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: suifang-broken\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[suifang]\nbroken = suifang_broken_plugin\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigurationError) as refused:
+        Plugins.load()
+    assert str(refused.value) == (
+        "plugin 'broken' (entry point suifang_broken_plugin from suifang-broken 1.0) "
+        "failed to load: RuntimeError: no licence key"
+    )
+    # Blocking it by name is the way out, and then nothing of it is imported.
+    assert "broken" not in {info.name for info in Plugins.load(disabled=["broken"]).describe()}
