@@ -37,7 +37,7 @@ from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Encounter, Patient, StaffNotification, TicketEvent
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest
-from suifang.tickets.service import build_ticket, sla_policy
+from suifang.tickets.opening import build_ticket, sla_policy
 from suifang.tickets.sla import SlaPolicy, SlaTarget, deadline
 from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 

@@ -12,15 +12,19 @@ the feed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from suifang.core.channels import AddressKind
 from suifang.core.db import utcnow
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import ContactPoint
 
 __all__ = [
+    "ADDRESS_SYSTEM",
     "contact_views",
     "in_use_order",
     "mask",
@@ -28,6 +32,17 @@ __all__ = [
     "prefer_contact",
     "retire_contact",
 ]
+
+ADDRESS_SYSTEM: Mapping[AddressKind, str] = MappingProxyType(
+    {
+        AddressKind.PHONE: "phone",
+        AddressKind.EMAIL: "email",
+        AddressKind.WECHAT_OPENID: "wechat",
+        AddressKind.APP_USER: "app",
+    }
+)
+"""The contact system (``ContactPoint.system``) whose values a channel's addresses are: what
+delivery sends to and what an inbound sender is matched against."""
 
 
 def in_use_order() -> tuple[Any, ...]:

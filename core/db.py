@@ -216,8 +216,6 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (``head`` by default) with the Alembic migrations."""
-    import suifang.core.models  # noqa: F401  -- registers every table on the metadata
-
     command.upgrade(alembic_config(engine), revision)
 
 

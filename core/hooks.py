@@ -2,7 +2,7 @@
 
 Every extension point of suifang is one hook below. A plugin is any module or object with
 ``@hookimpl``-decorated functions named like these specs, registered through the ``suifang``
-entry-point group (third-party) or ``DEFAULT_PLUGINS`` (built-ins)::
+entry-point group (the built-ins too, in suifang's own ``pyproject.toml``)::
 
     from suifang.core.hooks import hookimpl
 
@@ -16,15 +16,12 @@ The rest of suifang never calls ``pm.hook.*`` directly: it goes through the type
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pluggy
 
-if TYPE_CHECKING:
-    from suifang.core.channels import ChannelRegistry
-    from suifang.core.pathways import PathwayRegistry
-    from suifang.core.risk import RiskAssessment, RiskInput
-    from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
+from suifang.core.channels import ChannelRegistry
+from suifang.core.pathways import PathwayRegistry
+from suifang.core.risk import RiskAssessment, RiskInput
+from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 

@@ -1,17 +1,17 @@
 """The plugin manager, and the typed facade the rest of suifang uses instead of ``pm.hook``.
 
-Built-in plugins are listed once, in :data:`DEFAULT_PLUGINS`, and registered exactly like
-third-party ones, which come from the ``suifang`` entry-point group. Any plugin, built-in or
-not, can be blocked by name with ``SUIFANG_DISABLED_PLUGINS``.
+Every plugin comes from the ``suifang`` entry-point group, loaded by pluggy. suifang's own
+(the built-in channels and pathways, the risk score, the ticket triage) are declared in its
+``pyproject.toml`` exactly as a hospital's package declares its own: the kernel names none of
+them. Any plugin, built-in or not, can be blocked by name with ``SUIFANG_DISABLED_PLUGINS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -25,28 +25,17 @@ from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 
 __all__ = [
-    "DEFAULT_PLUGINS",
+    "DISTRIBUTION",
     "ENTRY_POINT_GROUP",
     "PluginInfo",
-    "PluginManager",
     "Plugins",
+    "builtin_plugin_names",
     "get_plugin_manager",
 ]
 
 ENTRY_POINT_GROUP = "suifang"
-
-#: Built-in plugins: name → module. The name is what ``SUIFANG_DISABLED_PLUGINS`` blocks.
-DEFAULT_PLUGINS: dict[str, str] = {
-    "outbox": "suifang.plugins.channels.outbox",
-    "email": "suifang.plugins.channels.email",
-    "sms": "suifang.plugins.channels.sms",
-    "wechat": "suifang.plugins.channels.wechat",
-    "voice": "suifang.plugins.channels.voice",
-    "webhook": "suifang.plugins.channels.webhook",
-    "builtin-pathways": "suifang.plugins.pathways.builtin",
-    "risk": "suifang.workflows.risk",
-    "tickets": "suifang.tickets.builtin",
-}
+DISTRIBUTION = "suifang"
+"""The distribution whose entry points are the built-in plugins."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +48,23 @@ class PluginInfo:
     builtin: bool
 
 
-class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+def _is_builtin(distribution: importlib.metadata.Distribution | None) -> bool:
+    return distribution is not None and distribution.metadata["Name"] == DISTRIBUTION
 
-    def __init__(self) -> None:
-        super().__init__(hooks.PROJECT_NAME)
-        self.distributions: dict[str, importlib.metadata.Distribution] = {}
+
+def _entry_points(*, builtins: bool, others: bool) -> Iterator[importlib.metadata.EntryPoint]:
+    """The group's entry points, suifang's own first: a plugin registered later is asked first
+    by a first-answer-wins hook, so an installed plugin overrides a built-in one."""
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if builtins:
+        yield from (ep for ep in found if _is_builtin(ep.dist))
+    if others:
+        yield from (ep for ep in found if not _is_builtin(ep.dist))
+
+
+def builtin_plugin_names() -> list[str]:
+    """The names of suifang's own plugins (what ``SUIFANG_DISABLED_PLUGINS`` can block)."""
+    return [ep.name for ep in _entry_points(builtins=True, others=False)]
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) -> None:
@@ -74,29 +74,40 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
         raise ConfigurationError(f"plugin {name!r} ({origin}) is invalid: {exc}") from None
 
 
+def _load(pm: pluggy.PluginManager, entry_point: importlib.metadata.EntryPoint) -> None:
+    origin = f"entry point {entry_point.value}"
+    if entry_point.dist is not None:
+        origin += f" from {entry_point.dist.name} {entry_point.dist.version}"
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=entry_point.name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise ConfigurationError(
+            f"plugin {entry_point.name!r} ({origin}) is invalid: {exc}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 -- any import error of a third-party plugin
+        raise ConfigurationError(
+            f"plugin {entry_point.name!r} ({origin}) failed to load: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 def get_plugin_manager(
     *,
     disabled: Iterable[str] = (),
     builtins: bool = True,
     entrypoints: bool = True,
     extra: Iterable[tuple[str, object]] = (),
-) -> PluginManager:
+) -> pluggy.PluginManager:
     """A plugin manager with suifang's hookspecs, the built-ins and the installed plugins.
 
-    Tests pass ``entrypoints=False`` and ``extra=[("name", module_or_object)]`` to build one
-    with exactly the plugins they want.
+    Tests pass ``entrypoints=False`` (suifang's own plugins only) or ``builtins=False`` and
+    ``extra=[("name", module_or_object)]`` to build one with exactly the plugins they want.
     """
-    pm = PluginManager()
+    pm = pluggy.PluginManager(hooks.PROJECT_NAME)
     pm.add_hookspecs(hooks)
     for name in disabled:
         pm.set_blocked(name)
-    if builtins:
-        for name, module_name in DEFAULT_PLUGINS.items():
-            if pm.is_blocked(name):
-                continue
-            _register(pm, importlib.import_module(module_name), name, module_name)
-    if entrypoints:
-        _load_entrypoints(pm)
+    for entry_point in _entry_points(builtins=builtins, others=entrypoints):
+        _load(pm, entry_point)
     for name, plugin in extra:
         if not pm.is_blocked(name):
             _register(pm, plugin, name, "given")
@@ -107,31 +118,10 @@ def get_plugin_manager(
     return pm
 
 
-def _load_entrypoints(pm: PluginManager) -> None:
-    seen: set[str] = set()
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in seen or pm.is_blocked(entry_point.name):
-            continue
-        seen.add(entry_point.name)
-        origin = f"entry point {entry_point.value}"
-        if entry_point.dist is not None:
-            origin += f" from {entry_point.dist.name} {entry_point.dist.version}"
-        try:
-            plugin = entry_point.load()
-        except Exception as exc:  # noqa: BLE001 -- any import error of a third-party plugin
-            raise ConfigurationError(
-                f"plugin {entry_point.name!r} ({origin}) failed to load: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        _register(pm, plugin, entry_point.name, origin)
-        if entry_point.dist is not None:
-            pm.distributions[entry_point.name] = entry_point.dist
-
-
 class Plugins:
     """Typed access to what the plugins provide. Build once per process and pass it down."""
 
-    def __init__(self, pm: PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
 
     @classmethod
@@ -202,13 +192,12 @@ class Plugins:
 
     def describe(self) -> list[PluginInfo]:
         """What ``suifang plugins`` prints: every loaded plugin, its origin and hooks."""
-        own = importlib.metadata.distribution("suifang")
+        distributions = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         infos = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:
                 continue
-            dist = self.pm.distributions.get(name)
-            builtin = name in DEFAULT_PLUGINS and dist is None
+            dist = distributions.get(id(plugin))
             hook_names = tuple(
                 sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())
             )
@@ -217,12 +206,10 @@ class Plugins:
                 PluginInfo(
                     name=name,
                     module=module,
-                    distribution=dist.metadata["Name"]
-                    if dist
-                    else (own.metadata["Name"] if builtin else "-"),
-                    version=dist.version if dist else (own.version if builtin else "-"),
+                    distribution=dist.metadata["Name"] if dist else "-",
+                    version=dist.version if dist else "-",
                     hooks=hook_names,
-                    builtin=builtin,
+                    builtin=_is_builtin(dist),
                 )
             )
         return infos

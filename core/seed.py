@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from suifang.core.db import migrate
+from suifang.core.db import alembic_config, current_revision, migrate
+from suifang.core.errors import StartupError
 from suifang.core.models import Department, DepartmentCreate, RoutingRule
 
 __all__ = ["ensure_schema", "prepare_database", "seed_departments", "seed_routing"]
@@ -54,11 +56,6 @@ def seed_routing(engine: Engine) -> int:
 def ensure_schema(engine: Engine) -> None:
     """A SQLite database (the embedded default) is migrated on first use; any other one must
     already be at the newest schema (``suifang db upgrade``), so several processes never race."""
-    from alembic.script import ScriptDirectory
-
-    from suifang.core.db import alembic_config, current_revision
-    from suifang.core.errors import StartupError
-
     if engine.dialect.name == "sqlite":
         prepare_database(engine)
         return

@@ -7,7 +7,10 @@ Load them in a ``conftest.py`` with ``pytest_plugins = ["suifang.core.testing"]`
   unreachable, it fails — CI sets it.
 - ``engine`` / ``session``: that database with every table created.
 - ``runtime``: a :class:`Runtime` on that database, migrated and seeded, built-in plugins.
-- ``journey_worker``: a real worker for ``runtime`` on the time-skipping server.
+- ``journey_worker``: a real worker for ``runtime`` on the time-skipping server, built by the
+  ``worker_factory`` fixture. This kernel module cannot know suifang's workflows (the domain
+  sits above it): ``suifang.workflows.testing`` provides the factory, so a conftest that wants
+  the worker loads both: ``pytest_plugins = ["suifang.core.testing", "suifang.workflows.testing"]``.
 - ``time_skipping_env``: the time-skipping Temporal test server (one per session).
 - ``dev_server_env``: a real Temporal dev server (one per session), for tests that need one.
 """
@@ -19,7 +22,7 @@ import base64
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +30,16 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker import Worker
 
 from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
 from suifang.core.db import create_db_engine
-from suifang.core.models import metadata
+from suifang.core.models import Enrollment, Ticket, metadata
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
 from suifang.core.security.codec import PayloadEncryptionCodec
@@ -46,6 +49,7 @@ from suifang.core.temporal import data_converter
 
 __all__ = [
     "POSTGRES_ENV",
+    "WorkerFactory",
     "db_url",
     "dev_server_env",
     "engine",
@@ -57,9 +61,14 @@ __all__ = [
     "settings",
     "test_keyring",
     "time_skipping_env",
+    "worker_factory",
 ]
 
 POSTGRES_ENV = "SUIFANG_TEST_POSTGRES_URL"
+
+WorkerFactory = Callable[[Client, Runtime, str], Worker]
+"""Builds the session's worker: ``(client, runtime, task_queue) -> Worker``. The runtime it gets
+stands in for whichever test's runtime is active, so the worker must read it lazily."""
 
 
 def postgres_base_url() -> str | None:
@@ -178,26 +187,21 @@ class _CurrentRuntime:
 
 
 @pytest.fixture(scope="session")
-async def _session_worker(
-    time_skipping_env: WorkflowEnvironment,
-) -> AsyncIterator[tuple[_CurrentRuntime, str]]:
-    from suifang.workflows.worker import activities_for, build_worker
+def worker_factory() -> WorkerFactory:
+    """Overridden by ``suifang.workflows.testing`` (or a conftest): the kernel has no worker."""
+    pytest.fail(
+        "journey_worker needs a worker_factory fixture: add 'suifang.workflows.testing' to "
+        "pytest_plugins after 'suifang.core.testing'"
+    )
 
+
+@pytest.fixture(scope="session")
+async def _session_worker(
+    time_skipping_env: WorkflowEnvironment, worker_factory: WorkerFactory
+) -> AsyncIterator[tuple[_CurrentRuntime, str]]:
     current = _CurrentRuntime()
     task_queue = f"test-session-{uuid.uuid4().hex[:8]}"
-    worker = build_worker(
-        time_skipping_env.client,
-        current,  # type: ignore[arg-type]
-        task_queue=task_queue,
-        activities=activities_for(current),  # type: ignore[arg-type]
-        # Settings as production's defaults (build_worker would ask a runtime that does not
-        # exist yet: each test brings its own).
-        max_concurrent_activities=Settings.model_fields["worker_max_concurrent_activities"].default,
-        max_cached_workflows=Settings.model_fields["worker_max_cached_workflows"].default,
-        # Sandboxed here whatever production runs: a workflow shell that calls what workflow
-        # code must not (the clock, I/O) fails its test.
-        workflow_runner=SandboxedWorkflowRunner(),
-    )
+    worker = worker_factory(time_skipping_env.client, current, task_queue)  # type: ignore[arg-type]
     async with worker:
         yield current, task_queue
 
@@ -226,11 +230,6 @@ async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
 
     Journeys first (they may still be opening tickets), then every ticket there is by then.
     """
-    from sqlmodel import select
-
-    from suifang.core.models import Enrollment, Ticket
-    from suifang.workflows.journey_core import ControlEvent
-
     with Session(runtime.engine) as session:
         journeys = session.exec(select(Enrollment.workflow_id)).all()
     for workflow_id in journeys:
@@ -238,7 +237,9 @@ async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
         if not await _running(handle):
             continue
         with contextlib.suppress(Exception):  # already stopping: that is fine too
-            await handle.execute_update("control", ControlEvent(action="stop", reason="test end"))
+            # The journey's control update, in its wire form: the kernel cannot import the
+            # journey domain's ControlEvent.
+            await handle.execute_update("control", {"action": "stop", "reason": "test end"})
         with contextlib.suppress(Exception):
             await asyncio.wait_for(handle.result(), timeout=10)
             continue

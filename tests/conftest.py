@@ -6,7 +6,7 @@ import pytest
 
 from suifang.core.security.crypto import Keyring, configure_keyring, get_keyring
 
-pytest_plugins = ["suifang.core.testing"]
+pytest_plugins = ["suifang.core.testing", "suifang.workflows.testing"]
 
 
 @pytest.fixture(autouse=True)

@@ -13,12 +13,22 @@ from temporalio.exceptions import ApplicationError
 
 from suifang.core.channels import OutboundMessage
 from suifang.core.db import utcnow
+from suifang.core.delivery import (
+    NOTICE_CHANNELS,
+    DeliveryRequest,
+    Recipient,
+    RetryableDelivery,
+    SendOutcome,
+    deliver,
+)
 from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Department, Patient, Ticket
+from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
 from suifang.tickets.core import PageOutcome, TicketSnapshot
 from suifang.tickets.oncall import on_call_chain, paging_policy_of, staff_addresses
+from suifang.tickets.opening import TicketStart, build_ticket
 from suifang.tickets.records import (
     UnknownTicket,
     recorded_staff_notice,
@@ -27,16 +37,6 @@ from suifang.tickets.records import (
     supervisor_of,
 )
 from suifang.tickets.routing import route
-from suifang.tickets.service import TicketStart, build_ticket
-from suifang.workflows.delivery import (
-    NOTICE_CHANNELS,
-    DeliveryRequest,
-    Recipient,
-    RetryableDelivery,
-    deliver,
-)
-from suifang.workflows.journey_core import SendOutcome
-from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
 
 __all__ = [
     "PageInput",

@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from suifang.core.categories import CLINICAL_CATEGORIES
 from suifang.core.enums import Priority, Tier
 from suifang.core.triage import KnowledgeAnswer, TriageRequest, TriageResult
-from suifang.tickets.knowledge import KnowledgeBase
+from suifang.tickets.knowledge import KnowledgeBase, default_knowledge_base
 
 __all__ = ["AI_FLAG", "AiTriageSettings", "AssistedTriager", "default_assistant"]
 
@@ -210,6 +210,5 @@ def default_assistant() -> AssistedTriager | None:
             "triage stays local"
         )
         return None
-    from suifang.tickets.knowledge import default_knowledge_base
 
     return AssistedTriager(settings, default_knowledge_base())

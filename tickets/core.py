@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -54,19 +54,6 @@ SATISFIED_FROM = 3
 CLINICAL_ANSWER_CONFIDENCE = 0.5
 """Below this, a clinical question is not answered from the knowledge base but by a nurse."""
 
-ACTIONS = (
-    "acknowledge",
-    "claim",
-    "reply",
-    "note",
-    "transfer",
-    "collaborate",
-    "escalate",
-    "wait_on_patient",
-    "resolve",
-    "reopen",
-    "close",
-)
 Action = Literal[
     "acknowledge",
     "claim",
@@ -80,6 +67,7 @@ Action = Literal[
     "reopen",
     "close",
 ]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 _ACKNOWLEDGED = (TicketSource.PATIENT_MESSAGE, TicketSource.COMPLAINT)
 _OPEN = (
     TicketStatus.NEW,

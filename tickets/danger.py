@@ -54,7 +54,9 @@ from rapidfuzz.distance import DamerauLevenshtein
 from spellchecker import SpellChecker
 
 from suifang.core.categories import CLINICAL_CATEGORIES
+from suifang.core.config import get_settings
 from suifang.core.errors import ValidationFailed
+from suifang.core.yaml_input import line_of, read_yaml
 from suifang.tickets import vitals as vital_signs
 from suifang.tickets.soundalike import SoundAlikes
 
@@ -1106,8 +1108,6 @@ def _builtin_text() -> tuple[str, str]:
 
 def load_lexicon(path: Path | None = None) -> LexiconSpec:
     """The validated lexicon; errors say ``file:line: where: what``."""
-    from suifang.core.yaml_input import line_of, read_yaml
-
     if path is None:
         content, origin = _builtin_text()
     else:
@@ -1169,8 +1169,6 @@ def default_detector() -> DangerDetector:
 
 def triage_file(name: str) -> Path | None:
     """The hospital's own copy of a triage data file, if ``SUIFANG_TRIAGE_DIR`` has one."""
-    from suifang.core.config import get_settings
-
     directory = get_settings().triage_dir
     if directory is None:
         return None

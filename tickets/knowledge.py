@@ -60,10 +60,11 @@ from pydantic import (
 )
 
 from suifang.core.categories import CATEGORY_IDS
+from suifang.core.config import get_settings
 from suifang.core.errors import ValidationFailed
 from suifang.core.triage import KnowledgeAnswer
 from suifang.core.yaml_input import read_yaml
-from suifang.tickets.danger import normalize
+from suifang.tickets.danger import normalize, triage_file
 
 __all__ = [
     "ANSWER_THRESHOLD",
@@ -488,9 +489,6 @@ def builtin_knowledge_dir() -> Path:
 def default_knowledge_base() -> KnowledgeBase:
     """The knowledge base in use: the shipped entries, then the hospital's own
     (``SUIFANG_KNOWLEDGE_DIR``), with the synonyms in use; loaded once per process."""
-    from suifang.core.config import get_settings
-    from suifang.tickets.danger import triage_file
-
     directories = [builtin_knowledge_dir()]
     own = get_settings().knowledge_dir
     if own is not None:

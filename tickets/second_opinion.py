@@ -23,6 +23,7 @@ from pathlib import Path
 
 from suifang.core.errors import ValidationFailed
 from suifang.tickets.classifier import NaiveBayes, message_features
+from suifang.tickets.danger import triage_file
 
 __all__ = ["SecondOpinion", "default_second_opinion", "load_examples"]
 
@@ -105,6 +106,4 @@ class SecondOpinion:
 def default_second_opinion() -> SecondOpinion:
     """Trained on the examples in use (the hospital's ``SUIFANG_TRIAGE_DIR/
     emergency_examples.csv`` or the shipped ones), once per process."""
-    from suifang.tickets.danger import triage_file
-
     return SecondOpinion.train(load_examples(triage_file("emergency_examples.csv")))

@@ -10,57 +10,52 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import uuid
 from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from suifang.core.db import utcnow
+from suifang.core.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
 from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import (
     Department,
-    Encounter,
     Enrollment,
     Patient,
     Ticket,
     TicketEvent,
     TicketNote,
 )
+from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest, TriageResult
-from suifang.tickets.core import ActorAction, PatientEvent, TicketSetup
-from suifang.tickets.sla import SlaPolicy, default_policy
+from suifang.tickets.core import ActorAction, PatientEvent
+from suifang.tickets.opening import build_ticket
+from suifang.tickets.praise import record_praise
+from suifang.tickets.workflow import (
+    TICKET_REVISION,
+    FeedbackTicketWorkflow,
+    TicketInput,
+    TicketResult,
+)
 
 __all__ = [
     "PatientMessageOutcome",
     "TicketDetail",
     "TicketIn",
-    "TicketStart",
     "TicketSummary",
     "act_on_ticket",
-    "build_ticket",
     "list_tickets",
     "open_ticket",
     "patient_event",
     "receive_patient_message",
-    "sla_policy",
     "ticket_detail",
-    "ticket_workflow_id",
 ]
-
-
-@functools.cache
-def sla_policy() -> SlaPolicy:
-    """The SLA policy tickets start with (``templates/sla/policy.yaml``), loaded once."""
-    return default_policy()
-
-
-def ticket_workflow_id(ticket_id: int, token: str) -> str:
-    return f"ticket-{ticket_id}-{token}"
 
 
 class TicketIn(BaseModel):
@@ -73,13 +68,6 @@ class TicketIn(BaseModel):
     category: str | None = Field(None, max_length=32, description="Skip classification.")
     department: str | None = Field(None, max_length=64, description="Skip routing.")
     idempotency_key: str | None = Field(None, max_length=160)
-
-
-class TicketStart(BaseModel):
-    ticket_id: int
-    workflow_id: str
-    setup: TicketSetup
-    created: bool
 
 
 class TicketSummary(BaseModel):
@@ -159,106 +147,6 @@ def _summary(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def build_ticket(
-    session: Session,
-    *,
-    patient_id: int,
-    source: TicketSource,
-    summary: str,
-    triage: TriageResult,
-    opened_at: dt.datetime,
-    enrollment_id: int | None = None,
-    alert_id: int | None = None,
-    department: str | None = None,
-    tier: Tier | None = None,
-    parent_ticket_id: int | None = None,
-    idempotency_key: str | None = None,
-) -> TicketStart:
-    """Create the ticket row (idempotent on ``idempotency_key``) and its workflow's input."""
-    if idempotency_key is not None:
-        existing = session.exec(
-            select(Ticket).where(Ticket.idempotency_key == idempotency_key)
-        ).first()
-        if existing is not None:
-            return TicketStart(
-                ticket_id=existing.id,  # type: ignore[arg-type]
-                workflow_id=existing.workflow_id,
-                setup=_setup(session, existing, triage, department, tier, parent_ticket_id),
-                created=False,
-            )
-    patient = session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFoundError(f"no patient {patient_id}")
-    if department is not None and session.get(Department, department) is None:
-        raise ValidationFailed(f"department: unknown department {department!r}")
-    ticket = Ticket(
-        workflow_id=f"pending-{uuid.uuid4().hex}",
-        idempotency_key=idempotency_key,
-        source=source,
-        patient_id=patient_id,
-        enrollment_id=enrollment_id,
-        alert_id=alert_id,
-        parent_ticket_id=parent_ticket_id,
-        category=triage.category,
-        clinical=triage.clinical,
-        department_code=department,
-        tier=tier or triage.suggested_tier,
-        priority=triage.urgency,
-        status=TicketStatus.NEW,
-        summary=summary,
-        red_flags=triage.red_flags,
-        opened_at=opened_at,
-    )
-    session.add(ticket)
-    session.flush()
-    ticket.workflow_id = ticket_workflow_id(ticket.id, uuid.uuid4().hex[:8])  # type: ignore[arg-type]
-    session.add(ticket)
-    session.commit()
-    return TicketStart(
-        ticket_id=ticket.id,  # type: ignore[arg-type]
-        workflow_id=ticket.workflow_id,
-        setup=_setup(session, ticket, triage, department, tier, parent_ticket_id),
-        created=True,
-    )
-
-
-def _setup(
-    session: Session,
-    ticket: Ticket,
-    triage: TriageResult,
-    department: str | None,
-    tier: Tier | None,
-    parent_ticket_id: int | None,
-) -> TicketSetup:
-    patient = session.get(Patient, ticket.patient_id)
-    discharge_department = None
-    if ticket.enrollment_id is not None:
-        enrollment = session.get(Enrollment, ticket.enrollment_id)
-        discharge_department = enrollment.department_code if enrollment else None
-    else:
-        encounter = session.exec(
-            select(Encounter)
-            .where(Encounter.patient_id == ticket.patient_id)
-            .order_by(col(Encounter.discharged_at).desc())
-        ).first()
-        discharge_department = encounter.department_code if encounter else None
-    return TicketSetup(
-        ticket_id=ticket.id,  # type: ignore[arg-type]
-        patient_id=ticket.patient_id,
-        source=TicketSource(ticket.source),
-        summary=ticket.summary,
-        opened_at=ticket.opened_at,
-        triage=triage,
-        policy=sla_policy(),
-        enrollment_id=ticket.enrollment_id,
-        discharge_department=discharge_department,
-        department=department,
-        tier=tier,
-        parent_ticket_id=parent_ticket_id,
-        locale=patient.locale if patient else "zh-CN",
-    )
-
-
 def _triage_request(
     session: Session, patient: Patient, text: str, source: TicketSource, enrollment_id: int | None
 ) -> TriageRequest:
@@ -288,8 +176,6 @@ async def open_ticket(
 ) -> TicketSummary:
     """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
     its workflow."""
-    from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
-
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
         if patient is None:
@@ -415,16 +301,6 @@ def ticket_detail(
 
 async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | PatientEvent) -> None:
     """Hand ``event`` to the ticket's workflow; a closed ticket's workflow is started again."""
-    from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-    from temporalio.common import WorkflowIDReusePolicy
-
-    from suifang.tickets.workflow import (
-        TICKET_REVISION,
-        FeedbackTicketWorkflow,
-        TicketInput,
-        TicketResult,
-    )
-
     client = await runtime.client()
     handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, ticket.workflow_id)
     description = await handle.describe()
@@ -508,10 +384,6 @@ async def receive_patient_message(
 ) -> PatientMessageOutcome:
     """Triage a patient's own message: thanks are recorded for the department and answered
     with a thank-you; everything else becomes a ticket (``key`` makes it idempotent)."""
-    from suifang.tickets.praise import record_praise
-    from suifang.workflows.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
-    from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
-
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, patient_id)
         if patient is None:

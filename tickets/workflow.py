@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from suifang.core.delivery import SendOutcome
     from suifang.tickets.activities import (
         PageInput,
         PatientNoticeInput,
@@ -43,8 +44,7 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         Wait,
     )
-    from suifang.tickets.service import TicketStart
-    from suifang.workflows.journey_core import SendOutcome
+    from suifang.tickets.opening import TicketStart
 
 __all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
 

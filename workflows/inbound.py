@@ -27,14 +27,13 @@ from temporalio.service import RPCError
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import (
-    AddressKind,
     DeliveryStatusUpdate,
     InboundMessage,
     InboundRejected,
     InboundRequest,
     fingerprint,
 )
-from suifang.core.contacts import in_use_order
+from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
 from suifang.core.db import utcnow
 from suifang.core.enums import JourneyStatus, TicketStatus
 from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
@@ -43,6 +42,7 @@ from suifang.core.models import (
     Enrollment,
     InboundRecord,
     Message,
+    Patient,
     StaffContact,
     StaffUser,
     Ticket,
@@ -66,12 +66,6 @@ from suifang.workflows.replies import parse_reply, split_reply
 __all__ = ["InboundFailure", "InboundOutcome", "InboundResult", "receive_inbound"]
 
 MAX_BODY_BYTES = 256 * 1024
-_SYSTEM = {
-    AddressKind.PHONE: "phone",
-    AddressKind.EMAIL: "email",
-    AddressKind.WECHAT_OPENID: "wechat",
-    AddressKind.APP_USER: "app",
-}
 _STATUS_FIELD = {"delivered": "delivered_at", "read": "read_at", "answered": "read_at"}
 
 
@@ -281,7 +275,7 @@ def _match(
                 | (Message.provider_message_id == reply.in_reply_to)
             )
         ).first()
-    system = _SYSTEM.get(channel.address_kind)
+    system = ADDRESS_SYSTEM.get(channel.address_kind)
     sender_hash = blind_index(system, reply.sender) if system and reply.sender else None
     if replied is not None:
         return replied.patient_id, replied, sender_hash
@@ -420,8 +414,6 @@ def _record_kind(text: str, questionnaire: Questionnaire | None) -> str:
 async def _raises_danger(runtime: Runtime, text: str, patient_id: int, session: Session) -> bool:
     """Whether a reply meant for a waiting ticket is something a clinician must see at once
     (then it is triaged as a new message, not filed as a reply to a complaint)."""
-    from suifang.core.models import Patient
-
     patient = session.get(Patient, patient_id)
     result = await runtime.plugins.triage_async(
         TriageRequest(text=text, locale=patient.locale if patient else None)
@@ -446,7 +438,7 @@ def _staff_reply(
                 Message.kind == "page",
             )
         ).first()
-    system = _SYSTEM.get(channel.address_kind)
+    system = ADDRESS_SYSTEM.get(channel.address_kind)
     user: StaffUser | None = None
     if system and reply.sender:
         contact = session.exec(

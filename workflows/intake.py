@@ -34,7 +34,9 @@ from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index, identifier_index
+from suifang.core.timestamps import PlausibleInstant
 from suifang.core.timezones import IanaTimezone
+from suifang.workflows.greetings import greeting_occasions
 from suifang.workflows.journey import (
     JOURNEY_REVISION,
     JourneyInput,
@@ -56,8 +58,6 @@ __all__ = [
 ]
 
 Locale = Literal["zh-CN", "en"]
-_EARLIEST_VISIT = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
-_LATEST_VISIT = dt.datetime(2999, 12, 31, tzinfo=dt.UTC)
 
 
 class PatientIn(BaseModel):
@@ -96,26 +96,14 @@ class EncounterIn(BaseModel):
     procedure_codes: list[str] = Field(default_factory=list, max_length=50)
     procedure_text: str | None = Field(None, max_length=512)
     attending_doctor: str | None = Field(None, max_length=128)
-    admitted_at: dt.datetime | None = None
-    discharged_at: dt.datetime
+    admitted_at: PlausibleInstant | None = None
+    discharged_at: PlausibleInstant
     length_of_stay_days: float | None = Field(None, ge=0, le=3650)
     emergency_admission: bool = False
     ed_visits_6_months: int = Field(0, ge=0, le=365)
     charlson_index: int | None = Field(None, ge=0, le=40)
     pregnant: bool = False
     discharge_disposition: str | None = Field(None, max_length=64)
-
-    @field_validator("admitted_at", "discharged_at")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("give a timezone, e.g. 2026-11-01T10:00:00+08:00")
-        # A year-1 or year-9999 date is a typo, and the schedule's arithmetic would overflow.
-        if value is not None and not _EARLIEST_VISIT <= value <= _LATEST_VISIT:
-            raise ValueError(
-                f"must be between {_EARLIEST_VISIT:%Y-%m-%d} and {_LATEST_VISIT:%Y-%m-%d}"
-            )
-        return value
 
     @model_validator(mode="after")
     def _order(self) -> EncounterIn:
@@ -391,7 +379,6 @@ def _greetings(
 ) -> tuple[list[GreetingOccasion], dt.date | None]:
     if not plan.greetings:
         return [], None
-    from suifang.workflows.greetings import greeting_occasions
 
     start = discharged_at.date()
     if plan.open_ended:

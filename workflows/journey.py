@@ -18,7 +18,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier
-    from suifang.tickets.service import TicketStart
+    from suifang.tickets.opening import TicketStart
     from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
     from suifang.workflows.journey_activities import (
         CALL_TASK_SUMMARY,

@@ -21,24 +21,27 @@ from temporalio.exceptions import ApplicationError
 
 from suifang.core.categories import is_clinical
 from suifang.core.db import utcnow
-from suifang.core.enums import Priority, TicketSource, Tier
-from suifang.core.models import Alert, Department, Enrollment, Patient
-from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
-from suifang.core.runtime import Runtime
-from suifang.core.triage import TriageRequest, TriageResult
-from suifang.tickets.praise import record_praise
-from suifang.tickets.service import TicketStart, build_ticket
-from suifang.workflows.delivery import (
+from suifang.core.delivery import (
     NOTICE_CHANNELS,
     RECIPIENT_COLUMNS,
     DeliveryRequest,
     RetryableDelivery,
+    SendOutcome,
     deliver,
     open_ledger,
     recipient_from_row,
     send_through_cascade,
 )
-from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion, SendOutcome
+from suifang.core.enums import Priority, TicketSource, Tier
+from suifang.core.models import Alert, Department, Enrollment, Patient
+from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
+from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
+from suifang.core.runtime import Runtime
+from suifang.core.triage import TriageRequest, TriageResult
+from suifang.tickets.opening import TicketStart, build_ticket
+from suifang.tickets.praise import record_praise
+from suifang.workflows.greetings import greeting_occasions, load_greeting_texts
+from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion
 from suifang.workflows.journey_records import (
     AlertInput,
     AnswersInput,
@@ -51,7 +54,6 @@ from suifang.workflows.journey_records import (
     UnknownEnrollment,
     write_records,
 )
-from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
 
 __all__ = [
     "GreetingsInput",
@@ -231,8 +233,6 @@ class JourneyActivities:
         locale = row.locale
         context = self._context(row, request.day)
         if request.kind == "greeting":
-            from suifang.workflows.greetings import load_greeting_texts
-
             texts = load_greeting_texts()
             text = texts.get(request.greeting or "")
             if text is None:
@@ -447,7 +447,6 @@ class JourneyActivities:
 
     @activity.defn(name="extend_greetings")
     async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
-        from suifang.workflows.greetings import greeting_occasions
 
         with Session(self.runtime.engine) as session:
             patient = session.get(Patient, request.patient_id)

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
+from suifang.core.delivery import SendOutcome
 from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
 from suifang.core.pathways import (
     AlertRule,
@@ -377,16 +378,6 @@ Effect = (
     | ExtendGreetings
     | SetStatus
 )
-
-
-class SendOutcome(BaseModel):
-    """What the send activity reports back."""
-
-    delivered: bool
-    channel: str | None = None
-    message_id: int | None = None
-    suppressed: Literal["do_not_contact", "quiet_hours", "undeliverable"] | None = None
-    retry_at: dt.datetime | None = None
 
 
 class JourneyProgress(BaseModel):

@@ -955,7 +955,7 @@ def build_simulator(
     config: SimulationConfig, template: PathwayTemplate, *, keep_patients: bool = False
 ) -> Simulator:
     """A simulator with the shipped SLA policy, triage, routing table and greeting calendar."""
-    from suifang.tickets.service import sla_policy
+    from suifang.tickets.opening import sla_policy
     from suifang.tickets.triage import classify
     from suifang.workflows.greetings import greeting_occasions
     from suifang.workflows.journey_core import GreetingOccasion

@@ -30,6 +30,7 @@ from suifang.core.security.auth import (
     revoke_token,
 )
 from suifang.core.security.lifetimes import token_lifetime
+from suifang.workflows.journey_service import withdraw_consent
 
 router = APIRouter(tags=["administration"])
 
@@ -314,7 +315,6 @@ async def do_not_contact(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.PATIENTS_CONSENT))],
 ) -> ConsentOut:
-    from suifang.workflows.journey_service import withdraw_consent
 
     require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)

@@ -12,11 +12,11 @@ from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.idempotency import claim_key, remember_result
-from suifang.core.api.limits import PlausibleInstant
 from suifang.core.api.security import audit_patients, require, require_department_in_scope
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
 from suifang.core.security.auth import Permission, Principal
+from suifang.core.timestamps import PlausibleInstant
 from suifang.workflows import journey_service
 from suifang.workflows.intake import (
     DischargeIn,

@@ -21,14 +21,12 @@ recording a refused call as metadata only (:mod:`suifang.core.security.webhook_r
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI
-from pydantic import AfterValidator
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,8 +37,6 @@ from suifang.core.config import Settings
 __all__ = [
     "BodyRefused",
     "ConcurrencyLimit",
-    "PlausibleDate",
-    "PlausibleInstant",
     "RequestBodyGuard",
     "check_json_body",
     "install_body_guard",
@@ -56,34 +52,6 @@ _DEPTH_SETTING = "SUIFANG_API_MAX_JSON_DEPTH"
 # Far below the interpreter's recursion limit, which validation, encoding and storage share:
 # a body the parser took could otherwise still end in a RecursionError (a 500) further on.
 DEFAULT_MAX_JSON_DEPTH: int = Settings.model_fields["api_max_json_depth"].default
-
-
-_EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
-_LATEST = dt.datetime(2999, 12, 31, tzinfo=dt.UTC)
-
-
-def _plausible(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("give a timezone, e.g. 2026-11-20T10:00:00+08:00")
-    # Year 1 or 9999 is a typo, and a workflow timer or a UTC conversion would overflow on it.
-    if not _EARLIEST <= value <= _LATEST:
-        raise ValueError(f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}")
-    return value
-
-
-PlausibleInstant = Annotated[dt.datetime, AfterValidator(_plausible)]
-"""A request's datetime field: timezone-aware, between the years 1900 and 2999."""
-
-
-def _plausible_day(value: dt.date) -> dt.date:
-    if not _EARLIEST.date() <= value <= _LATEST.date():
-        raise ValueError(f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}")
-    return value
-
-
-PlausibleDate = Annotated[dt.date, AfterValidator(_plausible_day)]
-"""A request's date field, between the years 1900 and 2999 (a schedule from year 1 or 9999
-overflows, or not, depending on the timezone's offset)."""
 
 
 class BodyRefused(Exception):

@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.security import require
 from suifang.core.db import utcnow
-from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.errors import NotFoundError
 from suifang.core.models import Department
 from suifang.core.security.auth import Permission, Principal
+from suifang.core.timestamps import PlausibleInstant
 from suifang.tickets.oncall import RosterFile, import_roster, roster_view
 
 router = APIRouter(tags=["on-call"])
@@ -54,15 +55,13 @@ def on_call(
     department: str,
     session: SessionDep,
     principal: CanRead,
-    at: Annotated[dt.datetime | None, Query(description="ISO 8601 with a timezone")] = None,
+    at: Annotated[PlausibleInstant | None, Query(description="ISO 8601 with a timezone")] = None,
 ) -> OnCallView:
     scope = principal.scope
     if session.get(Department, department) is None or (
         scope is not None and department not in scope
     ):
         raise NotFoundError(f"no department {department!r}")
-    if at is not None and at.tzinfo is None:
-        raise ValidationFailed("at: give a timezone, e.g. 2026-12-04T17:00+08:00")
     view: dict[str, Any] = roster_view(session, department, at or utcnow())
     return OnCallView.model_validate(view)
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
-from suifang.core.api.limits import PlausibleDate
 from suifang.core.api.security import require
 from suifang.core.enums import RiskTier
 from suifang.core.pathways import resolve_plan
 from suifang.core.security.auth import Permission
+from suifang.core.timestamps import PlausibleDate
 from suifang.core.timezones import IanaTimezone
 from suifang.workflows.journey_core import preview_schedule
 

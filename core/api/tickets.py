@@ -13,7 +13,7 @@ from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.idempotency import claim_key, remember_result
 from suifang.core.api.security import audit_patients, require, require_department_in_scope
 from suifang.core.enums import TicketStatus, Tier
-from suifang.core.models import Enrollment, StaffNotification
+from suifang.core.models import Enrollment, RoutingRule, StaffNotification
 from suifang.core.security.auth import Permission, Principal, Role, patient_in_scope
 from suifang.tickets import routing, service
 from suifang.tickets.core import Action, ActorAction, PatientEvent
@@ -239,7 +239,6 @@ class RoutingRuleView(BaseModel):
     dependencies=[Depends(require(Permission.ROUTING_READ))],
 )
 def routing_table(session: SessionDep) -> list[RoutingRuleView]:
-    from suifang.core.models import RoutingRule
 
     rules = session.exec(select(RoutingRule).order_by(col(RoutingRule.category))).all()
     return [RoutingRuleView(category=r.category, department=r.department_code) for r in rules]

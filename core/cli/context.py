@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
+from suifang.core.security.audit import record_audit
+from suifang.core.seed import ensure_schema
 
 __all__ = ["cli_actor", "cli_audit", "cli_run", "cli_runtime", "cli_settings"]
 
@@ -22,8 +24,6 @@ def cli_settings() -> Settings:
 
 @functools.cache
 def cli_runtime() -> Runtime:
-    from suifang.core.seed import ensure_schema
-
     runtime = Runtime.from_settings(cli_settings())
     ensure_schema(runtime.engine)
     return runtime
@@ -38,8 +38,6 @@ def cli_audit(
     action: str, resource: str, patient_ids: list[int], resource_id: str | None = None
 ) -> None:
     """Audit a command that read or changed patient data, like the API does for requests."""
-    from suifang.core.security.audit import record_audit
-
     record_audit(
         cli_runtime().engine,
         actor=cli_actor(),

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlmodel import Session
 
 from suifang.core.cli.context import cli_run, cli_runtime
 from suifang.core.cli.output import print_table
 from suifang.core.db import utcnow
 from suifang.core.errors import SuifangError
+from suifang.core.yaml_input import read_yaml
+from suifang.tickets.oncall import RosterFile, import_roster
 from suifang.workflows.intake import DischargeIn, register_discharge
 
 SAMPLES: list[dict[str, Any]] = [
@@ -166,11 +169,6 @@ def demo(
 
 def _import_demo_roster(runtime: Any) -> None:
     """The example on-call roster, so an emergency pages someone (shown in the outbox)."""
-    from sqlmodel import Session
-
-    from suifang.core.yaml_input import read_yaml
-    from suifang.tickets.oncall import RosterFile, import_roster
-
     path = Path(__file__).resolve().parents[2] / "templates" / "oncall" / "example-roster.yaml"
     _, data = read_yaml(path.read_text(encoding="utf-8"))
     with Session(runtime.engine) as session:

@@ -17,8 +17,9 @@ from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import ValidationFailed
 from suifang.core.models import Enrollment
+from suifang.core.timestamps import plausible_instant
 from suifang.workflows import journey_service
-from suifang.workflows.intake import DischargeIn, register_discharge
+from suifang.workflows.intake import DischargeIn, register_discharge, resume_enrollment
 from suifang.workflows.journey_core import AnswerEvent, ControlEvent, RescheduleEvent
 
 app = typer.Typer(
@@ -248,6 +249,18 @@ def stop(enrollment_id: int, reason: Annotated[str | None, typer.Option()] = Non
     _control(enrollment_id, "stop", reason)
 
 
+def _instant(option: str, text: str) -> dt.datetime:
+    """An option's ISO time, checked like the API's (aware, a plausible year)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(f"{option}: {text!r} is not an ISO time") from None
+    try:
+        return plausible_instant(when)
+    except ValueError as exc:
+        raise ValidationFailed(f"{option}: {exc}") from None
+
+
 @app.command("readmitted")
 def readmitted(
     enrollment_id: int,
@@ -256,14 +269,7 @@ def readmitted(
     ] = None,
 ) -> None:
     """Record a readmission: the journey stops (an ended journey just records it)."""
-    when = None
-    if at:
-        try:
-            when = dt.datetime.fromisoformat(at)
-        except ValueError:
-            raise ValidationFailed(f"--at: {at!r} is not an ISO time") from None
-        if when.tzinfo is None:
-            raise ValidationFailed("--at: give a timezone, e.g. 2026-11-20T10:00+08:00")
+    when = _instant("--at", at) if at else None
     _control(enrollment_id, "readmitted", None, when)
 
 
@@ -282,14 +288,7 @@ def reschedule(
     next_due: Annotated[str | None, typer.Option(help="ISO time for the next touchpoint.")] = None,
 ) -> None:
     """Move the remaining schedule, or just the next touchpoint."""
-    due = None
-    if next_due:
-        try:
-            due = dt.datetime.fromisoformat(next_due)
-        except ValueError:
-            raise ValidationFailed(f"--next-due: {next_due!r} is not an ISO time") from None
-        if due.tzinfo is None:
-            raise ValidationFailed("--next-due: give a timezone, e.g. 2026-11-20T10:00+08:00")
+    due = _instant("--next-due", next_due) if next_due else None
     runtime = cli_runtime()
     event = RescheduleEvent(
         shift=dt.timedelta(days=shift_days) if shift_days else None, next_due=due
@@ -302,8 +301,6 @@ def reschedule(
 @app.command("start-pending")
 def start_pending() -> None:
     """Start the journeys of enrollments saved while Temporal was unreachable."""
-    from suifang.workflows.intake import resume_enrollment
-
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
         pending = session.exec(

@@ -14,6 +14,7 @@ from suifang.core.cli.context import cli_runtime
 from suifang.core.cli.output import emit_json
 from suifang.core.db import utcnow
 from suifang.core.errors import ValidationFailed
+from suifang.core.timestamps import plausible_instant
 from suifang.core.yaml_input import line_of, read_yaml
 from suifang.tickets.oncall import RosterFile, import_roster, roster_view
 
@@ -64,8 +65,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Who is paged for DEPARTMENT's emergencies, in order, and the escalation delays."""
-    if at is not None and at.tzinfo is None:
-        raise ValidationFailed("--at: give a timezone, e.g. 2026-12-04T17:00+08:00")
+    if at is not None:
+        try:
+            plausible_instant(at)
+        except ValueError as exc:
+            raise ValidationFailed(f"--at: {exc}") from None
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
         view = roster_view(session, department, at or utcnow())

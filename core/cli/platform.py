@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from suifang.core.api import create_app
 from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.config import Settings
@@ -21,6 +22,7 @@ from suifang.core.errors import StartupError
 from suifang.core.runtime import Runtime
 from suifang.core.seed import prepare_database
 from suifang.core.telemetry import setup_tracing
+from suifang.workflows.worker import build_worker, run_worker
 
 __all__ = ["db_app", "register"]
 
@@ -88,8 +90,6 @@ def _configure_logging(settings: Settings) -> None:
 
 def run_worker_command() -> None:
     """Run a worker against SUIFANG_TEMPORAL_ADDRESS until interrupted."""
-    from suifang.workflows.worker import run_worker
-
     runtime = cli_runtime()
     _configure_logging(runtime.settings)
     setup_tracing(runtime.settings)
@@ -102,8 +102,6 @@ def run_api_command(
     port: Annotated[int | None, typer.Option(help="Default: SUIFANG_API_PORT.")] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
-    from suifang.core.api import create_app
-
     runtime = cli_runtime()
     _configure_logging(runtime.settings)
     prepare_database(runtime.engine)
@@ -138,9 +136,6 @@ class _QuietServer(uvicorn.Server):
 
 
 async def _serve_platform(runtime: Runtime, server: DevServer) -> None:
-    from suifang.core.api import create_app
-    from suifang.workflows.worker import build_worker
-
     settings = runtime.settings
     await server.wait_healthy()
     client = await runtime.client()

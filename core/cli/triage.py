@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from suifang.core.cli.output import emit_json
 from suifang.core.errors import ValidationFailed
+from suifang.core.rendering import MessageRenderer
+from suifang.core.triage import TriageRequest
+from suifang.tickets.danger import DangerDetector, default_detector, triage_file
+from suifang.tickets.evaluation import evaluate, load_corpus
+from suifang.tickets.intent import IntentReader
+from suifang.tickets.knowledge import (
+    KnowledgeBase,
+    builtin_knowledge_dir,
+    default_knowledge_base,
+    load_synonyms,
+)
+from suifang.tickets.second_opinion import load_examples
+from suifang.tickets.triage import classify
 
 triage_app = typer.Typer(help="The triage: danger lexicon, intents, knowledge base.")
 kb_app = typer.Typer(help="The knowledge base the automatic tier answers from.")
@@ -29,10 +44,6 @@ def check(
     ] = None,
 ) -> None:
     """Validate the triage data files; every problem is named with file:line."""
-    from suifang.tickets.danger import DangerDetector, triage_file
-    from suifang.tickets.intent import IntentReader
-    from suifang.tickets.knowledge import KnowledgeBase, builtin_knowledge_dir, load_synonyms
-    from suifang.tickets.second_opinion import load_examples
 
     def pick(name: str) -> Path | None:
         if directory is None:
@@ -58,8 +69,6 @@ def check(
 
 
 def _check_advice(detector: object) -> None:
-    from suifang.workflows.rendering import MessageRenderer
-
     renderer = MessageRenderer()
     spec = detector.spec  # type: ignore[attr-defined]
     names = {c.advice for c in spec.concepts if c.advice} | {
@@ -82,10 +91,6 @@ def try_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Triage TEXT as a patient message and show why (nothing is stored or sent)."""
-    from suifang.core.triage import TriageRequest
-    from suifang.tickets.danger import default_detector
-    from suifang.tickets.triage import classify
-
     result = classify(TriageRequest(text=text, pathway_id=pathway))
     findings = default_detector().assess(text, pathway_id=pathway).findings
     if as_json:
@@ -122,11 +127,6 @@ def evaluate_(
     ] = False,
 ) -> None:
     """Measure the triage on a labelled corpus: recall and precision per class, safety."""
-    import yaml
-
-    from suifang.tickets.evaluation import evaluate, load_corpus
-    from suifang.tickets.triage import classify
-
     templates = Path(__file__).resolve().parents[2] / "templates"
     table = yaml.safe_load((templates / "routing.yaml").read_text("utf-8")) or {}
     departments = {
@@ -158,10 +158,6 @@ def examples(
     Use the tuning corpus, never the held-out one: a model trained on what measures it
     measures nothing.
     """
-    import csv
-
-    from suifang.tickets.evaluation import load_corpus
-
     if corpus.name.startswith("heldout"):
         raise ValidationFailed(f"{corpus}: the held-out corpus is for measuring only")
     rows = load_corpus(corpus)
@@ -182,8 +178,6 @@ def kb_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The knowledge-base entries: id, category, owner, review date."""
-    from suifang.tickets.knowledge import default_knowledge_base
-
     kb = default_knowledge_base()
     today = dt.date.today()
     entries = kb.due_for_review(today) if due else sorted(kb.entries.values(), key=lambda e: e.id)

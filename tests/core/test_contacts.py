@@ -14,15 +14,17 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.channels import AddressKind
 from suifang.core.cli import main as cli_main
 from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
-from suifang.core.models import AuditLog
+from suifang.core.contacts import ADDRESS_SYSTEM
+from suifang.core.delivery import deliver
+from suifang.core.models import CONTACT_SYSTEMS, AuditLog
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
 from suifang.plugins.channels.sms import SmsGatewayChannel
-from suifang.workflows.delivery import deliver
 from suifang.workflows.intake import DischargeIn, register_discharge
 from tests.core.test_security import bearer, token_for
 from tests.workflows.test_delivery import Provider, directory, request
@@ -227,3 +229,10 @@ async def test_the_cli_lists_retires_and_prefers(
         ).all()
     assert "cli contacts retire" in actions
     assert old_id != new_id
+
+
+def test_every_channel_address_is_a_contact_system_a_patient_can_have() -> None:
+    """Delivery and reply matching read one map (core/contacts.py), and it names only the
+    systems a patient's contacts are stored under."""
+    assert set(ADDRESS_SYSTEM) == set(AddressKind) - {AddressKind.NONE}
+    assert sorted(ADDRESS_SYSTEM.values()) == sorted(CONTACT_SYSTEMS)

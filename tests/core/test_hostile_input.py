@@ -902,6 +902,51 @@ def test_a_cli_timezone_that_is_not_an_iana_zone_is_one_clear_error(
         assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("when", "problem"),
+    [
+        ("2026-12-04T17:00", "give a timezone, e.g. 2026-11-20T10:00+08:00"),
+        ("0001-01-01T00:00+14:00", "must be between 1900-01-01 and 2999-12-31"),
+        ("9999-12-31T00:00+00:00", "must be between 1900-01-01 and 2999-12-31"),
+    ],
+)
+def test_every_cli_time_is_checked_like_the_apis(
+    when: str,
+    problem: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One definition of a plausible instant (core/timestamps.py): the on-call and journey
+    commands once took year 1 or 9999, which the API refuses."""
+    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    for args, option in (
+        (["oncall", "show", "cardiology", "--at", when], "--at"),
+        (["journeys", "readmitted", "1", "--at", when], "--at"),
+        (["journeys", "reschedule", "1", "--next-due", when], "--next-due"),
+    ):
+        code = cli_main(args)
+        err = capsys.readouterr().err
+        assert code != 0, err
+        assert err.strip() == f"suifang: error: {option}: {problem}", err
+
+
+@pytest.mark.parametrize(
+    ("when", "problem"),
+    [
+        ("2026-12-04T17:00:00", "give a timezone"),
+        ("0001-01-01T00:00:00+14:00", "must be between 1900-01-01 and 2999-12-31"),
+    ],
+)
+async def test_the_on_call_query_checks_its_time_like_every_other_route(
+    door: Door, when: str, problem: str
+) -> None:
+    response = await door.client.get("/oncall/cardiology", params={"at": when}, headers=door.auth)
+    assert response.status_code == 422, response.text
+    assert problem in error_of(response), response.text
+
+
 def test_a_roster_or_calendar_with_a_bad_timezone_is_refused_naming_it() -> None:
     with pytest.raises(
         ValidationError, match="timezone\n  Value error, unknown IANA timezone 'Asia'"

@@ -12,7 +12,7 @@ import pytest
 from suifang.core.channels import Channel, DeliveryReceipt, OutboundMessage
 from suifang.core.errors import ConfigurationError
 from suifang.core.hooks import hookimpl
-from suifang.core.plugins import DEFAULT_PLUGINS, Plugins
+from suifang.core.plugins import Plugins, builtin_plugin_names
 
 EXAMPLE_PLUGIN = Path(__file__).parents[1] / "plugins" / "example_plugin"
 
@@ -34,8 +34,20 @@ class _EchoChannel(Channel):
 def test_builtins_are_registered_like_any_plugin() -> None:
     plugins = Plugins.load(entrypoints=False)
     described = {info.name: info for info in plugins.describe()}
-    assert set(DEFAULT_PLUGINS) <= set(described)
+    assert set(builtin_plugin_names()) == {
+        "outbox",
+        "email",
+        "sms",
+        "wechat",
+        "voice",
+        "webhook",
+        "builtin-pathways",
+        "risk",
+        "tickets",
+    }
+    assert set(builtin_plugin_names()) <= set(described)
     assert described["outbox"].distribution == "suifang"
+    assert described["outbox"].builtin
     assert described["outbox"].hooks == ("suifang_register_channels",)
     assert "outbox" in plugins.channel_classes()
     assert any(path.name == "pathways" for path in plugins.pathway_sources())
@@ -164,3 +176,29 @@ def test_an_installed_plugin_is_discovered_through_its_entry_point(tmp_path: Pat
 
     blocked = suifang("plugins", "--json", SUIFANG_DISABLED_PLUGINS="example")
     assert "example" not in {p["name"] for p in json.loads(blocked.stdout)}
+
+
+def test_an_installed_plugin_that_fails_to_import_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pluggy loads the entry points; suifang still names the plugin and its distribution."""
+    (tmp_path / "suifang_broken_plugin.py").write_text(
+        "raise RuntimeError('no licence key')\n", encoding="utf-8"
+    )
+    dist_info = tmp_path / "suifang_broken-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: suifang-broken\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[suifang]\nbroken = suifang_broken_plugin\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigurationError) as refused:
+        Plugins.load()
+    assert str(refused.value) == (
+        "plugin 'broken' (entry point suifang_broken_plugin from suifang-broken 1.0) "
+        "failed to load: RuntimeError: no licence key"
+    )
+    # Blocking it by name is the way out, and then nothing of it is imported.
+    assert "broken" not in {info.name for info in Plugins.load(disabled=["broken"]).describe()}

@@ -51,10 +51,10 @@ from suifang.core.seed import prepare_database
 from suifang.core.temporal import data_converter
 from suifang.core.triage import TriageResult
 from suifang.tickets.core import ActorAction, PatientEvent
+from suifang.tickets.opening import build_ticket
 from suifang.tickets.service import (
     TicketIn,
     act_on_ticket,
-    build_ticket,
     open_ticket,
     patient_event,
 )

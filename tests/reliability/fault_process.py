@@ -1,7 +1,7 @@
 """``suifang worker`` / ``suifang api`` with the fault suite's pathway registered.
 
 The fault suite runs the real CLI commands as separate processes it can SIGKILL; this script
-only adds ``fault_pathway.yaml`` to the built-in plugins first, exactly as an installed
+only registers ``fault_pathway.yaml`` with every plugin manager it builds, exactly as an installed
 pathway plugin would register it::
 
     python tests/reliability/fault_process.py worker
@@ -9,6 +9,7 @@ pathway plugin would register it::
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def suifang_register_pathways(register: PathwayRegistry) -> None:
 
 
 if __name__ == "__main__":
-    plugins.DEFAULT_PLUGINS["fault-drill-pathway"] = "__main__"
+    plugins.get_plugin_manager = functools.partial(
+        plugins.get_plugin_manager, extra=[("fault-drill-pathway", sys.modules[__name__])]
+    )
     from suifang.core.cli import main
 
     sys.exit(main(sys.argv[1:]))

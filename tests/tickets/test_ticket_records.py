@@ -18,7 +18,7 @@ from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageResult
 from suifang.tickets.activities import StaffNoticeInput, TicketActivities
 from suifang.tickets.core import TicketEventRecord, TicketSnapshot, TicketState
-from suifang.tickets.service import build_ticket
+from suifang.tickets.opening import build_ticket
 from tests.plugins.channels.test_email import Mailbox, free_port
 from tests.tickets.test_ticket_workflow import patient
 

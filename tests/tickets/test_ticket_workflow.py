@@ -22,7 +22,7 @@ from suifang.core.runtime import Runtime
 from suifang.core.security.auth import create_user, issue_token
 from suifang.core.triage import TriageResult
 from suifang.tickets.calendar import BusinessCalendar
-from suifang.tickets.service import build_ticket, sla_policy
+from suifang.tickets.opening import build_ticket, sla_policy
 from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

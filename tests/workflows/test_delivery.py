@@ -13,17 +13,17 @@ from sqlmodel import Session, col, select
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import Channel, DeliveryReceipt, OutboundMessage
-from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
-from suifang.core.runtime import Runtime
-from suifang.core.security.crypto import blind_index
-from suifang.plugins.channels.sms import SmsGatewayChannel
-from suifang.plugins.channels.webhook import WebhookChannel
-from suifang.workflows.delivery import (
+from suifang.core.delivery import (
     TRANSIENT_ATTEMPTS_PER_CHANNEL,
     DeliveryRequest,
     RetryableDelivery,
     deliver,
 )
+from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
+from suifang.core.runtime import Runtime
+from suifang.core.security.crypto import blind_index
+from suifang.plugins.channels.sms import SmsGatewayChannel
+from suifang.plugins.channels.webhook import WebhookChannel
 
 SECRET = "a-webhook-secret-of-32-bytes-len"
 

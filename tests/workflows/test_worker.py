@@ -12,10 +12,16 @@ import ast
 import textwrap
 from pathlib import Path
 
+import suifang.core
 import suifang.tickets
 import suifang.workflows
 
-DOMAINS = (Path(suifang.workflows.__file__).parent, Path(suifang.tickets.__file__).parent)
+# core/ for the delivery cascade the send activities of both domains run.
+DOMAINS = (
+    Path(suifang.workflows.__file__).parent,
+    Path(suifang.tickets.__file__).parent,
+    Path(suifang.core.__file__).parent,
+)
 ACTIVITY_MODULES = sorted(
     path
     for domain in DOMAINS

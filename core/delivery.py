@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, Executable, bindparam, insert, select, update
@@ -32,11 +32,10 @@ from suifang.core.channels import (
     PermanentChannelError,
     TransientChannelError,
 )
-from suifang.core.contacts import in_use_order
+from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
 from suifang.core.db import insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
-from suifang.workflows.journey_core import SendOutcome
 
 __all__ = [
     "NOTICE_CHANNELS",
@@ -45,6 +44,7 @@ __all__ = [
     "MessageLedger",
     "Recipient",
     "RetryableDelivery",
+    "SendOutcome",
     "cascade_for",
     "deliver",
     "open_ledger",
@@ -58,13 +58,17 @@ TRANSIENT_ATTEMPTS_PER_CHANNEL = 3
 NOTICE_CHANNELS = ["wechat", "sms", "email", "webhook", "outbox"]
 """The cascade of messages that answer the patient (ticket notices, thanks) after the
 patient's own preferred channels."""
-_ADDRESS_SYSTEM = {
-    AddressKind.PHONE: "phone",
-    AddressKind.EMAIL: "email",
-    AddressKind.WECHAT_OPENID: "wechat",
-    AddressKind.APP_USER: "app",
-}
 _DONE = ("accepted", "delivered", "read", "answered")
+
+
+class SendOutcome(BaseModel):
+    """What sending one patient message came to: both domains' send activities report it."""
+
+    delivered: bool
+    channel: str | None = None
+    message_id: int | None = None
+    suppressed: Literal["do_not_contact", "quiet_hours", "undeliverable"] | None = None
+    retry_at: dt.datetime | None = None
 
 
 class DeliveryRequest(BaseModel):
@@ -154,7 +158,7 @@ def _address(
 ) -> str | None:
     if channel.address_kind == AddressKind.NONE:
         return ""
-    system = _ADDRESS_SYSTEM.get(channel.address_kind)
+    system = ADDRESS_SYSTEM.get(channel.address_kind)
     if system is None:
         return None
     if addresses is not None:
