@@ -110,7 +110,6 @@ from suifang.core.channel_http import (
 )
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -256,7 +255,6 @@ class SmsGatewayChannel(Channel):
     """Any SMS gateway speaking suifang's generic protocol (see the module docstring)."""
 
     name: ClassVar[str] = "sms"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT})
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = SmsGatewayConfig
 
@@ -511,7 +509,6 @@ class AliyunSmsChannel(Channel):
     """阿里云短信服务: template SMS by Dysmsapi ``SendSms``; receipts and replies by HTTP push."""
 
     name: ClassVar[str] = "sms-aliyun"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT})
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = AliyunSmsConfig
 

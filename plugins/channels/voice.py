@@ -67,7 +67,6 @@ from pydantic import AnyHttpUrl, Field, SecretStr
 from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -140,9 +139,6 @@ class TwilioVoiceConfig(ChannelConfig):
 
 class TwilioVoiceChannel(Channel):
     name: ClassVar[str] = "voice"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.VOICE, Capability.TEXT, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = TwilioVoiceConfig
 

@@ -63,7 +63,6 @@ from pydantic_settings import NoDecode
 from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     DeliveryReceipt,
@@ -184,9 +183,6 @@ def _validation_problem(exc: ValidationError) -> str:
 
 class WebhookChannel(Channel):
     name: ClassVar[str] = "webhook"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TEXT, Capability.RICH, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.APP_USER
     config_model: ClassVar[type[ChannelConfig]] = WebhookConfig
 

@@ -75,7 +75,6 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -206,7 +205,6 @@ class _AccessToken:
 
 class WeChatChannel(Channel):
     name: ClassVar[str] = "wechat"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT, Capability.RICH})
     address_kind: ClassVar[AddressKind] = AddressKind.WECHAT_OPENID
     config_model: ClassVar[type[ChannelConfig]] = WeChatConfig
 
