@@ -41,7 +41,8 @@ from suifang.tickets.service import TicketIn, open_ticket
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, JourneyProgress
-from suifang.workflows.simulation import Simulator, _Journey
+from suifang.workflows.simulation import Simulator
+from suifang.workflows.simulation.model import SimulatedJourney
 
 __all__ = ["PatientCheck", "VerifyReport", "pick_sample", "verify_on_test_server", "verify_sample"]
 
@@ -70,14 +71,14 @@ class VerifyReport(BaseModel):
         return self.matched == self.checked
 
 
-def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
+def pick_sample(simulator: Simulator, count: int, seed: int) -> list[SimulatedJourney]:
     """``count`` patients, spread over the different outcomes the run produced.
 
     Patients are grouped by what happened to them (end status, alerts, tickets, misses), and
     the groups take turns, so a small sample still sees the rare paths.
     """
     rng = random.Random(seed)
-    groups: dict[tuple[Any, ...], list[_Journey]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[SimulatedJourney]] = defaultdict(list)
     for journey in simulator.journeys.values():
         outcome = simulator.outcome_of(journey)
         signature = (
@@ -91,7 +92,7 @@ def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
     ordered = [groups[key] for key in sorted(groups, key=str)]
     for members in ordered:
         rng.shuffle(members)
-    picked: list[_Journey] = []
+    picked: list[SimulatedJourney] = []
     while len(picked) < count and any(ordered):
         for members in ordered:
             if members and len(picked) < count:
@@ -102,7 +103,7 @@ def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
 # --------------------------------------------------------------------------- one patient
 
 
-def _discharge(simulator: Simulator, journey: _Journey, shift: dt.timedelta) -> DischargeIn:
+def _discharge(simulator: Simulator, journey: SimulatedJourney, shift: dt.timedelta) -> DischargeIn:
     subject = journey.subject
     discharged_at = (journey.core.origin + shift).astimezone(simulator.zone)
     return DischargeIn.model_validate(
@@ -220,7 +221,7 @@ def _comparable(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 async def replay_patient(
-    simulator: Simulator, journey: _Journey, runtime: Runtime, env: WorkflowEnvironment
+    simulator: Simulator, journey: SimulatedJourney, runtime: Runtime, env: WorkflowEnvironment
 ) -> PatientCheck:
     """Run one simulated patient through the real system; compare the outcomes."""
     end = simulator.end
@@ -276,7 +277,7 @@ async def replay_patient(
 
 async def verify_sample(
     simulator: Simulator,
-    journeys: list[_Journey],
+    journeys: list[SimulatedJourney],
     runtime: Runtime,
     env: WorkflowEnvironment,
     *,
