@@ -16,6 +16,9 @@ from rich.text import Text
 __all__ = ["emit_json", "print_kv", "print_table"]
 
 _UNLIMITED_WIDTH = 1_000_000
+_RULE_UNDER_HEADERS = box.Box("    \n    \n ─  \n    \n    \n    \n    \n    \n")
+"""No borders; one rule under each column's header, a gap between the rules (``line.split()``
+on it gives one word per column, as on every other line)."""
 
 
 def _console() -> Console:
@@ -53,7 +56,7 @@ def print_table(
     if not cells:
         print(empty)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = Table(box=_RULE_UNDER_HEADERS, show_edge=False, pad_edge=False, header_style="bold")
     for header in headers:
         table.add_column(Text(header), overflow="fold")
     for row in cells:

@@ -21,6 +21,7 @@ def test_columns_line_up_with_chinese_names(capsys: pytest.CaptureFixture[str]) 
         for row, word in zip(rows, ["open", "closed", "开放"], strict=True)
     ] == [start] * 3
     assert set(rule.replace(" ", "")) in ({"─"}, {"-"})
+    assert len(rule.split()) == 3  # one rule per column, as every row has one word per column
 
 
 def test_values_are_printed_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
