@@ -31,18 +31,22 @@ from sqlmodel import Session, col, select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from suifang.core.binaries import find_binary
 from suifang.core.config import Settings
 from suifang.core.enums import TicketSource
 from suifang.core.models import Alert, Ticket, TicketEvent
 from suifang.core.pathways import PathwayTemplate
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
+from suifang.core.seed import prepare_database
+from suifang.core.temporal import data_converter
 from suifang.tickets.service import TicketIn, open_ticket
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, JourneyProgress
 from suifang.workflows.simulation import Simulator
 from suifang.workflows.simulation.model import SimulatedJourney
+from suifang.workflows.worker import build_worker
 
 __all__ = ["PatientCheck", "VerifyReport", "pick_sample", "verify_on_test_server", "verify_sample"]
 
@@ -313,10 +317,6 @@ async def verify_on_test_server(
     The replay writes only to a temporary database, never to the hospital's. ``template``
     (a dry-run file not installed yet) is added to the scratch runtime's catalog.
     """
-    from suifang.core.binaries import find_binary
-    from suifang.core.seed import prepare_database
-    from suifang.core.temporal import data_converter
-    from suifang.workflows.worker import build_worker
 
     journeys = pick_sample(simulator, count, simulator.config.seed)
     with tempfile.TemporaryDirectory(prefix="suifang-verify-") as scratch:

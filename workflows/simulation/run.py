@@ -40,11 +40,15 @@ from suifang.tickets.core import Finish as TicketFinish
 from suifang.tickets.core import Wait as TicketWait
 from suifang.tickets.danger import default_detector
 from suifang.tickets.routing import choose_department
+from suifang.tickets.service import sla_policy
 from suifang.tickets.sla import SlaPolicy
+from suifang.tickets.triage import classify
+from suifang.workflows.greetings import greeting_occasions
 from suifang.workflows.journey_core import (
     AnswerEvent,
     CreditPoints,
     Finish,
+    GreetingOccasion,
     JourneyCore,
     JourneySetup,
     OpenAlertTicket,
@@ -665,10 +669,6 @@ def build_simulator(
     config: SimulationConfig, template: PathwayTemplate, *, keep_patients: bool = False
 ) -> Simulator:
     """A simulator with the shipped SLA policy, triage, routing table and greeting calendar."""
-    from suifang.tickets.service import sla_policy
-    from suifang.tickets.triage import classify
-    from suifang.workflows.greetings import greeting_occasions
-    from suifang.workflows.journey_core import GreetingOccasion
 
     def greetings(
         start: dt.date, end: dt.date, birth_date: dt.date | None
