@@ -17,7 +17,6 @@ from pydantic import Field
 
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     DeliveryReceipt,
@@ -39,9 +38,6 @@ class BenchChannelConfig(ChannelConfig):
 
 class BenchPatientChannel(Channel):
     name: ClassVar[str] = "bench"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TEXT, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.NONE
     config_model: ClassVar[type[ChannelConfig]] = BenchChannelConfig
 

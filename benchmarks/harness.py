@@ -71,15 +71,6 @@ def summary_line(name: str, fields: dict[str, Any]) -> str:
     return f"BENCH {name} " + " ".join(parts)
 
 
-def parse_summary(line: str) -> tuple[str, dict[str, str]]:
-    """The inverse of :func:`summary_line` (values as strings)."""
-    words = line.split()
-    if len(words) < 2 or words[0] != "BENCH":
-        raise ValueError(f"not a BENCH summary line: {line!r}")
-    fields = dict(word.split("=", 1) for word in words[2:])
-    return words[1], fields
-
-
 def rss_bytes(pid: int | None = None) -> int:
     return int(psutil.Process(pid or os.getpid()).memory_info().rss)
 

@@ -26,7 +26,6 @@ from suifang.core.errors import ConfigurationError
 
 __all__ = [
     "AddressKind",
-    "Capability",
     "Channel",
     "ChannelConfig",
     "ChannelError",
@@ -41,17 +40,6 @@ __all__ = [
     "TransientChannelError",
     "fingerprint",
 ]
-
-
-class Capability(enum.StrEnum):
-    TEXT = "text"
-    """Plain text (SMS, voice scripts, everything can at least do this)."""
-    RICH = "rich"
-    """Formatted text and links (email, WeChat, app push)."""
-    QUESTIONNAIRE = "questionnaire"
-    """The patient can answer structured questions in the channel itself."""
-    VOICE = "voice"
-    """A call: the body is read out (TTS) and answers are captured by speech."""
 
 
 class AddressKind(enum.StrEnum):
@@ -183,14 +171,13 @@ class InboundRejected(Exception):
 class Channel(ABC):
     """Base class of every channel plugin.
 
-    Subclasses set ``name``, ``capabilities``, ``address_kind`` and, if they have settings,
+    Subclasses set ``name``, ``address_kind`` and, if they have settings,
     ``config_model``; they implement :meth:`send` and, if the provider calls back,
     :meth:`parse_inbound`. One instance serves many sends concurrently, so keep per-message
     state out of ``self``.
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT})
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
 

@@ -77,9 +77,5 @@ class Runtime:
         """Encrypts every Temporal payload with the process's keys."""
         return PayloadEncryptionCodec(get_keyring())
 
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
     def close(self) -> None:
         self.engine.dispose()

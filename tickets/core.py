@@ -1039,7 +1039,3 @@ class TicketCore:
         elif state.status in (TicketStatus.RESOLVED, TicketStatus.CLOSED):
             self._reopen(now, "patient", "the patient wrote again")
         self._save(now)
-
-    @property
-    def finished(self) -> bool:
-        return self.state.status == TicketStatus.CLOSED and not self._pending

@@ -21,7 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from suifang.core.db import utcnow
 from suifang.core.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
-from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
+from suifang.core.enums import TicketSource, TicketStatus
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import (
     Department,
@@ -356,13 +356,6 @@ async def patient_event(
 ) -> None:
     """The patient's reply or satisfaction score (from a channel or an integrator)."""
     await _deliver(runtime, get_ticket(session, ticket_id), event)
-
-
-def tier_and_priority_of(rules: list[tuple[Tier, Priority]]) -> tuple[Tier, Priority]:
-    """The highest tier and priority among several alert rules (one ticket for one answer)."""
-    tier = max((t for t, _ in rules), key=lambda t: t.rank)
-    priority = max((p for _, p in rules), key=lambda p: p.rank)
-    return tier, priority
 
 
 class PatientMessageOutcome(BaseModel):

@@ -31,17 +31,22 @@ from sqlmodel import Session, col, select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from suifang.core.binaries import find_binary
 from suifang.core.config import Settings
 from suifang.core.enums import TicketSource
 from suifang.core.models import Alert, Ticket, TicketEvent
 from suifang.core.pathways import PathwayTemplate
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
+from suifang.core.seed import prepare_database
+from suifang.core.temporal import data_converter
 from suifang.tickets.service import TicketIn, open_ticket
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, JourneyProgress
-from suifang.workflows.simulation import Simulator, _Journey
+from suifang.workflows.simulation import Simulator
+from suifang.workflows.simulation.model import SimulatedJourney
+from suifang.workflows.worker import build_worker
 
 __all__ = ["PatientCheck", "VerifyReport", "pick_sample", "verify_on_test_server", "verify_sample"]
 
@@ -70,14 +75,14 @@ class VerifyReport(BaseModel):
         return self.matched == self.checked
 
 
-def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
+def pick_sample(simulator: Simulator, count: int, seed: int) -> list[SimulatedJourney]:
     """``count`` patients, spread over the different outcomes the run produced.
 
     Patients are grouped by what happened to them (end status, alerts, tickets, misses), and
     the groups take turns, so a small sample still sees the rare paths.
     """
     rng = random.Random(seed)
-    groups: dict[tuple[Any, ...], list[_Journey]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[SimulatedJourney]] = defaultdict(list)
     for journey in simulator.journeys.values():
         outcome = simulator.outcome_of(journey)
         signature = (
@@ -91,7 +96,7 @@ def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
     ordered = [groups[key] for key in sorted(groups, key=str)]
     for members in ordered:
         rng.shuffle(members)
-    picked: list[_Journey] = []
+    picked: list[SimulatedJourney] = []
     while len(picked) < count and any(ordered):
         for members in ordered:
             if members and len(picked) < count:
@@ -102,7 +107,7 @@ def pick_sample(simulator: Simulator, count: int, seed: int) -> list[_Journey]:
 # --------------------------------------------------------------------------- one patient
 
 
-def _discharge(simulator: Simulator, journey: _Journey, shift: dt.timedelta) -> DischargeIn:
+def _discharge(simulator: Simulator, journey: SimulatedJourney, shift: dt.timedelta) -> DischargeIn:
     subject = journey.subject
     discharged_at = (journey.core.origin + shift).astimezone(simulator.zone)
     return DischargeIn.model_validate(
@@ -220,7 +225,7 @@ def _comparable(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 async def replay_patient(
-    simulator: Simulator, journey: _Journey, runtime: Runtime, env: WorkflowEnvironment
+    simulator: Simulator, journey: SimulatedJourney, runtime: Runtime, env: WorkflowEnvironment
 ) -> PatientCheck:
     """Run one simulated patient through the real system; compare the outcomes."""
     end = simulator.end
@@ -276,7 +281,7 @@ async def replay_patient(
 
 async def verify_sample(
     simulator: Simulator,
-    journeys: list[_Journey],
+    journeys: list[SimulatedJourney],
     runtime: Runtime,
     env: WorkflowEnvironment,
     *,
@@ -312,10 +317,6 @@ async def verify_on_test_server(
     The replay writes only to a temporary database, never to the hospital's. ``template``
     (a dry-run file not installed yet) is added to the scratch runtime's catalog.
     """
-    from suifang.core.binaries import find_binary
-    from suifang.core.seed import prepare_database
-    from suifang.core.temporal import data_converter
-    from suifang.workflows.worker import build_worker
 
     journeys = pick_sample(simulator, count, simulator.config.seed)
     with tempfile.TemporaryDirectory(prefix="suifang-verify-") as scratch:

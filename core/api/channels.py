@@ -36,7 +36,6 @@ class ChannelStatus(BaseModel):
     name: str
     available: bool
     problem: str | None
-    capabilities: list[str]
 
 
 @router.get(
@@ -52,7 +51,6 @@ def list_channels(request: Request) -> list[ChannelStatus]:
             name=name,
             available=problem is None,
             problem=problem,
-            capabilities=sorted(directory.classes[name].capabilities),
         )
         for name, problem in directory.status().items()
     ]

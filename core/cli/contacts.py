@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from suifang.core import contacts
 from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
-from suifang.core.cli.output import emit_json
+from suifang.core.cli.output import emit_json, print_table
 from suifang.core.errors import NotFoundError
 from suifang.core.models import Patient
 
@@ -27,16 +27,19 @@ def _patient(session: Session, patient_id: int) -> None:
         raise NotFoundError(f"no patient {patient_id}")
 
 
+def _state(view: dict) -> str:
+    if view["in_use"]:
+        return "in use"
+    if view["retired_at"]:
+        return f"retired {view['retired_at']:%Y-%m-%d} by {view['retired_by']}"
+    return "older"
+
+
 def _print(views: list[dict]) -> None:
-    for view in views:
-        state = (
-            "in use"
-            if view["in_use"]
-            else f"retired {view['retired_at']:%Y-%m-%d} by {view['retired_by']}"
-            if view["retired_at"]
-            else "older"
-        )
-        print(f"  {view['id']:>6}  {view['system']:<7} {view['value']:<24} {state}")
+    print_table(
+        ["id", "system", "contact", "state"],
+        [[view["id"], view["system"], view["value"], _state(view)] for view in views],
+    )
 
 
 @app.command("list")

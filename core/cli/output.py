@@ -1,4 +1,4 @@
-"""Plain, aligned terminal output (tables, key/value blocks) and JSON for scripts."""
+"""Terminal output drawn by rich (tables, key/value blocks) and JSON for scripts."""
 
 from __future__ import annotations
 
@@ -8,52 +8,69 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 __all__ = ["emit_json", "print_kv", "print_table"]
 
+_UNLIMITED_WIDTH = 1_000_000
+_RULE_UNDER_HEADERS = box.Box("    \n    \n ─  \n    \n    \n    \n    \n    \n")
+"""No borders; one rule under each column's header, a gap between the rules (``line.split()``
+on it gives one word per column, as on every other line)."""
 
-def _width(text: str) -> int:
-    # CJK characters take two terminal columns.
-    return sum(
-        2
-        if ch >= "\u1100"
-        and (
-            ch <= "\u115f"
-            or "\u2e80" <= ch <= "\ua4cf"
-            or "\uac00" <= ch <= "\ud7a3"
-            or "\uf900" <= ch <= "\ufaff"
-            or "\ufe30" <= ch <= "\ufe4f"
-            or "\uff00" <= ch <= "\uff60"
-            or "\uffe0" <= ch <= "\uffe6"
+
+def _console() -> Console:
+    """A console on the current ``sys.stdout``, printing values verbatim (no markup, no
+    highlighting: a patient's text may contain ``[…]``).
+
+    On a terminal rich fits a table to its width, measuring CJK characters as two columns.
+    Into a pipe or a file a row stays on one line however wide, so scripts can grep it.
+    """
+    console = Console(file=sys.stdout, markup=False, highlight=False, emoji=False)
+    if not console.is_terminal:
+        console = Console(
+            file=sys.stdout, markup=False, highlight=False, emoji=False, width=_UNLIMITED_WIDTH
         )
-        else 1
-        for ch in text
-    )
+    return console
 
 
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
+def _print(console: Console, renderable: Table) -> None:
+    with console.capture() as captured:
+        console.print(renderable)
+    # rich pads every cell to its column's width; the trailing blanks only hinder diffs and grep.
+    for line in captured.get().splitlines():
+        console.file.write(line.rstrip() + "\n")
+    console.file.flush()
+
+
+def _cell(value: Any) -> Text:
+    return Text("" if value is None else str(value))
 
 
 def print_table(
     headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "(none)"
 ) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    cells = [[_cell(value) for value in row] for row in rows]
     if not cells:
         print(empty)
         return
-    widths = [max(_width(h), *(_width(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    print("  ".join(_pad(h, w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
+    table = Table(box=_RULE_UNDER_HEADERS, show_edge=False, pad_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(Text(header), overflow="fold")
     for row in cells:
-        print("  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
+        table.add_row(*row)
+    _print(_console(), table)
 
 
 def print_kv(pairs: Iterable[tuple[str, Any]]) -> None:
-    items = [(k, "" if v is None else str(v)) for k, v in pairs]
-    width = max((_width(k) for k, _ in items), default=0)
-    for key, value in items:
-        print(f"{_pad(key, width)}  {value}")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in pairs:
+        table.add_row(Text(key), _cell(value))
+    _print(_console(), table)
 
 
 def _default(value: Any) -> Any:

@@ -109,33 +109,8 @@ def print_forecast(result: SimulationResult, template: PathwayTemplate) -> None:
             ("tickets by tier", _counts(result.tickets_by_tier)),
         ]
     )
-    kpis = result.kpis
-    first = result.first_response_minutes
-    print("\nKPIs")
-    print_kv(
-        [
-            ("  response rate", _percent(kpis["response_rate"])),
-            ("  lost to follow-up (失访)", _percent(kpis["lost_to_follow_up_rate"])),
-            ("  alerts per 100 answers", f"{kpis['alerts_per_100_answers']:.1f}"),
-            (
-                "  first response within SLA",
-                f"{_percent(kpis['first_response_sla_compliance'])} "
-                f"({result.sla['first_response']['met']:,} met, "
-                f"{result.sla['first_response']['breached']:,} breached)",
-            ),
-            (
-                "  resolution within SLA",
-                f"{_percent(kpis['resolution_sla_compliance'])} "
-                f"({result.sla['resolution']['met']:,} met, "
-                f"{result.sla['resolution']['breached']:,} breached)",
-            ),
-            (
-                "  time to first response",
-                f"median {first['median']:,.0f} min, p90 {first['p90']:,.0f} min",
-            ),
-            ("  mean satisfaction", f"{kpis['mean_satisfaction']:.2f} / 5"),
-        ]
-    )
+    print("\nKPIs (as docs/kpis.md defines them)")
+    print_kv([(f"  {kpi.name} {kpi.name_zh}", kpi.display) for kpi in result.kpis])
     daily = result.daily
     print("\nDaily workload (mean / peak per day)")
     print_kv(

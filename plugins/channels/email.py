@@ -49,7 +49,6 @@ from pydantic import EmailStr, Field, FilePath, SecretStr, model_validator
 
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -107,7 +106,6 @@ def message_id_for(idempotency_key: str, domain: str) -> str:
 
 class EmailChannel(Channel):
     name: ClassVar[str] = "email"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT, Capability.RICH})
     address_kind: ClassVar[AddressKind] = AddressKind.EMAIL
     config_model: ClassVar[type[ChannelConfig]] = EmailConfig
 

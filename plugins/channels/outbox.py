@@ -11,7 +11,6 @@ from typing import ClassVar
 
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     DeliveryReceipt,
     OutboundMessage,
@@ -21,9 +20,6 @@ from suifang.core.hooks import hookimpl
 
 class OutboxChannel(Channel):
     name: ClassVar[str] = "outbox"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TEXT, Capability.RICH, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.NONE
 
     async def send(self, message: OutboundMessage) -> DeliveryReceipt:

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import hashlib
 import hmac
 import json
@@ -103,9 +102,14 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
+from suifang.core.channel_http import (
+    is_retryable_status,
+    retry_after,
+    send_request,
+    transient_error,
+)
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -159,20 +163,6 @@ def _e164(number: str, country_code: str) -> str:
     if number.startswith("00"):
         return "+" + number[2:]
     return f"+{country_code}{number.lstrip('0')}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -265,7 +255,6 @@ class SmsGatewayChannel(Channel):
     """Any SMS gateway speaking suifang's generic protocol (see the module docstring)."""
 
     name: ClassVar[str] = "sms"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT})
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = SmsGatewayConfig
 
@@ -296,12 +285,14 @@ class SmsGatewayChannel(Channel):
             "Authorization": f"Bearer {self.settings.api_key.get_secret_value()}",
             "Idempotency-Key": message.idempotency_key,
         }
-        try:
-            response = await self.http.post(str(self.settings.url), json=payload, headers=headers)
-        except httpx.TimeoutException:
-            raise TransientChannelError("SMS gateway timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientChannelError(f"SMS gateway unreachable ({type(exc).__name__})") from None
+        response = await send_request(
+            self.http,
+            "POST",
+            str(self.settings.url),
+            provider="SMS gateway",
+            json=payload,
+            headers=headers,
+        )
         answer = _json_or_none(response)
         if response.is_success:
             return self._receipt(answer, message)
@@ -333,10 +324,8 @@ class SmsGatewayChannel(Channel):
             raw = answer["error"].get("code")
             code = raw if isinstance(raw, str) and _SAFE_CODE.fullmatch(raw) else None
         what = f"HTTP {status}" + (f" {code}" if code else "")
-        if status in (408, 429) or status >= 500:
-            return TransientChannelError(
-                f"SMS gateway busy: {what}", retry_after=_retry_after(response)
-            )
+        if is_retryable_status(status):
+            return transient_error(response, f"SMS gateway busy: {what}")
         if status in (401, 403):
             return PermanentChannelError(
                 f"SMS gateway refused our credentials ({what}); check SUIFANG_CHANNEL_SMS_API_KEY"
@@ -520,7 +509,6 @@ class AliyunSmsChannel(Channel):
     """阿里云短信服务: template SMS by Dysmsapi ``SendSms``; receipts and replies by HTTP push."""
 
     name: ClassVar[str] = "sms-aliyun"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT})
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = AliyunSmsConfig
 
@@ -571,14 +559,13 @@ class AliyunSmsChannel(Channel):
             )
         if len(message.idempotency_key) < 256:
             action["OutId"] = message.idempotency_key
-        try:
-            response = await self.http.post(
-                str(self.settings.endpoint), data=self.signed_params(action)
-            )
-        except httpx.TimeoutException:
-            raise TransientChannelError("Aliyun SMS timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientChannelError(f"Aliyun SMS unreachable ({type(exc).__name__})") from None
+        response = await send_request(
+            self.http,
+            "POST",
+            str(self.settings.endpoint),
+            provider="Aliyun SMS",
+            data=self.signed_params(action),
+        )
         answer = _json_or_none(response)
         code = answer.get("Code") if isinstance(answer, dict) else None
         if response.is_success and code == "OK":
@@ -592,17 +579,17 @@ class AliyunSmsChannel(Channel):
     def _error(self, response: httpx.Response, code: Any) -> ChannelError:
         safe_code = code if isinstance(code, str) and _SAFE_CODE.fullmatch(code) else None
         if safe_code in _ALIYUN_TRANSIENT:
-            reason, retry_after = _ALIYUN_TRANSIENT[safe_code]
+            reason, default_wait = _ALIYUN_TRANSIENT[safe_code]
             return TransientChannelError(
                 f"Aliyun SMS {safe_code}: {reason}",
-                retry_after=_retry_after(response) or retry_after,
+                retry_after=retry_after(response) or default_wait,
             )
         if safe_code in _ALIYUN_PERMANENT:
             return PermanentChannelError(f"Aliyun SMS {safe_code}: {_ALIYUN_PERMANENT[safe_code]}")
-        if response.status_code >= 500 or response.status_code == 429:
-            return TransientChannelError(
+        if is_retryable_status(response.status_code):
+            return transient_error(
+                response,
                 f"Aliyun SMS answered HTTP {response.status_code} code {safe_code or 'unknown'}",
-                retry_after=_retry_after(response),
             )
         # An unknown refusal: moving on is safer than resending an SMS the patient may get twice.
         return PermanentChannelError(

@@ -64,9 +64,9 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import httpx
 from pydantic import AnyHttpUrl, Field, SecretStr
 
+from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -77,7 +77,6 @@ from suifang.core.channels import (
     InboundRequest,
     OutboundMessage,
     PermanentChannelError,
-    TransientChannelError,
 )
 from suifang.core.hooks import hookimpl
 from suifang.core.security.signing import DEFAULT_MAX_BODY_BYTES, check_body_size
@@ -138,25 +137,8 @@ class TwilioVoiceConfig(ChannelConfig):
     max_inbound_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
 class TwilioVoiceChannel(Channel):
     name: ClassVar[str] = "voice"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.VOICE, Capability.TEXT, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = TwilioVoiceConfig
 
@@ -235,17 +217,15 @@ class TwilioVoiceChannel(Channel):
             f"{str(self.settings.api_base).rstrip('/')}"
             f"/2010-04-01/Accounts/{self.settings.account_sid}/Calls.json"
         )
-        try:
-            response = await self.http.post(
-                url,
-                content=urlencode(form).encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                auth=auth,
-            )
-        except httpx.TimeoutException:
-            raise TransientChannelError("Twilio timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientChannelError(f"Twilio unreachable ({type(exc).__name__})") from None
+        response = await send_request(
+            self.http,
+            "POST",
+            url,
+            provider="Twilio",
+            content=urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            auth=auth,
+        )
         try:
             answer = response.json()
         except ValueError:
@@ -268,10 +248,8 @@ class TwilioVoiceChannel(Channel):
         where = f"HTTP {status}" + (f", Twilio error {code}" if code else "")
         if code in _PERMANENT_CODES:
             return PermanentChannelError(f"{_PERMANENT_CODES[code]} ({where})")
-        if code in _TRANSIENT_CODES or status == 429 or status >= 500:
-            return TransientChannelError(
-                f"Twilio busy ({where})", retry_after=_retry_after(response)
-            )
+        if code in _TRANSIENT_CODES or is_retryable_status(status):
+            return transient_error(response, f"Twilio busy ({where})")
         if status == 401:
             return PermanentChannelError(f"{_PERMANENT_CODES[20003]} ({where})")
         return PermanentChannelError(f"Twilio refused the call ({where})")

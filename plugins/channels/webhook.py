@@ -42,8 +42,6 @@ body 400 with the field at fault; suifang answers ``{"ok": true}``.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import json
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -62,9 +60,9 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
+from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     DeliveryReceipt,
@@ -74,7 +72,6 @@ from suifang.core.channels import (
     InboundRequest,
     OutboundMessage,
     PermanentChannelError,
-    TransientChannelError,
 )
 from suifang.core.hooks import hookimpl
 from suifang.core.security.signing import (
@@ -184,25 +181,8 @@ def _validation_problem(exc: ValidationError) -> str:
     return "; ".join(problems[:5])
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
 class WebhookChannel(Channel):
     name: ClassVar[str] = "webhook"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TEXT, Capability.RICH, Capability.QUESTIONNAIRE}
-    )
     address_kind: ClassVar[AddressKind] = AddressKind.APP_USER
     config_model: ClassVar[type[ChannelConfig]] = WebhookConfig
 
@@ -223,21 +203,19 @@ class WebhookChannel(Channel):
             "Idempotency-Key": message.idempotency_key,
             SIGNATURE_HEADER: self.signer.sign(body),
         }
-        try:
-            response = await self.http.post(str(self.settings.url), content=body, headers=headers)
-        except httpx.TimeoutException:
-            raise TransientChannelError("webhook receiver timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientChannelError(
-                f"webhook receiver unreachable ({type(exc).__name__})"
-            ) from None
+        response = await send_request(
+            self.http,
+            "POST",
+            str(self.settings.url),
+            provider="webhook receiver",
+            content=body,
+            headers=headers,
+        )
         status = response.status_code
         if 200 <= status < 300:
             return self._receipt(response, message)
-        if status in (408, 429) or status >= 500:
-            raise TransientChannelError(
-                f"webhook receiver answered HTTP {status}", retry_after=_retry_after(response)
-            )
+        if is_retryable_status(status):
+            raise transient_error(response, f"webhook receiver answered HTTP {status}")
         if 300 <= status < 400:
             raise PermanentChannelError(
                 f"webhook receiver answered HTTP {status} (a redirect); "

@@ -72,9 +72,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import DefusedXmlException
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
+from suifang.core.channel_http import is_retryable_status, send_request, transient_error
 from suifang.core.channels import (
     AddressKind,
-    Capability,
     Channel,
     ChannelConfig,
     ChannelError,
@@ -205,7 +205,6 @@ class _AccessToken:
 
 class WeChatChannel(Channel):
     name: ClassVar[str] = "wechat"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT, Capability.RICH})
     address_kind: ClassVar[AddressKind] = AddressKind.WECHAT_OPENID
     config_model: ClassVar[type[ChannelConfig]] = WeChatConfig
 
@@ -314,14 +313,11 @@ class WeChatChannel(Channel):
         return payload
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = await self.http.request(method, self._url(path), **kwargs)
-        except httpx.TimeoutException:
-            raise TransientChannelError("WeChat API timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientChannelError(f"WeChat API unreachable ({type(exc).__name__})") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientChannelError(f"WeChat API answered HTTP {response.status_code}")
+        response = await send_request(
+            self.http, method, self._url(path), provider="WeChat API", **kwargs
+        )
+        if is_retryable_status(response.status_code):
+            raise transient_error(response, f"WeChat API answered HTTP {response.status_code}")
         try:
             answer = response.json()
         except ValueError:

@@ -30,22 +30,16 @@ from suifang.core.models import (
 )
 from suifang.core.pathways import (
     AlertRule,
-    AllCondition,
-    AnswerCondition,
-    AnyCondition,
-    Condition,
-    IndicatorCondition,
     JourneyPlan,
     PathwayTemplate,
-    Question,
-    Questionnaire,
     resolve_plan,
 )
 from suifang.core.runtime import Runtime
-from suifang.workflows import journey_service
+from suifang.workflows import journey_service, simulation
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent, evaluate
+from suifang.workflows.journey_core import AnswerEvent, ControlEvent
+from suifang.workflows.simulation import normal_answers
 
 BUILT_IN = ["pci", "diabetes", "hip-replacement", "post-checkup", "hypertension", "general"]
 _counter = itertools.count(1)
@@ -54,83 +48,11 @@ _counter = itertools.count(1)
 # --------------------------------------------------------------------------- answer helpers
 
 
-def _candidates(question: Question) -> list[Any]:
-    if question.type == "yes_no":
-        return ["no", "yes"]
-    if question.type == "choice":
-        return [o.id for o in question.options]
-    if question.type in ("scale", "number"):
-        low = question.min if question.min is not None else 0
-        high = question.max if question.max is not None else 300
-        middle = round((low + high) / 2)
-        return [str(v) for v in dict.fromkeys([middle, round(low + (high - low) * 0.3), low, high])]
-    return ["还好"]
-
-
-def normal_answers(questionnaire: Questionnaire, rules: list[AlertRule]) -> dict[str, Any]:
-    """For each question, the first plausible answer that trips no alert rule."""
-    answers: dict[str, Any] = {}
-    for question in questionnaire.questions:
-        for candidate in _candidates(question):
-            trial = {**answers, question.id: question.parse_answer(candidate)}
-            indicators = {
-                q.indicator: trial[q.id]
-                for q in questionnaire.questions
-                if q.indicator and isinstance(trial.get(q.id), float)
-            }
-            if not any(evaluate(rule.condition, trial, indicators) for rule in rules):
-                answers[question.id] = candidate
-                break
-    return answers
-
-
-def _satisfy(condition: Condition, questionnaire: Questionnaire) -> dict[str, Any] | None:
-    if isinstance(condition, AnswerCondition):
-        question = questionnaire.question(condition.question)
-        if question is None:
-            return None
-        value = condition.value
-        if condition.op in ("gt",):
-            value = float(value) + 1
-        elif condition.op in ("lt",):
-            value = float(value) - 1
-        elif condition.op == "in":
-            value = value[0]
-        return {condition.question: str(value if not isinstance(value, float) else f"{value:g}")}
-    if isinstance(condition, IndicatorCondition):
-        question = next(
-            (q for q in questionnaire.questions if q.indicator == condition.indicator), None
-        )
-        if question is None:
-            return None
-        value = {"gt": condition.value + 1, "lt": condition.value - 0.5}.get(
-            condition.op, condition.value
-        )
-        return {question.id: f"{value:g}"}
-    if isinstance(condition, AnyCondition):
-        return next((a for c in condition.any if (a := _satisfy(c, questionnaire))), None)
-    if isinstance(condition, AllCondition):
-        merged: dict[str, Any] = {}
-        for inner in condition.all:
-            part = _satisfy(inner, questionnaire)
-            if part is None:
-                return None
-            merged.update(part)
-        return merged
-    return None
-
-
 def abnormal_answers(plan: JourneyPlan, touchpoint_id: str) -> tuple[dict[str, Any], AlertRule]:
-    """Normal answers except for what trips the first applicable alert rule."""
-    planned = plan.touchpoint(touchpoint_id)
-    assert planned.questionnaire is not None
-    for rule in plan.alert_rules:
-        if rule.touchpoints is not None and touchpoint_id not in rule.touchpoints:
-            continue
-        trigger = _satisfy(rule.condition, planned.questionnaire)
-        if trigger:
-            return {**normal_answers(planned.questionnaire, []), **trigger}, rule
-    raise AssertionError(f"no alert rule of {plan.pathway_id} applies to {touchpoint_id}")
+    """The simulator's normal answers except for what trips the first applicable alert rule."""
+    found = simulation.abnormal_answers(plan, touchpoint_id)
+    assert found is not None, f"no alert rule of {plan.pathway_id} applies to {touchpoint_id}"
+    return found
 
 
 # --------------------------------------------------------------------------- journey helpers

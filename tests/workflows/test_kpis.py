@@ -50,12 +50,8 @@ from suifang.workflows.kpis import (
     filter_problems,
     period_window,
 )
-from tests.workflows.test_journey_workflow import (
-    abnormal_answers,
-    discharge,
-    normal_answers,
-    settle,
-)
+from suifang.workflows.simulation import normal_answers
+from tests.workflows.test_journey_workflow import abnormal_answers, discharge, settle
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UTC = dt.UTC

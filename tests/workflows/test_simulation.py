@@ -15,6 +15,7 @@ from suifang.core.config import get_settings
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import Keyring, configure_keyring
+from suifang.workflows.kpis import KPI_DEFINITIONS
 from suifang.workflows.simulation import (
     TEMPLATES,
     PatientBehaviour,
@@ -51,16 +52,43 @@ def test_forecast_counts_add_up(catalog) -> None:  # type: ignore[no-untyped-def
     assert set(result.journey_outcomes) <= {"completed", "lost"}
     touchpoints = result.touchpoints
     assert touchpoints["answered"] + touchpoints["missed"] <= touchpoints["sent"]
-    assert 0.7 < result.kpis["response_rate"] < 0.9  # the configured answer rate is 0.8
+    response_rate = result.kpi("response_rate")
+    assert 70 < response_rate.value < 90  # type: ignore[operator]  # the answer rate is 0.8
+    assert response_rate.numerator == touchpoints["answered"]
+    assert response_rate.denominator == touchpoints["answered"] + touchpoints["missed"]
     assert result.tickets == sum(result.tickets_by_source.values())
     assert result.tickets == sum(result.tickets_by_tier.values())
     assert sum(result.daily[d]["discharges"] for d in range(len(result.daily))) == 500
-    for clock in ("first_response", "resolution"):
-        assert sum(result.sla[clock].values()) <= result.tickets
+    for key in ("first_response_sla", "resolution_sla"):
+        sla = result.kpi(key)
+        assert sla.denominator is not None
+        assert sla.denominator + sla.pending <= result.tickets
     # Every department that received tickets appears in the staffing plan.
     routed = {d for d in result.tickets_by_department if d != "-"}
     assert routed <= set(result.staffing)
     json.loads(result.model_dump_json())  # exportable
+
+
+def test_the_forecast_reports_kpis_as_the_kpi_report_defines_them(catalog) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(
+        pathway="pci",
+        patients_per_day=20,
+        days=3,
+        tail_days=10,  # some journeys are still running when the forecast ends
+        behaviour=PatientBehaviour(answer_rate=0.5, abnormal_rate=0.3),
+    )
+    result = simulate(config, catalog.get("pci"))
+    for kpi in result.kpis:
+        assert kpi.definition == KPI_DEFINITIONS[kpi.key].definition
+    # Lost to follow-up: journeys lost ÷ journeys that ended, not ÷ every journey.
+    lost = result.kpi("lost_to_follow_up_rate")
+    ended = sum(result.journey_outcomes.get(s, 0) for s in ("completed", "lost", "stopped"))
+    assert ended < result.journeys
+    assert (lost.numerator, lost.denominator) == (result.journey_outcomes.get("lost", 0), ended)
+    alerts = result.kpi("alert_rate")
+    assert alerts.numerator == sum(result.alerts_by_tier.values())
+    assert alerts.denominator == result.touchpoints["answered"]
+    assert result.kpi("tickets_opened").numerator == result.tickets
 
 
 def test_behaviour_drives_the_workload(catalog) -> None:  # type: ignore[no-untyped-def]
@@ -111,10 +139,9 @@ def test_more_staff_meets_more_slas(catalog) -> None:  # type: ignore[no-untyped
     )
     short = simulate(base, catalog.get("pci"))
     staffed = simulate(base.model_copy(update={"default_staff": 6}), catalog.get("pci"))
-    assert (
-        staffed.kpis["first_response_sla_compliance"] > short.kpis["first_response_sla_compliance"]
-    )
-    assert staffed.first_response_minutes["p90"] < short.first_response_minutes["p90"]
+    sla, p90 = "first_response_sla", "time_to_first_response_p90"
+    assert staffed.kpi(sla).value > short.kpi(sla).value  # type: ignore[operator]
+    assert staffed.kpi(p90).value < short.kpi(p90).value  # type: ignore[operator]
 
 
 # The workflows' agreement with the simulator does not depend on the database: SQLite only.

@@ -364,6 +364,7 @@ async def test_aliyun_needs_a_template() -> None:
         (500, "isp.SYSTEM_ERROR", TransientChannelError, None),
         (503, "ServiceUnavailable", TransientChannelError, None),
         (502, "SomethingNew", TransientChannelError, None),
+        (408, "RequestTimeout", TransientChannelError, None),
         (400, "SomethingNew", PermanentChannelError, None),
     ],
 )

@@ -165,6 +165,7 @@ async def test_script_text_is_escaped_in_twiml() -> None:
             "20429",
         ),
         (503, {"code": 20500, "message": "Internal"}, {}, TransientChannelError, "503"),
+        (408, {"message": "Request Timeout"}, {}, TransientChannelError, "408"),
         (400, {"code": 99999, "message": "new"}, {}, PermanentChannelError, "99999"),
     ],
 )

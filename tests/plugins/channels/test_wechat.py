@@ -188,8 +188,14 @@ async def test_http_failures_are_transient() -> None:
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectTimeout("timed out", request=request)
 
+    def throttled(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "12"}, text="Too Many Requests")
+
     with pytest.raises(TransientChannelError, match="HTTP 502"):
         await make_channel(down).send(MESSAGE)
+    with pytest.raises(TransientChannelError, match="HTTP 429") as caught:
+        await make_channel(throttled).send(MESSAGE)
+    assert caught.value.retry_after == 12.0
     with pytest.raises(PermanentChannelError, match="API_BASE"):
         await make_channel(lambda request: httpx.Response(404, text="Not Found")).send(MESSAGE)
     with pytest.raises(TransientChannelError, match="timed out"):

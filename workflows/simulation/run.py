@@ -1,65 +1,27 @@
-"""Workload simulation: the real journey and ticket state machines on simulated time.
-
-"If we roll this pathway out to 300 discharges a day, how many nurse calls and doctor
-callbacks will it create, and will we meet the SLAs?" The simulator answers with the very
-code production runs: the journey core and ticket core the workflows drive, the real pathway
-templates and alert rules, the LACE risk model, the bilingual triage classifier (on real
-labelled patient messages), the routing table and the SLA policy with its business-hours
-calendar — in a discrete-event loop, with synthetic patients whose behaviour (answer rate,
-answer delay, abnormal answers, free-text messages, satisfaction) is configurable, and
-department staff who work their queues. The same seed gives the same forecast.
-
-Not simulated: channel failures (every send is delivered), transfers, collaboration and
-waiting on the patient, and routing plugins (the routing table and discharge department
-decide).
-"""
+"""The discrete-event loop: discharges, journeys, patients' answers and messages, tickets and
+the staff who work them, on simulated time."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import datetime as dt
 import functools
 import gc
 import heapq
 import itertools
-import math
 import random
-import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, Field
 
-from suifang.core.enums import (
-    JourneyStatus,
-    Priority,
-    TicketSource,
-    TicketStatus,
-    Tier,
-    TouchpointStatus,
-)
-from suifang.core.pathways import (
-    AlertRule,
-    AllCondition,
-    AnswerCondition,
-    AnyCondition,
-    Condition,
-    IndicatorCondition,
-    JourneyPlan,
-    PathwayTemplate,
-    Question,
-    Questionnaire,
-    resolve_plan,
-)
+from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier, TouchpointStatus
+from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskInput
-from suifang.core.timezones import IanaTimezone
 from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 from suifang.tickets.core import (
     ActorAction,
@@ -77,12 +39,16 @@ from suifang.tickets.core import (
 from suifang.tickets.core import Finish as TicketFinish
 from suifang.tickets.core import Wait as TicketWait
 from suifang.tickets.danger import default_detector
+from suifang.tickets.opening import sla_policy
 from suifang.tickets.routing import choose_department
 from suifang.tickets.sla import SlaPolicy
+from suifang.tickets.triage import classify
+from suifang.workflows.greetings import greeting_occasions
 from suifang.workflows.journey_core import (
     AnswerEvent,
     CreditPoints,
     Finish,
+    GreetingOccasion,
     JourneyCore,
     JourneySetup,
     OpenAlertTicket,
@@ -97,196 +63,25 @@ from suifang.workflows.journey_core import (
     SendTouchpoint,
     TriageText,
     Wait,
-    evaluate,
 )
 from suifang.workflows.risk import lace
+from suifang.workflows.simulation.answers import abnormal_answers, normal_answers
+from suifang.workflows.simulation.model import (
+    SERVICE_MINUTES,
+    TEMPLATES,
+    SimulatedJourney,
+    SimulatedTicket,
+    SimulationConfig,
+    SimulationResult,
+)
+from suifang.workflows.simulation.result import forecast
 
-__all__ = [
-    "PatientBehaviour",
-    "SimulationConfig",
-    "SimulationResult",
-    "Simulator",
-    "abnormal_answers",
-    "build_simulator",
-    "normal_answers",
-    "simulate",
-]
-
-TEMPLATES = Path(__file__).parent.parent / "templates"
-SERVICE_MINUTES = {Tier.L1: 0.0, Tier.L2: 15.0, Tier.L3: 20.0}
-"""Minutes of a person's time per ticket: an L2 nurse call, an L3 doctor callback."""
-WORKDAY_MINUTES = 8 * 60
+__all__ = ["Simulator", "build_simulator", "default_routing_table", "known_departments", "simulate"]
 
 _DELIVERED = SendOutcome(delivered=True, channel="simulated")
 """Every simulated send is delivered; one immutable outcome serves them all."""
 _TOUCHPOINT_KEYS = {status: f"touchpoint:{status.value}" for status in TouchpointStatus}
 _ALERT_KEYS = {tier: f"alert:{tier.value}" for tier in Tier}
-
-
-# --------------------------------------------------------------------------- answers
-
-
-def _candidates(question: Question) -> list[Any]:
-    if question.type == "yes_no":
-        return ["no", "yes"]
-    if question.type == "choice":
-        return [option.id for option in question.options]
-    if question.type in ("scale", "number"):
-        low = question.min if question.min is not None else 0
-        high = question.max if question.max is not None else 300
-        middle = round((low + high) / 2)
-        return [str(v) for v in dict.fromkeys([middle, round(low + (high - low) * 0.3), low, high])]
-    return ["还好"]
-
-
-def normal_answers(questionnaire: Questionnaire, rules: list[AlertRule]) -> dict[str, Any]:
-    """For each question, the first plausible answer that trips no alert rule."""
-    answers: dict[str, Any] = {}
-    for question in questionnaire.questions:
-        for candidate in _candidates(question):
-            trial = {**answers, question.id: question.parse_answer(candidate)}
-            indicators = {
-                q.indicator: trial[q.id]
-                for q in questionnaire.questions
-                if q.indicator and isinstance(trial.get(q.id), float)
-            }
-            if not any(evaluate(rule.condition, trial, indicators) for rule in rules):
-                answers[question.id] = candidate
-                break
-    return answers
-
-
-def _satisfy(condition: Condition, questionnaire: Questionnaire) -> dict[str, Any] | None:
-    if isinstance(condition, AnswerCondition):
-        if questionnaire.question(condition.question) is None:
-            return None
-        value = condition.value
-        if condition.op == "gt":
-            value = float(value) + 1
-        elif condition.op == "lt":
-            value = float(value) - 1
-        elif condition.op == "in":
-            value = value[0]
-        return {condition.question: f"{value:g}" if isinstance(value, float) else str(value)}
-    if isinstance(condition, IndicatorCondition):
-        question = next(
-            (q for q in questionnaire.questions if q.indicator == condition.indicator), None
-        )
-        if question is None:
-            return None
-        value = {"gt": condition.value + 1, "lt": condition.value - 0.5}.get(
-            condition.op, condition.value
-        )
-        return {question.id: f"{value:g}"}
-    if isinstance(condition, AnyCondition):
-        return next((a for c in condition.any if (a := _satisfy(c, questionnaire))), None)
-    if isinstance(condition, AllCondition):
-        merged: dict[str, Any] = {}
-        for inner in condition.all:
-            part = _satisfy(inner, questionnaire)
-            if part is None:
-                return None
-            merged.update(part)
-        return merged
-    return None
-
-
-def abnormal_answers(
-    plan: JourneyPlan, touchpoint_id: str, rule: AlertRule | None = None
-) -> tuple[dict[str, Any], AlertRule] | None:
-    """Normal answers except for what trips ``rule`` (default: the first that applies)."""
-    planned = plan.touchpoint(touchpoint_id)
-    if planned.questionnaire is None:
-        return None
-    for candidate in [rule] if rule else plan.alert_rules:
-        if candidate.touchpoints is not None and touchpoint_id not in candidate.touchpoints:
-            continue
-        trigger = _satisfy(candidate.condition, planned.questionnaire)
-        if trigger:
-            return {**normal_answers(planned.questionnaire, []), **trigger}, candidate
-    return None
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-class PatientBehaviour(BaseModel):
-    answer_rate: float = Field(0.8, ge=0, le=1, description="Share of touchpoints answered.")
-    answer_delay_hours: float = Field(4.0, gt=0, description="Median time to answer.")
-    abnormal_rate: float = Field(
-        0.08, ge=0, le=1, description="Share of answers that are abnormal."
-    )
-    message_rate: float = Field(0.05, ge=0, le=1, description="Free-text messages per touchpoint.")
-    low_satisfaction_rate: float = Field(
-        0.1, ge=0, le=1, description="Scores of 1–2 after a ticket."
-    )
-    satisfaction_reply_rate: float = Field(0.6, ge=0, le=1)
-
-
-class SimulationConfig(BaseModel):
-    pathway: str
-    patients_per_day: int = Field(300, ge=1, le=100_000)
-    days: int = Field(60, ge=1, le=3650)
-    tail_days: int = Field(35, ge=0, le=400, description="Days simulated after the last discharge.")
-    seed: int = 1
-    start: dt.date = dt.date(2026, 11, 2)
-    timezone: IanaTimezone = "Asia/Shanghai"
-    behaviour: PatientBehaviour = Field(default_factory=PatientBehaviour)
-    staff: dict[str, int] = Field(default_factory=dict, description="People per department.")
-    default_staff: int = Field(2, ge=1)
-
-
-@dataclasses.dataclass
-class _Journey:
-    id: int
-    core: JourneyCore
-    rng: random.Random
-    discharge_department: str
-    subject: RiskInput
-    script: list[tuple[dt.datetime, str | None, dict[str, Any], str | None]] = dataclasses.field(
-        default_factory=list
-    )
-    alerts: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
-    tickets: list[int] = dataclasses.field(default_factory=list)
-    messages: list[tuple[dt.datetime, str]] = dataclasses.field(default_factory=list)
-    wake: dt.datetime | None = None
-    """The one timer the journey waits on; earlier wake-ups left in the heap are stale."""
-
-
-@dataclasses.dataclass
-class _Ticket:
-    id: int
-    core: TicketCore
-    opened_at: dt.datetime
-    queued: bool = False
-    first_response: dt.datetime | None = None
-    wake: dt.datetime | None = None
-    opened_as: tuple[str, str, str, str, str | None] | None = None
-    """(source, category, tier, priority, department) once triaged and routed."""
-
-
-class SimulationResult(BaseModel):
-    config: SimulationConfig
-    journeys: int
-    journey_outcomes: dict[str, int]
-    touchpoints: dict[str, int]
-    messages: dict[str, int]
-    alerts_by_tier: dict[str, int]
-    tickets: int
-    tickets_by_source: dict[str, int]
-    tickets_by_category: dict[str, int]
-    tickets_by_department: dict[str, int]
-    tickets_by_tier: dict[str, int]
-    sla: dict[str, dict[str, int]]
-    first_response_minutes: dict[str, float]
-    kpis: dict[str, float]
-    daily: list[dict[str, Any]]
-    staffing: dict[str, dict[str, float]] = Field(
-        description="Per department: staff, tickets, minutes of work per day, people needed "
-        "at the peak, share of first responses within SLA."
-    )
-    elapsed_seconds: float = 0.0
-    per_patient: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -333,8 +128,8 @@ class Simulator:
         self.rng = random.Random(config.seed)
         self.heap: list[tuple[dt.datetime, int, str, Any]] = []
         self.seq = itertools.count()
-        self.journeys: dict[int, _Journey] = {}
-        self.tickets: dict[int, _Ticket] = {}
+        self.journeys: dict[int, SimulatedJourney] = {}
+        self.tickets: dict[int, SimulatedTicket] = {}
         self.queues: dict[str, list[tuple[dt.datetime, int, int]]] = defaultdict(list)
         self.free_staff: dict[str, int] = {}
         self.dispatch_at: dict[str, dt.datetime] = {}
@@ -403,7 +198,9 @@ class Simulator:
             pathway_id=self.template.id,
         )
 
-    def enroll(self, index: int, discharged_at: dt.datetime, rng: random.Random) -> _Journey:
+    def enroll(
+        self, index: int, discharged_at: dt.datetime, rng: random.Random
+    ) -> SimulatedJourney:
         subject = self._patient(index, discharged_at, rng)
         risk = lace(subject)
         plan = self.plan_for(risk.tier.value, list(risk.groups))
@@ -420,7 +217,7 @@ class Simulator:
             timezone=self.config.timezone,
             greetings=greetings,
         )
-        journey = _Journey(
+        journey = SimulatedJourney(
             index,
             JourneyCore(setup, index=self.indexes[id(plan)]),
             rng,
@@ -435,7 +232,7 @@ class Simulator:
 
     # ------------------------------------------------------------------ journeys
 
-    def run_journey(self, journey: _Journey, now: dt.datetime) -> None:
+    def run_journey(self, journey: SimulatedJourney, now: dt.datetime) -> None:
         # The innermost loop of the simulation: dispatch on the exact command class (commands
         # are final dataclasses), most frequent first, with the counter keys precomputed.
         core = journey.core
@@ -474,37 +271,43 @@ class Simulator:
             elif kind is RaiseAlert:
                 counts[_ALERT_KEYS[command.tier]] += 1
                 journey.alerts.append((command.rule_id, command.key))
-            elif kind is OpenAlertTicket:
-                alert_triage = TriageResult(
-                    category=command.category,
-                    urgency=command.priority,
-                    confidence=1.0,
-                    suggested_tier=command.tier,
-                    clinical=True,
-                )
-                result = self.open_ticket(
-                    now,
-                    journey,
-                    TicketSource.CLINICAL_ALERT,
-                    command.summary.zh_cn,
-                    alert_triage,
-                    tier=command.tier,
-                )
-            elif kind is TriageText:
-                result = self.patient_text(now, journey, command.text)
-            elif kind is OpenCallTask:
-                counts[f"call_task:{command.reason}"] += 1
-                result = self.open_ticket(
-                    now, journey, TicketSource.NON_RESPONDER, "call the patient",
-                    TriageResult(category="call_task", urgency=Priority.ROUTINE, confidence=1.0,
-                                 suggested_tier=Tier.L2, clinical=False),
-                    tier=Tier.L2,
-                )  # fmt: skip
+            else:  # the rarer ones: what may open a ticket, and records with no effect here
+                result = self._journey_ticket(journey, command, now)
             core.complete(command, result, now)
             if kind is SendTouchpoint and command.reminder == 0 and not command.missing:
                 self.schedule_answer(journey, command, now)
 
-    def patient_text(self, now: dt.datetime, journey: _Journey, text: str) -> int | None:
+    def _journey_ticket(
+        self, journey: SimulatedJourney, command: Any, now: dt.datetime
+    ) -> int | None:
+        """Carry out a rarer journey command: one that may open a ticket (an alert's, a
+        patient's text, a call task for a non-responder), or a record the simulation ignores."""
+        if isinstance(command, TriageText):
+            return self.patient_text(now, journey, command.text)
+        if isinstance(command, OpenAlertTicket):
+            triage = TriageResult(
+                category=command.category,
+                urgency=command.priority,
+                confidence=1.0,
+                suggested_tier=command.tier,
+                clinical=True,
+            )
+            source, summary = TicketSource.CLINICAL_ALERT, command.summary.zh_cn
+        elif isinstance(command, OpenCallTask):
+            self.counts[f"call_task:{command.reason}"] += 1
+            triage = TriageResult(
+                category="call_task",
+                urgency=Priority.ROUTINE,
+                confidence=1.0,
+                suggested_tier=Tier.L2,
+                clinical=False,
+            )
+            source, summary = TicketSource.NON_RESPONDER, "call the patient"
+        else:
+            return None  # a record the simulation keeps no copy of (a status change, a note)
+        return self.open_ticket(now, journey, source, summary, triage, tier=triage.suggested_tier)
+
+    def patient_text(self, now: dt.datetime, journey: SimulatedJourney, text: str) -> int | None:
         """Triage what a patient wrote, as the journey's ``triage_patient_text`` does: thanks
         are counted, anything else opens a ticket."""
         triage = self._triaged.get(text)
@@ -519,7 +322,9 @@ class Simulator:
             return None
         return self.open_ticket(now, journey, TicketSource.PATIENT_MESSAGE, text, triage)
 
-    def schedule_answer(self, journey: _Journey, command: SendTouchpoint, now: dt.datetime) -> None:
+    def schedule_answer(
+        self, journey: SimulatedJourney, command: SendTouchpoint, now: dt.datetime
+    ) -> None:
         behaviour, rng = self.config.behaviour, journey.rng
         planned = journey.core.index.touchpoints[command.touchpoint_id]
         answer_roll, delay_roll, abnormal_roll, message_roll = (
@@ -556,7 +361,7 @@ class Simulator:
             self._normal[key] = normal_answers(questionnaire, plan.alert_rules)
         return self._normal[key]
 
-    def _abnormal(self, journey: _Journey, touchpoint_id: str) -> dict[str, Any] | None:
+    def _abnormal(self, journey: SimulatedJourney, touchpoint_id: str) -> dict[str, Any] | None:
         """Answers that trip one of the touchpoint's alert rules, picked at random."""
         plan = journey.core.plan
         rules = [
@@ -574,7 +379,7 @@ class Simulator:
     def open_ticket(
         self,
         now: dt.datetime,
-        journey: _Journey | None,
+        journey: SimulatedJourney | None,
         source: TicketSource,
         summary: str,
         triage: TriageResult,
@@ -596,7 +401,7 @@ class Simulator:
             discharge_department=journey.discharge_department if journey else None,
             tier=tier,
         )
-        ticket = _Ticket(ticket_id, TicketCore(setup, snapshots=False), now)
+        ticket = SimulatedTicket(ticket_id, TicketCore(setup, snapshots=False), now)
         self.tickets[ticket_id] = ticket
         if journey is not None:
             journey.tickets.append(ticket_id)
@@ -612,7 +417,7 @@ class Simulator:
         )
         return ticket_id
 
-    def run_ticket(self, ticket: _Ticket, now: dt.datetime) -> None:
+    def run_ticket(self, ticket: SimulatedTicket, now: dt.datetime) -> None:
         core = ticket.core
         while True:
             command = core.next_command(now)
@@ -669,7 +474,7 @@ class Simulator:
             heapq.heappush(self.queues[state.department], (due or now, next(self.seq), ticket.id))
             self.dispatch(state.department, now)
 
-    def _schedule_satisfaction(self, ticket: _Ticket, now: dt.datetime) -> None:
+    def _schedule_satisfaction(self, ticket: SimulatedTicket, now: dt.datetime) -> None:
         behaviour, rng = self.config.behaviour, self.rng
         if rng.random() >= behaviour.satisfaction_reply_rate:
             return
@@ -712,8 +517,6 @@ class Simulator:
                 )
                 if ticket.core.check(event) is None:
                     ticket.core.handle(event, now)
-            if ticket.first_response is None:
-                ticket.first_response = now
             self.run_ticket(ticket, now)
             self.push(now + dt.timedelta(minutes=minutes), "done", (department, ticket_id))
         self.free_staff[department] = free
@@ -725,17 +528,17 @@ class Simulator:
             self._run(progress)
 
     def _run(self, progress: Callable[[float], None] | None) -> None:
-        zone = self.zone
-        for day in range(self.config.days):
-            date = self.config.start + dt.timedelta(days=day)
-            for number in range(self.config.patients_per_day):
-                index = day * self.config.patients_per_day + number + 1
-                # Discharges happen between 09:00 and 18:00.
-                minute = self.rng.randrange(9 * 60, 18 * 60)
-                at = dt.datetime.combine(
-                    date, dt.time(minute // 60, minute % 60), tzinfo=zone
-                ).astimezone(dt.UTC)
-                self.push(at, "discharge", (index, self.rng.randrange(2**32)))
+        self._schedule_discharges()
+        handlers: dict[str, Callable[[Any, dt.datetime], None]] = {
+            "journey": self._on_journey_timer,
+            "answer": self._on_answer,
+            "discharge": self._on_discharge,
+            "message": self._on_message,
+            "ticket": self._on_ticket_timer,
+            "done": self._on_done,
+            "dispatch": self.dispatch,
+            "satisfaction": self._on_satisfaction,
+        }
         end = self.end
         first = self.heap[0][0] if self.heap else end
         span = max(1.0, (end - first).total_seconds())
@@ -747,166 +550,77 @@ class Simulator:
             handled += 1
             if progress is not None and handled % 5000 == 0:
                 progress((at - first).total_seconds() / span)
-            if kind == "journey":
-                journey = self.journeys[payload]
-                if journey.wake == at:
-                    journey.wake = None
-                    self.run_journey(journey, at)
-            elif kind == "answer":
-                journey_id, key, answers, text = payload
-                journey = self.journeys[journey_id]
-                journey.core.handle(AnswerEvent(answers=answers, text=text, touchpoint_key=key), at)
-                self.run_journey(journey, at)
-            elif kind == "discharge":
-                index, seed = payload
-                self.run_journey(self.enroll(index, at, random.Random(seed)), at)
-            elif kind == "message":
-                journey_id, text = payload
-                journey = self.journeys[journey_id]
-                self.counts["patient_messages"] += 1
-                self.patient_text(at, journey, text)
-            elif kind == "ticket":
-                ticket = self.tickets[payload]
-                if ticket.wake == at:
-                    ticket.wake = None
-                    self.run_ticket(ticket, at)
-            elif kind == "done":
-                department, ticket_id = payload
-                ticket = self.tickets[ticket_id]
-                event = ActorAction(action="resolve", actor=f"{department}-staff", text="已处理")
-                if ticket.core.check(event) is None:
-                    ticket.core.handle(event, at)
-                self.run_ticket(ticket, at)
-                self.free_staff[department] = self.free_staff.get(department, 0) + 1
-                self.dispatch(department, at)
-            elif kind == "dispatch":
-                self.dispatch(payload, at)
-            elif kind == "satisfaction":
-                ticket_id, score = payload
-                ticket = self.tickets[ticket_id]
-                ticket.core.handle(PatientEvent(kind="satisfaction", score=score), at)
-                self.counts[f"satisfaction:{score}"] += 1
-                self.run_ticket(ticket, at)
+            handlers[kind](payload, at)
         if progress is not None:
             progress(1.0)
+
+    def _schedule_discharges(self) -> None:
+        for day in range(self.config.days):
+            date = self.config.start + dt.timedelta(days=day)
+            for number in range(self.config.patients_per_day):
+                index = day * self.config.patients_per_day + number + 1
+                # Discharges happen between 09:00 and 18:00.
+                minute = self.rng.randrange(9 * 60, 18 * 60)
+                at = dt.datetime.combine(
+                    date, dt.time(minute // 60, minute % 60), tzinfo=self.zone
+                ).astimezone(dt.UTC)
+                self.push(at, "discharge", (index, self.rng.randrange(2**32)))
+
+    # ------------------------------------------------------------------ events
+
+    def _on_discharge(self, payload: tuple[int, int], at: dt.datetime) -> None:
+        index, seed = payload
+        self.run_journey(self.enroll(index, at, random.Random(seed)), at)
+
+    def _on_journey_timer(self, journey_id: int, at: dt.datetime) -> None:
+        journey = self.journeys[journey_id]
+        if journey.wake == at:  # else a stale wake-up: the journey waits on a later one
+            journey.wake = None
+            self.run_journey(journey, at)
+
+    def _on_answer(
+        self, payload: tuple[int, str, dict[str, Any], str | None], at: dt.datetime
+    ) -> None:
+        journey_id, key, answers, text = payload
+        journey = self.journeys[journey_id]
+        journey.core.handle(AnswerEvent(answers=answers, text=text, touchpoint_key=key), at)
+        self.run_journey(journey, at)
+
+    def _on_message(self, payload: tuple[int, str], at: dt.datetime) -> None:
+        journey_id, text = payload
+        self.counts["patient_messages"] += 1
+        self.patient_text(at, self.journeys[journey_id], text)
+
+    def _on_ticket_timer(self, ticket_id: int, at: dt.datetime) -> None:
+        ticket = self.tickets[ticket_id]
+        if ticket.wake == at:
+            ticket.wake = None
+            self.run_ticket(ticket, at)
+
+    def _on_done(self, payload: tuple[str, int], at: dt.datetime) -> None:
+        """A member of staff has finished with a ticket: resolve it, take the next one."""
+        department, ticket_id = payload
+        ticket = self.tickets[ticket_id]
+        event = ActorAction(action="resolve", actor=f"{department}-staff", text="已处理")
+        if ticket.core.check(event) is None:
+            ticket.core.handle(event, at)
+        self.run_ticket(ticket, at)
+        self.free_staff[department] = self.free_staff.get(department, 0) + 1
+        self.dispatch(department, at)
+
+    def _on_satisfaction(self, payload: tuple[int, int], at: dt.datetime) -> None:
+        ticket_id, score = payload
+        ticket = self.tickets[ticket_id]
+        ticket.core.handle(PatientEvent(kind="satisfaction", score=score), at)
+        self.counts[f"satisfaction:{score}"] += 1
+        self.run_ticket(ticket, at)
 
     # ------------------------------------------------------------------ results
 
     def result(self, elapsed: float) -> SimulationResult:
-        counts = self.counts
-        tickets = list(self.tickets.values())
-        by = lambda attribute: dict(Counter(attribute(t) for t in tickets).most_common())  # noqa: E731
-        sla: dict[str, dict[str, int]] = {}
-        for clock in ("first_response", "resolution"):
-            met = breached = 0
-            for ticket in tickets:
-                state = ticket.core.state
-                if clock in state.breached_at:
-                    breached += 1
-                elif any(c.name == clock and c.met_at is not None for c in state.clocks):
-                    met += 1
-            sla[clock] = {"met": met, "breached": breached}
-        waits = sorted(
-            (t.core.state.first_response_at - t.opened_at).total_seconds() / 60
-            for t in tickets
-            if t.core.state.first_response_at is not None
-        )
-        first_response = {
-            "median": round(statistics.median(waits), 1) if waits else 0.0,
-            # Nearest rank, as the KPI report computes it.
-            "p90": round(waits[max(0, math.ceil(0.9 * len(waits)) - 1)], 1) if waits else 0.0,
-        }
-        answered = counts["touchpoint:answered"]
-        settled = answered + counts["touchpoint:missed"]
-        outcomes = Counter(j.core.state.status.value for j in self.journeys.values())
-        scored = [s for s in range(1, 6) for _ in range(counts[f"satisfaction:{s}"])]
-        kpis = {
-            "response_rate": round(answered / settled, 4) if settled else 0.0,
-            "lost_to_follow_up_rate": round(
-                outcomes[JourneyStatus.LOST.value] / max(1, len(self.journeys)), 4
-            ),
-            "alerts_per_100_answers": round(
-                100 * sum(counts[f"alert:{t.value}"] for t in Tier) / answered, 2
-            )
-            if answered
-            else 0.0,
-            "first_response_sla_compliance": round(
-                sla["first_response"]["met"] / max(1, sum(sla["first_response"].values())), 4
-            ),
-            "resolution_sla_compliance": round(
-                sla["resolution"]["met"] / max(1, sum(sla["resolution"].values())), 4
-            ),
-            "mean_satisfaction": round(statistics.mean(scored), 2) if scored else 0.0,
-        }
-        days = sorted(self.daily)
-        departments = sorted(
-            {d for c in self.daily.values() for d in c if d.startswith("tickets:")}
-        )
-        daily = [
-            {
-                "date": day.isoformat(),
-                "discharges": self.daily[day]["discharges"],
-                "messages": self.daily[day]["messages"],
-                "nurse_calls": self.daily[day]["tier:L2"],
-                "doctor_callbacks": self.daily[day]["tier:L3"],
-                **{d.removeprefix("tickets:"): self.daily[day][d] for d in departments},
-            }
-            for day in days
-        ]
-        routed: dict[str, list[_Ticket]] = defaultdict(list)
-        for ticket in tickets:
-            if ticket.core.state.department:
-                routed[ticket.core.state.department].append(ticket)
-        staffing = {}
-        for department in sorted(set(self.staff_minutes) | set(routed)):
-            minutes = self.staff_minutes.get(department, {})
-            answered = [
-                t
-                for t in routed[department]
-                if any(c.name == "first_response" and c.met_at for c in t.core.state.clocks)
-                or "first_response" in t.core.state.breached_at
-            ]
-            met = sum("first_response" not in t.core.state.breached_at for t in answered)
-            staffing[department] = {
-                "staff": self.staff_count(department),
-                "tickets": len(routed[department]),
-                "mean_minutes_per_day": round(sum(minutes.values()) / max(1, len(days)), 1),
-                "peak_minutes_per_day": round(max(minutes.values(), default=0.0), 1),
-                "peak_staff_needed": round(max(minutes.values(), default=0.0) / WORKDAY_MINUTES, 2),
-                "first_response_met": round(met / len(answered), 4) if answered else 1.0,
-            }
-        per_patient = []
-        if self.keep_patients:
-            for journey in self.journeys.values():
-                per_patient.append(self.outcome_of(journey))
-        return SimulationResult(
-            config=self.config,
-            journeys=counts["journeys"],
-            journey_outcomes=dict(sorted(outcomes.items())),
-            touchpoints={
-                s: counts[f"touchpoint:{s}"] for s in ("sent", "answered", "missed", "skipped")
-            },
-            messages={
-                k.removeprefix("messages:"): v
-                for k, v in counts.items()
-                if k.startswith("messages:")
-            },
-            alerts_by_tier={t.value: counts[f"alert:{t.value}"] for t in Tier},
-            tickets=counts["tickets"],
-            tickets_by_source=by(lambda t: t.core.setup.source.value),
-            tickets_by_category=by(lambda t: t.core.state.category),
-            tickets_by_department=by(lambda t: t.core.state.department or "-"),
-            tickets_by_tier=by(lambda t: t.core.state.tier.value),
-            sla=sla,
-            first_response_minutes=first_response,
-            kpis=kpis,
-            daily=daily,
-            staffing=staffing,
-            elapsed_seconds=round(elapsed, 2),
-            per_patient=per_patient,
-        )
+        return forecast(self, elapsed)
 
-    def outcome_of(self, journey: _Journey) -> dict[str, Any]:
+    def outcome_of(self, journey: SimulatedJourney) -> dict[str, Any]:
         """What ``--verify`` compares: the journey's end, its touchpoints, alerts and tickets."""
         progress = journey.core.progress(journey.core.origin)
         return {
@@ -955,10 +669,6 @@ def build_simulator(
     config: SimulationConfig, template: PathwayTemplate, *, keep_patients: bool = False
 ) -> Simulator:
     """A simulator with the shipped SLA policy, triage, routing table and greeting calendar."""
-    from suifang.tickets.opening import sla_policy
-    from suifang.tickets.triage import classify
-    from suifang.workflows.greetings import greeting_occasions
-    from suifang.workflows.journey_core import GreetingOccasion
 
     def greetings(
         start: dt.date, end: dt.date, birth_date: dt.date | None
