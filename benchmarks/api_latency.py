@@ -1,10 +1,14 @@
-"""API latency: intake and ticket creation at a fixed request rate, from another process.
+"""API latency: intake and ticket creation at a fixed request rate, from another process,
+against a bare FastAPI baseline in the same run.
 
 ``suifang api`` (uvicorn) and the real worker run as their own processes on the embedded
 default; this process is the client. Every ``1 / rate`` seconds it fires one intake
 (``POST /intake/discharges``, a PCI discharge) and one ticket creation (``POST /tickets``, a
 patient's question) without waiting for earlier ones — an open loop, so a slow answer
-cannot lower the offered load. Reported: p50/p99/max per kind, the rate achieved, errors.
+cannot lower the offered load. First, the same total rate goes to the baseline
+(``api_baseline.py``: one row inserted and one bare workflow started per request, same
+database, same Temporal server). Reported: p50/p99/max per kind and for the baseline, the
+ratio of suifang's intake p99 to the baseline's p99, the rate achieved, errors.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import uuid
 from typing import Any
 
 import httpx
-from harness import Platform, describe_latencies, log, machine, pci_discharge, summary_line
+from harness import (
+    Platform,
+    describe_latencies,
+    free_port,
+    log,
+    machine,
+    pci_discharge,
+    summary_line,
+)
 from sqlmodel import Session
 
 from suifang.core.security.auth import Role, create_user, issue_token
@@ -31,6 +43,10 @@ async def main(args: Any) -> str:
             user = create_user(session, username="bench", display_name="Bench", role=Role.ADMIN)
             token, _ = issue_token(session, user, name="bench")
         platform.start_worker_process()
+        baseline_port = free_port()
+        platform.start_baseline_api_process(baseline_port)
+        baseline = await _baseline_latencies(args, baseline_port)
+        log(f"baseline p50 {baseline['p50_ms']:.1f} ms p99 {baseline['p99_ms']:.1f} ms")
         platform.start_api_process()
         run = uuid.uuid4().hex[:6]
         base = f"http://127.0.0.1:{platform.settings.api_port}"
@@ -99,7 +115,49 @@ async def main(args: Any) -> str:
             "ticket_p50_ms": ticket["p50_ms"],
             "ticket_p99_ms": ticket["p99_ms"],
             "ticket_max_ms": ticket["max_ms"],
+            "baseline_p50_ms": baseline["p50_ms"],
+            "baseline_p99_ms": baseline["p99_ms"],
+            "baseline_max_ms": baseline["max_ms"],
+            "intake_p99_ratio": (
+                intake["p99_ms"] / baseline["p99_ms"] if baseline["p99_ms"] else 0.0
+            ),
             "errors": errors["intake"] + errors["ticket"],
+            "baseline_errors": baseline["errors"],
             "load1": machine()["load1"],
         },
     )
+
+
+async def _baseline_latencies(args: Any, port: int) -> dict[str, float]:
+    """The baseline offered suifang's total request rate (both kinds) for as long."""
+    rate, total = 2 * args.rate, int(2 * args.rate * args.seconds)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits
+    ) as http:
+        for number in range(10):  # warm-up
+            await http.post("/baseline", json=pci_discharge("warm", number))
+
+        async def timed(number: int) -> None:
+            nonlocal errors
+            began = time.perf_counter()
+            try:
+                response = await http.post("/baseline", json=pci_discharge("base", number))
+                ok = response.status_code == 201
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - began)
+            else:
+                errors += 1
+
+        log(f"offering the baseline {rate:g} requests/s for {args.seconds:g} s")
+        tasks: list[asyncio.Task[None]] = []
+        began = time.perf_counter()
+        for index in range(total):
+            await asyncio.sleep(max(0.0, began + index / rate - time.perf_counter()))
+            tasks.append(asyncio.ensure_future(timed(index)))
+        await asyncio.gather(*tasks)
+    return {**describe_latencies(latencies), "errors": errors}

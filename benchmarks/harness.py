@@ -188,9 +188,20 @@ class Platform:
 
     def start_api_process(self) -> subprocess.Popen[str]:
         """``suifang api`` (uvicorn) in its own process; returns once it answers /healthz."""
+        return self._start_http_process(
+            [sys.executable, "-m", "suifang.core.cli", "api"], self.settings.api_port
+        )
+
+    def start_baseline_api_process(self, port: int) -> subprocess.Popen[str]:
+        """The bare FastAPI baseline (api_baseline.py) on ``port``, on this platform's
+        database and Temporal server; returns once it answers /healthz."""
+        return self._start_http_process(
+            [sys.executable, str(RUN_SCRIPT), "_api_baseline", "--port", str(port)], port
+        )
+
+    def _start_http_process(self, argv: list[str], port: int) -> subprocess.Popen[str]:
         import httpx
 
-        argv = [sys.executable, "-m", "suifang.core.cli", "api"]
         process = subprocess.Popen(
             argv,
             env=self.env(),
@@ -201,18 +212,19 @@ class Platform:
             text=True,
         )
         self.processes.append(process)
-        url = f"http://127.0.0.1:{self.settings.api_port}/healthz"
+        url = f"http://127.0.0.1:{port}/healthz"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"suifang api exited: {process.stderr.read() if process.stderr else ''}"
+                    f"{' '.join(argv[1:])} exited: "
+                    f"{process.stderr.read() if process.stderr else ''}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2).status_code == 200:
                     return process
             time.sleep(0.25)
-        raise RuntimeError("suifang api did not become healthy within 90 s")
+        raise RuntimeError(f"{' '.join(argv[1:])} did not become healthy within 90 s")
 
 
 class WorkerProcess:

@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("--max-cached", type=int, default=None)
+    baseline_api = commands.add_parser("_api_baseline", help=argparse.SUPPRESS)
+    baseline_api.add_argument("--port", type=int, required=True)
     return parser
 
 
@@ -123,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.benchmark == "_worker":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_worker(args))
+        return 0
+    if args.benchmark == "_api_baseline":
+        from api_baseline import serve
+
+        from suifang.core.config import load_settings
+
+        settings = load_settings()
+        serve(args.port, settings.database_url, settings.temporal_address, settings.task_queue)
         return 0
     names = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
     for name in names:
