@@ -288,7 +288,7 @@ async def open_ticket(
 ) -> TicketSummary:
     """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
     its workflow."""
-    from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+    from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
@@ -321,7 +321,7 @@ async def open_ticket(
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
             await client.start_workflow(
                 FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup, revision=TICKET_REVISION),
+                TicketInput(setup=start.setup),
                 id=start.workflow_id,
                 task_queue=runtime.settings.task_queue,
             )
@@ -419,7 +419,6 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
     from temporalio.common import WorkflowIDReusePolicy
 
     from suifang.tickets.workflow import (
-        TICKET_REVISION,
         FeedbackTicketWorkflow,
         TicketInput,
         TicketResult,
@@ -450,7 +449,6 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             setup=previous.setup,
             state=previous.state,
             first_event=event,
-            revision=TICKET_REVISION,
         ),
         id=ticket.workflow_id,
         task_queue=runtime.settings.task_queue,

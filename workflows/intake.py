@@ -36,7 +36,6 @@ from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index, identifier_index
 from suifang.core.timezones import IanaTimezone
 from suifang.workflows.journey import (
-    JOURNEY_REVISION,
     JourneyInput,
     PatientJourneyWorkflow,
     journey_workflow_id,
@@ -534,7 +533,7 @@ async def start_journey(
         client = await runtime.client()
         handle = await client.start_workflow(
             PatientJourneyWorkflow.run,
-            JourneyInput(setup=setup, revision=JOURNEY_REVISION),
+            JourneyInput(setup=setup),
             id=enrollment.workflow_id,
             task_queue=runtime.settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -72,10 +72,6 @@ __all__ = [
 ]
 
 UTC = dt.UTC
-FREE_TEXT_REVISION = 2
-"""Journeys of this workflow revision and later triage free text themselves (a reply to a
-questionnaire included) and count a touchpoint answered only when its required questions
-are (re-asking the others once); earlier runs keep their behaviour (workflow-changes.md)."""
 QUIET_HOURS_BACKOFF = dt.timedelta(minutes=15)
 LATE_ANSWER_KEYS = 8
 """How many past touchpoints a late answer may still be matched to."""
@@ -415,9 +411,6 @@ class JourneyProgress(BaseModel):
     wakes_at: dt.datetime | None = Field(
         None, description="While parked: when its timer fires (None: it waits for an event)."
     )
-    revision: int = Field(
-        0, description="The workflow revision the journey runs under (2+: it triages free text)."
-    )
 
 
 # --------------------------------------------------------------------------- the plan, indexed
@@ -512,13 +505,9 @@ class JourneyCore:
         state: JourneyState | None = None,
         *,
         index: PlanIndex | None = None,
-        revision: int = FREE_TEXT_REVISION,
     ) -> None:
-        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator);
-        ``revision``: the workflow revision the run started under."""
+        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator)."""
         self.setup = setup
-        self.revision = revision
-        self.triages_text = revision >= FREE_TEXT_REVISION
         self.plan = setup.plan
         if index is None or index.plan is not self.plan:
             index = _shared_index(self.plan)
@@ -991,7 +980,7 @@ class JourneyCore:
         questions = self.index.questions[planned.id] if planned else None
         raw_answers: dict[str, Any] = dict(event.answers)
         free_text = (event.text or "").strip()
-        if self.triages_text and free_text and planned is not None and planned.questionnaire:
+        if free_text and planned is not None and planned.questionnaire:
             # A reply in words may answer questions too; what it says besides is triaged.
             # After a partial reply only the questions still open are asked (and numbered).
             questionnaire = planned.questionnaire
@@ -1051,17 +1040,13 @@ class JourneyCore:
         )
         if parsed or observations:
             self._evaluate_rules(key, touchpoint_id, parsed, observations)
-        if self.triages_text:
-            to_triage = "\n".join(part for part in (free_text, *written) if part)
-            if to_triage and self.state.status not in _ENDED:
-                self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
-            if open_touchpoint is not None:
-                self._touchpoint_replied(
-                    open_touchpoint, planned, parsed, bool(free_text), at, event.source
-                )
-            return
-        if open_touchpoint is not None and (parsed or event.text):
-            self._mark_answered(open_touchpoint, planned, at)
+        to_triage = "\n".join(part for part in (free_text, *written) if part)
+        if to_triage and self.state.status not in _ENDED:
+            self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
+        if open_touchpoint is not None:
+            self._touchpoint_replied(
+                open_touchpoint, planned, parsed, bool(free_text), at, event.source
+            )
 
     def _touchpoint_replied(
         self,
@@ -1295,7 +1280,6 @@ class JourneyCore:
             next_touchpoint=next_key,
             next_due_at=upcoming[0] if upcoming else None,
             paused=self.state.status == JourneyStatus.PAUSED,
-            revision=self.revision,
         )
 
     def schedule(self, limit: int = 50) -> list[tuple[str, int, dt.datetime]]:

@@ -58,7 +58,7 @@ from suifang.tickets.service import (
     open_ticket,
     patient_event,
 )
-from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, ControlEvent
@@ -264,7 +264,7 @@ class Recorder:
             )
         handle = await self.env.client.start_workflow(
             FeedbackTicketWorkflow.run,
-            TicketInput(setup=start.setup, revision=TICKET_REVISION),
+            TicketInput(setup=start.setup),
             id=start.workflow_id,
             task_queue=self.runtime.settings.task_queue,
         )
