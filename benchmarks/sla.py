@@ -39,7 +39,7 @@ from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest
 from suifang.tickets.opening import build_ticket, sla_policy
 from suifang.tickets.sla import SlaPolicy, SlaTarget, deadline
-from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 
 WARNING_LEAD = dt.timedelta(seconds=20)
 TEXT = "出院后伤口有点痒,需要换药吗?"
@@ -109,7 +109,7 @@ async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime | None
         setup = setup.model_copy(update={"policy": policy_with(target, warn_at)})
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
-        TicketInput(setup=setup, revision=TICKET_REVISION),
+        TicketInput(setup=setup),
         id=start.workflow_id,
         task_queue=runtime.settings.task_queue,
     )

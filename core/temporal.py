@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import ClassVar
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import CompositePayloadConverter, DataConverter, PayloadCodec
 from temporalio.service import RPCError
 
 from suifang.core.config import Settings
@@ -23,26 +22,20 @@ from suifang.core.errors import StartupError
 __all__ = ["connect_client", "data_converter", "temporal_health"]
 
 
-class SharedPydanticPayloadConverter(PydanticPayloadConverter):
-    """The pydantic payload converter, built once per process.
+_PYDANTIC_ENCODINGS = tuple(PydanticPayloadConverter().converters.values())
 
-    The SDK builds a new data converter, and so a new payload converter, for every workflow
-    activation: at a few hundred activations a second that construction was about 2 % of a
-    worker's CPU, and every new converter began with an empty cache of pydantic type adapters.
-    The converter keeps no state of its own but that cache, so one instance serves them all.
+
+class SharedPydanticPayloadConverter(CompositePayloadConverter):
+    """The pydantic payload converter, its encoding converters built once per process.
+
+    The SDK copies the data converter for every workflow activation, building a new payload
+    converter each time: a full ``PydanticPayloadConverter`` cost about 150 µs an activation,
+    against 45 µs for this one, which reuses the encoders (and with them the pydantic JSON
+    converter's cache of type adapters). Only the public constructor is used.
     """
 
-    _shared: ClassVar[SharedPydanticPayloadConverter | None] = None
-
-    def __new__(cls) -> SharedPydanticPayloadConverter:
-        if cls._shared is None:
-            shared = super().__new__(cls)
-            PydanticPayloadConverter.__init__(shared)
-            cls._shared = shared
-        return cls._shared
-
     def __init__(self) -> None:
-        """Built once, in ``__new__``; the SDK's later calls return the same converter."""
+        super().__init__(*_PYDANTIC_ENCODINGS)
 
 
 _PYDANTIC = DataConverter(payload_converter_class=SharedPydanticPayloadConverter)

@@ -24,7 +24,6 @@ from suifang.core.triage import TriageResult
 from suifang.tickets.sla import SlaPolicy, deadline
 
 __all__ = [
-    "PAGING_REVISION",
     "ActorAction",
     "Finish",
     "NotifyPatient",
@@ -45,10 +44,6 @@ __all__ = [
     "Wait",
 ]
 
-PAGING_REVISION = 2
-"""Tickets of this workflow revision and later page the on-call for emergencies (and notify
-it of urgent clinical tickets), and tell the patient a doctor was notified only once a page
-was accepted (see docs/workflow-changes.md)."""
 SATISFIED_FROM = 3
 """Scores 1–5; below this a resolved ticket reopens."""
 CLINICAL_ANSWER_CONFIDENCE = 0.5
@@ -338,12 +333,9 @@ class TicketCore:
         state: TicketState | None = None,
         *,
         snapshots: bool = True,
-        revision: int = PAGING_REVISION,
     ) -> None:
-        """``snapshots=False`` (the simulator) skips copying the read model into each Save;
-        ``revision`` is the workflow revision the run started under (older runs do not page)."""
+        """``snapshots=False`` (the simulator) skips copying the read model into each Save."""
         self.setup = setup
-        self.paging_enabled = revision >= PAGING_REVISION
         self.policy = setup.policy
         self.state = state or TicketState()
         self.snapshots = snapshots
@@ -624,12 +616,11 @@ class TicketCore:
         if first_routing and not state.red_flags and self.setup.source in _ACKNOWLEDGED:
             # After routing, so the acknowledgement can say who answers and by when.
             self._push(NotifyPatient(self._seq(), "received"))
-        if self.paging_enabled and (state.paging is None or state.paging.department != department):
+        if state.paging is None or state.paging.department != department:
             self._start_paging(department, now)
         discharge = self.setup.discharge_department
         if (
-            self.paging_enabled
-            and first_routing
+            first_routing
             and state.category == "psychological"
             and discharge
             and discharge != department
@@ -946,8 +937,7 @@ class TicketCore:
             to_department=action.department,
         )
         if (
-            self.paging_enabled
-            and action.department
+            action.department
             and self.state.paging is not None
             and self.state.paging.acknowledged_at is None
         ):

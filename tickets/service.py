@@ -38,7 +38,6 @@ from suifang.tickets.core import ActorAction, PatientEvent
 from suifang.tickets.opening import build_ticket
 from suifang.tickets.praise import record_praise
 from suifang.tickets.workflow import (
-    TICKET_REVISION,
     FeedbackTicketWorkflow,
     TicketInput,
     TicketResult,
@@ -207,7 +206,7 @@ async def open_ticket(
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
             await client.start_workflow(
                 FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup, revision=TICKET_REVISION),
+                TicketInput(setup=start.setup),
                 id=start.workflow_id,
                 task_queue=runtime.settings.task_queue,
             )
@@ -326,7 +325,6 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             setup=previous.setup,
             state=previous.state,
             first_event=event,
-            revision=TICKET_REVISION,
         ),
         id=ticket.workflow_id,
         task_queue=runtime.settings.task_queue,

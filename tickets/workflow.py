@@ -3,7 +3,8 @@
 Department actions arrive as updates (validated by the core before they are accepted), the
 patient's replies and scores as signals; SLA warnings, breaches and the satisfaction wait
 are exact timers on the deadlines the core computes. Every change is saved to the read
-model by the ``sync_ticket`` activity.
+model by the ``sync_ticket`` activity. Activities are called by method reference, so their
+argument and result types are the methods' own.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from suifang.core.delivery import SendOutcome
     from suifang.tickets.activities import (
         PageInput,
         PatientNoticeInput,
         RouteInput,
         StaffNoticeInput,
         SubTaskInput,
+        TicketActivities,
     )
     from suifang.tickets.core import (
         ActorAction,
@@ -34,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
         NotifyStaff,
         OpenSubTask,
         Page,
-        PageOutcome,
         PatientEvent,
         Route,
         Save,
@@ -44,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         Wait,
     )
-    from suifang.tickets.opening import TicketStart
 
 __all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
 
@@ -55,20 +54,6 @@ OPTIONS: dict[str, Any] = {
     "heartbeat_timeout": dt.timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
-LOCAL_SAVE_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-LOCAL_SAVE_PATCH = "local-ticket-sync"
-"""Tickets of revision 0 started with this marker save to the read model as a local activity
-(see ``_save``)."""
-TICKET_REVISION = 2
-"""The revision new ticket runs start with (``TicketInput.revision``, docs/workflow-changes.md):
-0 — started before revisions: the ``local-ticket-sync`` patch marker says whether the read
-model is saved by a local activity; 1 — it is, without asking the patch (a marker and a
-visibility update fewer for every run); 2 — emergencies page the on-call chain and escalate
-until acknowledged, urgent clinical tickets notify the on-call, and the patient is told a
-doctor was notified only after a page was accepted."""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -83,9 +68,6 @@ class TicketInput(BaseModel):
     state: TicketState | None = None
     first_event: ActorAction | PatientEvent | None = None
     """For a closed ticket started again: the reopen or patient event that restarts it."""
-    revision: int = 0
-    """The workflow code revision the run was started under; runs from before revisions have
-    none (0). Starters pass ``TICKET_REVISION``."""
 
 
 class TicketResult(BaseModel):
@@ -98,7 +80,7 @@ class TicketResult(BaseModel):
 class FeedbackTicketWorkflow:
     @workflow.init
     def __init__(self, ticket: TicketInput) -> None:
-        self.core = TicketCore(ticket.setup, ticket.state, revision=ticket.revision)
+        self.core = TicketCore(ticket.setup, ticket.state)
         self.inbox: list[Any] = [ticket.first_event] if ticket.first_event else []
         self.applied: dict[int, int | None] = {}
         """id(action) of each update still waiting → the state sequence number once applied.
@@ -107,7 +89,6 @@ class FeedbackTicketWorkflow:
         for a signal could match a later action and release its update early — at a different
         point on replay (a nondeterminism error)."""
         self.saved_through = 0
-        self._local_save = False
 
     @workflow.update(name="act")
     async def act(self, action: ActorAction) -> TicketSnapshot:
@@ -137,15 +118,8 @@ class FeedbackTicketWorkflow:
 
     @workflow.run
     async def run(self, ticket: TicketInput) -> TicketResult:
-        # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
-        self._local_save = ticket.revision >= 1 or workflow.patched(LOCAL_SAVE_PATCH)
-        after_save: dt.datetime | None = None
         while True:
-            # Right after a save (a local activity) the ticket decides at the time it decided
-            # to save: a save slow enough to span a workflow-task heartbeat resolves later than
-            # it does on replay, and "is the SLA warning due yet?" must get the same answer.
-            now = after_save or workflow.now()
-            after_save = None
+            now = workflow.now()
             command = self.core.next_command(now)
             if isinstance(command, Finish):
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -164,12 +138,9 @@ class FeedbackTicketWorkflow:
                 self._apply_inbox()
                 continue
             result = await self._carry_out(command)
-            local = isinstance(command, Save) and self._local_save
-            self.core.complete(command, result, now if local else workflow.now())
+            self.core.complete(command, result, workflow.now())
             if isinstance(command, Save):
                 self.saved_through = max(self.saved_through, command.seq)
-                if local:
-                    after_save = now
             self._apply_inbox()
 
     def _apply_inbox(self) -> None:
@@ -185,22 +156,20 @@ class FeedbackTicketWorkflow:
     async def _save(self, snapshot: TicketSnapshot) -> None:
         """Write the ticket's read-model row: one short, idempotent upsert in suifang's database.
 
-        As a local activity it runs inside the workflow task that changed the ticket, so an
-        update (``act``) returns, and an SLA timer's notice is followed by its save, without a
-        second task round trip through the server.
+        An ordinary activity, not a local one: its completion is an event in the history,
+        ordered with the updates and signals that arrive while it runs, so replay sees them at
+        the point the live run did (a local save that outlived a workflow task did not;
+        docs/reliability.md).
         """
-        if self._local_save:
-            await workflow.execute_local_activity("sync_ticket", snapshot, **LOCAL_SAVE_OPTIONS)
-        else:
-            await workflow.execute_activity("sync_ticket", snapshot, **OPTIONS)
+        await workflow.execute_activity_method(TicketActivities.sync_ticket, snapshot, **OPTIONS)
 
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
         if isinstance(command, Save):
             return await self._save(command.snapshot or self.core.snapshot())
         if isinstance(command, Route):
-            return await workflow.execute_activity(
-                "route_ticket",
+            return await workflow.execute_activity_method(
+                TicketActivities.route_ticket,
                 RouteInput(
                     ticket_id=setup.ticket_id,
                     category=command.category,
@@ -210,12 +179,11 @@ class FeedbackTicketWorkflow:
                     priority=command.priority,
                     discharge_department=setup.discharge_department,
                 ),
-                result_type=str,
                 **OPTIONS,
             )
         if isinstance(command, Page):
-            return await workflow.execute_activity(
-                "page_on_call",
+            return await workflow.execute_activity_method(
+                TicketActivities.page_on_call,
                 PageInput(
                     key=self._key(command.seq, ":page"),
                     ticket_id=setup.ticket_id,
@@ -223,12 +191,11 @@ class FeedbackTicketWorkflow:
                     step=command.step,
                     escalate=command.escalate,
                 ),
-                result_type=PageOutcome,
                 **SEND_OPTIONS,
             )
         if isinstance(command, NotifyPatient):
-            return await workflow.execute_activity(
-                "notify_patient",
+            return await workflow.execute_activity_method(
+                TicketActivities.notify_patient,
                 PatientNoticeInput(
                     idempotency_key=self._key(command.seq, f":{command.kind}"),
                     ticket_id=setup.ticket_id,
@@ -237,12 +204,11 @@ class FeedbackTicketWorkflow:
                     text=command.text,
                     advice=list(command.advice),
                 ),
-                result_type=SendOutcome,
                 **SEND_OPTIONS,
             )
         if isinstance(command, NotifyStaff):
-            return await workflow.execute_activity(
-                "notify_staff",
+            return await workflow.execute_activity_method(
+                TicketActivities.notify_staff,
                 StaffNoticeInput(
                     event_key=self._key(command.seq),
                     ticket_id=setup.ticket_id,
@@ -255,8 +221,8 @@ class FeedbackTicketWorkflow:
                 **OPTIONS,
             )
         if isinstance(command, OpenSubTask):
-            start: TicketStart = await workflow.execute_activity(
-                "open_sub_task",
+            start = await workflow.execute_activity_method(
+                TicketActivities.open_sub_task,
                 SubTaskInput(
                     idempotency_key=self._key(command.seq, ":subtask"),
                     parent_ticket_id=setup.ticket_id,
@@ -265,12 +231,11 @@ class FeedbackTicketWorkflow:
                     actor=command.actor,
                     opened_at=workflow.now(),
                 ),
-                result_type=TicketStart,
                 **OPTIONS,
             )
             await workflow.start_child_workflow(
                 FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup, revision=TICKET_REVISION),
+                TicketInput(setup=start.setup),
                 id=start.workflow_id,
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )

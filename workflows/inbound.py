@@ -60,8 +60,8 @@ from suifang.tickets.service import (
     receive_patient_message,
 )
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import FREE_TEXT_REVISION, AnswerEvent
-from suifang.workflows.replies import parse_reply, split_reply
+from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.replies import split_reply
 
 __all__ = ["InboundFailure", "InboundOutcome", "InboundResult", "receive_inbound"]
 
@@ -329,14 +329,9 @@ async def _reply(
     touchpoint_key: str | None = None
     questionnaire: Questionnaire | None = None
     answers: dict[str, Any] = dict(reply.answers or {})
-    journey_triages = False
+    journey_triages = enrollment is not None
     if enrollment is not None:
-        touchpoint_key, questionnaire, revision = await _open_touchpoint(
-            runtime, enrollment, replied
-        )
-        journey_triages = revision >= FREE_TEXT_REVISION
-        if not journey_triages and not answers and text and questionnaire is not None:
-            answers = parse_reply(text, questionnaire) or {}
+        touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
         if answers or text:
             client = await runtime.client()
             handle = client.get_workflow_handle_for(
@@ -346,17 +341,15 @@ async def _reply(
                 PatientJourneyWorkflow.answer,
                 AnswerEvent(
                     answers=answers,
-                    # The journey takes out what answers its questions and triages the rest;
-                    # a journey from before it could is given the text only when it is not
-                    # an answer, and the text is triaged here.
-                    text=(text or None) if journey_triages or not answers else None,
+                    # The journey takes out what answers its questions and triages the rest.
+                    text=text or None,
                     touchpoint_key=touchpoint_key,
                     received_at=reply.received_at,
                     channel=channel.name,
                 ),
             )
     ticket_id = praise_id = None
-    if text and not journey_triages and not (answers and enrollment is not None):
+    if text and not journey_triages:
         outcome = await receive_patient_message(
             runtime,
             patient_id=patient_id,
@@ -590,9 +583,9 @@ def _active_enrollment(
 
 async def _open_touchpoint(
     runtime: Runtime, enrollment: Enrollment, replied: Message | None
-) -> tuple[str | None, Questionnaire | None, int]:
-    """The touchpoint a reply answers (the one replied to, else the open one), its questions,
-    and the journey's workflow revision."""
+) -> tuple[str | None, Questionnaire | None]:
+    """The touchpoint a reply answers (the one replied to, else the open one), and its
+    questions."""
     client = await runtime.client()
     handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
     try:
@@ -608,12 +601,12 @@ async def _open_touchpoint(
     if key is None:
         key = progress.open_touchpoints[-1] if progress.open_touchpoints else None
     if key is None:
-        return None, None, progress.revision
+        return None, None
     try:
         template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
     except NotFoundError:
-        return key, None, progress.revision  # an old version no longer registered
+        return key, None  # an old version no longer registered
     plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
     touchpoint_id = key.split("#", 1)[0]
     planned = next((t for t in plan.touchpoints if t.id == touchpoint_id), None)
-    return key, planned.questionnaire if planned else None, progress.revision
+    return key, planned.questionnaire if planned else None

@@ -38,7 +38,6 @@ from suifang.core.timestamps import PlausibleInstant
 from suifang.core.timezones import IanaTimezone
 from suifang.workflows.greetings import greeting_occasions
 from suifang.workflows.journey import (
-    JOURNEY_REVISION,
     JourneyInput,
     PatientJourneyWorkflow,
     journey_workflow_id,
@@ -521,7 +520,7 @@ async def start_journey(
         client = await runtime.client()
         handle = await client.start_workflow(
             PatientJourneyWorkflow.run,
-            JourneyInput(setup=setup, revision=JOURNEY_REVISION),
+            JourneyInput(setup=setup),
             id=enrollment.workflow_id,
             task_queue=runtime.settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

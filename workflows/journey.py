@@ -18,11 +18,11 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier
-    from suifang.tickets.opening import TicketStart
-    from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+    from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
     from suifang.workflows.journey_activities import (
         CALL_TASK_SUMMARY,
         GreetingsInput,
+        JourneyActivities,
         JourneyMessageInput,
         JourneyTicketInput,
         PatientTextInput,
@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         ControlEvent,
         ExtendGreetings,
         Finish,
-        GreetingBatch,
         JourneyCore,
         JourneyProgress,
         ObservationEvent,
@@ -41,29 +40,23 @@ with workflow.unsafe.imports_passed_through():
         RescheduleEvent,
         SendAdvice,
         SendGreeting,
-        SendOutcome,
         SendTouchpoint,
         TriageText,
         Wait,
     )
     from suifang.workflows.journey_inputs import (
-        JOURNEY_REVISION,
-        LOCAL_RECORD_OPTIONS,
-        LOCAL_RECORDS_PATCH,
         RECORD_OPTIONS,
         SEND_OPTIONS,
         JourneyInput,
         JourneyResult,
         event_key,
         journey_workflow_id,
-        record_input,
+        record_item,
     )
     from suifang.workflows.journey_records import RecordBatch, RecordItem
 
 # Re-exported: starters and tests know the workflow's input and result by this module.
 __all__ = [
-    "JOURNEY_REVISION",
-    "LOCAL_RECORDS_PATCH",
     "JourneyInput",
     "JourneyResult",
     "PatientJourneyWorkflow",
@@ -78,9 +71,7 @@ _SENDS = (SendTouchpoint, SendGreeting, SendAdvice)
 class PatientJourneyWorkflow:
     @workflow.init
     def __init__(self, journey: JourneyInput) -> None:
-        self.core = JourneyCore(journey.setup, journey.state, revision=journey.revision)
-        self._local_records = False
-        self._records_ride_sends = journey.revision >= 1
+        self.core = JourneyCore(journey.setup, journey.state)
         self._batch: list[RecordItem] = []
         if journey.state is None:
             # "Due before enrollment" means before the journey was started, not before a
@@ -140,33 +131,20 @@ class PatientJourneyWorkflow:
 
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyResult:
-        # Asked once, first: a run's answer must not change halfway (see workflow-changes.md).
-        self._local_records = journey.revision >= 1 or workflow.patched(LOCAL_RECORDS_PATCH)
-        after_write: dt.datetime | None = None
         while True:
-            # Right after a batch write the journey decides at the time it decided to write:
-            # a local activity slow enough to span a workflow-task heartbeat resolves later
-            # than it does on replay, and "is the next touchpoint due yet?" must get the same
-            # answer both times.
-            now = after_write or workflow.now()
-            after_write = None
+            now = workflow.now()
             command = self.core.next_command(now)
-            record = (
-                record_input(command, self.core.setup, workflow.info().workflow_id, workflow.now())
-                if self._local_records
-                else None
-            )
+            record = record_item(command, self.core.setup, workflow.info().workflow_id, now)
             if record is not None:
                 # The core needs nothing back from a record: it is done as far as the journey
                 # is concerned, and the write goes out with the rest of the batch before
                 # anything else happens (a send, a ticket, a wait, the end).
-                self._batch.append(record[1])
+                self._batch.append(record)
                 self.core.complete(command, None, now)
                 self._apply_inbox()
                 continue
-            if self._batch and not (self._records_ride_sends and isinstance(command, _SENDS)):
+            if self._batch and not isinstance(command, _SENDS):
                 await self._write_batch()
-                after_write = now
                 continue  # signals may have arrived meanwhile: ask the core again
             if isinstance(command, Finish):
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -182,11 +160,7 @@ class PatientJourneyWorkflow:
                     if not self.inbox:
                         self.core.compact()
                         workflow.continue_as_new(
-                            JourneyInput(
-                                setup=self.core.setup,
-                                state=self.core.state,
-                                revision=JOURNEY_REVISION,
-                            )
+                            JourneyInput(setup=self.core.setup, state=self.core.state)
                         )
                 timeout = (
                     None if command.until is None else max(command.until - now, dt.timedelta(0))
@@ -203,12 +177,12 @@ class PatientJourneyWorkflow:
 
     async def _open_ticket(self, request: JourneyTicketInput) -> int:
         """A feedback ticket as a child workflow that outlives the journey."""
-        start = await workflow.execute_activity(
-            "prepare_journey_ticket", request, result_type=TicketStart, **RECORD_OPTIONS
+        start = await workflow.execute_activity_method(
+            JourneyActivities.prepare_journey_ticket, request, **RECORD_OPTIONS
         )
         await workflow.start_child_workflow(
             FeedbackTicketWorkflow.run,
-            TicketInput(setup=start.setup, revision=TICKET_REVISION),
+            TicketInput(setup=start.setup),
             id=start.workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
         )
@@ -222,17 +196,19 @@ class PatientJourneyWorkflow:
         return event_key(workflow.info().workflow_id, seq)
 
     async def _write_batch(self) -> None:
-        """Write the records made since the last send or wait, as one local activity.
+        """Write the records made since the last send or wait, as one activity and transaction.
 
-        A local activity runs inside the workflow task that asked for it — no task round trip
-        through the server — and one batch is one transaction: what a touchpoint's answer
-        leaves behind (answers, touchpoint status, alerts, points, the journey's status) costs
-        one write, not one each. Sends stay ordinary activities: they wait on providers,
-        heartbeat, and retry for minutes. From revision 1 a batch that a send follows goes
-        with the send (written before it sends), saving the local activity and its marker.
+        What a touchpoint's answer leaves behind (answers, touchpoint status, alerts, points,
+        the journey's status) costs one write, not one each; a batch that a send follows goes
+        with the send instead (written before it sends). It is an ordinary activity, not a
+        local one, so that its completion is an event in the history, ordered with the signals
+        and updates that arrive while it runs: a local activity that outlived a workflow task
+        resolved at a different point on replay than it had live (docs/reliability.md).
         """
         batch = RecordBatch(items=self._take_batch())
-        await workflow.execute_local_activity("record_batch", batch, **LOCAL_RECORD_OPTIONS)
+        await workflow.execute_activity_method(
+            JourneyActivities.record_batch, batch, **RECORD_OPTIONS
+        )
 
     def _take_batch(self) -> list[RecordItem]:
         batch, self._batch = self._batch, []
@@ -247,8 +223,8 @@ class PatientJourneyWorkflow:
             suffix = f":r{command.reminder}" if command.reminder else ""
             if command.missing:
                 kind, suffix = "reask", ":reask"
-            return await workflow.execute_activity(
-                "send_journey_message",
+            return await workflow.execute_activity_method(
+                JourneyActivities.send_journey_message,
                 JourneyMessageInput(
                     idempotency_key=f"{workflow.info().workflow_id}:{command.key}{suffix}",
                     kind=kind,
@@ -263,12 +239,11 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                result_type=SendOutcome,
                 **SEND_OPTIONS,
             )
         if isinstance(command, SendGreeting):
-            return await workflow.execute_activity(
-                "send_journey_message",
+            return await workflow.execute_activity_method(
+                JourneyActivities.send_journey_message,
                 JourneyMessageInput(
                     idempotency_key=f"{workflow.info().workflow_id}:greeting:{command.date}:{command.occasion}",
                     kind="greeting",
@@ -278,12 +253,11 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                result_type=SendOutcome,
                 **SEND_OPTIONS,
             )
         if isinstance(command, SendAdvice):
-            return await workflow.execute_activity(
-                "send_journey_message",
+            return await workflow.execute_activity_method(
+                JourneyActivities.send_journey_message,
                 JourneyMessageInput(
                     idempotency_key=self._event_key(command.seq) + f":advice:{command.rule_id}",
                     kind="advice",
@@ -294,16 +268,7 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                result_type=SendOutcome,
                 **SEND_OPTIONS,
-            )
-        record = record_input(command, self.core.setup, workflow.info().workflow_id, workflow.now())
-        if record is not None:
-            # Journeys started before batching: one ordinary activity per record.
-            activity_name, argument = record
-            result_type = int if activity_name == "raise_alert" else None
-            return await workflow.execute_activity(
-                activity_name, argument, result_type=result_type, **RECORD_OPTIONS
             )
         if isinstance(command, OpenAlertTicket):
             return await self._open_ticket(
@@ -320,8 +285,8 @@ class PatientJourneyWorkflow:
                 )
             )
         if isinstance(command, TriageText):
-            start = await workflow.execute_activity(
-                "triage_patient_text",
+            start = await workflow.execute_activity_method(
+                JourneyActivities.triage_patient_text,
                 PatientTextInput(
                     event_key=self._event_key(command.seq),
                     touchpoint_key=command.key,
@@ -330,13 +295,12 @@ class PatientJourneyWorkflow:
                     pathway_id=setup.plan.pathway_id,
                     **ids,
                 ),
-                result_type=TicketStart | None,
                 **RECORD_OPTIONS,
             )
             if start is not None:
                 await workflow.start_child_workflow(
                     FeedbackTicketWorkflow.run,
-                    TicketInput(setup=start.setup, revision=TICKET_REVISION),
+                    TicketInput(setup=start.setup),
                     id=start.workflow_id,
                     parent_close_policy=ParentClosePolicy.ABANDON,
                 )
@@ -356,12 +320,8 @@ class PatientJourneyWorkflow:
             )
         if isinstance(command, ExtendGreetings):
             request = GreetingsInput(patient_id=setup.patient_id, after=command.after)
-            if self._local_records:
-                return await workflow.execute_local_activity(
-                    "extend_greetings", request, result_type=GreetingBatch, **LOCAL_RECORD_OPTIONS
-                )
-            return await workflow.execute_activity(
-                "extend_greetings", request, result_type=GreetingBatch, **RECORD_OPTIONS
+            return await workflow.execute_activity_method(
+                JourneyActivities.extend_greetings, request, **RECORD_OPTIONS
             )
         raise ApplicationError(
             f"unknown journey command {type(command).__name__}", non_retryable=True

@@ -43,14 +43,8 @@ from suifang.tickets.praise import record_praise
 from suifang.workflows.greetings import greeting_occasions, load_greeting_texts
 from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion
 from suifang.workflows.journey_records import (
-    AlertInput,
-    AnswersInput,
-    ObservationsInput,
-    PointsInput,
     RecordBatch,
     RecordItem,
-    StatusInput,
-    TouchpointInput,
     UnknownEnrollment,
     write_records,
 )
@@ -145,14 +139,8 @@ class JourneyActivities:
         return [
             self.send_journey_message,
             self.record_batch,
-            self.record_touchpoint,
-            self.record_answers,
-            self.record_observations,
-            self.raise_alert,
             self.prepare_journey_ticket,
             self.triage_patient_text,
-            self.credit_points,
-            self.set_journey_status,
             self.extend_greetings,
         ]
 
@@ -271,41 +259,12 @@ class JourneyActivities:
     # ----------------------------------------------------------------- records
     #
     # ``record_batch`` writes the records a journey made between two sends or waits in one
-    # transaction; the single-record activities serve journeys started before batching.
-    # The statements, and why a retry writes nothing twice, are in journey_records.
+    # transaction. The statements, and why a retry writes nothing twice, are in journey_records.
 
     @activity.defn(name="record_batch")
     async def record_batch(self, batch: RecordBatch) -> None:
         """The records a journey made between two sends or waits, in one transaction."""
         self._write(*batch.items)
-
-    @activity.defn(name="record_touchpoint")
-    async def record_touchpoint(self, update: TouchpointInput) -> None:
-        self._write(update)
-
-    @activity.defn(name="record_answers")
-    async def record_answers(self, record: AnswersInput) -> None:
-        self._write(record)
-
-    @activity.defn(name="record_observations")
-    async def record_observations(self, record: ObservationsInput) -> None:
-        self._write(record)
-
-    @activity.defn(name="raise_alert")
-    async def raise_alert(self, alert: AlertInput) -> int:
-        self._write(alert)
-        with self.runtime.engine.connect() as connection:
-            return connection.execute(
-                select(Alert.id).where(Alert.event_key == alert.event_key)
-            ).scalar_one()
-
-    @activity.defn(name="credit_points")
-    async def credit_points(self, credit: PointsInput) -> None:
-        self._write(credit)
-
-    @activity.defn(name="set_journey_status")
-    async def set_journey_status(self, update: StatusInput) -> None:
-        self._write(update)
 
     def _write(self, *records: BaseModel) -> None:
         if not records:
@@ -318,17 +277,7 @@ class JourneyActivities:
 
     @staticmethod
     def _write_records(connection: Connection, records: Sequence[BaseModel]) -> None:
-        write_records(
-            connection,
-            [
-                # Journeys before 2026-11-23 sent no time with an alert: its time is when it
-                # was scheduled, on the journey's clock like the answer that raised it.
-                record.model_copy(update={"at": activity.info().current_attempt_scheduled_time})
-                if isinstance(record, AlertInput) and record.at is None
-                else record
-                for record in records
-            ],
-        )
+        write_records(connection, records)
 
     @activity.defn(name="prepare_journey_ticket")
     async def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:

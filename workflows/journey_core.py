@@ -7,6 +7,12 @@ reports the outcome with :meth:`JourneyCore.complete`, and feeds signals in with
 time, so simulation and production cannot disagree. Nothing here does I/O or reads a
 clock; ``zoneinfo`` lookups are pure.
 
+The core is split by concept: the events it is told and the commands it returns are in
+:mod:`~suifang.workflows.journey_commands`, when things fall due in
+:mod:`~suifang.workflows.journey_schedule` (a base class of the core), and alert-rule
+conditions in :mod:`~suifang.workflows.journey_rules`. Every name they define that callers
+use is importable from here too.
+
 Time: a journey runs on *plan time* — days after discharge, send windows in the patient's
 timezone — mapped to real time by ``time_scale`` (1 in production; the demo runs one pathway
 day per real minute with 1440). Everything the core returns is real UTC time.
@@ -14,29 +20,51 @@ day per real minute with 1440). Everything the core returns is real UTC time.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import operator
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from suifang.core.delivery import SendOutcome
-from suifang.core.enums import JourneyStatus, Priority, Tier, TouchpointStatus
+from suifang.core.enums import JourneyStatus, TouchpointStatus
 from suifang.core.pathways import (
     AlertRule,
-    AllCondition,
-    AnswerCondition,
-    AnyCondition,
-    Condition,
-    IndicatorCondition,
     JourneyPlan,
     LocalizedText,
     PlannedTouchpoint,
     Question,
 )
+from suifang.workflows.journey_commands import (
+    AnswerEvent,
+    Command,
+    ControlEvent,
+    CreditPoints,
+    Effect,
+    Event,
+    ExtendGreetings,
+    Finish,
+    GreetingBatch,
+    GreetingOccasion,
+    ObservationEvent,
+    ObservationValue,
+    OpenAlertTicket,
+    OpenCallTask,
+    RaiseAlert,
+    RecordAnswers,
+    RecordObservation,
+    RecordTouchpoint,
+    RescheduleEvent,
+    SendAdvice,
+    SendGreeting,
+    SendOutcome,
+    SendTouchpoint,
+    SetStatus,
+    TriageText,
+    Wait,
+)
+from suifang.workflows.journey_rules import Predicate, compile_condition, evaluate
+from suifang.workflows.journey_schedule import DueCache, JourneySchedule
 from suifang.workflows.replies import split_reply
 
 __all__ = [
@@ -69,32 +97,17 @@ __all__ = [
     "TriageText",
     "Wait",
     "compile_condition",
+    "evaluate",
     "preview_schedule",
 ]
 
 UTC = dt.UTC
-FREE_TEXT_REVISION = 2
-"""Journeys of this workflow revision and later triage free text themselves (a reply to a
-questionnaire included) and count a touchpoint answered only when its required questions
-are (re-asking the others once); earlier runs keep their behaviour (workflow-changes.md)."""
 QUIET_HOURS_BACKOFF = dt.timedelta(minutes=15)
 LATE_ANSWER_KEYS = 8
 """How many past touchpoints a late answer may still be matched to."""
 
 
 # --------------------------------------------------------------------------- inputs and state
-
-
-class GreetingOccasion(BaseModel):
-    date: dt.date
-    occasion: str = Field(description="e.g. birthday, spring_festival, lidong")
-
-
-class GreetingBatch(BaseModel):
-    """More greeting occasions for an open-ended journey, up to ``until``."""
-
-    greetings: list[GreetingOccasion] = Field(default_factory=list)
-    until: dt.date
 
 
 class JourneySetup(BaseModel):
@@ -160,226 +173,6 @@ class JourneyState(BaseModel):
     seq: int = 0
 
 
-# --------------------------------------------------------------------------- events (signals)
-
-
-class AnswerEvent(BaseModel):
-    """A patient's answers (or a staff member's, on their behalf)."""
-
-    answers: dict[str, Any] = Field(default_factory=dict)
-    text: str | None = None
-    touchpoint_key: str | None = None
-    received_at: dt.datetime | None = None
-    channel: str | None = None
-    source: str = "patient"
-
-
-class ObservationValue(BaseModel):
-    indicator: str
-    value: float
-    unit: str | None = None
-
-
-class ObservationEvent(BaseModel):
-    """A measurement from a device, the HIS or a staff entry (not a questionnaire answer)."""
-
-    observations: list[ObservationValue]
-    observed_at: dt.datetime | None = None
-    source: str = "device"
-
-
-class ControlEvent(BaseModel):
-    action: Literal["pause", "resume", "stop", "readmitted", "deceased", "do_not_contact"]
-    reason: str | None = None
-    at: dt.datetime | None = None
-
-
-class RescheduleEvent(BaseModel):
-    """Move the rest of the schedule by ``shift``, and/or the very next send to ``next_due``."""
-
-    shift: dt.timedelta | None = None
-    next_due: dt.datetime | None = None
-
-
-Event = AnswerEvent | ObservationEvent | ControlEvent | RescheduleEvent
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@dataclasses.dataclass(frozen=True)
-class Wait:
-    until: dt.datetime | None
-    """None: nothing is due; wake only for a signal (paused, or waiting for nothing)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SendTouchpoint:
-    seq: int
-    key: str
-    touchpoint_id: str
-    day: int
-    reminder: int
-    """0 for the first send, then 1, 2… for reminders."""
-    missing: tuple[str, ...] = ()
-    """Set for the one re-ask of the questions a partial reply left unanswered."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SendGreeting:
-    seq: int
-    occasion: str
-    date: dt.date
-
-
-@dataclasses.dataclass(frozen=True)
-class SendAdvice:
-    seq: int
-    rule_id: str
-    key: str | None
-    advice: LocalizedText
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordTouchpoint:
-    seq: int
-    key: str
-    touchpoint_id: str
-    day: int
-    status: TouchpointStatus
-    due_at: dt.datetime
-    at: dt.datetime
-    detail: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordAnswers:
-    seq: int
-    key: str | None
-    touchpoint_id: str | None
-    answers: dict[str, Any]
-    invalid: dict[str, str]
-    observations: tuple[ObservationValue, ...]
-    text: str | None
-    at: dt.datetime
-    late: bool
-    channel: str | None
-    source: str
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordObservation:
-    seq: int
-    observations: tuple[ObservationValue, ...]
-    at: dt.datetime
-    source: str
-
-
-@dataclasses.dataclass(frozen=True)
-class RaiseAlert:
-    seq: int
-    rule_id: str
-    key: str | None
-    tier: Tier
-    priority: Priority
-    category: str
-    summary: LocalizedText
-    evidence: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenAlertTicket:
-    """One feedback ticket for the alerts one answer (or measurement) raised."""
-
-    seq: int
-    key: str | None
-    rule_ids: tuple[str, ...]
-    alert_seqs: tuple[int, ...]
-    tier: Tier
-    priority: Priority
-    category: str
-    summary: LocalizedText
-
-
-@dataclasses.dataclass(frozen=True)
-class TriageText:
-    """Free text the patient wrote (a message, or what a questionnaire reply said besides its
-    answers): triaged like any patient message — a ticket, an emergency, or thanks."""
-
-    seq: int
-    key: str | None
-    text: str
-    channel: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenCallTask:
-    seq: int
-    reason: Literal["lost_to_follow_up", "undeliverable"]
-    key: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class CreditPoints:
-    seq: int
-    key: str
-    points: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtendGreetings:
-    seq: int
-    after: dt.date
-
-
-@dataclasses.dataclass(frozen=True)
-class SetStatus:
-    seq: int
-    status: JourneyStatus
-    reason: str | None
-    at: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class Finish:
-    status: JourneyStatus
-    reason: str | None
-
-
-Command = (
-    Wait
-    | SendTouchpoint
-    | SendGreeting
-    | SendAdvice
-    | RecordTouchpoint
-    | RecordAnswers
-    | RecordObservation
-    | RaiseAlert
-    | OpenAlertTicket
-    | OpenCallTask
-    | TriageText
-    | CreditPoints
-    | ExtendGreetings
-    | SetStatus
-    | Finish
-)
-Effect = (
-    SendTouchpoint
-    | SendGreeting
-    | SendAdvice
-    | RecordTouchpoint
-    | RecordAnswers
-    | RecordObservation
-    | RaiseAlert
-    | OpenAlertTicket
-    | OpenCallTask
-    | TriageText
-    | CreditPoints
-    | ExtendGreetings
-    | SetStatus
-)
-
-
 class JourneyProgress(BaseModel):
     """The answer to the workflow's progress query."""
 
@@ -406,15 +199,9 @@ class JourneyProgress(BaseModel):
     wakes_at: dt.datetime | None = Field(
         None, description="While parked: when its timer fires (None: it waits for an event)."
     )
-    revision: int = Field(
-        0, description="The workflow revision the journey runs under (2+: it triages free text)."
-    )
 
 
 # --------------------------------------------------------------------------- the plan, indexed
-
-Predicate = Callable[[dict[str, Any], dict[str, float]], bool]
-DueCache = dict[tuple[dt.time, int, dt.timedelta], dt.datetime]
 
 
 class PlanIndex:
@@ -494,7 +281,7 @@ def _shared_index(plan: JourneyPlan) -> PlanIndex:
 _DUE_AT = operator.attrgetter("due_at")
 
 
-class JourneyCore:
+class JourneyCore(JourneySchedule):
     """One journey's decisions. Mutates ``state``; never touches the outside world."""
 
     def __init__(
@@ -503,13 +290,9 @@ class JourneyCore:
         state: JourneyState | None = None,
         *,
         index: PlanIndex | None = None,
-        revision: int = FREE_TEXT_REVISION,
     ) -> None:
-        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator);
-        ``revision``: the workflow revision the run started under."""
+        """``index``: a :class:`PlanIndex` of ``setup.plan`` to share (the simulator)."""
         self.setup = setup
-        self.revision = revision
-        self.triages_text = revision >= FREE_TEXT_REVISION
         self.plan = setup.plan
         if index is None or index.plan is not self.plan:
             index = _shared_index(self.plan)
@@ -545,124 +328,6 @@ class JourneyCore:
         for touchpoint in self.plan.touchpoints:
             self.state.next_occurrence.setdefault(touchpoint.id, 0)
 
-    # ----------------------------------------------------------------- time mapping
-
-    def to_plan(self, real: dt.datetime) -> dt.datetime:
-        scale = self.setup.time_scale
-        return real if scale == 1 else self.origin + (real - self.origin) * scale
-
-    def to_real(self, plan: dt.datetime) -> dt.datetime:
-        scale = self.setup.time_scale
-        return plan if scale == 1 else self.origin + (plan - self.origin) / scale
-
-    def _real_duration(self, plan_duration: dt.timedelta) -> dt.timedelta:
-        return plan_duration / self.setup.time_scale
-
-    def in_window(self, real: dt.datetime) -> dt.datetime:
-        """``real``, or the next opening of the send window if that is quiet hours."""
-        # Memoised for UTC instants only: equal datetimes in other zones must keep their own
-        # tzinfo in the result.
-        if real.tzinfo is not UTC:
-            return self._in_window(real)
-        cached = self._window_cache.get(real)
-        if cached is None:
-            cached = self._window_cache[real] = self._in_window(real)
-        return cached
-
-    def _in_window(self, real: dt.datetime) -> dt.datetime:
-        plan_local = self.to_plan(real).astimezone(self.zone)
-        window = self.plan.send_window
-        if window.contains(plan_local.time()):
-            return real
-        day = plan_local.date()
-        if plan_local.time() >= window.end:
-            day += dt.timedelta(days=1)
-        opening = dt.datetime.combine(day, window.start, tzinfo=self.zone).astimezone(UTC)
-        return self.to_real(opening)
-
-    def _day_due(self, touchpoint: PlannedTouchpoint | None, day: int) -> dt.datetime:
-        send_at = touchpoint.send_at if touchpoint else self.plan.send_window.start
-        key = (send_at, day, self.state.shift)
-        due = self._due_cache.get(key)
-        if due is None:
-            local = dt.datetime.combine(
-                self.discharge_date + dt.timedelta(days=day), send_at, tzinfo=self.zone
-            )
-            plan_due = local.astimezone(UTC) + self.state.shift
-            due = self._due_cache[key] = self.in_window(self.to_real(plan_due))
-        return due
-
-    def _occurrence_day(self, touchpoint: PlannedTouchpoint, occurrence: int) -> int | None:
-        if touchpoint.every is None:
-            return touchpoint.day if occurrence == 0 else None
-        return touchpoint.every.day(occurrence)
-
-    @staticmethod
-    def occurrence_key(touchpoint: PlannedTouchpoint, occurrence: int) -> str:
-        return touchpoint.id if touchpoint.every is None else f"{touchpoint.id}#{occurrence + 1}"
-
-    # ----------------------------------------------------------------- what is next
-
-    def _next_occurrence(self) -> tuple[dt.datetime, PlannedTouchpoint, int, int] | None:
-        state = self.state
-        key = (tuple(state.next_occurrence.items()), state.shift)
-        if key in self._upcoming:
-            best = self._upcoming[key]
-        else:
-            best = self._upcoming[key] = self._earliest_occurrence()
-        if best is None:
-            return None
-        if state.override_next_due is not None:
-            return self.in_window(state.override_next_due), best[1], best[2], best[3]
-        return best
-
-    def _earliest_occurrence(self) -> tuple[dt.datetime, PlannedTouchpoint, int, int] | None:
-        best: tuple[dt.datetime, PlannedTouchpoint, int, int] | None = None
-        next_occurrence = self.state.next_occurrence
-        for touchpoint in self.plan.touchpoints:
-            occurrence = next_occurrence[touchpoint.id]
-            day = self._occurrence_day(touchpoint, occurrence)
-            if day is None:
-                continue
-            due = self._day_due(touchpoint, day)
-            # Strictly earlier only: on a tie the touchpoint first in the plan wins.
-            if best is None or due < best[0]:
-                best = (due, touchpoint, occurrence, day)
-        return best
-
-    def _next_greeting(
-        self, horizon: dt.datetime | None, now: dt.datetime
-    ) -> tuple[dt.datetime, GreetingOccasion] | None:
-        if not self.plan.greetings:
-            return None
-        if self._today is not None and self._today[0] == now:
-            today = self._today[1]
-        else:
-            today = self.to_plan(now).astimezone(self.zone).date()
-            self._today = (now, today)
-        greetings = self.setup.greetings
-        while self.state.next_greeting < len(greetings):
-            occasion = greetings[self.state.next_greeting]
-            if occasion.date >= today:
-                break
-            self.state.next_greeting += 1  # a greeting for a day already gone is not sent late
-        else:
-            return None
-        due = self._day_due(None, (occasion.date - self.discharge_date).days)
-        if horizon is None or due > horizon:
-            return None
-        return due, occasion
-
-    def _journey_end_bound(self, next_touchpoint_due: dt.datetime | None) -> dt.datetime | None:
-        """Greetings are sent only while the journey still has touchpoints ahead or open."""
-        # max() of the candidates, without building the list: the first of equals wins.
-        bound = next_touchpoint_due or None
-        for touchpoint in self.state.open:
-            deadline = touchpoint.deadline
-            if deadline and (bound is None or deadline > bound):
-                bound = deadline
-        return bound
-
     # ----------------------------------------------------------------- the driver API
 
     def next_command(self, now: dt.datetime) -> Command:
@@ -678,9 +343,38 @@ class JourneyCore:
             return Wait(None)
 
         wakes: list[dt.datetime] = []
-        # 1. Open touchpoints: retries after quiet hours, reminders, deadlines. (Any branch
-        # that changes ``open`` returns at once, so a single one need not be copied to sort.)
-        open_touchpoints = state.open
+        # 1. Open touchpoints: retries after quiet hours, reminders, deadlines.
+        command = self._open_touchpoint_command(now, wakes)
+        if command is not None:
+            return command
+
+        # 2. The next scheduled occurrence.
+        upcoming = self._next_occurrence()
+        if upcoming is not None:
+            due, planned, occurrence, day = upcoming
+            if due <= now:
+                return self._open(planned, occurrence, day, due, now)
+            wakes.append(due)
+
+        # 3. Greetings, while the journey has something ahead. (Without greetings in the
+        # plan, ``_next_greeting`` is None and the extension cannot apply: skip both.)
+        if self.plan.greetings:
+            command = self._greeting_command(upcoming[0] if upcoming else None, now, wakes)
+            if command is not None:
+                return command
+
+        if upcoming is None and not self.state.open:
+            return self._set_status(JourneyStatus.COMPLETED, None, now)
+        return Wait(min(wakes) if wakes else None)
+
+    def _open_touchpoint_command(
+        self, now: dt.datetime, wakes: list[dt.datetime]
+    ) -> Command | None:
+        """A send, reminder or miss due now among the open touchpoints; else None, with the
+        times they next need the journey added to ``wakes``."""
+        # Any branch that changes ``open`` returns at once, so a single one need not be
+        # copied to sort.
+        open_touchpoints = self.state.open
         if len(open_touchpoints) > 1:
             open_touchpoints = sorted(open_touchpoints, key=_DUE_AT)
         for touchpoint in open_touchpoints:
@@ -699,38 +393,29 @@ class JourneyCore:
                 wakes.append(reminder_at)
             if touchpoint.deadline is not None:
                 wakes.append(touchpoint.deadline)
+        return None
 
-        # 2. The next scheduled occurrence.
-        upcoming = self._next_occurrence()
-        if upcoming is not None:
-            due, planned, occurrence, day = upcoming
+    def _greeting_command(
+        self, next_touchpoint_due: dt.datetime | None, now: dt.datetime, wakes: list[dt.datetime]
+    ) -> Command | None:
+        """A greeting due now, or more greeting dates for an open-ended journey; else None,
+        with the next greeting's time added to ``wakes``."""
+        greeting = self._next_greeting(self._journey_end_bound(next_touchpoint_due), now)
+        if greeting is not None:
+            due, occasion = greeting
             if due <= now:
-                return self._open(planned, occurrence, day, due, now)
+                return self._push(SendGreeting(self._seq(), occasion.occasion, occasion.date))
             wakes.append(due)
-
-        # 3. Greetings, while the journey has something ahead. (Without greetings in the
-        # plan, ``_next_greeting`` is None and the extension below cannot apply: skip both.)
-        if self.plan.greetings:
-            greeting = self._next_greeting(
-                self._journey_end_bound(upcoming[0] if upcoming else None), now
-            )
-            if greeting is not None:
-                due, occasion = greeting
-                if due <= now:
-                    return self._push(SendGreeting(self._seq(), occasion.occasion, occasion.date))
-                wakes.append(due)
-            elif (
-                self.setup.greetings_until is not None
-                and self.index.open_ended
-                and self.state.next_greeting >= len(self.setup.greetings)
-                and upcoming is not None
-                and upcoming[0].astimezone(self.zone).date() > self.setup.greetings_until
-            ):
-                return self._push(ExtendGreetings(self._seq(), self.setup.greetings_until))
-
-        if upcoming is None and not self.state.open:
-            return self._set_status(JourneyStatus.COMPLETED, None, now)
-        return Wait(min(wakes) if wakes else None)
+            return None
+        if (
+            self.setup.greetings_until is not None
+            and self.index.open_ended
+            and self.state.next_greeting >= len(self.setup.greetings)
+            and next_touchpoint_due is not None
+            and next_touchpoint_due.astimezone(self.zone).date() > self.setup.greetings_until
+        ):
+            return self._push(ExtendGreetings(self._seq(), self.setup.greetings_until))
+        return None
 
     def complete(self, command: Command, result: Any, now: dt.datetime) -> None:
         """Report that ``command`` was carried out, with the activity's result (or None)."""
@@ -982,7 +667,7 @@ class JourneyCore:
         questions = self.index.questions[planned.id] if planned else None
         raw_answers: dict[str, Any] = dict(event.answers)
         free_text = (event.text or "").strip()
-        if self.triages_text and free_text and planned is not None and planned.questionnaire:
+        if free_text and planned is not None and planned.questionnaire:
             # A reply in words may answer questions too; what it says besides is triaged.
             # After a partial reply only the questions still open are asked (and numbered).
             questionnaire = planned.questionnaire
@@ -1042,17 +727,13 @@ class JourneyCore:
         )
         if parsed or observations:
             self._evaluate_rules(key, touchpoint_id, parsed, observations)
-        if self.triages_text:
-            to_triage = "\n".join(part for part in (free_text, *written) if part)
-            if to_triage and self.state.status not in _ENDED:
-                self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
-            if open_touchpoint is not None:
-                self._touchpoint_replied(
-                    open_touchpoint, planned, parsed, bool(free_text), at, event.source
-                )
-            return
-        if open_touchpoint is not None and (parsed or event.text):
-            self._mark_answered(open_touchpoint, planned, at)
+        to_triage = "\n".join(part for part in (free_text, *written) if part)
+        if to_triage and self.state.status not in _ENDED:
+            self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
+        if open_touchpoint is not None:
+            self._touchpoint_replied(
+                open_touchpoint, planned, parsed, bool(free_text), at, event.source
+            )
 
     def _touchpoint_replied(
         self,
@@ -1286,7 +967,6 @@ class JourneyCore:
             next_touchpoint=next_key,
             next_due_at=upcoming[0] if upcoming else None,
             paused=self.state.status == JourneyStatus.PAUSED,
-            revision=self.revision,
         )
 
     def schedule(self, limit: int = 50) -> list[tuple[str, int, dt.datetime]]:
@@ -1307,106 +987,6 @@ class JourneyCore:
 
 _ENDED = (JourneyStatus.COMPLETED, JourneyStatus.LOST, JourneyStatus.STOPPED)
 _SENDS = (SendTouchpoint, SendGreeting, SendAdvice)
-
-
-def _compare(op: str, actual: Any, expected: Any) -> bool:
-    if op == "in":
-        return actual in (expected if isinstance(expected, list | tuple | set) else [expected])
-    if op in ("eq", "ne"):
-        same = str(actual).lower() == str(expected).lower()
-        if isinstance(actual, float) and isinstance(expected, int | float):
-            same = actual == float(expected)
-        return same if op == "eq" else not same
-    try:
-        left, right = float(actual), float(expected)
-    except (TypeError, ValueError):
-        return False
-    return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
-
-
-def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str, float]) -> bool:
-    """Does ``condition`` hold for these parsed answers and indicator values? (Pure.)"""
-    if isinstance(condition, AnswerCondition):
-        return condition.question in answers and _compare(
-            condition.op, answers[condition.question], condition.value
-        )
-    if isinstance(condition, IndicatorCondition):
-        return condition.indicator in indicators and _compare(
-            condition.op, indicators[condition.indicator], condition.value
-        )
-    if isinstance(condition, AnyCondition):
-        return any(evaluate(c, answers, indicators) for c in condition.any)
-    if isinstance(condition, AllCondition):
-        return all(evaluate(c, answers, indicators) for c in condition.all)
-    return False
-
-
-def _compiled_compare(op: str, expected: Any) -> Callable[[Any], bool]:
-    """``lambda actual: _compare(op, actual, expected)``, with the work on ``expected`` done
-    once. Same results, same exceptions."""
-    if op == "in":
-        members = expected if isinstance(expected, list | tuple | set) else [expected]
-        return lambda actual: actual in members
-    if op in ("eq", "ne"):
-        expected_text = str(expected).lower()
-        numeric = isinstance(expected, int | float)
-        try:
-            expected_number = float(expected) if numeric else 0.0
-        except OverflowError:  # an int beyond float: fail when compared, as before
-            return lambda actual: _compare(op, actual, expected)
-        want = op == "eq"
-
-        def equal(actual: Any) -> bool:
-            if numeric and isinstance(actual, float):
-                return (actual == expected_number) is want
-            return (str(actual).lower() == expected_text) is want
-
-        return equal
-    if op not in _ORDERINGS:
-        return lambda actual: _compare(op, actual, expected)
-    try:
-        right = float(expected)
-    except (TypeError, ValueError):
-        right = None
-    except OverflowError:  # an int beyond float: fail when compared, as before
-        return lambda actual: _compare(op, actual, expected)
-    ordering = _ORDERINGS[op]
-
-    def compare(actual: Any) -> bool:
-        try:
-            left = float(actual)
-        except (TypeError, ValueError):
-            return False
-        return right is not None and ordering(left, right)
-
-    return compare
-
-
-_ORDERINGS: dict[str, Callable[[float, float], bool]] = {
-    "gt": operator.gt,
-    "gte": operator.ge,
-    "lt": operator.lt,
-    "lte": operator.le,
-}
-
-
-def compile_condition(condition: Condition) -> Predicate:
-    """``condition`` as a predicate equivalent to :func:`evaluate` — alert rules are checked on
-    every answer, so their constants are converted once, when the plan is indexed."""
-    if isinstance(condition, AnswerCondition):
-        question, holds = condition.question, _compiled_compare(condition.op, condition.value)
-        return lambda answers, indicators: question in answers and holds(answers[question])
-    if isinstance(condition, IndicatorCondition):
-        indicator = condition.indicator
-        holds = _compiled_compare(condition.op, condition.value)
-        return lambda answers, indicators: indicator in indicators and holds(indicators[indicator])
-    if isinstance(condition, AnyCondition):
-        parts = tuple(compile_condition(c) for c in condition.any)
-        return lambda answers, indicators: any(p(answers, indicators) for p in parts)
-    if isinstance(condition, AllCondition):
-        parts = tuple(compile_condition(c) for c in condition.all)
-        return lambda answers, indicators: all(p(answers, indicators) for p in parts)
-    return lambda answers, indicators: False
 
 
 def preview_schedule(

@@ -1,5 +1,5 @@
-"""What goes in and out of the journey workflow: its input and result, the revision new runs
-start with, activity options, and the record each bookkeeping command becomes.
+"""What goes in and out of the journey workflow: its input and result, activity options, and
+the record each bookkeeping command becomes.
 
 Kept out of ``workflows/journey.py`` on purpose: the workflow sandbox re-imports the workflow's
 own module for every journey a worker starts (compiling and executing it afresh), while this
@@ -45,16 +45,13 @@ from suifang.workflows.journey_records import (
 )
 
 __all__ = [
-    "JOURNEY_REVISION",
-    "LOCAL_RECORDS_PATCH",
-    "LOCAL_RECORD_OPTIONS",
     "RECORD_OPTIONS",
     "SEND_OPTIONS",
     "JourneyInput",
     "JourneyResult",
     "event_key",
     "journey_workflow_id",
-    "record_input",
+    "record_item",
 ]
 
 RECORD_OPTIONS: dict[str, Any] = {
@@ -64,26 +61,6 @@ RECORD_OPTIONS: dict[str, Any] = {
     "heartbeat_timeout": dt.timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
 }
-LOCAL_RECORD_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-LOCAL_RECORDS_PATCH = "local-record-activities"
-"""Journeys of revision 0 started with this marker write their records in batches, as local
-activities (see ``_write_batch``); older ones write each record as an ordinary activity."""
-JOURNEY_REVISION = 2
-"""The revision new journeys start with (``JourneyInput.revision``, docs/workflow-changes.md):
-
-- 0 — started before revisions: the ``local-record-activities`` patch marker says whether the
-  run batches its records into local activities;
-- 1 — records are batched into local activities (no patch marker asked: each one costs every
-  new run a marker and a visibility update), and the records made before a send are written
-  by the send itself instead of a local activity of their own;
-- 2 — free text (a message, or what a questionnaire reply says besides its answers) is
-  triaged by the journey itself (``TriageText``: a ticket, an emergency, or thanks recorded),
-  and a touchpoint counts as answered only when its required questions are; a partial reply
-  has the rest asked again once.
-"""
 SEND_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": dt.timedelta(minutes=2),
     "heartbeat_timeout": dt.timedelta(seconds=15),
@@ -108,16 +85,12 @@ class JourneyInput(BaseModel):
     and the touchpoints that ask it name it (``"questionnaire": "q0"``): a pathway asks the
     same questionnaire at most touchpoints, and the plan travels in every journey's start
     event (and each continue-as-new) — the PCI pathway's 20 KB of JSON is 14 KB of one
-    questionnaire four times over. Inputs written before (each touchpoint with its own copy)
-    still read; decoded, touchpoints that share a questionnaire share one object, and
-    journeys with equal plans share one plan.
+    questionnaire four times over. Decoded, touchpoints that share a questionnaire share one
+    object, and journeys with equal plans share one plan.
     """
 
     setup: JourneySetup
     state: JourneyState | None = None
-    revision: int = 0
-    """The workflow code revision the run was started under; runs from before revisions have
-    none (0). Starters pass ``JOURNEY_REVISION``."""
 
     @model_serializer(mode="wrap")
     def _share_questionnaires(self, serialize: SerializerFunctionWrapHandler) -> Any:
@@ -183,6 +156,11 @@ def _decode_plan(plan: dict[str, Any], shared: dict[str, Any]) -> JourneyPlan:
     touchpoints = []
     for touchpoint in plan.get("touchpoints", []):
         name = touchpoint.get("questionnaire") if isinstance(touchpoint, dict) else None
+        if isinstance(name, dict):
+            raise ValueError(
+                f"touchpoint {touchpoint.get('id')!r} holds its questionnaire inline; a journey "
+                'input names it ("q0") and holds it once under "questionnaires"'
+            )
         if isinstance(name, str):
             if name not in questionnaires:
                 raise ValueError(
@@ -205,56 +183,48 @@ def event_key(workflow_id: str, seq: int) -> str:
     return f"{workflow_id}:{seq}"
 
 
-def record_input(
+def record_item(
     command: Any, setup: JourneySetup, workflow_id: str, now: dt.datetime
-) -> tuple[str, RecordItem] | None:
-    """(activity, input) of a bookkeeping command of the run ``workflow_id``; None for anything
+) -> RecordItem | None:
+    """The record a bookkeeping command of the run ``workflow_id`` writes; None for anything
     else. ``now`` is the workflow's clock (when an alert was raised)."""
     ids = {"enrollment_id": setup.enrollment_id, "patient_id": setup.patient_id}
     if isinstance(command, RecordTouchpoint):
-        return (
-            "record_touchpoint",
-            TouchpointInput(
-                enrollment_id=setup.enrollment_id,
-                key=command.key,
-                touchpoint_id=command.touchpoint_id,
-                day=command.day,
-                status=command.status,
-                due_at=command.due_at,
-                at=command.at,
-                detail=command.detail,
-            ),
+        return TouchpointInput(
+            enrollment_id=setup.enrollment_id,
+            key=command.key,
+            touchpoint_id=command.touchpoint_id,
+            day=command.day,
+            status=command.status,
+            due_at=command.due_at,
+            at=command.at,
+            detail=command.detail,
         )
     if isinstance(command, RecordAnswers):
-        return (
-            "record_answers",
-            AnswersInput(
-                event_key=event_key(workflow_id, command.seq),
-                touchpoint_key=command.key,
-                answers=command.answers,
-                invalid=command.invalid,
-                observations=list(command.observations),
-                text=command.text,
-                at=command.at,
-                late=command.late,
-                channel=command.channel,
-                source=command.source,
-                **ids,
-            ),
+        return AnswersInput(
+            event_key=event_key(workflow_id, command.seq),
+            touchpoint_key=command.key,
+            answers=command.answers,
+            invalid=command.invalid,
+            observations=list(command.observations),
+            text=command.text,
+            at=command.at,
+            late=command.late,
+            channel=command.channel,
+            source=command.source,
+            **ids,
         )
     if isinstance(command, RecordObservation):
-        return (
-            "record_observations",
-            ObservationsInput(
-                event_key=event_key(workflow_id, command.seq),
-                observations=list(command.observations),
-                at=command.at,
-                source=command.source,
-                **ids,
-            ),
+        return ObservationsInput(
+            event_key=event_key(workflow_id, command.seq),
+            observations=list(command.observations),
+            at=command.at,
+            source=command.source,
+            **ids,
         )
     if isinstance(command, RaiseAlert):
-        alert = AlertInput(
+        # The alert's id is not needed: its ticket finds it by event key.
+        return AlertInput(
             event_key=event_key(workflow_id, command.seq),
             rule_id=command.rule_id,
             touchpoint_key=command.key,
@@ -266,26 +236,18 @@ def record_input(
             at=now,
             **ids,
         )
-        # The alert's id is not needed: its ticket finds it by event key.
-        return ("raise_alert", alert)
     if isinstance(command, CreditPoints):
-        return (
-            "credit_points",
-            PointsInput(
-                event_key=event_key(workflow_id, command.seq),
-                touchpoint_key=command.key,
-                points=command.points,
-                **ids,
-            ),
+        return PointsInput(
+            event_key=event_key(workflow_id, command.seq),
+            touchpoint_key=command.key,
+            points=command.points,
+            **ids,
         )
     if isinstance(command, SetStatus):
-        return (
-            "set_journey_status",
-            StatusInput(
-                enrollment_id=setup.enrollment_id,
-                status=command.status,
-                reason=command.reason,
-                at=command.at,
-            ),
+        return StatusInput(
+            enrollment_id=setup.enrollment_id,
+            status=command.status,
+            reason=command.reason,
+            at=command.at,
         )
     return None

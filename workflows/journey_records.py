@@ -104,9 +104,8 @@ class AlertInput(BaseModel):
     category: str
     summary: LocalizedText
     evidence: dict[str, Any] = Field(default_factory=dict)
-    at: dt.datetime | None = None
-    """The journey's clock when the alert was raised (absent from journeys before 2026-11-23:
-    the activity fills in when it was scheduled)."""
+    at: dt.datetime
+    """The journey's clock when the alert was raised."""
 
 
 class PointsInput(BaseModel):
@@ -327,8 +326,6 @@ def _write_observations(connection: Connection, record: ObservationsInput) -> No
 
 
 def _write_alert(connection: Connection, alert: AlertInput) -> None:
-    if alert.at is None:
-        raise ValueError("an alert record needs the time it was raised")
     row = {
         "event_key": alert.event_key,
         "enrollment_id": alert.enrollment_id,

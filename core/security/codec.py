@@ -9,8 +9,6 @@ too: the first encrypts, any whose id a payload names decrypts it. Only processe
 keys — workers, the API, the CLI — can read payloads; the Temporal server and its database
 see ciphertext. ``POST /codec/decode`` is the codec-server decode path for authorised
 operators.
-
-Payloads written before 2026-11-23 are Fernet tokens (``binary/encrypted``); they still decode.
 """
 
 from __future__ import annotations
@@ -24,10 +22,9 @@ from temporalio.converter import PayloadCodec
 
 from suifang.core.security.crypto import Keyring
 
-__all__ = ["ENCODING", "FERNET_ENCODING", "PayloadEncryptionCodec", "UndecryptablePayload"]
+__all__ = ["ENCODING", "PayloadEncryptionCodec", "UndecryptablePayload"]
 
 ENCODING = b"binary/encrypted-aes-256-gcm"
-FERNET_ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 _NONCE_BYTES = 12
 
@@ -62,10 +59,8 @@ class PayloadEncryptionCodec(PayloadCodec):
             encoding = payload.metadata.get("encoding")
             if encoding == ENCODING:
                 decoded.append(Payload.FromString(self._open(payload)))
-            elif encoding == FERNET_ENCODING:
-                decoded.append(Payload.FromString(self.keyring.fernet.decrypt(payload.data)))
             else:
-                decoded.append(payload)  # written before encryption was on: readable as is
+                decoded.append(payload)  # not sealed by this codec: nothing to open
         return decoded
 
     def _open(self, payload: Payload) -> bytes:

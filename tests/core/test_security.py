@@ -45,7 +45,6 @@ from suifang.core.security.auth import (
 )
 from suifang.core.security.codec import (
     ENCODING,
-    FERNET_ENCODING,
     PayloadEncryptionCodec,
     UndecryptablePayload,
 )
@@ -491,17 +490,6 @@ async def test_temporal_payloads_are_sealed_and_keys_rotate_like_the_database_s(
     relabelled.metadata["encryption-key-id"] = sealed.metadata["encryption-key-id"]
     with pytest.raises(UndecryptablePayload, match="altered"):
         await codec.decode([relabelled])
-
-
-async def test_payloads_sealed_before_aes_gcm_still_open() -> None:
-    keyring = Keyring((generate_key(),), b"b" * 32)
-    legacy = Payload(
-        metadata={"encoding": FERNET_ENCODING},
-        data=keyring.fernet.encrypt(_payload(FREE_TEXT).SerializeToString()),
-    )
-    plain = _payload("written before encryption was on")
-    opened = await PayloadEncryptionCodec(keyring).decode([legacy, plain])
-    assert [json.loads(p.data) for p in opened] == [FREE_TEXT, "written before encryption was on"]
 
 
 async def test_operators_read_a_history_through_the_codec_endpoint_and_no_one_else(

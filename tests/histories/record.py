@@ -13,9 +13,9 @@ the replay test uses too. Run from the repository root::
     .venv/bin/python -m tests.histories.record --into v2        # → tests/histories/v2/
     .venv/bin/python tests/histories/record.py --only ticket-transferred --replace
 
-A generation directory that exists is never overwritten without ``--replace``: after a
-replay-incompatible change, record into a new directory and keep the old ones (see
-``docs/workflow-changes.md``).
+A generation directory that exists is never overwritten without ``--replace``: after a change
+to workflow code, record into a new directory and keep the old one for as long as runs it
+recorded can still be open (see ``docs/workflow-changes.md``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from suifang.tickets.service import (
     open_ticket,
     patient_event,
 )
-from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_core import AnswerEvent, ControlEvent
@@ -264,7 +264,7 @@ class Recorder:
             )
         handle = await self.env.client.start_workflow(
             FeedbackTicketWorkflow.run,
-            TicketInput(setup=start.setup, revision=TICKET_REVISION),
+            TicketInput(setup=start.setup),
             id=start.workflow_id,
             task_queue=self.runtime.settings.task_queue,
         )
@@ -508,7 +508,7 @@ async def journey_pci_free_text(rec: Recorder) -> None:
     await asyncio.wait_for(handle.result(), timeout=30)
     await rec.keep(
         "journey-pci-free-text",
-        "PCI journey (revision 2): a reply with three answers and a sentence — the sentence "
+        "PCI journey: a reply with three answers and a sentence — the sentence "
         "triaged into a ticket, the other questions asked again and answered; then completed",
         handle.id,
     )
@@ -562,7 +562,7 @@ async def ticket_emergency_paged(rec: Recorder) -> None:
     await rec.env.sleep(dt.timedelta(days=3, minutes=1))
     await rec.keep(
         "ticket-emergency-paged",
-        "Emergency (revision 2): the on-call doctor paged, no acknowledgement for 5 minutes, the "
+        "Emergency: the on-call doctor paged, no acknowledgement for 5 minutes, the "
         "backup paged and acknowledges, the patient told, resolved and closed",
         await rec.closed(summary.id),
     )

@@ -704,16 +704,6 @@ class Drill:
 # --------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG, to fix first: under CPU load a journey's record_batch local activity can "
-        "outlive a workflow-task heartbeat, and replaying that history fails with [TMPRL1100] "
-        "'Missing associated machine for LocalActivity' (a query or a worker restart then "
-        "cannot rebuild the journey). Deciding on the pre-write time fixed one cause, not all; "
-        "see docs/reliability.md. The drill still runs and prints what it finds."
-    ),
-)
 async def test_no_message_is_lost_or_sent_twice_while_workers_and_the_server_die(
     platform: Platform,
 ) -> None:

@@ -376,25 +376,6 @@ def test_an_urgent_clinical_ticket_notifies_the_on_call_once_without_chasing() -
     assert run.core.snapshot().paging == "notified"
 
 
-def test_runs_from_before_paging_do_not_page() -> None:
-    core = TicketCore(
-        TicketSetup(
-            ticket_id=1,
-            patient_id=1,
-            source=TicketSource.PATIENT_MESSAGE,
-            summary="胸口疼",
-            opened_at=FRIDAY,
-            triage=emergency(),
-            policy=POLICY,
-            discharge_department="cardiology",
-        ),
-        revision=1,
-    )
-    run = Run(core, FRIDAY)
-    run.until_idle(FRIDAY + dt.timedelta(hours=1))
-    assert run.pages() == []
-
-
 def test_a_clinical_l2_ticket_opened_friday_at_five_is_due_that_evening() -> None:
     friday_five = dt.datetime(2026, 11, 20, 17, 0, tzinfo=SHANGHAI)
     run = start(

@@ -23,7 +23,7 @@ from suifang.core.security.auth import create_user, issue_token
 from suifang.core.triage import TriageResult
 from suifang.tickets.calendar import BusinessCalendar
 from suifang.tickets.opening import build_ticket, sla_policy
-from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
+from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -285,7 +285,7 @@ async def _start_with_policy(
     setup = start.setup.model_copy(update={"policy": policy})
     handle = await env.client.start_workflow(
         FeedbackTicketWorkflow.run,
-        TicketInput(setup=setup, revision=TICKET_REVISION),
+        TicketInput(setup=setup),
         id=start.workflow_id,
         task_queue=runtime.settings.task_queue,
     )

@@ -283,21 +283,6 @@ def test_words_alone_do_not_answer_a_questionnaire() -> None:
     ]
 
 
-def test_a_journey_started_before_revision_2_keeps_its_old_answer_rule() -> None:
-    core = JourneyCore(
-        JourneySetup(enrollment_id=1, patient_id=1, plan=pci(), discharged_at=DISCHARGED),
-        revision=1,
-    )
-    run = Driver(core, DISCHARGED)
-    run.on_send = _reply_once("day3", AnswerEvent(text="挺好的"))
-    run.run(until=DISCHARGED + dt.timedelta(days=4))
-    # What running histories recorded must replay: text alone answered, nothing triaged.
-    assert [c.status for c in run.of(RecordTouchpoint) if c.status in DONE] == [
-        TouchpointStatus.ANSWERED
-    ]
-    assert run.of(TriageText) == []
-
-
 def test_late_answer_is_recorded_against_its_touchpoint_and_still_alerts() -> None:
     run = driver(pci())
     run.run(until=DISCHARGED + dt.timedelta(days=6))  # day3 missed at 11-06 10:00

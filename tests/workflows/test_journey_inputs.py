@@ -1,8 +1,7 @@
 """A journey's start event holds each questionnaire of its plan once, and reads back whole.
 
 The plan travels in every journey's start event; most touchpoints ask the same questionnaire,
-so the serialized input names it instead of repeating it. Inputs written before that (every
-touchpoint with its own copy, as in recorded histories) still read.
+so the serialized input names it instead of repeating it.
 """
 
 from __future__ import annotations
@@ -53,17 +52,23 @@ async def test_the_start_event_holds_each_questionnaire_once(
     assert [t.id for t in plan.touchpoints] == [t.id for t in enrollment_plan.touchpoints]
 
 
-async def test_an_input_with_a_copy_per_touchpoint_still_reads(
+async def test_an_input_reads_back_as_it_was_written(
     runtime: Runtime, journey_worker: WorkflowEnvironment
 ) -> None:
-    raw, decoded = await _started_input(runtime, journey_worker)
-    legacy = json.loads(json.dumps(raw))
-    shared = legacy.pop("questionnaires")
-    for touchpoint in legacy["setup"]["plan"]["touchpoints"]:
-        if touchpoint["questionnaire"] is not None:
-            touchpoint["questionnaire"] = shared[touchpoint["questionnaire"]]
-    assert JourneyInput.model_validate(legacy) == decoded
+    _, decoded = await _started_input(runtime, journey_worker)
     assert JourneyInput.model_validate_json(decoded.model_dump_json()) == decoded
+
+
+async def test_a_questionnaire_copied_into_a_touchpoint_is_a_clear_error(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    raw, _ = await _started_input(runtime, journey_worker)
+    first = next(t for t in raw["setup"]["plan"]["touchpoints"] if t["questionnaire"])
+    first["questionnaire"] = raw["questionnaires"][first["questionnaire"]]
+    with pytest.raises(
+        ValidationError, match=f"touchpoint '{first['id']}' holds its questionnaire inline"
+    ):
+        JourneyInput.model_validate(raw)
 
 
 async def test_a_questionnaire_the_input_does_not_hold_is_a_clear_error(

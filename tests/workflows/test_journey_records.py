@@ -123,36 +123,13 @@ async def test_a_batch_writes_every_record_once_even_when_retried(
         assert stored.ended_at == now
 
 
-async def test_journeys_from_before_batching_still_write_each_record_on_its_own(
+async def test_a_batch_for_an_enrollment_that_is_gone_fails_without_retrying(
     runtime: Runtime, journey_worker: WorkflowEnvironment
 ) -> None:
-    """Runs started before batching call one activity per record; retries change nothing."""
-    enrollment, now, batch = await _enrolled(runtime, journey_worker)
-    touchpoint, answers, answered, alert, points, _, status = batch.items
-    assert isinstance(alert, AlertInput)
-    activities = JourneyActivities(runtime)
-    environment = ActivityEnvironment()
-    # Those journeys sent no time with an alert: it gets the time its activity was scheduled.
-    alert = alert.model_copy(update={"at": None})
-    for _ in range(2):
-        await environment.run(activities.record_touchpoint, touchpoint)
-        await environment.run(activities.record_answers, answers)
-        await environment.run(activities.record_touchpoint, answered)
-        alert_ids = {await environment.run(activities.raise_alert, alert)}
-        await environment.run(activities.credit_points, points)
-        await environment.run(activities.set_journey_status, status)
-    with Session(runtime.engine) as session:
-        [stored_alert] = session.exec(
-            select(Alert).where(Alert.enrollment_id == enrollment.enrollment_id)
-        ).all()
-        assert alert_ids == {stored_alert.id}
-        assert stored_alert.created_at == environment.info.current_attempt_scheduled_time
-        assert len(session.exec(select(Answer).where(Answer.event_key == "wf:7")).all()) == 1
-        stored = session.get(Enrollment, enrollment.enrollment_id)
-        assert stored is not None
-        assert (stored.points, stored.status) == (10, JourneyStatus.COMPLETED)
-
+    _, now, _ = await _enrolled(runtime, journey_worker)
     gone = StatusInput(enrollment_id=999_999, status=JourneyStatus.STOPPED, reason=None, at=now)
     with pytest.raises(ApplicationError, match="enrollment 999999 missing") as failure:
-        await environment.run(activities.set_journey_status, gone)
+        await ActivityEnvironment().run(
+            JourneyActivities(runtime).record_batch, RecordBatch(items=[gone])
+        )
     assert failure.value.non_retryable
