@@ -8,6 +8,7 @@ workflow as validated updates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -26,6 +27,7 @@ from suifang.core.models import (
     Encounter,
     Enrollment,
     Patient,
+    PraiseRecord,
     Ticket,
     TicketEvent,
     TicketNote,
@@ -287,9 +289,32 @@ async def open_ticket(
     triage: TriageResult | None = None,
 ) -> TicketSummary:
     """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
-    its workflow."""
+    its workflow.
+
+    The database work runs in threads, and no session is open while triage (maybe an AI
+    call) or Temporal is awaited."""
     from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
+    request = await asyncio.to_thread(_check_ticket_request, runtime, data)
+    if triage is None:
+        triage = await runtime.plugins.triage_async(request)
+    if data.category:
+        triage = triage.model_copy(update={"category": data.category})
+    start = await asyncio.to_thread(_build_ticket_row, runtime, data, triage)
+    client = await runtime.client()
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
+        await client.start_workflow(
+            FeedbackTicketWorkflow.run,
+            TicketInput(setup=start.setup, revision=TICKET_REVISION),
+            id=start.workflow_id,
+            task_queue=runtime.settings.task_queue,
+        )
+    return await asyncio.to_thread(_ticket_summary, runtime, start.ticket_id)
+
+
+def _check_ticket_request(runtime: Runtime, data: TicketIn) -> TriageRequest:
+    """What triage needs to know of the ticket's patient, once the patient and journey are
+    found to exist and belong together."""
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
         if patient is None:
@@ -300,13 +325,12 @@ async def open_ticket(
                 raise ValidationFailed(
                     f"enrollment_id: journey {data.enrollment_id} is not this patient's"
                 )
-        if triage is None:
-            request = _triage_request(session, patient, data.text, data.source, data.enrollment_id)
-            session.commit()  # hands the connection back while triage (maybe an AI call) runs
-            triage = await runtime.plugins.triage_async(request)
-        if data.category:
-            triage = triage.model_copy(update={"category": data.category})
-        start = build_ticket(
+        return _triage_request(session, patient, data.text, data.source, data.enrollment_id)
+
+
+def _build_ticket_row(runtime: Runtime, data: TicketIn, triage: TriageResult) -> TicketStart:
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        return build_ticket(
             session,
             patient_id=data.patient_id,
             source=data.source,
@@ -317,17 +341,12 @@ async def open_ticket(
             department=data.department,
             idempotency_key=data.idempotency_key,
         )
-        client = await runtime.client()
-        with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
-            await client.start_workflow(
-                FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup, revision=TICKET_REVISION),
-                id=start.workflow_id,
-                task_queue=runtime.settings.task_queue,
-            )
-        ticket = session.get(Ticket, start.ticket_id)
+
+
+def _ticket_summary(runtime: Runtime, ticket_id: int) -> TicketSummary:
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        session.refresh(ticket)
         return TicketSummary(**_summary(ticket))
 
 
@@ -512,18 +531,20 @@ async def receive_patient_message(
     from suifang.workflows.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
     from suifang.workflows.rendering import MessageContext, MessageRenderer, address_patient
 
-    with Session(runtime.engine, expire_on_commit=False) as session:
-        patient = session.get(Patient, patient_id)
-        if patient is None:
-            raise NotFoundError(f"no patient {patient_id}")
-        request = _triage_request(
-            session, patient, text, TicketSource.PATIENT_MESSAGE, enrollment_id
-        )
-        session.commit()  # hands the connection back while triage (maybe an AI call) runs
-        triage = await runtime.plugins.triage_async(request)
-        if triage.intent == "nothing":
-            return PatientMessageOutcome()
-        if triage.intent == "praise":
+    def triage_request() -> TriageRequest:
+        with Session(runtime.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, patient_id)
+            if patient is None:
+                raise NotFoundError(f"no patient {patient_id}")
+            return _triage_request(
+                session, patient, text, TicketSource.PATIENT_MESSAGE, enrollment_id
+            )
+
+    def thanks() -> tuple[PraiseRecord, bool, str, MessageContext, list[str]]:
+        """The praise, recorded once, and what the thank-you needs."""
+        with Session(runtime.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, patient_id)
+            assert patient is not None
             department = session.get(Department, request.discharge_department or "")
             record, created = record_praise(
                 session,
@@ -548,7 +569,13 @@ async def receive_patient_message(
                 else "",
                 hospital=runtime.settings.hospital_name,
             )
-            preferred = list(patient.preferred_channels)
+            return record, created, locale, context, list(patient.preferred_channels)
+
+    # No session is open while triage (maybe an AI call) or a channel is awaited.
+    request = await asyncio.to_thread(triage_request)
+    triage = await runtime.plugins.triage_async(request)
+    if triage.intent == "nothing":
+        return PatientMessageOutcome()
     if triage.intent != "praise":
         summary = await open_ticket(
             runtime,
@@ -558,6 +585,7 @@ async def receive_patient_message(
             triage=triage,
         )
         return PatientMessageOutcome(ticket_id=summary.id)
+    record, created, locale, context, preferred = await asyncio.to_thread(thanks)
     if created:
         body = MessageRenderer().file("praise_ack", locale, context)
         await deliver(
