@@ -8,7 +8,6 @@ workflow as validated updates.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -19,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import utcnow
+from suifang.core.db import in_session_thread, in_thread, utcnow
 from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import (
@@ -295,12 +294,12 @@ async def open_ticket(
     call) or Temporal is awaited."""
     from suifang.tickets.workflow import TICKET_REVISION, FeedbackTicketWorkflow, TicketInput
 
-    request = await asyncio.to_thread(_check_ticket_request, runtime, data)
+    request = await in_thread(_check_ticket_request, runtime, data)
     if triage is None:
         triage = await runtime.plugins.triage_async(request)
     if data.category:
         triage = triage.model_copy(update={"category": data.category})
-    start = await asyncio.to_thread(_build_ticket_row, runtime, data, triage)
+    start = await in_thread(_build_ticket_row, runtime, data, triage)
     client = await runtime.client()
     with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
         await client.start_workflow(
@@ -309,7 +308,7 @@ async def open_ticket(
             id=start.workflow_id,
             task_queue=runtime.settings.task_queue,
         )
-    return await asyncio.to_thread(_ticket_summary, runtime, start.ticket_id)
+    return await in_thread(_ticket_summary, runtime, start.ticket_id)
 
 
 def _check_ticket_request(runtime: Runtime, data: TicketIn) -> TriageRequest:
@@ -432,7 +431,9 @@ def ticket_detail(
     )
 
 
-async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | PatientEvent) -> None:
+async def _deliver(
+    runtime: Runtime, ticket: tuple[int, str], event: ActorAction | PatientEvent
+) -> None:
     """Hand ``event`` to the ticket's workflow; a closed ticket's workflow is started again."""
     from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDReusePolicy
@@ -444,8 +445,9 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
         TicketResult,
     )
 
+    ticket_id, workflow_id = ticket
     client = await runtime.client()
-    handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, ticket.workflow_id)
+    handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, workflow_id)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:
         if isinstance(event, PatientEvent):
@@ -455,13 +457,13 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             await handle.execute_update(FeedbackTicketWorkflow.act, event)
         except WorkflowUpdateFailedError as exc:
             cause = getattr(exc.cause, "message", None) or str(exc)
-            raise ValidationFailed(f"ticket {ticket.id}: cannot {event.action}: {cause}") from None
+            raise ValidationFailed(f"ticket {ticket_id}: cannot {event.action}: {cause}") from None
         return
     # Closed: the last run's result holds the state; a new run picks it up with this event.
     previous: TicketResult = await handle.result()
     if isinstance(event, ActorAction) and event.action != "reopen":
         raise ValidationFailed(
-            f"ticket {ticket.id}: cannot {event.action}: the ticket is closed (reopen it first)"
+            f"ticket {ticket_id}: cannot {event.action}: the ticket is closed (reopen it first)"
         )
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
@@ -471,7 +473,7 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             first_event=event,
             revision=TICKET_REVISION,
         ),
-        id=ticket.workflow_id,
+        id=workflow_id,
         task_queue=runtime.settings.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
@@ -486,19 +488,30 @@ async def act_on_ticket(
     departments: list[str] | None = None,
 ) -> TicketDetail:
     """Send a department action to the ticket's workflow; refused with a reason if invalid."""
-    ticket = get_ticket(session, ticket_id, departments)
-    if action.department is not None and session.get(Department, action.department) is None:
-        raise ValidationFailed(f"department: unknown department {action.department!r}")
-    await _deliver(runtime, ticket, action)
-    session.expire_all()
-    return ticket_detail(session, ticket_id)
+
+    def check(session: Session) -> tuple[int, str]:
+        ticket = get_ticket(session, ticket_id, departments)
+        if action.department is not None and session.get(Department, action.department) is None:
+            raise ValidationFailed(f"department: unknown department {action.department!r}")
+        return ticket_id, ticket.workflow_id
+
+    def detail(session: Session) -> TicketDetail:
+        session.expire_all()  # the workflow has just written the ticket
+        return ticket_detail(session, ticket_id)
+
+    await _deliver(runtime, await in_session_thread(session, check), action)
+    return await in_session_thread(session, detail)
 
 
 async def patient_event(
     runtime: Runtime, session: Session, ticket_id: int, event: PatientEvent
 ) -> None:
     """The patient's reply or satisfaction score (from a channel or an integrator)."""
-    await _deliver(runtime, get_ticket(session, ticket_id), event)
+    await _deliver(runtime, await in_session_thread(session, _workflow_of, ticket_id), event)
+
+
+def _workflow_of(session: Session, ticket_id: int) -> tuple[int, str]:
+    return ticket_id, get_ticket(session, ticket_id).workflow_id
 
 
 def tier_and_priority_of(rules: list[tuple[Tier, Priority]]) -> tuple[Tier, Priority]:
@@ -572,7 +585,7 @@ async def receive_patient_message(
             return record, created, locale, context, list(patient.preferred_channels)
 
     # No session is open while triage (maybe an AI call) or a channel is awaited.
-    request = await asyncio.to_thread(triage_request)
+    request = await in_thread(triage_request)
     triage = await runtime.plugins.triage_async(request)
     if triage.intent == "nothing":
         return PatientMessageOutcome()
@@ -585,7 +598,7 @@ async def receive_patient_message(
             triage=triage,
         )
         return PatientMessageOutcome(ticket_id=summary.id)
-    record, created, locale, context, preferred = await asyncio.to_thread(thanks)
+    record, created, locale, context, preferred = await in_thread(thanks)
     if created:
         body = MessageRenderer().file("praise_ack", locale, context)
         await deliver(

@@ -10,7 +10,6 @@ If Temporal is unreachable the enrollment is kept as ``pending`` and starts on t
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import functools
@@ -27,7 +26,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import insert_for, update_by_id, utcnow
+from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -448,7 +447,7 @@ async def register_discharge(
     The database work runs in a thread, and its session is closed before Temporal is called:
     a request waiting on Temporal holds no connection, and a slow statement stops no one else.
     """
-    enrolled = await asyncio.to_thread(_enroll, runtime, data, idempotency_key)
+    enrolled = await in_thread(_enroll, runtime, data, idempotency_key)
     return await _start(runtime, enrolled)
 
 
@@ -578,7 +577,7 @@ async def start_journey(
             f"{exc}; retry the same request (same idempotency key) to start it"
         ) from None
     if enrollment.status == JourneyStatus.PENDING:
-        await asyncio.to_thread(
+        await in_thread(
             _update_enrollment,
             runtime,
             enrollment,
