@@ -144,7 +144,10 @@ async def receive_inbound(
         raise InboundRejected(f"channel {channel_name!r}: {problem}", status_code=404)
     items = await channel.parse_inbound(request)
     retention = dt.timedelta(seconds=runtime.settings.webhook_replay_retention_seconds)
-    with Session(runtime.engine, expire_on_commit=False) as session:
+    # One session for the call, its transaction ended after each step (in_session_thread):
+    # no connection is held while a channel, triage or Temporal is awaited.
+    session = Session(runtime.engine, expire_on_commit=False)
+    try:
         call = await in_session_thread(
             session,
             claim,
@@ -172,6 +175,8 @@ async def receive_inbound(
             await in_session_thread(session, settle, claims, succeeded=False)
             raise
         await in_session_thread(session, settle, claims, succeeded=True)
+    finally:
+        await in_thread(session.close)
     unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
     if unmatched and len(unmatched) == len(outcomes):
         raise InboundFailure(

@@ -26,7 +26,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
+from suifang.core.db import in_session_thread, in_thread, insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -481,7 +481,7 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
                 select(Enrollment).where(Enrollment.idempotency_key == key)
             ).first()
             if existing is not None:
-                return _resume(runtime, session, existing)
+                return _resume(session, runtime, existing)
         if not _department_exists(session, data.encounter.department):
             known = ", ".join(session.exec(select(Department.code)).all())
             raise ValidationFailed(
@@ -506,7 +506,7 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
         )
         if existing is not None:
             session.commit()
-            return _resume(runtime, session, existing)
+            return _resume(session, runtime, existing)
         risk = assess(runtime, patient, data.encounter, length_of_stay, template.id)
         tier = data.risk_tier or risk.tier
         plan = _plan_for(template, tier, risk.groups)
@@ -608,11 +608,11 @@ async def resume_enrollment(
 ) -> EnrollmentOut:
     """The enrollment as intake returns it, starting its journey if that never happened.
 
-    ``session`` is only read from, before Temporal is called."""
-    return await _start(runtime, _resume(runtime, session, enrollment))
+    ``session`` is read in a thread, and its transaction ended, before Temporal is called."""
+    return await _start(runtime, await in_session_thread(session, _resume, runtime, enrollment))
 
 
-def _resume(runtime: Runtime, session: Session, enrollment: Enrollment) -> _Enrolled:
+def _resume(session: Session, runtime: Runtime, enrollment: Enrollment) -> _Enrolled:
     encounter = session.get(Encounter, enrollment.encounter_id)
     patient = session.get(Patient, enrollment.patient_id)
     if encounter is None or patient is None:

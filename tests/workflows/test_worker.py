@@ -23,6 +23,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 
+import suifang.core.api
 import suifang.tickets
 import suifang.workflows
 from suifang.core.db import create_db_engine
@@ -36,6 +37,13 @@ ACTIVITY_MODULES = sorted(
     for path in domain.glob("*.py")
     if "@activity.defn" in path.read_text(encoding="utf-8") or path.name == "delivery.py"
 )
+SERVICES = (  # what the API and the webhook call that awaits Temporal
+    Path(suifang.tickets.__file__).parent / "service.py",
+    Path(suifang.workflows.__file__).parent / "intake.py",
+    Path(suifang.workflows.__file__).parent / "journey_service.py",
+    Path(suifang.workflows.__file__).parent / "inbound.py",
+)
+ROUTES = tuple(sorted(Path(suifang.core.api.__file__).parent.glob("*.py")))
 HOLDS_CONNECTION = ("Session(", "session_scope(", ".begin(", ".connect(")
 
 
@@ -71,7 +79,7 @@ def test_the_check_finds_an_await_inside_a_session() -> None:
     assert awaits_holding_a_connection(released) == []
 
 
-def test_no_activity_awaits_with_a_connection_checked_out() -> None:
+def test_nothing_awaits_with_a_connection_checked_out() -> None:
     assert {path.name for path in ACTIVITY_MODULES} >= {
         "delivery.py",
         "journey_activities.py",
@@ -79,15 +87,21 @@ def test_no_activity_awaits_with_a_connection_checked_out() -> None:
     }
     offenders = {
         path.name: found
-        for path in ACTIVITY_MODULES
+        for path in (*ACTIVITY_MODULES, *SERVICES, *ROUTES)
         if (found := awaits_holding_a_connection(path.read_text(encoding="utf-8")))
     }
     assert offenders == {}
 
 
+OFFLOADS = ("in_session_thread", "in_thread", "to_thread")
+"""What hands blocking work to a thread (core/db.py, asyncio)."""
+DATABASE_HANDLES = ("session", "connection")
+
+
 def database_work_on_the_event_loop(source: str) -> list[str]:
-    """``function: line`` of each connection an ``async def`` opens itself (not in a nested
-    ``def`` it hands to a thread): that statement would run on the event loop."""
+    """``function: line`` of each piece of database work an ``async def`` does itself, on the
+    event loop: a connection it opens, or a session or connection it calls or passes to a
+    sync function, other than through an offload or in a nested ``def`` handed to one."""
     found = []
     for function in ast.walk(ast.parse(source)):
         if not isinstance(function, ast.AsyncFunctionDef):
@@ -98,50 +112,61 @@ def database_work_on_the_event_loop(source: str) -> list[str]:
             if isinstance(inner, (ast.FunctionDef, ast.Lambda)) and inner is not function
             for node in ast.walk(inner)
         }
-        for block in ast.walk(function):
-            if not isinstance(block, ast.With) or id(block) in nested:
+        awaited = {id(node.value) for node in ast.walk(function) if isinstance(node, ast.Await)}
+        for node in ast.walk(function):
+            if id(node) in nested:
                 continue
-            opened = [ast.unparse(item.context_expr) for item in block.items]
-            if any(marker in text for text in opened for marker in HOLDS_CONNECTION):
-                found.append(f"{function.name}: line {block.lineno}")
-    return found
+            if isinstance(node, ast.With):
+                opened = [ast.unparse(item.context_expr) for item in node.items]
+                if any(marker in text for text in opened for marker in HOLDS_CONNECTION):
+                    found.append(f"{function.name}: line {node.lineno}")
+            elif isinstance(node, ast.Call) and id(node) not in awaited:
+                if ast.unparse(node.func).endswith(OFFLOADS):
+                    continue
+                receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+                handles = [receiver, *node.args]
+                if any(isinstance(h, ast.Name) and h.id in DATABASE_HANDLES for h in handles):
+                    found.append(f"{function.name}: line {node.lineno}")
+    return sorted(set(found))
 
 
 def test_the_check_finds_a_statement_on_the_event_loop() -> None:
     on_loop = textwrap.dedent(
         """
-        async def notify(self, notice):
+        async def notify(self, session, notice):
             with Session(self.runtime.engine) as session:
                 department = session.get(Department, notice.department)
+            supervisor = supervisor_of(session, department)
         """
     )
     in_thread = textwrap.dedent(
         """
-        async def notify(self, notice):
+        async def notify(self, session, notice):
             def load():
                 with Session(self.runtime.engine) as session:
                     return session.get(Department, notice.department)
             department = await asyncio.to_thread(load)
+            supervisor = await in_session_thread(session, supervisor_of, department)
+            await journey_service.control_journey(runtime, session, 1, event)
         """
     )
-    assert database_work_on_the_event_loop(on_loop) == ["notify: line 3"]
+    assert database_work_on_the_event_loop(on_loop) == [
+        "notify: line 3",
+        "notify: line 4",
+        "notify: line 5",
+    ]
     assert database_work_on_the_event_loop(in_thread) == []
-
-
-SERVICES = (
-    Path(suifang.tickets.__file__).parent / "service.py",
-    Path(suifang.workflows.__file__).parent / "intake.py",
-)
 
 
 # The single-record activities of revision-0 journeys, which issue 23 deletes.
 BEING_DELETED = {"raise_alert: line"}
 
 
-def test_no_activity_or_service_runs_a_statement_on_the_event_loop() -> None:
+def test_no_activity_service_or_route_runs_a_statement_on_the_event_loop() -> None:
+    assert len(ROUTES) > 10
     offenders = {
         path.name: found
-        for path in (*ACTIVITY_MODULES, *SERVICES)
+        for path in (*ACTIVITY_MODULES, *SERVICES, *ROUTES)
         if (
             found := [
                 where
