@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.channels import OutboundMessage
-from suifang.core.db import utcnow
+from suifang.core.db import in_thread, utcnow
 from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Department, Patient, Ticket
 from suifang.core.runtime import Runtime
@@ -140,7 +139,7 @@ class TicketActivities:
 
     @activity.defn(name="notify_patient")
     async def notify_patient(self, notice: PatientNoticeInput) -> SendOutcome:
-        locale, context, due_text, assignee, channels = await asyncio.to_thread(
+        locale, context, due_text, assignee, channels = await in_thread(
             self._patient_notice_context, notice
         )
         advice = [
@@ -218,7 +217,7 @@ class TicketActivities:
         paging channels accepts the page for is paged (idempotent per person and page)."""
         at = activity.info().current_attempt_scheduled_time
         settings = self.runtime.settings
-        paging = await asyncio.to_thread(self._paging_context, request, at)
+        paging = await in_thread(self._paging_context, request, at)
         chain, policy, department, addresses = (
             paging.chain,
             paging.policy,
@@ -318,9 +317,7 @@ class TicketActivities:
         """Record the warning or breach for the department; e-mail its supervisor if possible."""
         # No connection is held while the e-mail goes out (see worker.py: activities never
         # await with one checked out).
-        recorded, delivered_via, supervisor = await asyncio.to_thread(
-            self._staff_notice_state, notice
-        )
+        recorded, delivered_via, supervisor = await in_thread(self._staff_notice_state, notice)
         if recorded:
             return delivered_via
         email = self.runtime.channels.get("email")
@@ -340,7 +337,7 @@ class TicketActivities:
                 delivered_via = "email"
             except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
                 delivered_via = None
-        await asyncio.to_thread(self._save_staff_notice, notice, delivered_via)
+        await in_thread(self._save_staff_notice, notice, delivered_via)
         return delivered_via
 
     def _staff_notice_state(

@@ -8,9 +8,9 @@ returns garbage or hangs past its timeout is recorded as an incident and skipped
 activity finds the row it wrote and never sends an accepted message again. When nothing
 accepts, the caller opens a task for a person to call (the cascade's last step).
 
-Every database statement here runs in a thread (``asyncio.to_thread``): the event loop that
-awaits the channels also sends every activity's heartbeats, and a statement stuck behind a
-lock must not stop them.
+Every database statement here runs in a thread (:func:`~suifang.core.db.in_thread`): the
+event loop that awaits the channels also sends every activity's heartbeats, and a statement
+stuck behind a lock must not stop them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from suifang.core.channels import (
     TransientChannelError,
 )
 from suifang.core.contacts import in_use_order
-from suifang.core.db import insert_for, update_by_id, utcnow
+from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.workflows.journey_core import SendOutcome
@@ -192,7 +192,7 @@ async def deliver(
     the caller has just loaded it (read only: consent, channel preferences).
     """
     known = Recipient.of(patient) if isinstance(patient, Patient) else patient
-    recipient, ledger = await asyncio.to_thread(_open_delivery, engine, request, known)
+    recipient, ledger = await in_thread(_open_delivery, engine, request, known)
     return await send_through_cascade(
         engine, directory, request, ledger, recipient, now=now, channel_timeout=channel_timeout
     )
@@ -230,25 +230,21 @@ async def send_through_cascade(
     if ledger.status in _DONE:
         return SendOutcome(delivered=True, channel=ledger.channel, message_id=ledger.id)
     if not recipient.contactable:
-        await asyncio.to_thread(
-            _finish, engine, ledger, status="suppressed", detail="do not contact"
-        )
+        await in_thread(_finish, engine, ledger, status="suppressed", detail="do not contact")
         return SendOutcome(delivered=False, message_id=ledger.id, suppressed="do_not_contact")
     for name in cascade_for(recipient, request.channels):
         if _exhausted(ledger.attempts, name):
             continue
         channel = directory.get(name)
         if channel is None:
-            await asyncio.to_thread(
+            await in_thread(
                 _record_attempt, engine, ledger, name, "unavailable", error=directory.problem(name)
             )
             continue
-        address = await asyncio.to_thread(
-            _address, engine, recipient.id, channel, recipient.addresses
-        )
+        address = await in_thread(_address, engine, recipient.id, channel, recipient.addresses)
         if address is None:
             who = "recipient" if recipient.addresses is not None else "patient"
-            await asyncio.to_thread(
+            await in_thread(
                 _record_attempt, engine, ledger, name, "no_address", error=f"{who} has no address"
             )
             continue
@@ -274,15 +270,13 @@ async def send_through_cascade(
             )
             receipt = DeliveryReceipt.model_validate(receipt)
         except PermanentChannelError as exc:
-            await asyncio.to_thread(
+            await in_thread(
                 _record_attempt, engine, ledger, name, "permanent_error", error=str(exc)
             )
             continue
         except (TransientChannelError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
-            await asyncio.to_thread(
-                _record_attempt, engine, ledger, name, "transient_error", error=reason
-            )
+            await in_thread(_record_attempt, engine, ledger, name, "transient_error", error=reason)
             transient = sum(o == "transient_error" for c, o in ledger.attempts if c == name)
             if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL and not request.fail_over_at_once:
                 raise RetryableDelivery(f"channel {name!r}: {reason}") from None
@@ -290,7 +284,7 @@ async def send_through_cascade(
         except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey
             # Record the incident and move on to the next channel.
             log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
-            await asyncio.to_thread(
+            await in_thread(
                 _record_attempt,
                 engine,
                 ledger,
@@ -299,9 +293,9 @@ async def send_through_cascade(
                 error=f"{type(exc).__name__}: {exc}"[:256],
             )
             continue
-        await asyncio.to_thread(_record_acceptance, engine, ledger, name, receipt, now or utcnow())
+        await in_thread(_record_acceptance, engine, ledger, name, receipt, now or utcnow())
         return SendOutcome(delivered=True, channel=name, message_id=ledger.id)
-    await asyncio.to_thread(
+    await in_thread(
         _finish, engine, ledger, status="failed", detail="no channel accepted the message"
     )
     return SendOutcome(delivered=False, message_id=ledger.id, suppressed="undeliverable")

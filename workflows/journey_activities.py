@@ -8,7 +8,6 @@ records' inputs and statements are in journey_records; sends go through delivery
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.categories import is_clinical
-from suifang.core.db import utcnow
+from suifang.core.db import in_thread, utcnow
 from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Alert, Department, Enrollment, Patient
 from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
@@ -194,7 +193,7 @@ class JourneyActivities:
 
     @activity.defn(name="send_journey_message")
     async def send_journey_message(self, request: JourneyMessageInput) -> SendOutcome:
-        prepared = await asyncio.to_thread(self._prepare_send, request)
+        prepared = await in_thread(self._prepare_send, request)
         if isinstance(prepared, SendOutcome):
             return prepared
         delivery, ledger, row = prepared
@@ -378,7 +377,7 @@ class JourneyActivities:
         """Triage what the patient wrote: the ticket's row (the workflow starts it), or None —
         for thanks the praise recorded and the patient thanked, for a reply with nothing to
         act on ("没有", "还好") nothing at all."""
-        locale, department = await asyncio.to_thread(self._locale_and_department, request)
+        locale, department = await in_thread(self._locale_and_department, request)
         # Triage may call an AI service: no connection is held while it runs.
         triage = await self.runtime.plugins.triage_async(
             TriageRequest(
@@ -392,8 +391,8 @@ class JourneyActivities:
         if triage.intent == "nothing":
             return None  # "没有", "还好": the answers were recorded; nothing to act on
         if triage.intent != "praise":
-            return await asyncio.to_thread(self._open_patient_ticket, request, triage, department)
-        await asyncio.to_thread(self._record_praise, request, department)
+            return await in_thread(self._open_patient_ticket, request, triage, department)
+        await in_thread(self._record_praise, request, department)
         await self._thank(request)
         return None
 
@@ -441,7 +440,7 @@ class JourneyActivities:
 
     async def _thank(self, request: PatientTextInput) -> None:
         engine = self.runtime.engine
-        row = await asyncio.to_thread(self._send_context_row, request)
+        row = await in_thread(self._send_context_row, request)
         if row is None:
             return
         body = self.renderer.file("praise_ack", row.locale, self._context(row, None))

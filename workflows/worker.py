@@ -116,10 +116,11 @@ def activity_threads(slots: int) -> ThreadPoolExecutor:
     """The threads the worker's database activities run on, one per activity slot.
 
     Activities that only use the database are sync (``def``) and run here; those that also
-    await a provider run their database sections with ``asyncio.to_thread``. Either way no
-    statement runs on the event loop, where one stuck behind a lock (up to the statement
-    timeout, 30 s) would stop every heartbeat and every other activity with it. A thread
-    that finds the connection pool empty waits in its own thread, up to the pool timeout.
+    await a provider run their database sections with :func:`~suifang.core.db.in_thread`
+    (AnyIO's threads, 40 by default). Either way no statement runs on the event loop, where
+    one stuck behind a lock (up to the statement timeout, 30 s) would stop every heartbeat
+    and every other activity with it. A thread that finds the connection pool empty waits
+    in its own thread, up to the pool timeout.
     """
     return ThreadPoolExecutor(max_workers=slots, thread_name_prefix="suifang-activity")
 
