@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, Engine, Executable, Table, bindparam, event, text, update
@@ -30,6 +31,8 @@ __all__ = [
     "UTCDateTime",
     "check_database",
     "create_db_engine",
+    "in_session_thread",
+    "in_thread",
     "insert_for",
     "insert_new",
     "migrate",
@@ -91,10 +94,10 @@ POOL_MAX_OVERFLOW = 20
 def pool_capacity(engine: Engine) -> int | None:
     """How many connections ``engine`` hands out at once (None: one shared connection).
 
-    The API admits at most half this many requests at a time: a handler may hold two sessions
-    across its awaits, and a checkout that finds the pool empty blocks the whole event loop —
-    every other request with it — until the pool timeout. The worker needs no such bound: its
-    activities never await with a connection checked out (workflows/worker.py).
+    The API runs its database work on this many threads and admits half as many requests at
+    a time, since a request may use two sessions (core/api/limits.py). The worker runs its
+    database work in threads too, and never awaits with a connection checked out
+    (workflows/worker.py): a thread that finds the pool empty waits in its own thread.
     """
     pool = engine.pool
     if isinstance(pool, QueuePool):
@@ -183,6 +186,38 @@ def update_by_id(model: type[Any], key: str) -> Executable:
     columns the other parameters name, typed as the table's. Built once per model and key."""
     table = model.__table__  # type: ignore[attr-defined]
     return update(table).where(table.c.id == bindparam(key))
+
+
+T = TypeVar("T")
+
+
+async def in_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` — blocking database work — in a thread, off the event loop.
+
+    The thread comes from AnyIO's pool, the one FastAPI runs ``def`` routes and dependencies
+    in: the API bounds it to the connection pool's capacity (core/api/limits.py), so a
+    request's database work waits for a thread rather than for a connection.
+    """
+    return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+
+
+async def in_session_thread(
+    session: Session, work: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """``work(session, *args, **kwargs)`` in a thread, then the session's transaction ended (what it
+    wrote committed), so that no connection stays checked out while the caller goes on to
+    await Temporal or a channel. Load what the caller needs after it inside ``work``."""
+
+    def run() -> T:
+        try:
+            result = work(session, *args, **kwargs)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        return result
+
+    return await in_thread(run)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,10 @@ same channel before the cascade moves on, and a plugin that raises something une
 returns garbage or hangs past its timeout is recorded as an incident and skipped. A retried
 activity finds the row it wrote and never sends an accepted message again. When nothing
 accepts, the caller opens a task for a person to call (the cascade's last step).
+
+Every database statement here runs in a thread (:func:`~suifang.core.db.in_thread`): the
+event loop that awaits the channels also sends every activity's heartbeats, and a statement
+stuck behind a lock must not stop them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from suifang.core.channels import (
     TransientChannelError,
 )
 from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
-from suifang.core.db import insert_for, update_by_id, utcnow
+from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 
@@ -191,7 +195,16 @@ async def deliver(
     journey's records follow the workflow's clock). ``patient`` is the request's patient if
     the caller has just loaded it (read only: consent, channel preferences).
     """
-    recipient = Recipient.of(patient) if isinstance(patient, Patient) else patient
+    known = Recipient.of(patient) if isinstance(patient, Patient) else patient
+    recipient, ledger = await in_thread(_open_delivery, engine, request, known)
+    return await send_through_cascade(
+        engine, directory, request, ledger, recipient, now=now, channel_timeout=channel_timeout
+    )
+
+
+def _open_delivery(
+    engine: Engine, request: DeliveryRequest, recipient: Recipient | None
+) -> tuple[Recipient, MessageLedger]:
     with engine.begin() as connection:
         if recipient is None or recipient.id != request.patient_id:
             row = connection.execute(
@@ -200,10 +213,7 @@ async def deliver(
             if row is None:
                 raise ConfigurationError(f"patient {request.patient_id} does not exist")
             recipient = recipient_from_row(row)
-        ledger = open_ledger(connection, request)
-    return await send_through_cascade(
-        engine, directory, request, ledger, recipient, now=now, channel_timeout=channel_timeout
-    )
+        return recipient, open_ledger(connection, request)
 
 
 async def send_through_cascade(
@@ -224,19 +234,23 @@ async def send_through_cascade(
     if ledger.status in _DONE:
         return SendOutcome(delivered=True, channel=ledger.channel, message_id=ledger.id)
     if not recipient.contactable:
-        _finish(engine, ledger, status="suppressed", detail="do not contact")
+        await in_thread(_finish, engine, ledger, status="suppressed", detail="do not contact")
         return SendOutcome(delivered=False, message_id=ledger.id, suppressed="do_not_contact")
     for name in cascade_for(recipient, request.channels):
         if _exhausted(ledger.attempts, name):
             continue
         channel = directory.get(name)
         if channel is None:
-            _record_attempt(engine, ledger, name, "unavailable", error=directory.problem(name))
+            await in_thread(
+                _record_attempt, engine, ledger, name, "unavailable", error=directory.problem(name)
+            )
             continue
-        address = _address(engine, recipient.id, channel, recipient.addresses)
+        address = await in_thread(_address, engine, recipient.id, channel, recipient.addresses)
         if address is None:
             who = "recipient" if recipient.addresses is not None else "patient"
-            _record_attempt(engine, ledger, name, "no_address", error=f"{who} has no address")
+            await in_thread(
+                _record_attempt, engine, ledger, name, "no_address", error=f"{who} has no address"
+            )
             continue
         outbound = OutboundMessage(
             idempotency_key=request.idempotency_key,
@@ -260,11 +274,13 @@ async def send_through_cascade(
             )
             receipt = DeliveryReceipt.model_validate(receipt)
         except PermanentChannelError as exc:
-            _record_attempt(engine, ledger, name, "permanent_error", error=str(exc))
+            await in_thread(
+                _record_attempt, engine, ledger, name, "permanent_error", error=str(exc)
+            )
             continue
         except (TransientChannelError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
-            _record_attempt(engine, ledger, name, "transient_error", error=reason)
+            await in_thread(_record_attempt, engine, ledger, name, "transient_error", error=reason)
             transient = sum(o == "transient_error" for c, o in ledger.attempts if c == name)
             if transient < TRANSIENT_ATTEMPTS_PER_CHANNEL and not request.fail_over_at_once:
                 raise RetryableDelivery(f"channel {name!r}: {reason}") from None
@@ -272,31 +288,20 @@ async def send_through_cascade(
         except Exception as exc:  # noqa: BLE001 -- a misbehaving plugin must not stall the journey
             # Record the incident and move on to the next channel.
             log.warning("channel %s misbehaved: %s", name, type(exc).__name__)
-            _record_attempt(
-                engine, ledger, name, "incident", error=f"{type(exc).__name__}: {exc}"[:256]
+            await in_thread(
+                _record_attempt,
+                engine,
+                ledger,
+                name,
+                "incident",
+                error=f"{type(exc).__name__}: {exc}"[:256],
             )
             continue
-        # The accepted attempt and the message's new status are one transaction: a worker
-        # killed between two commits would leave an accepted attempt on a message still
-        # pending, and the retried activity would send it again.
-        sent_at = now or utcnow()
-        delivered = receipt.status == "delivered"
-        with engine.begin() as connection:
-            _insert_attempt(connection, ledger, name, "accepted", receipt=receipt)
-            connection.execute(
-                update_by_id(Message, "message"),
-                {
-                    "message": ledger.id,
-                    "status": "delivered" if delivered else "accepted",
-                    "channel": name,
-                    "provider_message_id": receipt.provider_message_id,
-                    "sent_at": sent_at,
-                    "delivered_at": sent_at if delivered else None,
-                    "status_detail": None,
-                },
-            )
+        await in_thread(_record_acceptance, engine, ledger, name, receipt, now or utcnow())
         return SendOutcome(delivered=True, channel=name, message_id=ledger.id)
-    _finish(engine, ledger, status="failed", detail="no channel accepted the message")
+    await in_thread(
+        _finish, engine, ledger, status="failed", detail="no channel accepted the message"
+    )
     return SendOutcome(delivered=False, message_id=ledger.id, suppressed="undeliverable")
 
 
@@ -348,6 +353,33 @@ def open_ledger(connection: Connection, request: DeliveryRequest) -> MessageLedg
         row.body,
         [(a.channel, a.outcome) for a in attempts],
     )
+
+
+def _record_acceptance(
+    engine: Engine,
+    ledger: MessageLedger,
+    channel: str,
+    receipt: DeliveryReceipt,
+    sent_at: dt.datetime,
+) -> None:
+    """The accepted attempt and the message's new status, in one transaction: a worker
+    killed between two commits would leave an accepted attempt on a message still pending,
+    and the retried activity would send it again."""
+    delivered = receipt.status == "delivered"
+    with engine.begin() as connection:
+        _insert_attempt(connection, ledger, channel, "accepted", receipt=receipt)
+        connection.execute(
+            update_by_id(Message, "message"),
+            {
+                "message": ledger.id,
+                "status": "delivered" if delivered else "accepted",
+                "channel": channel,
+                "provider_message_id": receipt.provider_message_id,
+                "sent_at": sent_at,
+                "delivered_at": sent_at if delivered else None,
+                "status_detail": None,
+            },
+        )
 
 
 def _record_attempt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.channels import OutboundMessage
-from suifang.core.db import utcnow
+from suifang.core.db import in_thread, utcnow
 from suifang.core.delivery import (
     NOTICE_CHANNELS,
     DeliveryRequest,
@@ -27,9 +28,16 @@ from suifang.core.rendering import MessageContext, MessageRenderer, address_pati
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
 from suifang.tickets.core import PageOutcome, TicketSnapshot
-from suifang.tickets.oncall import on_call_chain, paging_policy_of, staff_addresses
+from suifang.tickets.oncall import (
+    ChainMember,
+    Paging,
+    on_call_chain,
+    paging_policy_of,
+    staff_addresses,
+)
 from suifang.tickets.opening import TicketStart, build_ticket
 from suifang.tickets.records import (
+    Supervisor,
     UnknownTicket,
     recorded_staff_notice,
     save_snapshot,
@@ -114,7 +122,7 @@ class TicketActivities:
         ]
 
     @activity.defn(name="route_ticket")
-    async def route_ticket(self, request: RouteInput) -> str:
+    def route_ticket(self, request: RouteInput) -> str:
         with Session(self.runtime.engine) as session:
             return route(
                 session,
@@ -131,6 +139,49 @@ class TicketActivities:
 
     @activity.defn(name="notify_patient")
     async def notify_patient(self, notice: PatientNoticeInput) -> SendOutcome:
+        locale, context, due_text, assignee, channels = await in_thread(
+            self._patient_notice_context, notice
+        )
+        advice = [
+            self.renderer.file(
+                f"advice/{item}", locale, context, crisis_line=self.runtime.settings.crisis_line
+            )
+            for item in notice.advice
+            if self.renderer.has(f"advice/{item}", locale)
+        ]
+        body = self.renderer.file(
+            f"ticket_{notice.kind}",
+            locale,
+            context,
+            ticket=notice.ticket_id,
+            text=notice.text or "",
+            due=due_text,
+            assignee=assignee,
+            advice=advice,
+        )
+        try:
+            return await deliver(
+                self.runtime.engine,
+                self.runtime.channels,
+                DeliveryRequest(
+                    idempotency_key=notice.idempotency_key,
+                    patient_id=notice.patient_id,
+                    ticket_id=notice.ticket_id,
+                    kind=f"ticket_{notice.kind}",
+                    subject=body[:40],
+                    body=body,
+                    locale=locale,
+                    channels=channels,
+                ),
+                now=activity.info().current_attempt_scheduled_time,
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    def _patient_notice_context(
+        self, notice: PatientNoticeInput
+    ) -> tuple[str, MessageContext, str, str, list[str]]:
+        """The notice's locale, message context, due time, assignee and channels."""
         with Session(self.runtime.engine) as session:
             patient = session.get(Patient, notice.patient_id)
             ticket = session.get(Ticket, notice.ticket_id)
@@ -158,41 +209,7 @@ class TicketActivities:
                 due.astimezone(ZoneInfo(patient.timezone)).strftime("%m-%d %H:%M") if due else ""
             )
             channels = list(patient.preferred_channels) or NOTICE_CHANNELS
-        advice = [
-            self.renderer.file(
-                f"advice/{item}", locale, context, crisis_line=self.runtime.settings.crisis_line
-            )
-            for item in notice.advice
-            if self.renderer.has(f"advice/{item}", locale)
-        ]
-        body = self.renderer.file(
-            f"ticket_{notice.kind}",
-            locale,
-            context,
-            ticket=notice.ticket_id,
-            text=notice.text or "",
-            due=due_text,
-            assignee=ticket.assignee or "",
-            advice=advice,
-        )
-        try:
-            return await deliver(
-                self.runtime.engine,
-                self.runtime.channels,
-                DeliveryRequest(
-                    idempotency_key=notice.idempotency_key,
-                    patient_id=notice.patient_id,
-                    ticket_id=notice.ticket_id,
-                    kind=f"ticket_{notice.kind}",
-                    subject=body[:40],
-                    body=body,
-                    locale=locale,
-                    channels=channels,
-                ),
-                now=activity.info().current_attempt_scheduled_time,
-            )
-        except RetryableDelivery as exc:
-            raise ApplicationError(str(exc), type="TransientChannelError") from None
+            return locale, context, due_text, ticket.assignee or "", channels
 
     @activity.defn(name="page_on_call")
     async def page_on_call(self, request: PageInput) -> PageOutcome:
@@ -200,22 +217,19 @@ class TicketActivities:
         paging channels accepts the page for is paged (idempotent per person and page)."""
         at = activity.info().current_attempt_scheduled_time
         settings = self.runtime.settings
-        with Session(self.runtime.engine) as session:
-            ticket = session.get(Ticket, request.ticket_id)
-            if ticket is None:
-                raise ApplicationError(f"ticket {request.ticket_id} missing", non_retryable=True)
-            chain = on_call_chain(session, request.department, at)
-            policy = paging_policy_of(session, request.department)
-            department = session.get(Department, request.department)
-            addresses = {
-                member.username: staff_addresses(session, member.username) for member in chain
-            }
-            patient_id, red_flags, category = (
-                ticket.patient_id,
-                list(ticket.red_flags),
-                ticket.category,
-            )
-            priority = ticket.priority
+        paging = await in_thread(self._paging_context, request, at)
+        chain, policy, department, addresses = (
+            paging.chain,
+            paging.policy,
+            paging.department,
+            paging.addresses,
+        )
+        patient_id, red_flags, category, priority = (
+            paging.patient_id,
+            paging.red_flags,
+            paging.category,
+            paging.priority,
+        )
         delay = policy.delay(request.step)
         if not chain:
             return PageOutcome(
@@ -279,16 +293,33 @@ class TicketActivities:
                 )
         return PageOutcome(accepted=False, escalate_after=delay, repeat_final=policy.repeat_final)
 
+    def _paging_context(self, request: PageInput, at: dt.datetime) -> _PagingContext:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            ticket = session.get(Ticket, request.ticket_id)
+            if ticket is None:
+                raise ApplicationError(f"ticket {request.ticket_id} missing", non_retryable=True)
+            chain = on_call_chain(session, request.department, at)
+            return _PagingContext(
+                chain=chain,
+                policy=paging_policy_of(session, request.department),
+                department=session.get(Department, request.department),
+                addresses={
+                    member.username: staff_addresses(session, member.username) for member in chain
+                },
+                patient_id=ticket.patient_id,
+                red_flags=list(ticket.red_flags),
+                category=ticket.category,
+                priority=ticket.priority,
+            )
+
     @activity.defn(name="notify_staff")
     async def notify_staff(self, notice: StaffNoticeInput) -> str | None:
         """Record the warning or breach for the department; e-mail its supervisor if possible."""
         # No connection is held while the e-mail goes out (see worker.py: activities never
         # await with one checked out).
-        with self.runtime.engine.connect() as connection:
-            recorded, delivered_via = recorded_staff_notice(connection, notice.event_key)
-            if recorded:
-                return delivered_via
-            supervisor = supervisor_of(connection, notice.department) if notice.department else None
+        recorded, delivered_via, supervisor = await in_thread(self._staff_notice_state, notice)
+        if recorded:
+            return delivered_via
         email = self.runtime.channels.get("email")
         if email is not None and supervisor is not None and supervisor.email:
             body = _staff_notice_text(notice, supervisor.department_name)
@@ -306,6 +337,21 @@ class TicketActivities:
                 delivered_via = "email"
             except Exception:  # noqa: BLE001 -- the record below is the notification of last resort
                 delivered_via = None
+        await in_thread(self._save_staff_notice, notice, delivered_via)
+        return delivered_via
+
+    def _staff_notice_state(
+        self, notice: StaffNoticeInput
+    ) -> tuple[bool, str | None, Supervisor | None]:
+        """Whether the notice was recorded already (and how it went out), and the supervisor."""
+        with self.runtime.engine.connect() as connection:
+            recorded, delivered_via = recorded_staff_notice(connection, notice.event_key)
+            if recorded:
+                return True, delivered_via, None
+            supervisor = supervisor_of(connection, notice.department) if notice.department else None
+            return False, delivered_via, supervisor
+
+    def _save_staff_notice(self, notice: StaffNoticeInput, delivered_via: str | None) -> None:
         with self.runtime.engine.begin() as connection:
             save_staff_notice(
                 connection,
@@ -320,10 +366,9 @@ class TicketActivities:
                     "delivered_via": delivered_via,
                 },
             )
-        return delivered_via
 
     @activity.defn(name="sync_ticket")
-    async def sync_ticket(self, snapshot: TicketSnapshot) -> None:
+    def sync_ticket(self, snapshot: TicketSnapshot) -> None:
         """Write the read model and the new history lines (idempotent on their sequence numbers)."""
         try:
             with self.runtime.engine.begin() as connection:
@@ -332,7 +377,7 @@ class TicketActivities:
             raise ApplicationError(str(exc), non_retryable=True) from None
 
     @activity.defn(name="open_sub_task")
-    async def open_sub_task(self, request: SubTaskInput) -> TicketStart:
+    def open_sub_task(self, request: SubTaskInput) -> TicketStart:
         """The row of a collaboration sub-task in another department (the workflow starts it)."""
         with Session(self.runtime.engine) as session:
             parent = session.get(Ticket, request.parent_ticket_id)
@@ -357,6 +402,20 @@ class TicketActivities:
                 parent_ticket_id=parent.id,
                 idempotency_key=request.idempotency_key,
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class _PagingContext:
+    """What paging a department's on-call chain needs from the database, read at once."""
+
+    chain: list[ChainMember]
+    policy: Paging
+    department: Department | None
+    addresses: dict[str, dict[str, str]]
+    patient_id: int
+    red_flags: list[str]
+    category: str
+    priority: str
 
 
 def _staff_notice_text(notice: StaffNoticeInput, department: str) -> str:

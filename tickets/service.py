@@ -19,7 +19,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import utcnow
+from suifang.core.db import in_session_thread, in_thread, utcnow
 from suifang.core.delivery import NOTICE_CHANNELS, DeliveryRequest, deliver
 from suifang.core.enums import TicketSource, TicketStatus
 from suifang.core.errors import NotFoundError, ValidationFailed
@@ -27,6 +27,7 @@ from suifang.core.models import (
     Department,
     Enrollment,
     Patient,
+    PraiseRecord,
     Ticket,
     TicketEvent,
     TicketNote,
@@ -35,7 +36,7 @@ from suifang.core.rendering import MessageContext, MessageRenderer, address_pati
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest, TriageResult
 from suifang.tickets.core import ActorAction, PatientEvent
-from suifang.tickets.opening import build_ticket
+from suifang.tickets.opening import TicketStart, build_ticket
 from suifang.tickets.praise import record_praise
 from suifang.tickets.workflow import (
     FeedbackTicketWorkflow,
@@ -174,7 +175,30 @@ async def open_ticket(
     triage: TriageResult | None = None,
 ) -> TicketSummary:
     """Classify the text (L1 triage) unless ``triage`` is given, create the ticket and start
-    its workflow."""
+    its workflow.
+
+    The database work runs in threads, and no session is open while triage (maybe an AI
+    call) or Temporal is awaited."""
+    request = await in_thread(_check_ticket_request, runtime, data)
+    if triage is None:
+        triage = await runtime.plugins.triage_async(request)
+    if data.category:
+        triage = triage.model_copy(update={"category": data.category})
+    start = await in_thread(_build_ticket_row, runtime, data, triage)
+    client = await runtime.client()
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
+        await client.start_workflow(
+            FeedbackTicketWorkflow.run,
+            TicketInput(setup=start.setup),
+            id=start.workflow_id,
+            task_queue=runtime.settings.task_queue,
+        )
+    return await in_thread(_ticket_summary, runtime, start.ticket_id)
+
+
+def _check_ticket_request(runtime: Runtime, data: TicketIn) -> TriageRequest:
+    """What triage needs to know of the ticket's patient, once the patient and journey are
+    found to exist and belong together."""
     with Session(runtime.engine, expire_on_commit=False) as session:
         patient = session.get(Patient, data.patient_id)
         if patient is None:
@@ -185,13 +209,12 @@ async def open_ticket(
                 raise ValidationFailed(
                     f"enrollment_id: journey {data.enrollment_id} is not this patient's"
                 )
-        if triage is None:
-            request = _triage_request(session, patient, data.text, data.source, data.enrollment_id)
-            session.commit()  # hands the connection back while triage (maybe an AI call) runs
-            triage = await runtime.plugins.triage_async(request)
-        if data.category:
-            triage = triage.model_copy(update={"category": data.category})
-        start = build_ticket(
+        return _triage_request(session, patient, data.text, data.source, data.enrollment_id)
+
+
+def _build_ticket_row(runtime: Runtime, data: TicketIn, triage: TriageResult) -> TicketStart:
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        return build_ticket(
             session,
             patient_id=data.patient_id,
             source=data.source,
@@ -202,17 +225,12 @@ async def open_ticket(
             department=data.department,
             idempotency_key=data.idempotency_key,
         )
-        client = await runtime.client()
-        with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier try started it
-            await client.start_workflow(
-                FeedbackTicketWorkflow.run,
-                TicketInput(setup=start.setup),
-                id=start.workflow_id,
-                task_queue=runtime.settings.task_queue,
-            )
-        ticket = session.get(Ticket, start.ticket_id)
+
+
+def _ticket_summary(runtime: Runtime, ticket_id: int) -> TicketSummary:
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        session.refresh(ticket)
         return TicketSummary(**_summary(ticket))
 
 
@@ -298,10 +316,13 @@ def ticket_detail(
     )
 
 
-async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | PatientEvent) -> None:
+async def _deliver(
+    runtime: Runtime, ticket: tuple[int, str], event: ActorAction | PatientEvent
+) -> None:
     """Hand ``event`` to the ticket's workflow; a closed ticket's workflow is started again."""
+    ticket_id, workflow_id = ticket
     client = await runtime.client()
-    handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, ticket.workflow_id)
+    handle = client.get_workflow_handle_for(FeedbackTicketWorkflow.run, workflow_id)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:
         if isinstance(event, PatientEvent):
@@ -311,13 +332,13 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             await handle.execute_update(FeedbackTicketWorkflow.act, event)
         except WorkflowUpdateFailedError as exc:
             cause = getattr(exc.cause, "message", None) or str(exc)
-            raise ValidationFailed(f"ticket {ticket.id}: cannot {event.action}: {cause}") from None
+            raise ValidationFailed(f"ticket {ticket_id}: cannot {event.action}: {cause}") from None
         return
     # Closed: the last run's result holds the state; a new run picks it up with this event.
     previous: TicketResult = await handle.result()
     if isinstance(event, ActorAction) and event.action != "reopen":
         raise ValidationFailed(
-            f"ticket {ticket.id}: cannot {event.action}: the ticket is closed (reopen it first)"
+            f"ticket {ticket_id}: cannot {event.action}: the ticket is closed (reopen it first)"
         )
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
@@ -326,7 +347,7 @@ async def _deliver(runtime: Runtime, ticket: Ticket, event: ActorAction | Patien
             state=previous.state,
             first_event=event,
         ),
-        id=ticket.workflow_id,
+        id=workflow_id,
         task_queue=runtime.settings.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
@@ -341,19 +362,30 @@ async def act_on_ticket(
     departments: list[str] | None = None,
 ) -> TicketDetail:
     """Send a department action to the ticket's workflow; refused with a reason if invalid."""
-    ticket = get_ticket(session, ticket_id, departments)
-    if action.department is not None and session.get(Department, action.department) is None:
-        raise ValidationFailed(f"department: unknown department {action.department!r}")
-    await _deliver(runtime, ticket, action)
-    session.expire_all()
-    return ticket_detail(session, ticket_id)
+
+    def check(session: Session) -> tuple[int, str]:
+        ticket = get_ticket(session, ticket_id, departments)
+        if action.department is not None and session.get(Department, action.department) is None:
+            raise ValidationFailed(f"department: unknown department {action.department!r}")
+        return ticket_id, ticket.workflow_id
+
+    def detail(session: Session) -> TicketDetail:
+        session.expire_all()  # the workflow has just written the ticket
+        return ticket_detail(session, ticket_id)
+
+    await _deliver(runtime, await in_session_thread(session, check), action)
+    return await in_session_thread(session, detail)
 
 
 async def patient_event(
     runtime: Runtime, session: Session, ticket_id: int, event: PatientEvent
 ) -> None:
     """The patient's reply or satisfaction score (from a channel or an integrator)."""
-    await _deliver(runtime, get_ticket(session, ticket_id), event)
+    await _deliver(runtime, await in_session_thread(session, _workflow_of, ticket_id), event)
+
+
+def _workflow_of(session: Session, ticket_id: int) -> tuple[int, str]:
+    return ticket_id, get_ticket(session, ticket_id).workflow_id
 
 
 class PatientMessageOutcome(BaseModel):
@@ -375,18 +407,21 @@ async def receive_patient_message(
 ) -> PatientMessageOutcome:
     """Triage a patient's own message: thanks are recorded for the department and answered
     with a thank-you; everything else becomes a ticket (``key`` makes it idempotent)."""
-    with Session(runtime.engine, expire_on_commit=False) as session:
-        patient = session.get(Patient, patient_id)
-        if patient is None:
-            raise NotFoundError(f"no patient {patient_id}")
-        request = _triage_request(
-            session, patient, text, TicketSource.PATIENT_MESSAGE, enrollment_id
-        )
-        session.commit()  # hands the connection back while triage (maybe an AI call) runs
-        triage = await runtime.plugins.triage_async(request)
-        if triage.intent == "nothing":
-            return PatientMessageOutcome()
-        if triage.intent == "praise":
+
+    def triage_request() -> TriageRequest:
+        with Session(runtime.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, patient_id)
+            if patient is None:
+                raise NotFoundError(f"no patient {patient_id}")
+            return _triage_request(
+                session, patient, text, TicketSource.PATIENT_MESSAGE, enrollment_id
+            )
+
+    def thanks() -> tuple[PraiseRecord, bool, str, MessageContext, list[str]]:
+        """The praise, recorded once, and what the thank-you needs."""
+        with Session(runtime.engine, expire_on_commit=False) as session:
+            patient = session.get(Patient, patient_id)
+            assert patient is not None
             department = session.get(Department, request.discharge_department or "")
             record, created = record_praise(
                 session,
@@ -411,7 +446,13 @@ async def receive_patient_message(
                 else "",
                 hospital=runtime.settings.hospital_name,
             )
-            preferred = list(patient.preferred_channels)
+            return record, created, locale, context, list(patient.preferred_channels)
+
+    # No session is open while triage (maybe an AI call) or a channel is awaited.
+    request = await in_thread(triage_request)
+    triage = await runtime.plugins.triage_async(request)
+    if triage.intent == "nothing":
+        return PatientMessageOutcome()
     if triage.intent != "praise":
         summary = await open_ticket(
             runtime,
@@ -421,6 +462,7 @@ async def receive_patient_message(
             triage=triage,
         )
         return PatientMessageOutcome(ticket_id=summary.id)
+    record, created, locale, context, preferred = await in_thread(thanks)
     if created:
         body = MessageRenderer().file("praise_ack", locale, context)
         await deliver(

@@ -34,7 +34,7 @@ from suifang.core.channels import (
     fingerprint,
 )
 from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
-from suifang.core.db import utcnow
+from suifang.core.db import in_session_thread, in_thread, utcnow
 from suifang.core.enums import JourneyStatus, TicketStatus
 from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
 from suifang.core.models import (
@@ -138,9 +138,13 @@ async def receive_inbound(
         raise InboundRejected(f"channel {channel_name!r}: {problem}", status_code=404)
     items = await channel.parse_inbound(request)
     retention = dt.timedelta(seconds=runtime.settings.webhook_replay_retention_seconds)
-    with Session(runtime.engine, expire_on_commit=False) as session:
-        call = claim(
+    # One session for the call, its transaction ended after each step (in_session_thread):
+    # no connection is held while a channel, triage or Temporal is awaited.
+    session = Session(runtime.engine, expire_on_commit=False)
+    try:
+        call = await in_session_thread(
             session,
+            claim,
             channel=channel_name,
             scope=ReplayScope.REQUEST,
             fingerprint=channel.replay_fingerprint(request),
@@ -161,10 +165,12 @@ async def receive_inbound(
         try:
             outcomes = await _take(runtime, session, channel, items, call, claims)
         except BaseException:
-            session.rollback()  # whatever the failure left half-done in this session
-            settle(session, claims, succeeded=False)
+            await in_thread(session.rollback)  # whatever the failure left half-done
+            await in_session_thread(session, settle, claims, succeeded=False)
             raise
-        settle(session, claims, succeeded=True)
+        await in_session_thread(session, settle, claims, succeeded=True)
+    finally:
+        await in_thread(session.close)
     unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
     if unmatched and len(unmatched) == len(outcomes):
         raise InboundFailure(
@@ -192,12 +198,13 @@ async def _take(
     outcomes = []
     for index, item in enumerate(items):
         if isinstance(item, DeliveryStatusUpdate):
-            outcomes.append(_status_update(session, channel.name, item))
+            outcomes.append(await in_session_thread(session, _status_update, channel.name, item))
             continue
         effect_key = f"{call.effect_key}:{index}"
         if item.provider_message_id:
-            message = claim(
+            message = await in_session_thread(
                 session,
+                claim,
                 channel=channel.name,
                 scope=ReplayScope.MESSAGE,
                 fingerprint=fingerprint(item.provider_message_id),
@@ -307,25 +314,27 @@ async def _reply(
     one can reach the ticket through it.
     """
     payload = reply.model_dump(mode="json", exclude={"extra"})
-    staff = _staff_reply(session, channel, reply)
+    staff = await in_session_thread(session, _staff_reply, channel, reply)
     if staff is not None:
         return await _acknowledge_page(runtime, session, channel, reply, payload, *staff)
-    patient_id, replied, sender_hash = _match(session, channel, reply)
+    patient_id, replied, sender_hash = await in_session_thread(session, _match, channel, reply)
     common = {"sender_hash": sender_hash, "provider_message_id": reply.provider_message_id}
     if patient_id is None:
-        record = _store(session, channel.name, "unmatched", payload, **common)
+        record = await in_session_thread(
+            session, _store, channel.name, "unmatched", payload, **common
+        )
         return InboundOutcome(
             record_id=record.id,  # type: ignore[arg-type]
             kind="unmatched",
             detail="no patient has this sender address; the message is kept for review",
         )
     text = (reply.text or "").strip()
-    ticket = _ticket_awaiting(session, patient_id, replied)
+    ticket = await in_session_thread(session, _ticket_awaiting, patient_id, replied)
     if ticket is not None and text and not await _raises_danger(runtime, text, patient_id, session):
         return await _ticket_reply(
             runtime, session, channel, reply, ticket, replied, payload, common
         )
-    enrollment = _active_enrollment(session, patient_id, replied)
+    enrollment = await in_session_thread(session, _active_enrollment, patient_id, replied)
     touchpoint_key: str | None = None
     questionnaire: Questionnaire | None = None
     answers: dict[str, Any] = dict(reply.answers or {})
@@ -360,8 +369,9 @@ async def _reply(
         )
         ticket_id, praise_id = outcome.ticket_id, outcome.praise_id
     kind = _record_kind(text, questionnaire)
-    record = _store(
+    record = await in_session_thread(
         session,
+        _store,
         channel.name,
         kind,
         payload,
@@ -407,9 +417,13 @@ def _record_kind(text: str, questionnaire: Questionnaire | None) -> str:
 async def _raises_danger(runtime: Runtime, text: str, patient_id: int, session: Session) -> bool:
     """Whether a reply meant for a waiting ticket is something a clinician must see at once
     (then it is triaged as a new message, not filed as a reply to a complaint)."""
-    patient = session.get(Patient, patient_id)
+
+    def locale(session: Session) -> str | None:
+        patient = session.get(Patient, patient_id)
+        return patient.locale if patient else None
+
     result = await runtime.plugins.triage_async(
-        TriageRequest(text=text, locale=patient.locale if patient else None)
+        TriageRequest(text=text, locale=await in_session_thread(session, locale))
     )
     return bool(result.red_flags or result.warning_signs)
 
@@ -487,8 +501,9 @@ async def _acknowledge_page(
             detail = f"page for ticket {ticket_id} acknowledged by {user.username}"
         except ValidationFailed as exc:
             detail = f"page for ticket {ticket_id}: {exc}"
-    record = _store(
+    record = await in_session_thread(
         session,
+        _store,
         channel.name,
         "page_reply",
         payload,
@@ -539,8 +554,9 @@ async def _ticket_reply(
         else PatientEvent(kind="reply", text=text[:4000])
     )
     await patient_event(runtime, session, ticket.id, event)  # type: ignore[arg-type]
-    record = _store(
+    record = await in_session_thread(
         session,
+        _store,
         channel.name,
         "ticket_reply",
         payload,

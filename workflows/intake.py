@@ -26,7 +26,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from suifang.core.db import insert_for, update_by_id, utcnow
+from suifang.core.db import in_session_thread, in_thread, insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
@@ -428,7 +428,38 @@ def _output(
 async def register_discharge(
     runtime: Runtime, data: DischargeIn, *, idempotency_key: str | None = None
 ) -> EnrollmentOut:
-    """Upsert patient and encounter, enroll, start the journey. Safe to call again."""
+    """Upsert patient and encounter, enroll, start the journey. Safe to call again.
+
+    The database work runs in a thread, and its session is closed before Temporal is called:
+    a request waiting on Temporal holds no connection, and a slow statement stops no one else.
+    """
+    enrolled = await in_thread(_enroll, runtime, data, idempotency_key)
+    return await _start(runtime, enrolled)
+
+
+@dataclasses.dataclass
+class _Enrolled:
+    """An enrollment as intake saved or found it, with the journey to start if it has none."""
+
+    enrollment: Enrollment
+    setup: JourneySetup | None
+    """None: the enrollment's journey was started before."""
+    discharged_at: dt.datetime
+    created: bool
+    plan: JourneyPlan | None
+    timezone: str
+
+    def output(self) -> EnrollmentOut:
+        return _output(self.enrollment, self.discharged_at, self.created, self.plan, self.timezone)
+
+
+async def _start(runtime: Runtime, enrolled: _Enrolled) -> EnrollmentOut:
+    if enrolled.setup is not None:
+        await start_journey(runtime, enrolled.enrollment, enrolled.setup)
+    return enrolled.output()
+
+
+def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) -> _Enrolled:
     key = idempotency_key or data.idempotency_key
     with Session(runtime.engine, expire_on_commit=False) as session:
         if key is not None:
@@ -436,7 +467,7 @@ async def register_discharge(
                 select(Enrollment).where(Enrollment.idempotency_key == key)
             ).first()
             if existing is not None:
-                return await resume_enrollment(runtime, session, existing)
+                return _resume(session, runtime, existing)
         if not _department_exists(session, data.encounter.department):
             known = ", ".join(session.exec(select(Department.code)).all())
             raise ValidationFailed(
@@ -461,7 +492,7 @@ async def register_discharge(
         )
         if existing is not None:
             session.commit()
-            return await resume_enrollment(runtime, session, existing)
+            return _resume(session, runtime, existing)
         risk = assess(runtime, patient, data.encounter, length_of_stay, template.id)
         tier = data.risk_tier or risk.tier
         plan = _plan_for(template, tier, risk.groups)
@@ -494,26 +525,25 @@ async def register_discharge(
             {"enrollment": enrollment_id, "workflow_id": workflow_id},
         )
         session.commit()
-        # The row as loaded, without a load: starting the journey and the answer read it.
-        enrollment = Enrollment(id=enrollment_id, workflow_id=workflow_id, **values)
-        setup = JourneySetup(
-            enrollment_id=enrollment.id,  # type: ignore[arg-type]
-            patient_id=patient.id,
-            plan=plan,
-            discharged_at=discharged_at,
-            timezone=patient.timezone,
-            locale=patient.locale,
-            time_scale=data.time_scale,
-            greetings=greetings,
-            greetings_until=greetings_until,
-            continue_as_new_after=runtime.settings.journey_run_length,
-        )
-        await start_journey(runtime, session, enrollment, setup)
-        return _output(enrollment, discharged_at, True, plan, patient.timezone)
+    # The row as loaded, without a load: starting the journey and the answer read it.
+    enrollment = Enrollment(id=enrollment_id, workflow_id=workflow_id, **values)
+    setup = JourneySetup(
+        enrollment_id=enrollment.id,  # type: ignore[arg-type]
+        patient_id=patient.id,
+        plan=plan,
+        discharged_at=discharged_at,
+        timezone=patient.timezone,
+        locale=patient.locale,
+        time_scale=data.time_scale,
+        greetings=greetings,
+        greetings_until=greetings_until,
+        continue_as_new_after=runtime.settings.journey_run_length,
+    )
+    return _Enrolled(enrollment, setup, discharged_at, True, plan, patient.timezone)
 
 
 async def start_journey(
-    runtime: Runtime, session: Session, enrollment: Enrollment, setup: JourneySetup
+    runtime: Runtime, enrollment: Enrollment, setup: JourneySetup
 ) -> WorkflowHandle:
     """Start the enrollment's workflow (idempotent: an already running one is fine)."""
     try:
@@ -533,17 +563,23 @@ async def start_journey(
             f"{exc}; retry the same request (same idempotency key) to start it"
         ) from None
     if enrollment.status == JourneyStatus.PENDING:
-        _update_enrollment(session, enrollment, status=JourneyStatus.ACTIVE, started_at=utcnow())
-        session.commit()
+        await in_thread(
+            _update_enrollment,
+            runtime,
+            enrollment,
+            status=JourneyStatus.ACTIVE,
+            started_at=utcnow(),
+        )
     return handle
 
 
-def _update_enrollment(session: Session, enrollment: Enrollment, **values: Any) -> None:
-    """Set columns of a flushed enrollment with a statement, not the unit of work (intake is
-    on every discharge's path), and on the object as if loaded so."""
-    session.connection().execute(
-        update_by_id(Enrollment, "enrollment"), {"enrollment": enrollment.id, **values}
-    )
+def _update_enrollment(runtime: Runtime, enrollment: Enrollment, **values: Any) -> None:
+    """Set columns of an enrollment with a statement, not the unit of work (intake is on
+    every discharge's path), and on the object as if loaded so."""
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            update_by_id(Enrollment, "enrollment"), {"enrollment": enrollment.id, **values}
+        )
     for name, value in values.items():
         set_committed_value(enrollment, name, value)
 
@@ -556,7 +592,13 @@ _INSERT_ENROLLMENT = sa.insert(Enrollment.__table__).returning(  # type: ignore[
 async def resume_enrollment(
     runtime: Runtime, session: Session, enrollment: Enrollment
 ) -> EnrollmentOut:
-    """The enrollment as intake returns it, starting its journey if that never happened."""
+    """The enrollment as intake returns it, starting its journey if that never happened.
+
+    ``session`` is read in a thread, and its transaction ended, before Temporal is called."""
+    return await _start(runtime, await in_session_thread(session, _resume, runtime, enrollment))
+
+
+def _resume(session: Session, runtime: Runtime, enrollment: Enrollment) -> _Enrolled:
     encounter = session.get(Encounter, enrollment.encounter_id)
     patient = session.get(Patient, enrollment.patient_id)
     if encounter is None or patient is None:
@@ -567,6 +609,7 @@ async def resume_enrollment(
         plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
     except NotFoundError:
         plan = None
+    setup = None
     if enrollment.status == JourneyStatus.PENDING:
         if plan is None:
             raise NotFoundError(
@@ -586,5 +629,4 @@ async def resume_enrollment(
             greetings_until=until,
             continue_as_new_after=runtime.settings.journey_run_length,
         )
-        await start_journey(runtime, session, enrollment, setup)
-    return _output(enrollment, encounter.discharged_at, False, plan, patient.timezone)
+    return _Enrolled(enrollment, setup, encounter.discharged_at, False, plan, patient.timezone)

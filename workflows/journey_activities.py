@@ -20,11 +20,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from suifang.core.categories import is_clinical
-from suifang.core.db import utcnow
+from suifang.core.db import in_thread, utcnow
 from suifang.core.delivery import (
     NOTICE_CHANNELS,
     RECIPIENT_COLUMNS,
     DeliveryRequest,
+    MessageLedger,
     RetryableDelivery,
     SendOutcome,
     deliver,
@@ -182,11 +183,30 @@ class JourneyActivities:
 
     @activity.defn(name="send_journey_message")
     async def send_journey_message(self, request: JourneyMessageInput) -> SendOutcome:
-        # One transaction before anything is sent: the journey's records, then what the
-        # message says (the points just credited included), then the message's ledger row.
-        engine = self.runtime.engine
+        prepared = await in_thread(self._prepare_send, request)
+        if isinstance(prepared, SendOutcome):
+            return prepared
+        delivery, ledger, row = prepared
         try:
-            with engine.begin() as connection:
+            return await send_through_cascade(
+                self.runtime.engine,
+                self.runtime.channels,
+                delivery,
+                ledger,
+                recipient_from_row(row),
+                now=activity.info().current_attempt_scheduled_time,
+            )
+        except RetryableDelivery as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from None
+
+    def _prepare_send(
+        self, request: JourneyMessageInput
+    ) -> SendOutcome | tuple[DeliveryRequest, MessageLedger, Any]:
+        """One transaction before anything is sent: the journey's records, then what the
+        message says (the points just credited included), then the message's ledger row —
+        or, in the patient's quiet hours, the outcome that says when to try again."""
+        try:
+            with self.runtime.engine.begin() as connection:
                 self._write_records(connection, request.records)
                 row = connection.execute(
                     _send_context(),
@@ -201,20 +221,9 @@ class JourneyActivities:
                             delivered=False, suppressed="quiet_hours", retry_at=retry_at
                         )
                 delivery = self._delivery_request(request, row)
-                ledger = open_ledger(connection, delivery)
+                return delivery, open_ledger(connection, delivery), row
         except UnknownEnrollment as exc:
             raise ApplicationError(str(exc), non_retryable=True) from None
-        try:
-            return await send_through_cascade(
-                engine,
-                self.runtime.channels,
-                delivery,
-                ledger,
-                recipient_from_row(row),
-                now=activity.info().current_attempt_scheduled_time,
-            )
-        except RetryableDelivery as exc:
-            raise ApplicationError(str(exc), type="TransientChannelError") from None
 
     def _delivery_request(self, request: JourneyMessageInput, row: Any) -> DeliveryRequest:
         """The message rendered for its patient, as delivery sends it."""
@@ -262,7 +271,7 @@ class JourneyActivities:
     # transaction. The statements, and why a retry writes nothing twice, are in journey_records.
 
     @activity.defn(name="record_batch")
-    async def record_batch(self, batch: RecordBatch) -> None:
+    def record_batch(self, batch: RecordBatch) -> None:
         """The records a journey made between two sends or waits, in one transaction."""
         self._write(*batch.items)
 
@@ -280,7 +289,7 @@ class JourneyActivities:
         write_records(connection, records)
 
     @activity.defn(name="prepare_journey_ticket")
-    async def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:
+    def prepare_journey_ticket(self, request: JourneyTicketInput) -> TicketStart:
         """Create the ticket row (once per event) and link its alerts; the workflow starts it."""
         with Session(self.runtime.engine, expire_on_commit=False) as session:
             alerts = list(
@@ -317,13 +326,7 @@ class JourneyActivities:
         """Triage what the patient wrote: the ticket's row (the workflow starts it), or None —
         for thanks the praise recorded and the patient thanked, for a reply with nothing to
         act on ("没有", "还好") nothing at all."""
-        at = activity.info().current_attempt_scheduled_time
-        with Session(self.runtime.engine, expire_on_commit=False) as session:
-            patient = session.get(Patient, request.patient_id)
-            enrollment = session.get(Enrollment, request.enrollment_id)
-            if patient is None or enrollment is None:
-                raise ApplicationError("patient or enrollment missing", non_retryable=True)
-            locale, department = patient.locale, enrollment.department_code
+        locale, department = await in_thread(self._locale_and_department, request)
         # Triage may call an AI service: no connection is held while it runs.
         triage = await self.runtime.plugins.triage_async(
             TriageRequest(
@@ -336,37 +339,57 @@ class JourneyActivities:
         )
         if triage.intent == "nothing":
             return None  # "没有", "还好": the answers were recorded; nothing to act on
+        if triage.intent != "praise":
+            return await in_thread(self._open_patient_ticket, request, triage, department)
+        await in_thread(self._record_praise, request, department)
+        await self._thank(request)
+        return None
+
+    def _locale_and_department(self, request: PatientTextInput) -> tuple[str, str | None]:
         with Session(self.runtime.engine, expire_on_commit=False) as session:
-            if triage.intent != "praise":
-                return build_ticket(
-                    session,
-                    patient_id=request.patient_id,
-                    source=TicketSource.PATIENT_MESSAGE,
-                    summary=request.text,
-                    triage=triage,
-                    opened_at=at,
-                    enrollment_id=request.enrollment_id,
-                    idempotency_key=request.event_key,
-                )
+            patient = session.get(Patient, request.patient_id)
+            enrollment = session.get(Enrollment, request.enrollment_id)
+            if patient is None or enrollment is None:
+                raise ApplicationError("patient or enrollment missing", non_retryable=True)
+            return patient.locale, enrollment.department_code
+
+    def _open_patient_ticket(
+        self, request: PatientTextInput, triage: TriageResult, department: str | None
+    ) -> TicketStart:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
+            return build_ticket(
+                session,
+                patient_id=request.patient_id,
+                source=TicketSource.PATIENT_MESSAGE,
+                summary=request.text,
+                triage=triage,
+                opened_at=activity.info().current_attempt_scheduled_time,
+                enrollment_id=request.enrollment_id,
+                idempotency_key=request.event_key,
+            )
+
+    def _record_praise(self, request: PatientTextInput, department: str | None) -> None:
+        with Session(self.runtime.engine, expire_on_commit=False) as session:
             record_praise(
                 session,
                 event_key=request.event_key,
                 patient_id=request.patient_id,
                 text=request.text,
-                received_at=at,
+                received_at=activity.info().current_attempt_scheduled_time,
                 department=department,
                 enrollment_id=request.enrollment_id,
             )
-        await self._thank(request)
-        return None
 
-    async def _thank(self, request: PatientTextInput) -> None:
-        engine = self.runtime.engine
-        with engine.connect() as connection:
-            row = connection.execute(
+    def _send_context_row(self, request: PatientTextInput) -> Any:
+        with self.runtime.engine.connect() as connection:
+            return connection.execute(
                 _send_context(),
                 {"patient": request.patient_id, "enrollment": request.enrollment_id},
             ).first()
+
+    async def _thank(self, request: PatientTextInput) -> None:
+        engine = self.runtime.engine
+        row = await in_thread(self._send_context_row, request)
         if row is None:
             return
         body = self.renderer.file("praise_ack", row.locale, self._context(row, None))
@@ -395,7 +418,7 @@ class JourneyActivities:
         return [channel] if channel and channel in self.runtime.channels.classes else []
 
     @activity.defn(name="extend_greetings")
-    async def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
+    def extend_greetings(self, request: GreetingsInput) -> GreetingBatch:
 
         with Session(self.runtime.engine) as session:
             patient = session.get(Patient, request.patient_id)

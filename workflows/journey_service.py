@@ -1,4 +1,9 @@
-"""Reading and steering journeys: the service behind the journeys API and CLI."""
+"""Reading and steering journeys: the service behind the journeys API and CLI.
+
+The functions that talk to Temporal do their database work in a thread and end the
+session's transaction before they await it (:func:`suifang.core.db.in_session_thread`): no
+statement runs on the event loop, and no connection is held while Temporal answers.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from suifang.core.db import utcnow
+from suifang.core.db import in_session_thread, utcnow
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import (
@@ -167,6 +172,20 @@ def get_enrollment(session: Session, enrollment_id: int) -> Enrollment:
 
 
 async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int) -> JourneyDetail:
+    detail = await in_session_thread(session, _stored_detail, enrollment_id)
+    if detail.status == JourneyStatus.PENDING:
+        return detail
+    try:
+        client = await runtime.client()
+        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, detail.workflow_id)
+        progress = await handle.query(PatientJourneyWorkflow.progress)
+    except (StartupError, RPCError):
+        return detail
+    return detail.model_copy(update={"progress": progress})
+
+
+def _stored_detail(session: Session, enrollment_id: int) -> JourneyDetail:
+    """The journey as the database has it (its progress is the workflow's)."""
     enrollment = get_enrollment(session, enrollment_id)
     patient = session.get(Patient, enrollment.patient_id)
     assert patient is not None
@@ -184,16 +203,6 @@ async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int)
     messages = len(
         session.exec(select(Message.id).where(Message.enrollment_id == enrollment_id)).all()
     )
-    progress: JourneyProgress | None = None
-    if enrollment.status != JourneyStatus.PENDING:
-        try:
-            client = await runtime.client()
-            handle = client.get_workflow_handle_for(
-                PatientJourneyWorkflow.run, enrollment.workflow_id
-            )
-            progress = await handle.query(PatientJourneyWorkflow.progress)
-        except (StartupError, RPCError):
-            progress = None
     locale = patient.locale
     return JourneyDetail(
         **_summary(enrollment, patient),
@@ -217,14 +226,14 @@ async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int)
         ],
         answers=[AnswerView.model_validate(a, from_attributes=True) for a in answers],
         messages=messages,
-        progress=progress,
+        progress=None,
     )
 
 
 async def _handle(runtime: Runtime, session: Session, enrollment_id: int) -> Any:
     # Two columns in a prepared statement, not the enrollment through the ORM: every answer
     # of every patient comes through here.
-    found = session.connection().execute(_WORKFLOW_OF, {"enrollment": enrollment_id}).first()
+    found = await in_session_thread(session, _workflow_of, enrollment_id)
     if found is None:
         raise NotFoundError(f"no journey {enrollment_id}")
     workflow_id, status = found
@@ -234,6 +243,11 @@ async def _handle(runtime: Runtime, session: Session, enrollment_id: int) -> Any
         raise ValidationFailed(f"journey {enrollment_id} has not started yet; retry its intake")
     client = await runtime.client()
     return client.get_workflow_handle_for(PatientJourneyWorkflow.run, workflow_id)
+
+
+def _workflow_of(session: Session, enrollment_id: int) -> tuple[str, str] | None:
+    row = session.connection().execute(_WORKFLOW_OF, {"enrollment": enrollment_id}).first()
+    return None if row is None else (row.workflow_id, row.status)
 
 
 async def send_answer(
@@ -264,20 +278,10 @@ async def control_journey(
     """
     if event.at is not None and event.at.tzinfo is None:
         raise ValidationFailed("at: give a timezone, e.g. 2026-11-20T10:00+08:00")
-    if event.action == "readmitted":
-        enrollment = get_enrollment(session, enrollment_id)
-        encounter = session.get(Encounter, enrollment.encounter_id)
-        if event.at is not None and encounter is not None and event.at < encounter.discharged_at:
-            raise ValidationFailed(
-                f"at: the readmission ({event.at.isoformat()}) is before the discharge "
-                f"({encounter.discharged_at.isoformat()})"
-            )
-        if enrollment.status in _ENDED:
-            if enrollment.readmitted_at is None:
-                enrollment.readmitted_at = event.at or utcnow()
-                session.add(enrollment)
-                session.commit()
-            return event.action
+    if event.action == "readmitted" and await in_session_thread(
+        session, _readmitted_after_the_end, enrollment_id, event
+    ):
+        return event.action
     handle = await _handle(runtime, session, enrollment_id)
     try:
         await handle.execute_update(PatientJourneyWorkflow.control, event)
@@ -285,6 +289,24 @@ async def control_journey(
         cause = exc.cause.message if exc.cause and hasattr(exc.cause, "message") else str(exc)
         raise ValidationFailed(f"journey {enrollment_id}: cannot {event.action}: {cause}") from None
     return event.action
+
+
+def _readmitted_after_the_end(session: Session, enrollment_id: int, event: ControlEvent) -> bool:
+    """Check a reported readmission; if the journey has ended, record it on the enrollment
+    (True: nothing left for the workflow to do)."""
+    enrollment = get_enrollment(session, enrollment_id)
+    encounter = session.get(Encounter, enrollment.encounter_id)
+    if event.at is not None and encounter is not None and event.at < encounter.discharged_at:
+        raise ValidationFailed(
+            f"at: the readmission ({event.at.isoformat()}) is before the discharge "
+            f"({encounter.discharged_at.isoformat()})"
+        )
+    if enrollment.status not in _ENDED:
+        return False
+    if enrollment.readmitted_at is None:
+        enrollment.readmitted_at = event.at or utcnow()
+        session.add(enrollment)
+    return True
 
 
 async def reschedule_journey(
@@ -307,6 +329,23 @@ async def withdraw_consent(
     reason: str = "do_not_contact",
 ) -> list[int]:
     """Record do-not-contact at once (every send checks it) and stop every active journey."""
+    stopped = []
+    for enrollment_id in await in_session_thread(session, _record_withdrawal, patient_id, source):
+        try:
+            await control_journey(
+                runtime,
+                session,
+                enrollment_id,
+                ControlEvent(action="do_not_contact", reason=reason),  # type: ignore[arg-type]
+            )
+            stopped.append(enrollment_id)
+        except ValidationFailed:
+            continue  # ended meanwhile
+    return stopped
+
+
+def _record_withdrawal(session: Session, patient_id: int, source: str) -> list[int]:
+    """Do-not-contact on the patient; the ids of the journeys still to stop."""
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise NotFoundError(f"no patient {patient_id}")
@@ -319,22 +358,11 @@ async def withdraw_consent(
     patient.consent_source = source
     session.add(patient)
     session.commit()
-    stopped = []
-    active = session.exec(
-        select(Enrollment).where(
-            Enrollment.patient_id == patient_id,
-            col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
-        )
-    ).all()
-    for enrollment in active:
-        try:
-            await control_journey(
-                runtime,
-                session,
-                enrollment.id,
-                ControlEvent(action="do_not_contact", reason=reason),  # type: ignore[arg-type]
+    return list(
+        session.exec(
+            select(Enrollment.id).where(
+                Enrollment.patient_id == patient_id,
+                col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
             )
-            stopped.append(enrollment.id)
-        except ValidationFailed:
-            continue  # ended meanwhile
-    return stopped  # type: ignore[return-value]
+        ).all()
+    )  # type: ignore[arg-type]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import (
     ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
     UnsandboxedWorkflowRunner,
@@ -22,12 +24,16 @@ from suifang.tickets.workflow import FeedbackTicketWorkflow
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
 
-__all__ = ["WORKFLOWS", "HeartbeatInterceptor", "build_worker", "run_worker"]
+__all__ = ["WORKFLOWS", "HeartbeatInterceptor", "activity_threads", "build_worker", "run_worker"]
 
 WORKFLOWS: list[type] = [PatientJourneyWorkflow, FeedbackTicketWorkflow]
 
 
 class _BeatWhileRunning(ActivityInboundInterceptor):
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        self.outbound = outbound
+        super().init(outbound)
+
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         timeout = activity.info().heartbeat_timeout
         if not timeout:
@@ -36,7 +42,10 @@ class _BeatWhileRunning(ActivityInboundInterceptor):
         async def beat() -> None:
             while True:
                 await asyncio.sleep(timeout.total_seconds() / 4)
-                activity.heartbeat()
+                # Straight to the worker, not activity.heartbeat(): for a sync activity
+                # that hands the beat to the event loop and blocks until the loop takes it,
+                # which from the loop itself would block the loop.
+                self.outbound.heartbeat()
 
         beating = asyncio.ensure_future(beat())
         try:
@@ -55,6 +64,10 @@ class HeartbeatInterceptor(Interceptor):
     journey waiting on it stalls that long. With them, the activity is retried on a live
     worker as soon as the heartbeat timeout passes; activities are idempotent, so a retry of
     one that did finish changes nothing.
+
+    The beats come from the event loop, whatever runs the activity: a sync activity in its
+    thread, stuck in a slow statement, is still heard from, and so is every other activity
+    while it is stuck (tests/workflows/test_worker.py).
     """
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
@@ -80,21 +93,36 @@ def build_worker(
         # Determinism is checked where it is cheap: the replay test and the test suite run
         # every workflow sandboxed (see SUIFANG_WORKER_WORKFLOW_SANDBOX).
         options["workflow_runner"] = UnsandboxedWorkflowRunner()
-    # Activities touch the database synchronously and never await with a connection checked
-    # out (tests/workflows/test_worker.py checks each one), so however many run at once they
-    # hold at most one connection between them: the pool does not bound them. Local
-    # activities (the journey's records, the ticket's read-model save) get as many slots.
+    # Local activities (the journey's records, the ticket's read-model save) get as many
+    # slots as activities.
     if "max_concurrent_activities" not in options:
         options["max_concurrent_activities"] = runtime.settings.worker_max_concurrent_activities
     options.setdefault("max_concurrent_local_activities", options["max_concurrent_activities"])
+    if "activity_executor" not in options:
+        options["activity_executor"] = activity_threads(
+            options["max_concurrent_activities"] + options["max_concurrent_local_activities"]
+        )
     return Worker(
         client,
         task_queue=task_queue or runtime.settings.task_queue,
-        workflows=WORKFLOWS,
+        workflows=options.pop("workflows", WORKFLOWS),
         activities=activities if activities is not None else activities_for(runtime),
         interceptors=[HeartbeatInterceptor(), *options.pop("interceptors", ())],
         **options,
     )
+
+
+def activity_threads(slots: int) -> ThreadPoolExecutor:
+    """The threads the worker's database activities run on, one per activity slot.
+
+    Activities that only use the database are sync (``def``) and run here; those that also
+    await a provider run their database sections with :func:`~suifang.core.db.in_thread`
+    (AnyIO's threads, 40 by default). Either way no statement runs on the event loop, where
+    one stuck behind a lock (up to the statement timeout, 30 s) would stop every heartbeat
+    and every other activity with it. A thread that finds the connection pool empty waits
+    in its own thread, up to the pool timeout.
+    """
+    return ThreadPoolExecutor(max_workers=slots, thread_name_prefix="suifang-activity")
 
 
 async def run_worker(runtime: Runtime) -> None:

@@ -18,6 +18,7 @@ from suifang.core.api.security import (
     require_patient_in_scope,
 )
 from suifang.core.contacts import contact_views
+from suifang.core.db import in_session_thread
 from suifang.core.models import ApiToken, Observation, Patient, StaffUser
 from suifang.core.security.audit import query_audit
 from suifang.core.security.auth import (
@@ -316,7 +317,7 @@ async def do_not_contact(
     principal: Annotated[Principal, Depends(require(Permission.PATIENTS_CONSENT))],
 ) -> ConsentOut:
 
-    require_patient_in_scope(session, principal, patient_id)
+    await in_session_thread(session, require_patient_in_scope, principal, patient_id)
     audit_patients(request, patient_id)
     stopped = await withdraw_consent(
         runtime, session, patient_id, source=f"{body.source} ({principal.actor})"

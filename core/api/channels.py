@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from suifang.core.api.security import audit_patients, require
 from suifang.core.api.webhook_guard import RETRY_AFTER_SECONDS, WebhookLimits, webhook_limits
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import InboundRejected, InboundRequest
+from suifang.core.db import in_thread
 from suifang.core.models import Enrollment, InboundRecord, Ticket, WebhookRejection
 from suifang.core.runtime import Runtime
 from suifang.core.security.audit import record_audit
@@ -111,7 +111,7 @@ async def _refuse(
                 keep=runtime.settings.webhook_rejections_kept,
             )
 
-    rejection_id = await asyncio.to_thread(store)
+    rejection_id = await in_thread(store)
     if status_code < 400:  # a replay: the provider gets what it expects, nothing happens
         return Response(status_code=status_code)
     return JSONResponse(
@@ -146,7 +146,7 @@ async def _audit_writes(
                 detail=detail,
             )
 
-    await asyncio.to_thread(write)
+    await in_thread(write)
 
 
 @webhooks.api_route(

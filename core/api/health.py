@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from suifang.core.api.deps import RuntimeDep
-from suifang.core.db import check_database
+from suifang.core.db import check_database, in_thread
 from suifang.core.errors import StartupError
 from suifang.core.temporal import temporal_health
 
@@ -29,7 +28,7 @@ class Health(BaseModel):
 
 @router.get("/healthz", response_model=Health, summary="Liveness of the API and its dependencies")
 async def healthz(runtime: RuntimeDep, response: Response) -> Health:
-    db_problem = await asyncio.to_thread(check_database, runtime.engine)
+    db_problem = await in_thread(check_database, runtime.engine)
     try:
         client = await runtime.client()
         temporal_problem = await temporal_health(client)

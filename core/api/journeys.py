@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Annotated, Literal
 
@@ -11,8 +10,9 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
-from suifang.core.api.idempotency import claim_key, remember_result
+from suifang.core.api.idempotency import Claim, claim_key, remember_result
 from suifang.core.api.security import audit_patients, require, require_department_in_scope
+from suifang.core.db import in_session_thread, in_thread
 from suifang.core.enums import JourneyStatus
 from suifang.core.models import Enrollment
 from suifang.core.security.auth import Permission, Principal
@@ -82,21 +82,25 @@ async def intake_discharge(
     """
     if principal.scope is not None:
         require_department_in_scope(principal, body.encounter.department, "encounter.department")
-        journey_in = await asyncio.to_thread(journey_department, runtime, body)
+        journey_in = await in_thread(journey_department, runtime, body)
         chosen = f"pathway {body.pathway!r}" if body.pathway else "pathway (chosen by its rules)"
         require_department_in_scope(principal, journey_in, chosen)
     key = idempotency_key or body.idempotency_key
     claim = None
     if key is not None:
-        with Session(runtime.engine) as session:
-            claim = claim_key(
-                session,
-                principal,
-                "POST /intake/discharges",
-                key,
-                body.model_dump(mode="json", exclude={"idempotency_key"}),
-                hours=runtime.settings.idempotency_key_hours,
-            )
+
+        def claim_it() -> Claim:
+            with Session(runtime.engine) as session:
+                return claim_key(
+                    session,
+                    principal,
+                    "POST /intake/discharges",
+                    key,
+                    body.model_dump(mode="json", exclude={"idempotency_key"}),
+                    hours=runtime.settings.idempotency_key_hours,
+                )
+
+        claim = await in_thread(claim_it)
     body = body.model_copy(update={"idempotency_key": None})
     enrollment = await register_discharge(
         runtime, body, idempotency_key=claim.internal_key if claim else None
@@ -105,8 +109,12 @@ async def intake_discharge(
     if not enrollment.created:
         response.status_code = status.HTTP_200_OK
     if claim is not None:
-        with Session(runtime.engine) as session:
-            remember_result(session, claim, enrollment.enrollment_id, response.status_code or 201)
+
+        def remember(claim: Claim, status_code: int) -> None:
+            with Session(runtime.engine) as session:
+                remember_result(session, claim, enrollment.enrollment_id, status_code)
+
+        await in_thread(remember, claim, response.status_code or 201)
         if claim.status_code is not None:
             response.status_code = claim.status_code
     return enrollment
@@ -147,7 +155,7 @@ async def get_journey(
     principal: CanRead,
 ) -> JourneyDetail:
     """Touchpoints, answers and alerts from the database, progress live from the workflow."""
-    scoped_enrollment(session, principal, enrollment_id, request)
+    await in_session_thread(session, scoped_enrollment, principal, enrollment_id, request)
     return await journey_service.journey_detail(runtime, session, enrollment_id)
 
 
@@ -179,7 +187,7 @@ async def answer_journey(
     request: Request,
     principal: CanAnswer,
 ) -> Accepted:
-    scoped_enrollment(session, principal, enrollment_id, request)
+    await in_session_thread(session, scoped_enrollment, principal, enrollment_id, request)
     await journey_service.send_answer(
         runtime,
         session,
@@ -215,7 +223,7 @@ async def observe_journey(
     request: Request,
     principal: CanAnswer,
 ) -> Accepted:
-    scoped_enrollment(session, principal, enrollment_id, request)
+    await in_session_thread(session, scoped_enrollment, principal, enrollment_id, request)
     await journey_service.record_observation(
         runtime,
         session,
@@ -245,7 +253,7 @@ async def reschedule(
     request: Request,
     principal: CanAct,
 ) -> Accepted:
-    scoped_enrollment(session, principal, enrollment_id, request)
+    await in_session_thread(session, scoped_enrollment, principal, enrollment_id, request)
     await journey_service.reschedule_journey(
         runtime,
         session,
@@ -280,7 +288,7 @@ async def control(
     principal: CanAct,
     body: ControlIn | None = None,
 ) -> Accepted:
-    scoped_enrollment(session, principal, enrollment_id, request)
+    await in_session_thread(session, scoped_enrollment, principal, enrollment_id, request)
     body = body or ControlIn()
     await journey_service.control_journey(
         runtime, session, enrollment_id, ControlEvent(action=action, reason=body.reason, at=body.at)

@@ -26,6 +26,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -305,29 +306,38 @@ def install_body_guard(app: FastAPI, settings: Settings) -> None:
 class ConcurrencyLimit:
     """Admits at most ``limit`` requests at a time; the rest wait their turn without blocking.
 
-    Route handlers are async and use the database synchronously: a request that finds the
-    connection pool empty blocks the event loop, so the requests holding connections cannot
-    finish either and the whole API stalls until the pool timeout (a burst of discharges from
-    the hospital system after a restart did exactly that). Waiting here is asynchronous.
+    Route handlers do their database work in threads (``def`` routes, and
+    :func:`~suifang.core.db.in_thread` in the ``async`` ones that await Temporal): AnyIO's
+    thread pool, which this sizes to the connection pool's capacity (``threads``) on the
+    first request, so a thread never waits for a connection another thread could not give
+    back. A request may use two sessions, so half as many requests as threads are admitted;
+    the rest wait here, asynchronously, instead of piling up in front of the threads.
     ``/healthz`` is never held back.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, threads: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.threads = threads
         self._slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+            if self.threads is not None:
+                # The limiter is the event loop's: set once the loop runs.
+                anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
         if scope["type"] != "http" or scope.get("path") == "/healthz":
             await self.app(scope, receive, send)
             return
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limit)
         async with self._slots:
             await self.app(scope, receive, send)
 
 
 def install_concurrency_limit(app: FastAPI, pool_capacity: int | None) -> None:
-    """Keep the requests in flight within what the database pool can serve (half of it)."""
+    """Keep the requests in flight within what the database pool can serve (half of it), and
+    the threads that run their database work at the pool's capacity."""
     if pool_capacity is not None:
-        app.add_middleware(ConcurrencyLimit, limit=max(1, pool_capacity // 2))
+        app.add_middleware(
+            ConcurrencyLimit, limit=max(1, pool_capacity // 2), threads=pool_capacity
+        )

@@ -9,7 +9,6 @@ with the patients it touched.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from sqlmodel import Session
 
 from suifang.core.api.deps import get_runtime
 from suifang.core.api.errors import error_body
+from suifang.core.db import in_thread
 from suifang.core.runtime import Runtime
 from suifang.core.security.audit import outcome_of, record_audit
 from suifang.core.security.auth import (
@@ -73,7 +73,7 @@ async def current_principal(
             return authenticate(session, _bearer(request))
 
     try:
-        principal = await asyncio.to_thread(check)
+        principal = await in_thread(check)
     except AuthenticationFailed:
         raise HTTPException(
             status_code=401,
@@ -173,7 +173,7 @@ def install_audit(app: FastAPI) -> None:
         if not patients and _is_id(params.get("patient_id")):
             patients = [int(params["patient_id"])]  # a probe that got 404 still names whom
         try:
-            await asyncio.to_thread(
+            await in_thread(
                 record_audit,
                 runtime.engine,
                 actor=principal.actor if principal else "anonymous",

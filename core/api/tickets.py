@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
-from suifang.core.api.idempotency import claim_key, remember_result
+from suifang.core.api.idempotency import Claim, claim_key, remember_result
 from suifang.core.api.security import audit_patients, require, require_department_in_scope
+from suifang.core.db import in_session_thread
 from suifang.core.enums import TicketStatus, Tier
 from suifang.core.models import Enrollment, RoutingRule, StaffNotification
 from suifang.core.security.auth import Permission, Principal, Role, patient_in_scope
@@ -98,11 +99,13 @@ async def create(
     same key with a different body is refused (422 ``idempotency_key_reused``). Keys are
     yours alone and are remembered for ``SUIFANG_IDEMPOTENCY_KEY_HOURS`` (24 h).
     """
-    may_open_ticket(session, principal, body)
     key = idempotency_key or body.idempotency_key
-    claim = None
-    if key is not None:
-        claim = claim_key(
+
+    def check_and_claim(session: Session) -> Claim | None:
+        may_open_ticket(session, principal, body)
+        if key is None:
+            return None
+        return claim_key(
             session,
             principal,
             "POST /tickets",
@@ -110,14 +113,24 @@ async def create(
             body.model_dump(mode="json", exclude={"idempotency_key"}),
             hours=runtime.settings.idempotency_key_hours,
         )
+
+    claim = await in_session_thread(session, check_and_claim)
     body = body.model_copy(update={"idempotency_key": claim.internal_key if claim else None})
     audit_patients(request, body.patient_id)
     summary = await service.open_ticket(runtime, body, actor=principal.actor)
     audit_patients(request, summary.patient_id)  # whose data the answer holds
     if claim is not None:
-        remember_result(session, claim, summary.id, status.HTTP_201_CREATED)
+        await in_session_thread(
+            session, remember_result, claim, summary.id, status.HTTP_201_CREATED
+        )
         response.status_code = claim.status_code or status.HTTP_201_CREATED
     return summary
+
+
+def _audit_ticket_patient(
+    session: Session, request: Request, ticket_id: int, principal: Principal
+) -> None:
+    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
 
 
 def may_open_ticket(session: SessionDep, principal: Principal, body: TicketIn) -> None:
@@ -166,7 +179,7 @@ async def act(
     principal: CanAct,
 ) -> TicketDetail:
     """Applied by the ticket's workflow; refused with 422 and the reason if it cannot apply."""
-    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
+    await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     action = ActorAction(
         action=body.action,
         actor=principal.actor,
@@ -202,7 +215,7 @@ async def acknowledge(
 ) -> TicketDetail:
     """Stops the page's escalation and makes you the ticket's owner; 422 if the ticket has
     no page waiting (none was sent, or someone acknowledged it already)."""
-    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
+    await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     action = ActorAction(action="acknowledge", actor=principal.actor, text=body.note)
     return await service.act_on_ticket(
         runtime, session, ticket_id, action, departments=principal.scope
@@ -222,7 +235,7 @@ async def patient_event(
     request: Request,
     principal: CanPatientEvent,
 ) -> Response:
-    audit_patients(request, service.get_ticket(session, ticket_id, principal.scope).patient_id)
+    await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     await service.patient_event(runtime, session, ticket_id, body)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 

@@ -76,7 +76,7 @@ async def test_a_save_overwrites_the_row_and_adds_each_line_once_when_retried(
     activities = TicketActivities(runtime)
     # The second run is the retry of a save whose first attempt committed.
     for _ in range(2):
-        await ActivityEnvironment().run(activities.sync_ticket, snapshot)
+        ActivityEnvironment().run(activities.sync_ticket, snapshot)
 
     with Session(runtime.engine) as session:
         row = session.get(Ticket, ticket_id)
@@ -117,7 +117,7 @@ async def test_a_save_overwrites_the_row_and_adds_each_line_once_when_retried(
             ],
         }
     )  # fmt: skip
-    await ActivityEnvironment().run(activities.sync_ticket, waiting)
+    ActivityEnvironment().run(activities.sync_ticket, waiting)
     with Session(runtime.engine) as session:
         row = session.get(Ticket, ticket_id)
         assert row is not None
@@ -128,7 +128,7 @@ async def test_a_save_overwrites_the_row_and_adds_each_line_once_when_retried(
 
 async def test_a_save_for_a_ticket_the_database_lacks_fails_for_good(runtime: Runtime) -> None:
     with pytest.raises(ApplicationError, match="ticket 999999 missing") as failure:
-        await ActivityEnvironment().run(
+        ActivityEnvironment().run(
             TicketActivities(runtime).sync_ticket, routed_and_answered(999_999)
         )
     assert failure.value.non_retryable

@@ -90,7 +90,7 @@ async def test_a_batch_writes_every_record_once_even_when_retried(
 
     # The second run is the retry of a batch whose first attempt committed.
     for _ in range(2):
-        await environment.run(activities.record_batch, RecordBatch.model_validate_json(
+        environment.run(activities.record_batch, RecordBatch.model_validate_json(
             batch.model_dump_json()
         ))  # fmt: skip
 
