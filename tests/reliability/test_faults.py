@@ -52,6 +52,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.worker import Replayer
 
 from suifang.core.config import Settings, load_settings
 from suifang.core.db import create_db_engine
@@ -80,6 +82,7 @@ from suifang.core.security.crypto import (
 from suifang.core.security.signing import SIGNATURE_HEADER, WebhookSigner
 from suifang.core.seed import prepare_database
 from suifang.core.temporal import connect_client
+from suifang.workflows.worker import WORKFLOWS
 
 JOURNEYS = int(os.environ.get("SUIFANG_FAULT_JOURNEYS", "100"))
 SEED = int(os.environ.get("SUIFANG_FAULT_SEED", "20260801"))
@@ -248,6 +251,7 @@ class Platform:
     deliveries: asyncio.Queue[Delivery]
     integrator_token: str
     staff_token: str
+    home: Path
     counts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     async def wait_api(self, timeout: float = 90) -> None:
@@ -275,6 +279,34 @@ class Platform:
     async def temporal(self) -> Client:
         return await connect_client(self.settings, codec=PayloadEncryptionCodec(get_keyring()))
 
+    async def replay_everything(self) -> dict[str, str]:
+        """Replay every workflow history the drill left, from the start, with today's code.
+
+        A journey that can no longer be rebuilt shows only when a query or a restarted worker
+        happens to replay it; replaying them all makes a divergence show on every run. Each
+        failing history is saved (decoded payloads stay encrypted) under ``replay-failures/``
+        to replay again under a debugger.
+        """
+        client = await self.temporal()
+        replayer = Replayer(
+            workflows=list(WORKFLOWS),
+            data_converter=dataclasses.replace(client.data_converter),
+            interceptors=[TracingInterceptor()],
+        )
+        failures: dict[str, str] = {}
+        histories = client.list_workflows(
+            f"TaskQueue = '{self.settings.task_queue}'"
+        ).map_histories()
+        async for history in histories:
+            replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            if replayed.replay_failure is not None:
+                failures[history.workflow_id] = str(replayed.replay_failure)
+                saved = self.home / "replay-failures" / f"{history.workflow_id}.json"
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(history.to_json())
+        self.counts["replayed_failures"] = len(failures)
+        return failures
+
 
 @pytest.fixture(scope="module")
 async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
@@ -283,6 +315,8 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
     home.mkdir(parents=True, exist_ok=True)
     encryption_key = generate_key()
     blind_index_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    if keep:  # to decode the kept histories' payloads
+        (home / "keys.json").write_text(json.dumps([encryption_key, blind_index_key]))
     previous_keyring = get_keyring()
     configure_keyring(Keyring.from_strings(encryption_key, blind_index_key))
     provider = Provider()
@@ -343,6 +377,7 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
         deliveries=deliveries,
         integrator_token=integrator_token,
         staff_token=staff_token,
+        home=home,
     )
     try:
         server.start()
@@ -720,6 +755,8 @@ async def test_no_message_is_lost_or_sent_twice_while_workers_and_the_server_die
     await drill.run(limit=240 + JOURNEYS * 1.5)
     platform.counts["journeys"] = JOURNEYS
     platform.counts["run_seconds"] = round(time.monotonic() - started)
+    # Every history the drill left replays with the code that wrote it.
+    assert await platform.replay_everything() == {}
     assert platform.counts["worker_kills"] == WORKER_KILLS
     assert platform.counts["server_restarts"] == 1
 
