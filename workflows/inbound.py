@@ -22,8 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
-from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import (
@@ -35,7 +34,7 @@ from suifang.core.channels import (
 )
 from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
 from suifang.core.db import in_session_thread, in_thread, utcnow
-from suifang.core.enums import JourneyStatus, TicketStatus
+from suifang.core.enums import JourneyStatus, TicketStatus, TouchpointStatus
 from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
 from suifang.core.models import (
     ContactPoint,
@@ -46,6 +45,7 @@ from suifang.core.models import (
     StaffContact,
     StaffUser,
     Ticket,
+    TouchpointRecord,
 )
 from suifang.core.nesting import TooDeep, check_nesting
 from suifang.core.pathways import Questionnaire, resolve_plan
@@ -340,23 +340,34 @@ async def _reply(
     answers: dict[str, Any] = dict(reply.answers or {})
     journey_triages = enrollment is not None
     if enrollment is not None:
-        touchpoint_key, questionnaire = await _open_touchpoint(runtime, enrollment, replied)
+        touchpoint_key, questionnaire = await _open_touchpoint(
+            runtime, session, enrollment, replied
+        )
         if answers or text:
             client = await runtime.client()
             handle = client.get_workflow_handle_for(
                 PatientJourneyWorkflow.run, enrollment.workflow_id
             )
-            await handle.signal(
-                PatientJourneyWorkflow.answer,
-                AnswerEvent(
-                    answers=answers,
-                    # The journey takes out what answers its questions and triages the rest.
-                    text=text or None,
-                    touchpoint_key=touchpoint_key,
-                    received_at=reply.received_at,
-                    channel=channel.name,
-                ),
-            )
+            try:
+                await handle.signal(
+                    PatientJourneyWorkflow.answer,
+                    AnswerEvent(
+                        answers=answers,
+                        # The journey takes out what answers its questions and triages the rest.
+                        text=text or None,
+                        touchpoint_key=touchpoint_key,
+                        received_at=reply.received_at,
+                        channel=channel.name,
+                    ),
+                )
+            except RPCError as exc:
+                if exc.status not in _TRY_AGAIN:
+                    raise
+                # The provider retries a 503, and the reply is handled then, once.
+                raise TryAgainLater(
+                    f"journey {enrollment.id} cannot take the reply right now "
+                    f"({type(exc).__name__}); retry shortly"
+                ) from None
     ticket_id = praise_id = None
     if text and not journey_triages:
         outcome = await receive_patient_message(
@@ -598,24 +609,19 @@ def _active_enrollment(
 
 
 async def _open_touchpoint(
-    runtime: Runtime, enrollment: Enrollment, replied: Message | None
+    runtime: Runtime, session: Session, enrollment: Enrollment, replied: Message | None
 ) -> tuple[str | None, Questionnaire | None]:
     """The touchpoint a reply answers (the one replied to, else the open one), and its
-    questions."""
-    client = await runtime.client()
-    handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, enrollment.workflow_id)
-    try:
-        progress = await handle.query(PatientJourneyWorkflow.progress)
-    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
-        # The journey cannot say which question it waits for now (its worker is restarting):
-        # the provider retries a 503, and the reply is handled then, once.
-        raise TryAgainLater(
-            f"journey {enrollment.id} cannot take the reply right now ({type(exc).__name__}); "
-            "retry shortly"
-        ) from None
+    questions.
+
+    Read from the database, not by querying the journey: a reply is then taken while the
+    journey's worker restarts, and a query cannot rebuild a journey on a worker from a
+    workflow task that is still in flight on a dead one (docs/reliability.md). The journey
+    has the last word: it treats an answer to a touchpoint that closed meanwhile as late.
+    """
     key = replied.touchpoint_key if replied is not None else None
     if key is None:
-        key = progress.open_touchpoints[-1] if progress.open_touchpoints else None
+        key = await in_session_thread(session, _last_open_touchpoint, enrollment.id)
     if key is None:
         return None, None
     try:
@@ -626,3 +632,32 @@ async def _open_touchpoint(
     touchpoint_id = key.split("#", 1)[0]
     planned = next((t for t in plan.touchpoints if t.id == touchpoint_id), None)
     return key, planned.questionnaire if planned else None
+
+
+# Unreachable or restarting; NOT_FOUND: the journey ended a moment ago and its enrollment
+# row is about to say so (the retry then takes the reply as a message on its own).
+_TRY_AGAIN = (
+    RPCStatusCode.NOT_FOUND,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+)
+_STILL_OPEN = (TouchpointStatus.SCHEDULED, TouchpointStatus.SENT)
+_ASKING = ("touchpoint", "reminder", "reask")
+
+
+def _last_open_touchpoint(session: Session, enrollment_id: int | None) -> str | None:
+    """The touchpoint asked most recently that is still waiting for its answer."""
+    still_open = select(TouchpointRecord.key).where(
+        TouchpointRecord.enrollment_id == enrollment_id,
+        col(TouchpointRecord.status).in_(_STILL_OPEN),
+    )
+    return session.exec(
+        select(Message.touchpoint_key)
+        .where(
+            Message.enrollment_id == enrollment_id,
+            col(Message.kind).in_(_ASKING),
+            col(Message.touchpoint_key).in_(still_open),
+        )
+        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+    ).first()
