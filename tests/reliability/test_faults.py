@@ -739,14 +739,6 @@ class Drill:
 # --------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG, open: after worker kills and a server restart a journey's history can fail "
-        "to replay for a query ([TMPRL1100] 'Activity machine does not handle this event: "
-        "TimerStarted'); see docs/reliability.md. The drill still runs and prints what it finds."
-    ),
-)
 async def test_no_message_is_lost_or_sent_twice_while_workers_and_the_server_die(
     platform: Platform,
 ) -> None:
