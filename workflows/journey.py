@@ -28,13 +28,11 @@ with workflow.unsafe.imports_passed_through():
         JourneyTicketInput,
         PatientTextInput,
     )
-    from suifang.workflows.journey_core import (
+    from suifang.workflows.journey_commands import (
         AnswerEvent,
         ControlEvent,
         ExtendGreetings,
         Finish,
-        JourneyCore,
-        JourneyProgress,
         ObservationEvent,
         OpenAlertTicket,
         OpenCallTask,
@@ -45,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         TriageText,
         Wait,
     )
+    from suifang.workflows.journey_core import JourneyCore, JourneyProgress
     from suifang.workflows.journey_inputs import (
         JourneyInput,
         JourneyResult,

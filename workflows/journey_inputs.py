@@ -22,17 +22,15 @@ from pydantic import (
 from suifang.core.enums import JourneyStatus
 from suifang.core.pathways import JourneyPlan, Questionnaire
 from suifang.core.sharing import SharedByContent, content_key
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     CreditPoints,
-    JourneyProgress,
-    JourneySetup,
-    JourneyState,
     RaiseAlert,
     RecordAnswers,
     RecordObservation,
     RecordTouchpoint,
     SetStatus,
 )
+from suifang.workflows.journey_core import JourneyProgress, JourneySetup, JourneyState
 from suifang.workflows.journey_records import (
     AlertInput,
     AnswersInput,

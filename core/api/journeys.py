@@ -24,7 +24,7 @@ from suifang.workflows.intake import (
     journey_department,
     register_discharge,
 )
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     AnswerEvent,
     ControlEvent,
     ObservationEvent,

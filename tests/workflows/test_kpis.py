@@ -42,7 +42,7 @@ from suifang.tickets import service as ticket_service
 from suifang.tickets.core import ActorAction, PatientEvent
 from suifang.workflows import journey_service
 from suifang.workflows.intake import EnrollmentOut, register_discharge
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent
+from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
 from suifang.workflows.kpis import (
     KPI_DEFINITIONS,
     KpiReport,
