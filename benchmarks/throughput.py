@@ -41,7 +41,8 @@ from suifang.core.runtime import Runtime
 from suifang.workflows import journey_service
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import JourneyResult
-from suifang.workflows.journey_core import AnswerEvent, JourneyCore, JourneySetup
+from suifang.workflows.journey_commands import AnswerEvent
+from suifang.workflows.journey_core import JourneyCore, JourneySetup
 from suifang.workflows.worker import build_worker
 
 TIME_SCALE = 100_000.0

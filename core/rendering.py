@@ -10,17 +10,21 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from suifang.core.pathways import LocalizedText, Questionnaire
+
+if TYPE_CHECKING:
+    from suifang.core.models import Department, Patient
 
 __all__ = [
     "MessageContext",
     "MessageRenderer",
     "RenderedMessage",
     "address_patient",
+    "patient_context",
 ]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -92,6 +96,29 @@ class MessageContext:
             "day": self.day,
             "points": self.points,
         }
+
+
+def patient_context(
+    patient: Patient, department: Department | None, *, hospital: str, today: dt.date
+) -> MessageContext:
+    """The context of a message to ``patient`` outside a journey (ticket notices, thanks).
+
+    ``today`` is the caller's: a Temporal activity and a route read the clock differently.
+    """
+    locale = patient.locale
+    return MessageContext(
+        name=address_patient(
+            patient.name,
+            sex=patient.sex,
+            birth_date=patient.birth_date,
+            locale=locale,
+            today=today,
+        ),
+        department=(department.name_en if locale == "en" else department.name_zh)
+        if department
+        else "",
+        hospital=hospital,
+    )
 
 
 @dataclass(frozen=True)

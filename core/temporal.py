@@ -1,16 +1,22 @@
-"""The Temporal runtime: the one place that builds clients (data converter, tracing).
+"""The Temporal runtime: the one place that builds clients (data converter, tracing) and
+says how the workflows' activities are timed out and retried.
 
 Workers are assembled in :mod:`suifang.workflows.worker`, which adds suifang's workflows
-and activities to the options built here.
+and activities to the options built here. The workflows import the activity options inside
+``workflow.unsafe.imports_passed_through()``: this module, its client and tracing imports
+with it, is loaded once outside the sandbox rather than re-imported for every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
+from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import RetryPolicy
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import CompositePayloadConverter, DataConverter, PayloadCodec
@@ -19,7 +25,44 @@ from temporalio.service import RPCError
 from suifang.core.config import Settings
 from suifang.core.errors import StartupError
 
-__all__ = ["connect_client", "data_converter", "temporal_health"]
+__all__ = [
+    "JOURNEY_SEND_OPTIONS",
+    "RECORD_OPTIONS",
+    "SEND_OPTIONS",
+    "connect_client",
+    "data_converter",
+    "temporal_health",
+]
+
+RECORD_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": dt.timedelta(seconds=30),
+    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
+    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
+    "heartbeat_timeout": dt.timedelta(seconds=10),
+    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
+}
+"""Activities that write records or read the database: short, retried for ever."""
+
+_SEND_RETRY = RetryPolicy(
+    initial_interval=dt.timedelta(seconds=5), maximum_interval=dt.timedelta(minutes=10)
+)
+SEND_OPTIONS: dict[str, Any] = {
+    # A send may wait on a slow channel's cascade, hence the longer timeouts.
+    "start_to_close_timeout": dt.timedelta(minutes=2),
+    "heartbeat_timeout": dt.timedelta(seconds=15),
+    "retry_policy": _SEND_RETRY,
+}
+"""Activities that deliver a message through the channels."""
+
+JOURNEY_SEND_OPTIONS: dict[str, Any] = {
+    **SEND_OPTIONS,
+    # A journey's greeting reads the hospital's greeting texts: a broken file is fixed by a
+    # person, so the send fails at once instead of retrying for ever.
+    "retry_policy": dataclasses.replace(
+        _SEND_RETRY, non_retryable_error_types=["ConfigurationError"]
+    ),
+}
+"""A journey's sends (touchpoints, greetings, advice)."""
 
 
 _PYDANTIC_ENCODINGS = tuple(PydanticPayloadConverter().converters.values())

@@ -24,7 +24,7 @@ from suifang.core.delivery import (
 )
 from suifang.core.enums import Priority, TicketSource, Tier
 from suifang.core.models import Department, Patient, Ticket
-from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
+from suifang.core.rendering import MessageContext, MessageRenderer, patient_context
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
 from suifang.tickets.core import PageOutcome, TicketSnapshot
@@ -191,18 +191,11 @@ class TicketActivities:
                 session.get(Department, ticket.department_code) if ticket.department_code else None
             )
             locale = patient.locale
-            context = MessageContext(
-                name=address_patient(
-                    patient.name,
-                    sex=patient.sex,
-                    birth_date=patient.birth_date,
-                    locale=locale,
-                    today=utcnow().date(),
-                ),
-                department=(department.name_en if locale == "en" else department.name_zh)
-                if department
-                else "",
+            context = patient_context(
+                patient,
+                department,
                 hospital=self.runtime.settings.hospital_name,
+                today=utcnow().date(),
             )
             due = ticket.first_response_due or ticket.resolution_due
             due_text = (

@@ -32,7 +32,7 @@ from suifang.core.models import (
     TicketEvent,
     TicketNote,
 )
-from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
+from suifang.core.rendering import MessageContext, MessageRenderer, patient_context
 from suifang.core.runtime import Runtime
 from suifang.core.triage import TriageRequest, TriageResult
 from suifang.tickets.core import ActorAction, PatientEvent
@@ -433,18 +433,11 @@ async def receive_patient_message(
                 enrollment_id=enrollment_id,
             )
             locale = patient.locale
-            context = MessageContext(
-                name=address_patient(
-                    patient.name,
-                    sex=patient.sex,
-                    birth_date=patient.birth_date,
-                    locale=locale,
-                    today=utcnow().date(),
-                ),
-                department=(department.name_en if locale == "en" else department.name_zh)
-                if department
-                else "",
+            context = patient_context(
+                patient,
+                department,
                 hospital=runtime.settings.hospital_name,
+                today=utcnow().date(),
             )
             return record, created, locale, context, list(patient.preferred_channels)
 

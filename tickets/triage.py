@@ -71,6 +71,9 @@ class Triager:
         level = danger.level
         red_flags = [f.concept for f in danger.emergencies]
         warning_signs = [f.concept for f in danger.at("urgent")]
+        # Several steps below ask the knowledge base about the same text; it is ranked once,
+        # and only if one of them asks.
+        knowledge_answer = functools.cache(lambda: self.knowledge_base.answer(text, language))
         common = {
             "language": language,
             "red_flags": red_flags,
@@ -110,7 +113,7 @@ class Triager:
                 **common,
             )
 
-        if signals.request and self.knowledge_base.answer(text, language) is None:
+        if signals.request and knowledge_answer() is None:
             # "能不能…" that no entry answers asks the hospital to change something.
             signals = dataclasses.replace(signals, suggestion=signals.suggestion + signals.request)
         complaint = self._complaint(
@@ -119,14 +122,14 @@ class Triager:
             text,
             level,
             text_model=self.classifier,
-            answerable=lambda: self.knowledge_base.answer(text, language) is not None,
+            answerable=lambda: knowledge_answer() is not None,
         )
         if complaint is not None:
             category, intent = complaint
             answer = None
             if signals.asks and request.source is TicketSource.PATIENT_MESSAGE:
                 # Information the patient may use meanwhile; the complaint stays open.
-                answer = self.knowledge_base.answer(text, language)
+                answer = knowledge_answer()
             return TriageResult(
                 category=category,
                 urgency=Priority.ROUTINE,
@@ -188,7 +191,7 @@ class Triager:
             and not danger.findings
             and not (prediction.category in _SYMPTOMS and prediction.confidence >= _SURE)
         ):
-            answer = self.knowledge_base.answer(text, language)
+            answer = knowledge_answer()
         category = prediction.category
         if answer is not None:
             category = self.knowledge_base.entries[answer.id].category

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from suifang.core.temporal import RECORD_OPTIONS, SEND_OPTIONS
     from suifang.tickets.activities import (
         PageInput,
         PatientNoticeInput,
@@ -46,21 +46,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 __all__ = ["FeedbackTicketWorkflow", "TicketInput", "TicketResult"]
-
-OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
-    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
-    "heartbeat_timeout": dt.timedelta(seconds=10),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-SEND_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(minutes=2),
-    "heartbeat_timeout": dt.timedelta(seconds=15),
-    "retry_policy": RetryPolicy(
-        initial_interval=dt.timedelta(seconds=5), maximum_interval=dt.timedelta(minutes=10)
-    ),
-}
 
 
 class TicketInput(BaseModel):
@@ -161,7 +146,9 @@ class FeedbackTicketWorkflow:
         the point the live run did (a local save that outlived a workflow task did not;
         docs/reliability.md).
         """
-        await workflow.execute_activity_method(TicketActivities.sync_ticket, snapshot, **OPTIONS)
+        await workflow.execute_activity_method(
+            TicketActivities.sync_ticket, snapshot, **RECORD_OPTIONS
+        )
 
     async def _carry_out(self, command: Any) -> Any:
         setup = self.core.setup
@@ -179,7 +166,7 @@ class FeedbackTicketWorkflow:
                     priority=command.priority,
                     discharge_department=setup.discharge_department,
                 ),
-                **OPTIONS,
+                **RECORD_OPTIONS,
             )
         if isinstance(command, Page):
             return await workflow.execute_activity_method(
@@ -218,7 +205,7 @@ class FeedbackTicketWorkflow:
                     due_at=command.due_at,
                     actions=list(command.actions),
                 ),
-                **OPTIONS,
+                **RECORD_OPTIONS,
             )
         if isinstance(command, OpenSubTask):
             start = await workflow.execute_activity_method(
@@ -231,7 +218,7 @@ class FeedbackTicketWorkflow:
                     actor=command.actor,
                     opened_at=workflow.now(),
                 ),
-                **OPTIONS,
+                **RECORD_OPTIONS,
             )
             await workflow.start_child_workflow(
                 FeedbackTicketWorkflow.run,

@@ -60,7 +60,7 @@ from suifang.tickets.service import (
     receive_patient_message,
 )
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.journey_commands import AnswerEvent
 from suifang.workflows.replies import split_reply
 
 __all__ = ["InboundFailure", "InboundOutcome", "InboundResult", "receive_inbound"]

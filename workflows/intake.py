@@ -42,7 +42,8 @@ from suifang.workflows.journey import (
     PatientJourneyWorkflow,
     journey_workflow_id,
 )
-from suifang.workflows.journey_core import GreetingOccasion, JourneySetup, preview_schedule
+from suifang.workflows.journey_commands import GreetingOccasion
+from suifang.workflows.journey_core import JourneySetup, preview_schedule
 
 __all__ = [
     "DischargeIn",

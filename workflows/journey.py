@@ -18,6 +18,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from suifang.core.enums import JourneyStatus, Priority, TicketSource, Tier
+    from suifang.core.temporal import JOURNEY_SEND_OPTIONS, RECORD_OPTIONS
     from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
     from suifang.workflows.journey_activities import (
         CALL_TASK_SUMMARY,
@@ -27,13 +28,11 @@ with workflow.unsafe.imports_passed_through():
         JourneyTicketInput,
         PatientTextInput,
     )
-    from suifang.workflows.journey_core import (
+    from suifang.workflows.journey_commands import (
         AnswerEvent,
         ControlEvent,
         ExtendGreetings,
         Finish,
-        JourneyCore,
-        JourneyProgress,
         ObservationEvent,
         OpenAlertTicket,
         OpenCallTask,
@@ -44,9 +43,8 @@ with workflow.unsafe.imports_passed_through():
         TriageText,
         Wait,
     )
+    from suifang.workflows.journey_core import JourneyCore, JourneyProgress
     from suifang.workflows.journey_inputs import (
-        RECORD_OPTIONS,
-        SEND_OPTIONS,
         JourneyInput,
         JourneyResult,
         event_key,
@@ -239,7 +237,7 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                **SEND_OPTIONS,
+                **JOURNEY_SEND_OPTIONS,
             )
         if isinstance(command, SendGreeting):
             return await workflow.execute_activity_method(
@@ -253,7 +251,7 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                **SEND_OPTIONS,
+                **JOURNEY_SEND_OPTIONS,
             )
         if isinstance(command, SendAdvice):
             return await workflow.execute_activity_method(
@@ -268,7 +266,7 @@ class PatientJourneyWorkflow:
                     records=self._take_batch(),
                     **ids,
                 ),
-                **SEND_OPTIONS,
+                **JOURNEY_SEND_OPTIONS,
             )
         if isinstance(command, OpenAlertTicket):
             return await self._open_ticket(

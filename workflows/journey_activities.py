@@ -42,7 +42,7 @@ from suifang.core.triage import TriageRequest, TriageResult
 from suifang.tickets.opening import TicketStart, build_ticket
 from suifang.tickets.praise import record_praise
 from suifang.workflows.greetings import greeting_occasions, load_greeting_texts
-from suifang.workflows.journey_core import GreetingBatch, GreetingOccasion
+from suifang.workflows.journey_commands import GreetingBatch, GreetingOccasion
 from suifang.workflows.journey_records import (
     RecordBatch,
     RecordItem,

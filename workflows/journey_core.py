@@ -10,8 +10,8 @@ clock; ``zoneinfo`` lookups are pure.
 The core is split by concept: the events it is told and the commands it returns are in
 :mod:`~suifang.workflows.journey_commands`, when things fall due in
 :mod:`~suifang.workflows.journey_schedule` (a base class of the core), and alert-rule
-conditions in :mod:`~suifang.workflows.journey_rules`. Every name they define that callers
-use is importable from here too.
+conditions in :mod:`~suifang.workflows.journey_rules`. Callers import those names from
+the module that defines them.
 
 Time: a journey runs on *plan time* — days after discharge, send windows in the patient's
 timezone — mapped to real time by ``time_scale`` (1 in production; the demo runs one pathway
@@ -63,41 +63,16 @@ from suifang.workflows.journey_commands import (
     TriageText,
     Wait,
 )
-from suifang.workflows.journey_rules import Predicate, compile_condition, evaluate
+from suifang.workflows.journey_rules import Predicate, compile_condition
 from suifang.workflows.journey_schedule import DueCache, JourneySchedule
 from suifang.workflows.replies import split_reply
 
 __all__ = [
-    "AnswerEvent",
-    "ControlEvent",
-    "CreditPoints",
-    "ExtendGreetings",
-    "Finish",
-    "GreetingBatch",
-    "GreetingOccasion",
     "JourneyCore",
     "JourneyProgress",
     "JourneySetup",
     "JourneyState",
-    "ObservationEvent",
-    "ObservationValue",
-    "OpenAlertTicket",
-    "OpenCallTask",
     "PlanIndex",
-    "RaiseAlert",
-    "RecordAnswers",
-    "RecordObservation",
-    "RecordTouchpoint",
-    "RescheduleEvent",
-    "SendAdvice",
-    "SendGreeting",
-    "SendOutcome",
-    "SendTouchpoint",
-    "SetStatus",
-    "TriageText",
-    "Wait",
-    "compile_condition",
-    "evaluate",
     "preview_schedule",
 ]
 

@@ -1,5 +1,5 @@
-"""What goes in and out of the journey workflow: its input and result, activity options, and
-the record each bookkeeping command becomes.
+"""What goes in and out of the journey workflow: its input and result, and the record each
+bookkeeping command becomes (the activity options are :mod:`suifang.core.temporal`'s).
 
 Kept out of ``workflows/journey.py`` on purpose: the workflow sandbox re-imports the workflow's
 own module for every journey a worker starts (compiling and executing it afresh), while this
@@ -18,22 +18,19 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from temporalio.common import RetryPolicy
 
 from suifang.core.enums import JourneyStatus
 from suifang.core.pathways import JourneyPlan, Questionnaire
 from suifang.core.sharing import SharedByContent, content_key
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     CreditPoints,
-    JourneyProgress,
-    JourneySetup,
-    JourneyState,
     RaiseAlert,
     RecordAnswers,
     RecordObservation,
     RecordTouchpoint,
     SetStatus,
 )
+from suifang.workflows.journey_core import JourneyProgress, JourneySetup, JourneyState
 from suifang.workflows.journey_records import (
     AlertInput,
     AnswersInput,
@@ -45,31 +42,12 @@ from suifang.workflows.journey_records import (
 )
 
 __all__ = [
-    "RECORD_OPTIONS",
-    "SEND_OPTIONS",
     "JourneyInput",
     "JourneyResult",
     "event_key",
     "journey_workflow_id",
     "record_item",
 ]
-
-RECORD_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(seconds=30),
-    # The worker heartbeats while an activity runs (HeartbeatInterceptor): a killed worker's
-    # activity is retried elsewhere after this, not after the whole start-to-close timeout.
-    "heartbeat_timeout": dt.timedelta(seconds=10),
-    "retry_policy": RetryPolicy(maximum_interval=dt.timedelta(minutes=5)),
-}
-SEND_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": dt.timedelta(minutes=2),
-    "heartbeat_timeout": dt.timedelta(seconds=15),
-    "retry_policy": RetryPolicy(
-        initial_interval=dt.timedelta(seconds=5),
-        maximum_interval=dt.timedelta(minutes=10),
-        non_retryable_error_types=["ConfigurationError"],
-    ),
-}
 
 
 def journey_workflow_id(enrollment_id: int, token: str) -> str:

@@ -37,7 +37,7 @@ from suifang.core.models import (
     TouchpointRecord,
 )
 from suifang.core.pathways import LocalizedText
-from suifang.workflows.journey_core import ObservationValue
+from suifang.workflows.journey_commands import ObservationValue
 
 __all__ = [
     "AlertInput",

@@ -30,13 +30,13 @@ from suifang.core.models import (
 )
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     AnswerEvent,
     ControlEvent,
-    JourneyProgress,
     ObservationEvent,
     RescheduleEvent,
 )
+from suifang.workflows.journey_core import JourneyProgress
 
 __all__ = [
     "JourneyDetail",

@@ -43,7 +43,8 @@ from suifang.core.temporal import data_converter
 from suifang.tickets.service import TicketIn, open_ticket
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent, JourneyProgress
+from suifang.workflows.journey_commands import AnswerEvent
+from suifang.workflows.journey_core import JourneyProgress
 from suifang.workflows.simulation import Simulator
 from suifang.workflows.simulation.model import SimulatedJourney
 from suifang.workflows.worker import build_worker

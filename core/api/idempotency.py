@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -45,8 +46,10 @@ class Claim:
     """The first answer's status, when the first request finished (a replay)."""
 
 
-def _request_hash(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _request_hash(body: BaseModel) -> str:
+    # The key may come in the body or in the header: a retry that moves it is the same request.
+    content: Any = body.model_dump(mode="json", exclude={"idempotency_key"})
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return get_keyring().index("idempotency-body", canonical)
 
 
@@ -55,7 +58,7 @@ def claim_key(
     principal: Principal,
     route: str,
     key: str,
-    body: Any,
+    body: BaseModel,
     *,
     hours: float,
     now: dt.datetime | None = None,
@@ -106,14 +109,16 @@ def claim_key(
     raise AssertionError("unreachable: the key was neither found nor inserted")  # pragma: no cover
 
 
-def remember_result(session: Session, claim: Claim, resource_id: int, status_code: int) -> None:
-    """Keep what the first request answered, so a replay answers the same."""
+def remember_result(session: Session, claim: Claim, resource_id: int, status_code: int) -> int:
+    """Keep what the first request answered, so a replay answers the same; the status to
+    answer with (the first request's, on a replay)."""
     record = session.get(IdempotencyRecord, claim.record_id)
     if record is not None and record.status_code is None:
         record.resource_id = resource_id
         record.status_code = status_code
         session.add(record)
         session.commit()
+    return claim.status_code or status_code
 
 
 def _prune_expired(session: Session, now: dt.datetime) -> None:

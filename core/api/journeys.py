@@ -24,7 +24,7 @@ from suifang.workflows.intake import (
     journey_department,
     register_discharge,
 )
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     AnswerEvent,
     ControlEvent,
     ObservationEvent,
@@ -96,7 +96,7 @@ async def intake_discharge(
                     principal,
                     "POST /intake/discharges",
                     key,
-                    body.model_dump(mode="json", exclude={"idempotency_key"}),
+                    body,
                     hours=runtime.settings.idempotency_key_hours,
                 )
 
@@ -110,13 +110,13 @@ async def intake_discharge(
         response.status_code = status.HTTP_200_OK
     if claim is not None:
 
-        def remember(claim: Claim, status_code: int) -> None:
+        def remember(claim: Claim, status_code: int) -> int:
             with Session(runtime.engine) as session:
-                remember_result(session, claim, enrollment.enrollment_id, status_code)
+                return remember_result(session, claim, enrollment.enrollment_id, status_code)
 
-        await in_thread(remember, claim, response.status_code or 201)
-        if claim.status_code is not None:
-            response.status_code = claim.status_code
+        response.status_code = await in_thread(
+            remember, claim, response.status_code or status.HTTP_201_CREATED
+        )
     return enrollment
 
 

@@ -110,7 +110,7 @@ async def create(
             principal,
             "POST /tickets",
             key,
-            body.model_dump(mode="json", exclude={"idempotency_key"}),
+            body,
             hours=runtime.settings.idempotency_key_hours,
         )
 
@@ -120,10 +120,9 @@ async def create(
     summary = await service.open_ticket(runtime, body, actor=principal.actor)
     audit_patients(request, summary.patient_id)  # whose data the answer holds
     if claim is not None:
-        await in_session_thread(
+        response.status_code = await in_session_thread(
             session, remember_result, claim, summary.id, status.HTTP_201_CREATED
         )
-        response.status_code = claim.status_code or status.HTTP_201_CREATED
     return summary
 
 

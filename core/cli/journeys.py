@@ -20,7 +20,7 @@ from suifang.core.models import Enrollment
 from suifang.core.timestamps import plausible_instant
 from suifang.workflows import journey_service
 from suifang.workflows.intake import DischargeIn, register_discharge, resume_enrollment
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent, RescheduleEvent
+from suifang.workflows.journey_commands import AnswerEvent, ControlEvent, RescheduleEvent
 
 app = typer.Typer(
     help="Journeys: enroll, list, inspect, answer, pause/resume/stop.", no_args_is_help=True

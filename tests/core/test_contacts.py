@@ -4,8 +4,7 @@ staff can list, prefer and retire contacts (API and CLI), audited."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -15,9 +14,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
 from suifang.core.channels import AddressKind
-from suifang.core.cli import main as cli_main
-from suifang.core.cli.context import cli_runtime
-from suifang.core.config import get_settings
 from suifang.core.contacts import ADDRESS_SYSTEM
 from suifang.core.delivery import deliver
 from suifang.core.models import CONTACT_SYSTEMS, AuditLog
@@ -169,33 +165,6 @@ async def test_other_departments_cannot_see_or_change_contacts(readmitted: dict[
         f"/patients/{patient_id + 1}/contacts/{listed[0]['id']}/retire", headers=readmitted["nurse"]
     )
     assert wrong_patient.status_code == 404
-
-
-@pytest.fixture
-def cli(
-    runtime: Runtime,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    shared_keys: None,
-) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("SUIFANG_DATABASE_URL", runtime.settings.database_url)
-    get_settings.cache_clear()
-    cli_runtime.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    try:
-        yield run
-    finally:
-        if cli_runtime.cache_info().currsize:
-            cli_runtime().close()
-        cli_runtime.cache_clear()
-        get_settings.cache_clear()
 
 
 async def test_the_cli_lists_retires_and_prefers(

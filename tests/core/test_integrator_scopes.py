@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -16,14 +15,10 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.cli import main as cli_main
-from suifang.core.cli.context import cli_runtime
-from suifang.core.config import get_settings
 from suifang.core.db import UTCDateTime, create_db_engine, migrate
 from suifang.core.models import ApiToken, Observation, Patient, StaffUser, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, Scope, create_user, issue_token
-from suifang.core.security.crypto import Keyring, configure_keyring
 from suifang.workflows.intake import DischargeIn, register_discharge
 
 BASE = "http://suifang.test"
@@ -331,35 +326,6 @@ async def test_an_unscoped_integrator_token_is_an_explicit_choice_shown_in_the_l
     assert answered.status_code == 202, answered.text
     me = (await client.get("/whoami", headers=wide_token)).json()
     assert (me["scopes"], me["unscoped"]) == (None, True)
-
-
-@pytest.fixture
-def cli(
-    runtime: Runtime,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    test_keyring: Keyring,
-) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """``suifang …`` in this process, on the test's database."""
-    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("SUIFANG_DATABASE_URL", runtime.settings.database_url)
-    get_settings.cache_clear()
-    cli_runtime.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    try:
-        yield run
-    finally:
-        if cli_runtime.cache_info().currsize:
-            cli_runtime().close()
-        cli_runtime.cache_clear()
-        get_settings.cache_clear()
-        configure_keyring(test_keyring)
 
 
 def test_the_cli_refuses_an_unscoped_integrator_token_unless_asked_and_lists_its_reach(

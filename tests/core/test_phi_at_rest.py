@@ -41,7 +41,7 @@ from suifang.core.security.keys import (
 )
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.journey_commands import AnswerEvent
 
 NAME = "诸葛青云"
 MRN = "MRN-ZGQY-7731"

@@ -59,7 +59,7 @@ from suifang.core.security.keys import rotate_encrypted_columns
 from suifang.core.telemetry import setup_tracing
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.journey_commands import AnswerEvent
 
 PHONE = "13912345678"
 ID_NUMBER = "110101199003077777"

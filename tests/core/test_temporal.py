@@ -7,7 +7,7 @@ import dataclasses
 from suifang.core.security.codec import ENCODING, PayloadEncryptionCodec
 from suifang.core.security.crypto import Keyring, generate_key
 from suifang.core.temporal import SharedPydanticPayloadConverter, data_converter
-from suifang.workflows.journey_core import AnswerEvent
+from suifang.workflows.journey_commands import AnswerEvent
 
 
 async def test_the_sdk_s_per_activation_copies_convert_with_the_shared_encoders() -> None:

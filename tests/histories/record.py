@@ -61,7 +61,7 @@ from suifang.tickets.service import (
 from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent
+from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
 from suifang.workflows.worker import build_worker
 
 HISTORIES = Path(__file__).resolve().parent

@@ -41,7 +41,7 @@ from suifang.core.runtime import Runtime
 from suifang.workflows.intake import register_discharge
 from suifang.workflows.journey import JourneyInput, PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
-from suifang.workflows.journey_core import ControlEvent, ObservationEvent, ObservationValue
+from suifang.workflows.journey_commands import ControlEvent, ObservationEvent, ObservationValue
 from suifang.workflows.journey_records import RecordBatch
 from suifang.workflows.worker import WORKFLOWS, activities_for, build_worker
 from tests.workflows.test_journey_workflow import discharge

@@ -18,14 +18,12 @@ from suifang.core.pathways import (
     load_template,
     resolve_plan,
 )
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     AnswerEvent,
     ControlEvent,
     CreditPoints,
     Finish,
     GreetingOccasion,
-    JourneyCore,
-    JourneySetup,
     ObservationEvent,
     ObservationValue,
     OpenCallTask,
@@ -40,8 +38,8 @@ from suifang.workflows.journey_core import (
     SetStatus,
     TriageText,
     Wait,
-    preview_schedule,
 )
+from suifang.workflows.journey_core import JourneyCore, JourneySetup, preview_schedule
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PATHWAYS = Path(__file__).parents[2] / "templates" / "pathways"

@@ -24,7 +24,7 @@ from suifang.core.pathways import LocalizedText
 from suifang.core.runtime import Runtime
 from suifang.workflows.intake import EnrollmentOut, register_discharge
 from suifang.workflows.journey_activities import JourneyActivities
-from suifang.workflows.journey_core import ObservationValue
+from suifang.workflows.journey_commands import ObservationValue
 from suifang.workflows.journey_records import (
     AlertInput,
     AnswersInput,

@@ -38,7 +38,7 @@ from suifang.core.runtime import Runtime
 from suifang.workflows import journey_service, simulation
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent
+from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
 from suifang.workflows.simulation import normal_answers
 
 BUILT_IN = ["pci", "diabetes", "hip-replacement", "post-checkup", "hypertension", "general"]

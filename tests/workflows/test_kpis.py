@@ -6,8 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,9 +16,6 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.cli import main as cli_main
-from suifang.core.cli.context import cli_runtime
-from suifang.core.config import get_settings
 from suifang.core.errors import ValidationFailed
 from suifang.core.models import (
     Alert,
@@ -36,13 +32,11 @@ from suifang.core.models import (
 from suifang.core.pathways import resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Scope, create_user, issue_token
-from suifang.core.security.crypto import Keyring, configure_keyring
-from suifang.core.testing import keyring_environment
 from suifang.tickets import service as ticket_service
 from suifang.tickets.core import ActorAction, PatientEvent
 from suifang.workflows import journey_service
 from suifang.workflows.intake import EnrollmentOut, register_discharge
-from suifang.workflows.journey_core import AnswerEvent, ControlEvent
+from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
 from suifang.workflows.kpis import (
     KPI_DEFINITIONS,
     KpiReport,
@@ -553,37 +547,6 @@ async def test_the_kpi_api_reports_only_the_callers_departments(
     )
     readmission = (await report(admin))["by_key"]["readmission_30d"]
     assert (readmission["numerator"], readmission["denominator"]) == (1, 2)
-
-
-@pytest.fixture
-def cli(
-    runtime: Runtime,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    test_keyring: Keyring,
-) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """``suifang …`` in this process, on the test's database."""
-    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("SUIFANG_DATABASE_URL", runtime.settings.database_url)
-    for name, value in keyring_environment(test_keyring).items():  # the keys that wrote the rows
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    cli_runtime.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    try:
-        yield run
-    finally:
-        if cli_runtime.cache_info().currsize:
-            cli_runtime().close()
-        cli_runtime.cache_clear()
-        get_settings.cache_clear()
-        configure_keyring(test_keyring)  # the CLI installed its data directory's keys
 
 
 def test_report_kpis_prints_a_table_and_json(

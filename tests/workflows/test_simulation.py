@@ -4,17 +4,14 @@ real workflows (``--verify``) for every built-in pathway."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from suifang.core.cli import main as cli_main
-from suifang.core.config import get_settings
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
-from suifang.core.security.crypto import Keyring, configure_keyring
 from suifang.workflows.kpis import KPI_DEFINITIONS
 from suifang.workflows.simulation import (
     TEMPLATES,
@@ -170,29 +167,6 @@ async def test_real_workflows_agree_with_the_simulator(
 
 
 # --------------------------------------------------------------------------- the CLI
-
-
-@pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    test_keyring: Keyring,
-) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """``suifang …`` in this process, with its own data directory."""
-    monkeypatch.setenv("SUIFANG_DATA_DIR", str(tmp_path / "cli"))
-    get_settings.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = cli_main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    try:
-        yield run
-    finally:
-        get_settings.cache_clear()
-        configure_keyring(test_keyring)  # the verify run installed its scratch keys
 
 
 def test_cli_prints_the_forecast_and_staffing_plan(

@@ -19,7 +19,7 @@ from suifang.core.pathways import (
     Question,
     Questionnaire,
 )
-from suifang.workflows.journey_core import evaluate
+from suifang.workflows.journey_rules import evaluate
 
 __all__ = ["abnormal_answers", "normal_answers"]
 

@@ -44,16 +44,13 @@ from suifang.tickets.routing import choose_department
 from suifang.tickets.sla import SlaPolicy
 from suifang.tickets.triage import classify
 from suifang.workflows.greetings import greeting_occasions
-from suifang.workflows.journey_core import (
+from suifang.workflows.journey_commands import (
     AnswerEvent,
     CreditPoints,
     Finish,
     GreetingOccasion,
-    JourneyCore,
-    JourneySetup,
     OpenAlertTicket,
     OpenCallTask,
-    PlanIndex,
     RaiseAlert,
     RecordAnswers,
     RecordTouchpoint,
@@ -64,6 +61,7 @@ from suifang.workflows.journey_core import (
     TriageText,
     Wait,
 )
+from suifang.workflows.journey_core import JourneyCore, JourneySetup, PlanIndex
 from suifang.workflows.risk import lace
 from suifang.workflows.simulation.answers import abnormal_answers, normal_answers
 from suifang.workflows.simulation.model import (
