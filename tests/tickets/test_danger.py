@@ -189,6 +189,18 @@ def test_emergencies_described_without_their_textbook_words(text: str, concept: 
     assert level(text) == "emergency"
 
 
+def test_thanks_that_can_be_a_goodbye_reach_a_person_unless_the_writer_is_doing_well() -> None:
+    # Alone, "thank you for everything" may be a farewell: a clinician the same day.
+    assert level("thank you for everything") == "urgent"
+    # With another goodbye, it is one: an emergency, even from someone who says they are fine.
+    assert level("谢谢你们为我做的一切，以后不用再给我发消息了") == "emergency"
+    assert level("I'm doing great now, thanks for everything, I've made my arrangements") == (
+        "emergency"
+    )
+    # From a mother who says she and her baby are doing great, it is thanks.
+    assert level("Baby and me both doing great, thank you for everything") is None
+
+
 def test_below_a_number_is_below_it() -> None:
     (reading,) = [r for r in readings(normalize("血压八十都不到")) if r.kind == "systolic"]
     assert reading.value < 80
