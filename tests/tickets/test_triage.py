@@ -265,6 +265,9 @@ def test_thanks_with_a_symptom_in_it_are_a_clinical_matter_for_a_nurse(text: str
         ("医保报销的钱到现在还没到账", "insurance"),
         ("停车场太难停了，转了半小时都没车位", "parking"),
         ("the hospital food was cold again and tasted awful", "food"),
+        # The canteen's prices are the canteen's, not the cashier's.
+        ("病号饭贵得离谱，一份青菜十几块", "food"),
+        ("canteen prices are a joke, 35 kuai for cold noodles", "food"),
         ("the toilets on the ward were filthy", "environment"),
         ("we waited three hours past our appointment time", "waiting_time"),
     ],
