@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     sla.add_argument("--open-rate", type=float, default=20.0, help="Tickets opened per second.")
     sla.add_argument("--concurrency", type=int, default=16, help="Ticket opens in flight.")
     sla.add_argument(
+        "--warning-lead",
+        type=float,
+        default=20.0,
+        help="Seconds between each ticket's warning and its breach.",
+    )
+    sla.add_argument(
         "--histories", type=int, default=200, help="Tickets whose timers to break down."
     )
     sla.add_argument(

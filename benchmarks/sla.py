@@ -2,9 +2,9 @@
 
 N tickets are opened the way ``POST /tickets`` opens them (L1 triage of the text, the ticket
 row, the FeedbackTicket workflow) except that each carries an SLA policy whose resolution
-target makes its breach fall due at ``T0 + window * i / N`` and its warning 20 s before —
-so every timer of every ticket falls due within ``window`` (+ 20 s), after all tickets are
-open. The real worker runs in its own process with its default cache.
+target makes its breach fall due at ``T0 + window * i / N`` and its warning 20 s before
+(``--warning-lead``) — so every timer of every ticket falls due within ``window`` (+ 20 s),
+after all tickets are open. The real worker runs in its own process with its default cache.
 
 Lateness = the instant the workflow handled the timer (the ``at`` of the ``sla_warning`` /
 ``sla_breach`` ticket event that ``sync_ticket`` writes: the workflow's clock when the timer
@@ -41,7 +41,7 @@ from suifang.tickets.opening import build_ticket, sla_policy
 from suifang.tickets.sla import SlaPolicy, SlaTarget, deadline
 from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 
-WARNING_LEAD = dt.timedelta(seconds=20)
+WARNING_LEAD = dt.timedelta(seconds=20)  # the default; --warning-lead
 TEXT = "出院后伤口有点痒,需要换药吗?"
 
 
@@ -83,7 +83,12 @@ def make_patient(runtime: Runtime) -> int:
         return patient.id  # type: ignore[return-value]
 
 
-async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime | None) -> Planned:
+async def open_ticket(
+    runtime: Runtime,
+    patient_id: int,
+    due: dt.datetime | None,
+    warning_lead: dt.timedelta = WARNING_LEAD,
+) -> Planned:
     """``tickets.service.open_ticket`` with the benchmark's policy in the workflow's setup: its
     breach falls due at ``due``. With ``due`` None, the shipped policy, as the API opens it."""
     client = await runtime.client()
@@ -104,8 +109,8 @@ async def open_ticket(runtime: Runtime, patient_id: int, due: dt.datetime | None
         )
     setup, target, warn_at = start.setup, dt.timedelta(0), 0.0
     if due is not None:
-        target = max(due - now, WARNING_LEAD * 2)
-        warn_at = 1 - WARNING_LEAD / target
+        target = max(due - now, warning_lead * 2)
+        warn_at = 1 - warning_lead / target
         setup = setup.model_copy(update={"policy": policy_with(target, warn_at)})
     await client.start_workflow(
         FeedbackTicketWorkflow.run,
@@ -198,7 +203,8 @@ async def main(args: Any) -> str:
         patient_id = make_patient(runtime)
         # Tickets open at a steady pace, as they would over the hours before their timers
         # fall due: a burst would only measure how far behind it leaves the worker.
-        lead = args.tickets / args.open_rate + WARNING_LEAD.total_seconds() + 15
+        warning_lead = dt.timedelta(seconds=args.warning_lead)
+        lead = args.tickets / args.open_rate + warning_lead.total_seconds() + 15
         window_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
         log(
             f"opening {args.tickets} tickets at {args.open_rate:g}/s; their breaches fall due "
@@ -211,11 +217,13 @@ async def main(args: Any) -> str:
             delay = began + number / args.open_rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            return await open_ticket(runtime, patient_id, window_start + step * number)
+            return await open_ticket(
+                runtime, patient_id, window_start + step * number, warning_lead
+            )
 
         opened = await run_pool(args.tickets, args.concurrency, paced)
         open_seconds = time.monotonic() - began
-        early_start = dt.datetime.now(dt.UTC) > window_start - WARNING_LEAD
+        early_start = dt.datetime.now(dt.UTC) > window_start - warning_lead
         if early_start:
             log("warning: opening overran the start of the window; timers overlapped it")
         planned = {p.ticket_id: p for p in opened}

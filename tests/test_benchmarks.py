@@ -50,7 +50,9 @@ def test_throughput_runs_both_shapes_to_completion() -> None:
 
 
 def test_sla_timers_never_fire_early() -> None:
-    result = bench("sla", "--tickets", "10", "--window", "3", "--open-rate", "10")
+    result = bench(
+        "sla", "--tickets", "10", "--window", "3", "--open-rate", "10", "--warning-lead", "5"
+    )
     assert result["tickets"] == "10"
     assert result["timers"] == "20"  # a warning and a breach per ticket
     assert result["early"] == "0"
