@@ -137,8 +137,8 @@ def spell_out_numbers(text: str) -> str:
 _NUMBER = r"(\d{1,3}(?:\.\d+)?)"
 # A number followed by one of these counts something else (doses, days, ages, times).
 _NOT_A_READING = re.compile(
-    r"\s*(?:片|粒|颗|支|针|袋|瓶|盒|单位|u\b|iu\b|ml|毫升|mg(?!/dl)|毫克|克|g\b|次|天|岁|年|月|周|个月|"
-    r"小时|分钟|min|mins|minutes|hours|hrs|days|weeks|years|yrs|tablets|pills|units|点钟|点(?!\d)|am\b|"
+    r"\s*(?:(?:whole|full|entire|long|more|整)\s*)?(?:片|粒|颗|支|针|袋|瓶|盒|单位|u\b|iu\b|ml|毫升|mg(?!/dl)|毫克|克|g\b|次|天|岁|年|月|周|个月|"
+    r"小时|分钟|min|mins|minutes|hours?\b|hrs|days?\b|weeks?\b|months?\b|years?\b|yrs|tablets|pills|units|点钟|点(?!\d)|am\b|"
     r"pm\b|o'?clock|号|楼|床|斤|公斤|kg|lbs|cm|厘米|块|元|%)",
 )
 _BREAK = r"[。！？!?;；\n]"

@@ -155,7 +155,16 @@ def test_readings_are_found_in_words_and_digits_with_units_converted(
 
 
 @pytest.mark.parametrize(
-    "text", ["吃了2片药", "住院3天", "7点测的血糖", "疼得十分厉害", "有一度很难受"]
+    "text",
+    [
+        "吃了2片药",
+        "住院3天",
+        "7点测的血糖",
+        "疼得十分厉害",
+        "有一度很难受",
+        "nobody checked her sugars for 2 whole days",
+        "sugar checked 1 day after",
+    ],
 )
 def test_counts_times_and_words_are_not_readings(text: str) -> None:
     assert readings(normalize(text)) == [], text
@@ -180,6 +189,25 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
         ("遗书已经写好了", "suicidality"),
         ("以后不会再麻烦任何人了，后事都交代好了", "suicidality"),
         ("can't stop thinking about cutting again", "suicidality"),
+        # Tuning set 7's misses: a plan said plainly, a burden "any more" with pills saved,
+        # a mother's river, insulin pens all at once.
+        ("体检说肺上有结节，我查了肯定是癌，不想拖累家里，已经想好怎么死了", "suicidality"),
+        ("活着真没意思，我不想再拖累孩子们了，这些药我都攒着呢", "suicidality"),
+        (
+            "the baby would be better off with someone else. "
+            "i keep thinking about walking into the river",
+            "suicidality",
+        ),
+        (
+            "whats the point anymore. I've got all my insulin pens here, "
+            "if I do them all at once it ends",
+            "suicidality",
+        ),
+        # Fever with "talk nonsense" is confusion.
+        (
+            "grandmother fever high 39.7, today she is sleepy sleepy, talk nonsense",
+            "sepsis_confusion",
+        ),
         # Pain so bad the patient cannot move at all.
         ("腰疼得一动都不能动", "severe_pain"),
     ],
@@ -199,6 +227,14 @@ def test_thanks_that_can_be_a_goodbye_reach_a_person_unless_the_writer_is_doing_
     )
     # From a mother who says she and her baby are doing great, it is thanks.
     assert level("Baby and me both doing great, thank you for everything") is None
+
+
+def test_a_low_sugar_meal_is_food_and_feeling_low_sugar_is_a_hypo() -> None:
+    assert level("Ordered the low sugar meal 3 days in a row, got fruit cake every time") is None
+    assert level("订的低糖餐送来的是甜粥") is None
+    # "feeling low" is a mood, but "feeling low sugar" is the blood sugar.
+    assert "hypoglycaemia" in concepts("feeling low sugar and shaky", "diabetes")
+    assert level("feeling low sugar and shaky", "diabetes") == "emergency"
 
 
 def test_below_a_number_is_below_it() -> None:

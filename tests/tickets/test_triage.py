@@ -268,6 +268,10 @@ def test_thanks_with_a_symptom_in_it_are_a_clinical_matter_for_a_nurse(text: str
         # The canteen's prices are the canteen's, not the cashier's.
         ("病号饭贵得离谱，一份青菜十几块", "food"),
         ("canteen prices are a joke, 35 kuai for cold noodles", "food"),
+        ("为什么收我两次挂号费？同一天同一个科室啊", "billing"),
+        # The follow-up messages are the follow-up service's, even when they are the noise.
+        ("随访短信半夜十二点发过来，把我和宝宝都吵醒了", "other"),
+        ("换药的护士一边换一边刷手机，这样真的好吗？", "nursing_care"),
         ("the toilets on the ward were filthy", "environment"),
         ("we waited three hours past our appointment time", "waiting_time"),
     ],

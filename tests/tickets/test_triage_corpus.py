@@ -23,12 +23,12 @@ CORPUS = Path(__file__).parent / "corpus"
 TEMPLATES = Path(__file__).parents[2] / "templates"
 
 # What the triage reaches on heldout.csv today (2026-12-04: emergency recall 98.0 %, no
-# clinical message answered at L1, feedback routed 87.9 %, routine 78.0 %), less a little
+# clinical message answered at L1, feedback routed 88.5 %, routine 78.0 %), less a little
 # room: a change that loses ground fails CI.
 FLOORS = {
     "emergency_recall": 0.975,
     "clinical_answered_automatically": 0,
-    "feedback_routed": 0.875,
+    "feedback_routed": 0.88,
     "routine_answered": 0.77,
 }
 # Issue 18's bar.
