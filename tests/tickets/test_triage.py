@@ -284,6 +284,19 @@ def test_complaints_go_to_the_service_that_owns_them(text: str, category: str) -
     assert not result.clinical
 
 
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("护士态度真好啊，好到我问句话被白了三眼", "nursing_care"),
+        ("Great, the doctor didnt even listen to what my mum was saying", "doctor_conduct"),
+    ],
+)
+def test_sarcastic_praise_is_a_complaint(text: str, category: str) -> None:
+    result = triage(text)
+    assert result.intent == "complaint", text
+    assert result.category == category, (text, result.category)
+
+
 def test_a_complaint_that_mentions_the_body_is_still_a_complaint() -> None:
     result = triage("护士抽血扎了好几针，手都扎青了，态度还很差")
     assert result.intent == "complaint"
