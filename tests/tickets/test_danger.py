@@ -203,6 +203,8 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
             "if I do them all at once it ends",
             "suicidality",
         ),
+        # Set 8's only miss: lost consciousness and woke up on the floor.
+        ("我老公说眼前一黑就没了知觉，醒来发现自己躺在地上，额头磕了个大包", "syncope"),
         # Fever with "talk nonsense" is confusion.
         (
             "grandmother fever high 39.7, today she is sleepy sleepy, talk nonsense",
