@@ -13,7 +13,13 @@ from suifang.core.db import alembic_config, current_revision, migrate
 from suifang.core.errors import StartupError
 from suifang.core.models import Department, DepartmentCreate, RoutingRule
 
-__all__ = ["ensure_schema", "prepare_database", "seed_departments", "seed_routing"]
+__all__ = [
+    "default_routing",
+    "ensure_schema",
+    "prepare_database",
+    "seed_departments",
+    "seed_routing",
+]
 
 DEPARTMENTS_FILE = Path(__file__).resolve().parent.parent / "templates" / "departments.yaml"
 ROUTING_FILE = DEPARTMENTS_FILE.with_name("routing.yaml")
@@ -38,9 +44,14 @@ def prepare_database(engine: Engine, revision: str = "head") -> None:
         seed_routing(engine)
 
 
+def default_routing() -> dict[str, str]:
+    """The default routing table (``templates/routing.yaml``): category → department."""
+    return yaml.safe_load(ROUTING_FILE.read_text("utf-8")) or {}
+
+
 def seed_routing(engine: Engine) -> int:
     """The default routing table (``templates/routing.yaml``) for categories without a rule."""
-    table = yaml.safe_load(ROUTING_FILE.read_text("utf-8")) or {}
+    table = default_routing()
     with Session(engine) as session:
         known = set(session.exec(select(Department.code)).all())
         existing = set(session.exec(select(RoutingRule.category)).all())

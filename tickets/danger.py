@@ -284,6 +284,9 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAS_CJK = re.compile(f"[{_CJK}]")
 _POSSESSIVE = re.compile(r"(?<=[a-z])['\u2019`]s(?![a-z])")
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019`](?=[a-z])")
+# Quotation marks around words ("the 'low sugar' dessert", 所谓的“糖尿病餐”) carry no
+# meaning for the lexicon but would split a phrase from its neighbours.
+_QUOTES = re.compile("[\"'`\u2018\u201c\u201d\u300c\u300d\u300e\u300f]")
 _SPACES = re.compile(r"[ \t\u3000]+")
 
 
@@ -297,6 +300,7 @@ def normalize(text: str) -> str:
     if _HAS_CJK.search(folded):
         folded = _CONVERTER.convert(folded)
     folded = _APOSTROPHE.sub("", _POSSESSIVE.sub("", folded.replace("\u2019", "'")))
+    folded = _QUOTES.sub("", folded)
     folded = vital_signs.spell_out_numbers(folded)
     return _SPACES.sub(" ", folded).strip()
 

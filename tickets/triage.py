@@ -14,6 +14,10 @@
    is never closed automatically; a complaint about a person goes by role (a doctor → medical
    affairs, a nurse → nursing). Thanks with nothing clinical in it is ``praise`` at L1: the
    caller acknowledges it and records it for the department, it opens no ticket.
+   Whose feedback it is: the service the patient names, unless the feedback model
+   (:mod:`suifang.tickets.feedback_owner`, trained on labelled complaints) is sure of another;
+   a report or question with a word of grievance or suggestion that the model reads as
+   feedback is feedback too.
 3. **Topic** (:mod:`suifang.tickets.classifier`): the category when the text has no stronger
    signal.
 4. **Answer** (:mod:`suifang.tickets.knowledge`): a question with nothing clinical in it
@@ -31,9 +35,10 @@ from typing import Any
 from suifang.core.categories import CLINICAL_CATEGORIES, is_clinical
 from suifang.core.categories import category as category_of
 from suifang.core.enums import Priority, TicketSource, Tier
-from suifang.core.triage import Intent, TriageRequest, TriageResult
+from suifang.core.triage import Intent, KnowledgeAnswer, TriageRequest, TriageResult
 from suifang.tickets.classifier import Classifier, Language, default_classifier, detect_language
 from suifang.tickets.danger import DangerAssessment, DangerDetector, default_detector
+from suifang.tickets.feedback_owner import FeedbackOwner, default_feedback_owner
 from suifang.tickets.intent import IntentReader, IntentSignals, default_intent_reader
 from suifang.tickets.knowledge import KnowledgeBase, default_knowledge_base
 from suifang.tickets.second_opinion import SecondOpinion, default_second_opinion
@@ -55,12 +60,14 @@ class Triager:
         intents: IntentReader,
         knowledge_base: KnowledgeBase,
         second_opinion: SecondOpinion | None = None,
+        feedback_owner: FeedbackOwner | None = None,
     ) -> None:
         self.classifier = classifier
         self.detector = detector
         self.intents = intents
         self.knowledge_base = knowledge_base
         self.second_opinion = second_opinion
+        self.feedback_owner = feedback_owner
 
     def classify(self, request: TriageRequest) -> TriageResult:
         text = request.text
@@ -126,22 +133,18 @@ class Triager:
         )
         if complaint is not None:
             category, intent = complaint
+            if self.feedback_owner is not None:
+                category = self.feedback_owner.owner(text, category) or category
             answer = None
             if signals.asks and request.source is TicketSource.PATIENT_MESSAGE:
                 # Information the patient may use meanwhile; the complaint stays open.
                 answer = knowledge_answer()
-            return TriageResult(
-                category=category,
-                urgency=Priority.ROUTINE,
-                confidence=round(max(prediction.confidence, 0.6), 4),
-                intent=intent,
-                suggested_tier=Tier.L2,
-                clinical=False,
-                knowledge_answer=answer,
-                **common,
-            )
+            return self._feedback(category, intent, prediction.confidence, answer, common)
 
+        unnamed = self._unnamed_feedback(text, signals)
         if level == "clinical":
+            if unnamed is not None:
+                return self._feedback(*unnamed, prediction.confidence, None, common)
             top = danger.findings[0]
             category = self._clinical_category(prediction.category, top.category, danger)
             return TriageResult(
@@ -192,6 +195,8 @@ class Triager:
             and not (prediction.category in _SYMPTOMS and prediction.confidence >= _SURE)
         ):
             answer = knowledge_answer()
+        if answer is None and unnamed is not None:
+            return self._feedback(*unnamed, prediction.confidence, None, common)
         category = prediction.category
         if answer is not None:
             category = self.knowledge_base.entries[answer.id].category
@@ -206,6 +211,41 @@ class Triager:
             intent=intent,
             suggested_tier=Tier.L1 if answer is not None else Tier.L2,
             clinical=is_clinical(category),
+            knowledge_answer=answer,
+            **common,
+        )
+
+    def _unnamed_feedback(self, text: str, signals: IntentSignals) -> tuple[str, Intent] | None:
+        """``(service, intent)`` when a message the rules did not read as feedback is one: it
+        has a word of grievance or suggestion or names a service, and the feedback model reads
+        it as feedback ("病房厕所堵了两天都没人来修，一屋子味儿" mentions a smell, not a
+        symptom). Only asked where nothing urgent was found and nothing answered it."""
+        if self.feedback_owner is None or not (
+            signals.grievances or signals.suggestion or signals.roles or signals.topics
+        ):
+            return None
+        service = self.feedback_owner.likely_feedback(text, _owner(signals))
+        if service is None:
+            return None
+        return service, "suggestion" if signals.suggestion > signals.grievances else "complaint"
+
+    @staticmethod
+    def _feedback(
+        category: str,
+        intent: Intent,
+        confidence: float,
+        answer: KnowledgeAnswer | None,
+        common: dict[str, Any],
+    ) -> TriageResult:
+        """A complaint or suggestion for the service that owns it: a person answers it (L2),
+        on business hours; an answer found for its question only informs meanwhile."""
+        return TriageResult(
+            category=category,
+            urgency=Priority.ROUTINE,
+            confidence=round(max(confidence, 0.6), 4),
+            intent=intent,
+            suggested_tier=Tier.L2,
+            clinical=False,
             knowledge_answer=answer,
             **common,
         )
@@ -371,6 +411,7 @@ def default_triager() -> Triager:
         default_intent_reader(),
         default_knowledge_base(),
         default_second_opinion(),
+        default_feedback_owner(),
     )
 
 

@@ -13,9 +13,11 @@ import yaml
 from suifang.core.cli.output import emit_json
 from suifang.core.errors import ValidationFailed
 from suifang.core.rendering import MessageRenderer
+from suifang.core.seed import default_routing
 from suifang.core.triage import TriageRequest
 from suifang.tickets.danger import DangerDetector, default_detector, triage_file
 from suifang.tickets.evaluation import evaluate, load_corpus
+from suifang.tickets.feedback_owner import load_owner_examples, owner_label
 from suifang.tickets.intent import IntentReader
 from suifang.tickets.knowledge import (
     KnowledgeBase,
@@ -60,11 +62,13 @@ def check(
     kb = KnowledgeBase.load(*directories, synonyms=pick("synonyms.yaml"))
     _check_advice(detector)
     examples = load_examples(pick("emergency_examples.csv"))
+    owners = load_owner_examples(pick("feedback_examples.csv"))
     groups = len(detector.spec.groups)
     concepts = len(detector.spec.concepts)
     print(
         f"ok: {concepts} concepts over {groups} word groups, {len(synonyms)} synonym groups, "
-        f"{len(kb.entries)} knowledge-base entries, {len(examples)} second-opinion examples"
+        f"{len(kb.entries)} knowledge-base entries, {len(examples)} second-opinion examples, "
+        f"{len(owners)} feedback examples"
     )
 
 
@@ -127,10 +131,9 @@ def evaluate_(
     ] = False,
 ) -> None:
     """Measure the triage on a labelled corpus: recall and precision per class, safety."""
-    templates = Path(__file__).resolve().parents[2] / "templates"
-    table = yaml.safe_load((templates / "routing.yaml").read_text("utf-8")) or {}
+    table = default_routing()
     departments = {
-        d["code"] for d in yaml.safe_load((templates / "departments.yaml").read_text("utf-8"))
+        d["code"] for d in yaml.safe_load((_TEMPLATES / "departments.yaml").read_text("utf-8"))
     }
     evaluation = evaluate(
         load_corpus(corpus), classify, routing_table=table, departments=departments
@@ -168,6 +171,41 @@ def examples(
             writer.writerow([row.text, row.language, "yes" if row.label == "emergency" else "no"])
     emergencies = sum(row.label == "emergency" for row in rows)
     print(f"{out}: {len(rows)} examples, {emergencies} of them emergencies")
+
+
+@triage_app.command("owner-examples")
+def owner_examples(
+    corpus: Annotated[Path, typer.Argument(help="A labelled corpus CSV, e.g. the tuning one.")],
+    out: Annotated[
+        Path, typer.Argument(help="Where to write the examples, e.g. templates/triage/…")
+    ],
+) -> None:
+    """Write the feedback model's training examples (text,language,owner) from a corpus.
+
+    A complaint's or suggestion's department becomes the service category the default routing
+    table sends there; thanks, clinical reports and questions are labelled as what they are.
+    Use the tuning corpus, never the held-out one.
+    """
+    if corpus.name.startswith("heldout"):
+        raise ValidationFailed(f"{corpus}: the held-out corpus is for measuring only")
+    rows = load_corpus(corpus)
+    table = default_routing()
+    labelled = []
+    for row in rows:
+        try:
+            owner = owner_label(row.label, row.department, table)
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"{corpus}:{row.line}: {exc}") from None
+        labelled.append((row.text, row.language, owner))
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "language", "owner"])
+        writer.writerows(labelled)
+    feedback = sum(owner not in ("praise", "clinical", "question") for *_, owner in labelled)
+    print(f"{out}: {len(labelled)} examples, {feedback} of them complaints or suggestions")
+
+
+_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 @kb_app.command("list")

@@ -22,6 +22,7 @@ import yaml
 from suifang.core.enums import Priority, TicketSource, TicketStatus, Tier, TouchpointStatus
 from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskInput
+from suifang.core.seed import default_routing
 from suifang.core.triage import RoutingRequest, TriageRequest, TriageResult
 from suifang.tickets.core import (
     ActorAction,
@@ -74,7 +75,7 @@ from suifang.workflows.simulation.model import (
 )
 from suifang.workflows.simulation.result import forecast
 
-__all__ = ["Simulator", "build_simulator", "default_routing_table", "known_departments", "simulate"]
+__all__ = ["Simulator", "build_simulator", "known_departments", "simulate"]
 
 _DELIVERED = SendOutcome(delivered=True, channel="simulated")
 """Every simulated send is delivered; one immutable outcome serves them all."""
@@ -652,10 +653,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def default_routing_table() -> dict[str, str]:
-    return yaml.safe_load((TEMPLATES / "routing.yaml").read_text("utf-8")) or {}
-
-
 def known_departments() -> set[str]:
     return {
         entry["code"]
@@ -681,7 +678,7 @@ def build_simulator(
         template,
         sla_policy(),
         triage=classify,
-        routing_table=default_routing_table(),
+        routing_table=default_routing(),
         departments=known_departments(),
         greetings=greetings,
         keep_patients=keep_patients,
