@@ -197,6 +197,13 @@ class Settings(BaseSettings):
             "(each replaces the shipped file it names); check them with `suifang triage check`."
         ),
     )
+    indicators_file: Path | None = Field(
+        None,
+        description=(
+            "A YAML file of the hospital's own indicators (templates/indicators.yaml's format), "
+            "merged over the shipped ones; pathways may record and rule on them."
+        ),
+    )
     knowledge_dir: Path | None = Field(
         None,
         description=(

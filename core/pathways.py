@@ -24,7 +24,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,8 +52,11 @@ __all__ = [
     "SendWindow",
     "TouchpointSpec",
     "Variant",
+    "check_groups",
     "load_template",
+    "locate",
     "parse_duration",
+    "read_template",
     "resolve_plan",
 ]
 
@@ -247,6 +252,17 @@ class AnswerCondition(_Strict):
     op: Op = "eq"
     value: Any
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _yes_no(cls, value: Any) -> Any:
+        # YAML reads an unquoted yes/no as a boolean; answers to yes/no questions are the
+        # words, so `value: yes` would otherwise never match.
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, list):
+            return ["yes" if v is True else "no" if v is False else v for v in value]
+        return value
+
 
 class IndicatorCondition(_Strict):
     """True when an observation of ``indicator`` (from an answer or a device) compares true."""
@@ -264,7 +280,36 @@ class AllCondition(_Strict):
     all: list[Condition] = Field(min_length=1)
 
 
-Condition = AnswerCondition | IndicatorCondition | AnyCondition | AllCondition
+def _condition_kind(value: Any) -> str | None:
+    """Which kind of condition a mapping is, by its key: errors then speak of that kind only
+    (not of all four, as a plain union's would)."""
+    if isinstance(value, dict):
+        key = next((k for k in ("any", "all", "indicator", "question") if k in value), None)
+        return _CONDITION_BY_KEY.get(key) if key else None
+    name = type(value).__name__
+    return name if name in _CONDITION_BY_KEY.values() else None
+
+
+Condition = Annotated[
+    Annotated[AnswerCondition, Tag("AnswerCondition")]
+    | Annotated[IndicatorCondition, Tag("IndicatorCondition")]
+    | Annotated[AnyCondition, Tag("AnyCondition")]
+    | Annotated[AllCondition, Tag("AllCondition")],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="condition",
+        custom_error_message=(
+            "a condition needs one of `question:` (an answer), `indicator:` (a reading), "
+            "`any:` or `all:`"
+        ),
+    ),
+]
+_CONDITION_BY_KEY: dict[str, str] = {
+    "question": "AnswerCondition",
+    "indicator": "IndicatorCondition",
+    "any": "AnyCondition",
+    "all": "AllCondition",
+}
 
 
 class AlertRule(_Strict):
@@ -519,6 +564,18 @@ class JourneyPlan(_Strict):
         raise KeyError(touchpoint_id)
 
 
+def check_groups(groups: Iterable[str]) -> list[str]:
+    """``groups`` if every one is a special group a variant can be for, else a clear error."""
+    chosen = list(groups)
+    unknown = [g for g in chosen if g not in SPECIAL_GROUPS]
+    if unknown:
+        raise ValidationFailed(
+            f"unknown group {', '.join(repr(g) for g in unknown)}: groups are "
+            f"{', '.join(SPECIAL_GROUPS)}"
+        )
+    return chosen
+
+
 def applicable_variants(
     template: PathwayTemplate, risk_tier: RiskTier | str | None, groups: Iterable[str]
 ) -> list[str]:
@@ -597,13 +654,13 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
             if match is None:
                 break
-            node = match
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
+            key, node = match
+            line = key.start_mark.line + 1  # a block value starts on the line after its key
+            continue
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
         else:
             continue  # pydantic adds union-member names to loc; they are not YAML keys
@@ -632,6 +689,11 @@ _UNION_MEMBERS = frozenset(
 
 def load_template(path: Path) -> PathwayTemplate:
     """Read and validate one YAML file; errors say ``file:line: field: reason``."""
+    return read_template(path)[0]
+
+
+def read_template(path: Path) -> tuple[PathwayTemplate, yaml.Node]:
+    """The validated template and its YAML node tree (to say on which line a field is)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -646,7 +708,7 @@ def load_template(path: Path) -> PathwayTemplate:
     if not isinstance(data, dict):
         raise ValidationFailed(f"{path}:1: a pathway template must be a mapping (id, version, …)")
     try:
-        return PathwayTemplate.model_validate(data)
+        return PathwayTemplate.model_validate(data), root
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -654,10 +716,14 @@ def load_template(path: Path) -> PathwayTemplate:
             cause = (error.get("ctx") or {}).get("error")
             if isinstance(cause, LocatedError):
                 loc = loc + cause.loc
-            line = _line_of(root, loc)
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}:{line}: {_loc_text(loc)}: {message}")
+            problems.append(locate(path, root, loc, message))
         raise ValidationFailed("invalid pathway template\n  " + "\n  ".join(problems)) from None
+
+
+def locate(path: Path | str, root: yaml.Node | None, loc: tuple[int | str, ...], text: str) -> str:
+    """``file:line: field: text`` for the field of a template at ``loc``."""
+    return f"{path}:{_line_of(root, loc)}: {_loc_text(loc)}: {text}"
 
 
 class PathwayCatalog:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from suifang.core.api.deps import RuntimeDep
 from suifang.core.api.security import require
 from suifang.core.enums import RiskTier
-from suifang.core.pathways import resolve_plan
+from suifang.core.pathways import check_groups, resolve_plan
 from suifang.core.security.auth import Permission
 from suifang.core.timestamps import PlausibleDate
 from suifang.core.timezones import IanaTimezone
@@ -90,7 +90,7 @@ def preview(
 ) -> Preview:
     """Dates each touchpoint would go out for a patient discharged on ``discharged``."""
     template = runtime.catalog.get(pathway_id, version)
-    plan = resolve_plan(template, risk, group or [])
+    plan = resolve_plan(template, risk, check_groups(group or []))
     zone = ZoneInfo(timezone)  # a name from the tz database's own list (IanaTimezone)
     start = dt.datetime.combine(discharged, dt.time(12, 0), tzinfo=zone)
     rows = preview_schedule(plan, start, timezone=timezone)

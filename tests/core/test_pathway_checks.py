@@ -1,0 +1,317 @@
+"""`suifang pathways validate` catches every rule that could never fire and every name that
+refers to nothing, one clear line each; `pathways preview` shows a draft's messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from suifang.core.categories import CATEGORY_IDS
+from suifang.core.pathway_checks import MESSAGE_VARIABLES, load_indicators
+from suifang.core.pathways import AlertRule
+from suifang.workflows.journey_rules import evaluate
+
+DRAFT = Path(__file__).parent / "drafts" / "postpartum.yaml"
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def draft(tmp_path: Path, *changes: tuple[str, str]) -> Path:
+    text = DRAFT.read_text("utf-8")
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp_path / "draft.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def line_of(path: Path, fragment: str) -> int:
+    return next(
+        n for n, line in enumerate(path.read_text("utf-8").splitlines(), 1) if fragment in line
+    )
+
+
+def test_the_draft_is_valid(cli: Cli) -> None:
+    code, out, err = cli("pathways", "validate", str(DRAFT))
+    assert code == 0, err
+    assert "ok — postpartum-draft v1, 2 touchpoints" in out
+    assert "warning" not in out
+
+
+MISTAKES = [
+    pytest.param(
+        ("value: heavy", "value: hevy"),
+        "value: hevy",
+        "alert_rules[1].if.value: alert rule 'heavy_bleeding': 'hevy' is not an option of "
+        "question 'bleeding' (options: light, heavy)",
+        id="option",
+    ),
+    pytest.param(
+        ("indicator: temperature", "indicator: temprature"),
+        "indicator: temprature",
+        "questionnaires.recovery.questions[0].indicator: unknown indicator 'temprature' "
+        "(did you mean 'temperature'?)",
+        id="indicator",
+    ),
+    pytest.param(
+        ("value: 38.0", "value: 380"),
+        "value: 380",
+        "alert_rules[0].if.value: alert rule 'fever': 380 is outside the range of question "
+        "'temperature' (34–43): the rule can never fire",
+        id="threshold",
+    ),
+    pytest.param(
+        ("channels: [wechat, sms]", "channels: [weixin, sms]"),
+        "weixin",
+        "channels[0]: unknown channel 'weixin'",
+        id="channel",
+    ),
+    pytest.param(
+        ("Hello {{ name }}, day", "Hello {{ patient_name }}, day"),
+        "patient_name",
+        "touchpoints[0].message.en: unknown variable {{ patient_name }}: the message would "
+        "fail when sent (variables: day, department, hospital, name, points)",
+        id="variable",
+    ),
+    pytest.param(
+        ("department: obstetrics", "department: obstetric"),
+        "department: obstetric",
+        "department: unknown department 'obstetric' (did you mean 'obstetrics'?)",
+        id="department",
+    ),
+    pytest.param(
+        (
+            "    summary: {zh-CN: 喂养困难",
+            "    category: breastfeding\n    summary: {zh-CN: 喂养困难",
+        ),
+        "category: breastfeding",
+        "alert_rules[2].category: alert rule 'feeding': unknown category 'breastfeding'",
+        id="category",
+    ),
+    pytest.param(
+        (
+            "{question: temperature, op: gte, value: 38.0}",
+            "{indicator: temprature, op: gte, value: 38}",
+        ),
+        "temprature",
+        "alert_rules[0].if.indicator: alert rule 'fever': unknown indicator 'temprature'",
+        id="rule-indicator",
+    ),
+    pytest.param(
+        (
+            "{question: temperature, op: gte, value: 38.0}",
+            "{indicator: temperature, op: gte, value: 100.4}",
+        ),
+        "100.4",
+        "alert_rules[0].if.value: alert rule 'fever': 100.4 is outside the range of indicator "
+        "'temperature' (30–45): the rule can never fire",
+        id="rule-unit",
+    ),
+    pytest.param(
+        (
+            "{question: bleeding, op: eq, value: heavy}",
+            "{question: bleeding, op: gte, value: heavy}",
+        ),
+        "op: gte, value: heavy",
+        "alert_rules[1].if.op: alert rule 'heavy_bleeding': gte cannot compare the options of "
+        "'bleeding' (use eq, ne or in)",
+        id="ordering-on-options",
+    ),
+    pytest.param(
+        ("{question: breastfeeding_ok, value: no}", '{question: breastfeeding_ok, value: "nope"}'),
+        "nope",
+        "alert_rules[2].if.value: alert rule 'feeding': 'nope' is not an answer to yes/no "
+        'question \'breastfeeding_ok\' (use "yes" or "no")',
+        id="yes-no",
+    ),
+    pytest.param(
+        ("  - id: feeding\n", "  - id: feeding\n    touchpoints: [d7-missing]\n"),
+        "d7-missing",
+        "alert rule 'feeding': no touchpoint 'd7-missing'",
+        id="rule-touchpoint",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "where", "expected"), MISTAKES)
+def test_each_silent_mistake_is_one_clear_line(
+    cli: Cli, tmp_path: Path, change: tuple[str, str], where: str, expected: str
+) -> None:
+    path = draft(tmp_path, change)
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    problems = [line.strip() for line in err.splitlines() if line.startswith("  ")]
+    assert len(problems) == 1, err
+    assert problems[0].startswith(f"{path}:{line_of(path, where)}: "), problems[0]
+    assert expected in problems[0]
+    assert "Traceback" not in err
+
+
+def test_a_wrong_type_in_a_condition_is_one_line_not_a_union_dump(cli: Cli, tmp_path: Path) -> None:
+    path = draft(
+        tmp_path,
+        (
+            "{question: temperature, op: gte, value: 38.0}",
+            '{indicator: temperature, op: gte, value: "38度"}',
+        ),
+    )
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    problems = [line.strip() for line in err.splitlines() if line.startswith("  ")]
+    assert problems == [
+        f"{path}:{line_of(path, '38度')}: alert_rules[0].if.value: Input should be a valid "
+        "number, unable to parse string as a number"
+    ]
+
+
+def test_a_condition_of_no_known_kind_says_which_kinds_there_are(cli: Cli, tmp_path: Path) -> None:
+    path = draft(tmp_path, ("{question: breastfeeding_ok, value: no}", "{questoin: x}"))
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    assert "alert_rules[2].if: a condition needs one of `question:`" in err
+
+
+def test_a_rule_on_a_question_no_touchpoint_asks_can_never_fire(cli: Cli, tmp_path: Path) -> None:
+    spare = (
+        "  spare:\n    title: {zh-CN: 备用, en: Spare}\n    questions:\n"
+        "      - {id: dizzy, type: yes_no, text: {zh-CN: 头晕吗, en: Dizzy}}\n"
+    )
+    rule = (
+        "  - id: dizzy\n    if: {question: dizzy, value: yes}\n    tier: L2\n"
+        "    summary: {zh-CN: 头晕, en: Dizzy}\n"
+    )
+    path = draft(
+        tmp_path,
+        ("touchpoints:\n", spare + "touchpoints:\n"),
+        ("alert_rules:\n", "alert_rules:\n" + rule),
+    )
+    code, out, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    assert (
+        f"{path}:{line_of(path, 'question: dizzy')}: alert_rules[0].if: alert rule 'dizzy' can "
+        "never fire: question 'dizzy' is in no questionnaire a touchpoint sends"
+    ) in err
+    assert (
+        f"{path}:{line_of(path, '  spare:')}: questionnaires.spare: warning: questionnaire "
+        "'spare' is never sent"
+    ) in out
+
+
+def test_an_emergency_rule_without_advice_is_a_warning_not_an_error(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = draft(tmp_path, ("    advice: {zh-CN: 请立即拨打120, en: Call 120 now}\n", ""))
+    code, out, err = cli("pathways", "validate", str(path))
+    assert code == 0, err
+    assert (
+        f"{path}:{line_of(path, 'id: heavy_bleeding')}: alert_rules[1].advice: warning: "
+        "alert rule 'heavy_bleeding' is an emergency but tells the patient nothing "
+        "(add advice: what to do now, e.g. call 120)"
+    ) in out
+    assert "ok — postpartum-draft" in out
+
+
+def test_findings_as_json(cli: Cli, tmp_path: Path) -> None:
+    path = draft(tmp_path, ("value: heavy", "value: hevy"))
+    code, out, _ = cli("pathways", "validate", "--json", str(path), str(DRAFT))
+    assert code != 0
+    report = json.loads(out)
+    assert [r["ok"] for r in report] == [False, True]
+    assert "'hevy' is not an option" in report[0]["errors"][0]
+
+
+def test_every_built_in_pathway_is_clean(cli: Cli) -> None:
+    files = sorted((Path(__file__).parents[2] / "templates" / "pathways").glob("*.yaml"))
+    code, out, err = cli("pathways", "validate", *map(str, files))
+    assert code == 0, err
+    assert out.count(": ok — ") == len(files)
+    assert "warning" not in out
+
+
+def test_a_hospital_adds_its_own_indicators(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = draft(tmp_path, ("indicator: temperature", "indicator: ear_temperature"))
+    extra = tmp_path / "indicators.yaml"
+    extra.write_text(
+        "version: 1\nindicators:\n  ear_temperature: {name: {zh-CN: 耳温, en: Ear temperature},"
+        " unit: °C, min: 30, max: 45}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("SUIFANG_INDICATORS_FILE", str(extra))
+    code, _out, err = cli("pathways", "validate", str(path))
+    assert code == 0, err
+
+    extra.write_text("version: 1\nindicators:\n  x: {name: {zh-CN: 叉, en: X}, min: 5, max: 1}\n")
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    assert f"{extra}: indicators.x: min must be below max" in err
+
+
+def test_an_unquoted_yes_in_a_rule_matches_a_yes_answer() -> None:
+    # YAML reads `value: yes` as a boolean; the answer to a yes/no question is the word.
+    rule = AlertRule.model_validate(
+        {
+            "id": "r",
+            "if": {"question": "fever", "value": True},
+            "tier": "L2",
+            "summary": {"zh-CN": "发热", "en": "Fever"},
+        }
+    )
+    assert evaluate(rule.condition, {"fever": "yes"}, {})
+    assert not evaluate(rule.condition, {"fever": "no"}, {})
+
+
+def test_preview_renders_a_drafts_messages_in_the_chosen_language(cli: Cli) -> None:
+    code, out, err = cli(
+        "pathways", "preview", str(DRAFT), "--discharged", "2026-12-01", "--locale", "en"
+    )
+    assert code == 0, err
+    assert "postpartum-draft v1 (standard), discharged 2026-12-01" in out
+    assert "2026-12-02 10:00  day 1  d1  (wechat → sms)" in out
+    assert "Hello Mrs Wang, day 1 after birth" in out
+    assert "Your temperature today? (34–43 °C)" in out
+
+    code, out, _ = cli("pathways", "preview", str(DRAFT), "--discharged", "2026-12-01", "--json")
+    assert code == 0
+    first = json.loads(out)["schedule"][0]
+    assert first["message"].startswith("王阿姨您好，")
+    assert "产后第1天随访" in first["message"]
+    assert first["channels"] == ["wechat", "sms"]
+
+
+def test_preview_refuses_an_unknown_group_and_names_the_known_ones(cli: Cli) -> None:
+    code, _, err = cli(
+        "pathways", "preview", "pci", "--discharged", "2026-12-01", "--group", "kids"
+    )
+    assert code != 0
+    assert "unknown group 'kids': groups are elderly, child, pregnant" in err
+
+
+def test_preview_of_a_pinned_version_and_of_a_broken_draft(cli: Cli, tmp_path: Path) -> None:
+    code, out, err = cli("pathways", "preview", "pci@1", "--discharged", "2026-12-01")
+    assert code == 0, err
+    assert out.startswith("pci v1 (standard)")
+
+    code, _, err = cli("pathways", "preview", "pci@one", "--discharged", "2026-12-01")
+    assert code != 0
+    assert "write a version as id@2" in err
+
+    broken = draft(tmp_path, ("value: heavy", "value: hevy"))
+    code, _, err = cli("pathways", "preview", str(broken), "--discharged", "2026-12-01")
+    assert code != 0
+    assert "'hevy' is not an option of question 'bleeding'" in err
+
+
+def test_the_authoring_reference_names_every_indicator_variable_and_category() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "pathways.md").read_text("utf-8")
+    for name in [*load_indicators(), *MESSAGE_VARIABLES, *CATEGORY_IDS]:
+        assert f"`{name}`" in doc, name
+    example = doc.split("## A complete example", 1)[1].split("```yaml\n", 1)[1].split("```")[0]
+    draft_body = "".join(
+        line for line in DRAFT.read_text("utf-8").splitlines(keepends=True) if line[0] != "#"
+    )
+    assert example == draft_body
