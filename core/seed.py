@@ -50,18 +50,21 @@ def default_routing() -> dict[str, str]:
 
 
 def seed_routing(engine: Engine) -> int:
-    """The default routing table (``templates/routing.yaml``) for categories without a rule."""
+    """The default routing table (``templates/routing.yaml``), into an empty table only: once
+    administrators have a table, a rule they deleted stays deleted."""
     table = default_routing()
     with Session(engine) as session:
+        if session.exec(select(RoutingRule.category).limit(1)).first() is not None:
+            return 0
         known = set(session.exec(select(Department.code)).all())
-        existing = set(session.exec(select(RoutingRule.category)).all())
-        session.add_all(
+        rules = [
             RoutingRule(category=category, department_code=department)
             for category, department in table.items()
-            if category not in existing and department in known
-        )
+            if department in known
+        ]
+        session.add_all(rules)
         session.commit()
-    return len(table)
+    return len(rules)
 
 
 def ensure_schema(engine: Engine) -> None:

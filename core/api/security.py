@@ -185,6 +185,7 @@ def install_audit(app: FastAPI) -> None:
                 outcome=outcome_of(response.status_code),
                 status_code=response.status_code,
                 request_id=request_id,
+                detail=getattr(request.state, "audit_detail", None),
             )
         except Exception:  # noqa: BLE001 -- an unaudited answer must not leave the building
             if response.status_code == 503:

@@ -266,9 +266,27 @@ class RoutingRuleIn(BaseModel):
     summary="Route a category",
     dependencies=[Depends(require(Permission.ROUTING_WRITE))],
 )
-def set_route(category: str, body: RoutingRuleIn, session: SessionDep) -> RoutingRuleView:
-    rule = routing.set_rule(session, category, body.department)
-    return RoutingRuleView(category=rule.category, department=rule.department_code)
+def set_route(
+    category: str, body: RoutingRuleIn, session: SessionDep, request: Request
+) -> RoutingRuleView:
+    """Route ``category`` (one of the ticket categories; an unknown one is refused with the
+    close one meant) to an existing department. The audit record says from where to where."""
+    change = routing.set_rule(session, category, body.department)
+    request.state.audit_detail = change.audit_detail()
+    return RoutingRuleView(category=change.category, department=body.department)
+
+
+@router.delete(
+    "/routing/{category}",
+    status_code=204,
+    summary="Remove a category's rule",
+    dependencies=[Depends(require(Permission.ROUTING_WRITE))],
+)
+def delete_route(category: str, session: SessionDep, request: Request) -> None:
+    """Its tickets then go to the patient's discharge department (clinical categories) or the
+    patient services desk, unless a plugin routes them."""
+    change = routing.delete_rule(session, category)
+    request.state.audit_detail = change.audit_detail()
 
 
 class NotificationView(BaseModel):

@@ -35,7 +35,11 @@ def cli_actor() -> str:
 
 
 def cli_audit(
-    action: str, resource: str, patient_ids: list[int], resource_id: str | None = None
+    action: str,
+    resource: str,
+    patient_ids: list[int],
+    resource_id: str | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     """Audit a command that read or changed patient data, like the API does for requests."""
     record_audit(
@@ -48,6 +52,7 @@ def cli_audit(
         patient_ids=patient_ids,
         outcome="ok",
         request_id=f"cli-{uuid.uuid4().hex[:12]}",
+        detail=detail,
     )
 
 

@@ -294,10 +294,22 @@ def routing_list() -> None:
 
 @routing_app.command("set")
 def routing_set(category: str, department: str) -> None:
-    """Route CATEGORY to DEPARTMENT."""
+    """Route CATEGORY (one of the ticket categories) to DEPARTMENT."""
     with Session(cli_runtime().engine) as session:
-        routing.set_rule(session, category, department)
-    print(f"{category} → {department}")
+        change = routing.set_rule(session, category, department)
+    cli_audit("routing set", "routing", [], category, change.audit_detail())
+    was = f" (was {change.previous})" if change.previous and change.previous != department else ""
+    print(f"{category} → {department}{was}")
+
+
+@routing_app.command("delete")
+def routing_delete(category: str) -> None:
+    """Remove CATEGORY's rule: its tickets then go to the patient's discharge department
+    (clinical categories) or the patient services desk."""
+    with Session(cli_runtime().engine) as session:
+        change = routing.delete_rule(session, category)
+    cli_audit("routing delete", "routing", [], category, change.audit_detail())
+    print(f"{category}: rule to {change.previous} deleted")
 
 
 @departments_app.command("list")
