@@ -197,6 +197,13 @@ class Settings(BaseSettings):
             "(each replaces the shipped file it names); check them with `suifang triage check`."
         ),
     )
+    pathways_dir: Path | None = Field(
+        None,
+        description=(
+            "A directory of the hospital's own pathway YAML files (e.g. kept in git), loaded at "
+            "start after the built-in ones and checked like `suifang pathways validate`."
+        ),
+    )
     indicators_file: Path | None = Field(
         None,
         description=(

@@ -27,9 +27,12 @@ import jinja2
 import jinja2.meta
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from suifang.core.categories import CATEGORY_IDS
+from suifang.core.config import Settings
 from suifang.core.enums import Priority
 from suifang.core.errors import ValidationFailed
 from suifang.core.models import Department
@@ -44,8 +47,9 @@ from suifang.core.pathways import (
     PathwayTemplate,
     Question,
     TouchpointSpec,
+    locate,
+    read_template,
 )
-from suifang.core.runtime import Runtime
 from suifang.core.yaml_input import read_yaml
 
 __all__ = [
@@ -54,7 +58,9 @@ __all__ = [
     "Indicator",
     "Vocabulary",
     "check_template",
+    "load_checked",
     "load_indicators",
+    "load_pathways_dir",
     "vocabulary_of",
 ]
 
@@ -490,12 +496,41 @@ def _check_schedule(template: PathwayTemplate) -> Iterator[Finding]:
             )
 
 
-def vocabulary_of(runtime: Runtime) -> Vocabulary:
-    """What a template may name on this platform: its channels, departments, indicators."""
-    with Session(runtime.engine) as session:
-        departments = frozenset(session.exec(select(Department.code)).all())
+def vocabulary_of(engine: Engine, settings: Settings, channels: Iterable[str]) -> Vocabulary:
+    """What a template may name on this platform: its channels, departments (when the
+    database can say), indicators."""
+    try:
+        with Session(engine) as session:
+            departments: frozenset[str] | None = frozenset(
+                session.exec(select(Department.code)).all()
+            )
+    except SQLAlchemyError:
+        departments = None  # not migrated yet: `pathways validate` checks them later
     return Vocabulary(
-        indicators=load_indicators(runtime.settings.indicators_file),
-        channels=frozenset(runtime.plugins.channel_classes()),
+        indicators=load_indicators(settings.indicators_file),
+        channels=frozenset(channels),
         departments=departments,
     )
+
+
+def load_checked(path: Path, vocabulary: Vocabulary) -> PathwayTemplate:
+    """A template file that is valid in shape and in meaning (warnings allowed), else every
+    error, one line each."""
+    template, root = read_template(path)
+    errors = [
+        locate(path, root, f.loc, f.text())
+        for f in check_template(template, vocabulary)
+        if not f.warning
+    ]
+    if errors:
+        raise ValidationFailed("invalid pathway template\n  " + "\n  ".join(errors))
+    return template
+
+
+def load_pathways_dir(
+    directory: Path, vocabulary: Vocabulary
+) -> list[tuple[Path, PathwayTemplate]]:
+    """Every ``*.yaml``/``*.yml`` under a hospital's pathway directory, checked."""
+    if not directory.is_dir():
+        raise ValidationFailed(f"SUIFANG_PATHWAYS_DIR: {directory} is not a directory")
+    return [(f, load_checked(f, vocabulary)) for f in sorted(directory.rglob("*.y*ml"))]

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.config import Settings
 from suifang.core.db import create_db_engine
+from suifang.core.pathway_checks import Vocabulary, load_pathways_dir, vocabulary_of
 from suifang.core.pathways import PathwayCatalog
 from suifang.core.plugins import Plugins
 from suifang.core.security.codec import PayloadEncryptionCodec
@@ -47,10 +48,21 @@ class Runtime:
 
     @property
     def catalog(self) -> PathwayCatalog:
-        """Every pathway template the plugins registered (loaded and validated once)."""
+        """Every pathway template the plugins registered, then the hospital's own
+        (``SUIFANG_PATHWAYS_DIR``), loaded and validated once."""
         if self._catalog is None:
-            self._catalog = self.plugins.pathway_catalog()
+            catalog = self.plugins.pathway_catalog()
+            if self.settings.pathways_dir is not None:
+                for path, template in load_pathways_dir(
+                    self.settings.pathways_dir, self.vocabulary()
+                ):
+                    catalog.add(template, str(path))
+            self._catalog = catalog
         return self._catalog
+
+    def vocabulary(self) -> Vocabulary:
+        """What a pathway may name here: channels, departments, indicators."""
+        return vocabulary_of(self.engine, self.settings, self.plugins.channel_classes())
 
     @property
     def channels(self) -> ChannelDirectory:

@@ -16,7 +16,7 @@ from suifang.core.cli.output import emit_json, print_table
 from suifang.core.enums import RiskTier
 from suifang.core.errors import ValidationFailed
 from suifang.core.models import Department
-from suifang.core.pathway_checks import check_template, vocabulary_of
+from suifang.core.pathway_checks import check_template, load_checked
 from suifang.core.pathways import (
     LOCALES,
     PathwayTemplate,
@@ -94,7 +94,7 @@ def validate(
     do not fail the check.
     """
     runtime = cli_runtime()
-    vocabulary = vocabulary_of(runtime)
+    vocabulary = runtime.vocabulary()
     failures: list[str] = []
     report = []
     for file in files:
@@ -207,15 +207,7 @@ def _template(runtime: Runtime, target: str, version: int | None) -> PathwayTemp
     """A draft file (validated like `validate` does) or a registered ``id[@version]``."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        template, root = read_template(path)
-        errors = [
-            locate(path, root, f.loc, f.text())
-            for f in check_template(template, vocabulary_of(runtime))
-            if not f.warning
-        ]
-        if errors:
-            raise ValidationFailed("invalid pathway template\n  " + "\n  ".join(errors))
-        return template
+        return load_checked(path, runtime.vocabulary())
     pathway_id, _, pinned = target.partition("@")
     if pinned:
         if not pinned.isdigit() or version is not None:

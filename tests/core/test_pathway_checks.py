@@ -315,3 +315,40 @@ def test_the_authoring_reference_names_every_indicator_variable_and_category() -
         line for line in DRAFT.read_text("utf-8").splitlines(keepends=True) if line[0] != "#"
     )
     assert example == draft_body
+
+
+def test_a_hospitals_pathway_directory_is_loaded_at_start(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    (directory / "postpartum.yaml").write_text(DRAFT.read_text("utf-8"), encoding="utf-8")
+    monkeypatch.setenv("SUIFANG_PATHWAYS_DIR", str(directory))
+    code, out, err = cli("pathways", "list", "--json")
+    assert code == 0, err
+    listed = {p["id"]: p["source"] for p in json.loads(out)}
+    assert listed["postpartum-draft"] == str(directory / "postpartum.yaml")
+    assert "pci" in listed
+
+
+def test_a_broken_file_in_the_pathway_directory_stops_the_start_with_its_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    broken = draft(tmp_path, ("value: heavy", "value: hevy"))
+    (directory / "postpartum.yaml").write_text(broken.read_text("utf-8"), encoding="utf-8")
+    monkeypatch.setenv("SUIFANG_PATHWAYS_DIR", str(directory))
+    code, _, err = cli("pathways", "list")
+    assert code != 0
+    assert f"{directory / 'postpartum.yaml'}:{line_of(broken, 'value: hevy')}: " in err
+    assert "'hevy' is not an option of question 'bleeding'" in err
+
+
+def test_a_missing_pathway_directory_is_named(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUIFANG_PATHWAYS_DIR", str(tmp_path / "nowhere"))
+    code, _, err = cli("pathways", "list")
+    assert code != 0
+    assert f"SUIFANG_PATHWAYS_DIR: {tmp_path / 'nowhere'} is not a directory" in err

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -473,3 +475,48 @@ async def test_a_recorded_journey_history_replays_deterministically(
         workflows=[PatientJourneyWorkflow], data_converter=env.client.data_converter
     ).replay_workflow(history)
     assert replay.replay_failure is None
+
+
+async def test_a_hospitals_own_pathway_from_its_directory_runs_end_to_end(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    # An administrator's YAML, no Python: SUIFANG_PATHWAYS_DIR holds it, the catalogue loads it.
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml", directory)
+    runtime.settings = runtime.settings.model_copy(update={"pathways_dir": directory})
+    runtime._catalog = None
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")
+    assert runtime.catalog.origin(template) == str(directory / "postpartum.yaml")
+    enrollment = await register_discharge(
+        runtime,
+        discharge(runtime, template, await env.get_current_time(), patient={"sex": "female"}),
+    )
+    handle = handle_of(env, enrollment)
+    assert await advance_to_next_touchpoint(env, handle) == "d1"
+    await handle.signal(
+        PatientJourneyWorkflow.answer,
+        AnswerEvent(
+            answers={"temperature": "36.8", "bleeding": "heavy", "breastfeeding_ok": "yes"}
+        ),
+    )
+    alerts = await settle(lambda: rows(runtime, Alert, enrollment_id=enrollment.enrollment_id))
+    assert [(a.rule_id, a.priority) for a in alerts] == [("heavy_bleeding", "emergency")]
+    tickets = await settle(
+        lambda: [
+            t
+            for t in rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id)
+            if t.department_code and t.source == "clinical_alert"
+        ]
+    )
+    assert (tickets[0].priority, tickets[0].department_code) == ("emergency", "obstetrics")
+    advice = await settle(
+        lambda: [
+            m
+            for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+            if m.kind == "advice"
+        ]
+    )
+    assert "120" in advice[0].body
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
