@@ -242,6 +242,16 @@ def _check_rules(template: PathwayTemplate, vocabulary: Vocabulary) -> Iterator[
                 f"alert rule {rule.id!r}: unknown category {rule.category!r}",
                 _known(vocabulary.categories, rule.category),
             )
+        if (
+            rule.department is not None
+            and vocabulary.departments is not None
+            and rule.department not in vocabulary.departments
+        ):
+            yield Finding(
+                (*loc, "department"),
+                f"alert rule {rule.id!r}: unknown department {rule.department!r}",
+                _known(vocabulary.departments, rule.department),
+            )
         if rule.priority is Priority.EMERGENCY and rule.advice is None:
             yield Finding(
                 (*loc, "advice"),

@@ -320,6 +320,13 @@ class AlertRule(_Strict):
     tier: Tier
     priority: Priority = Priority.ROUTINE
     category: str = "clinical_symptom"
+    department: str | None = Field(
+        None,
+        max_length=64,
+        description="The department that owns this rule's tickets (default: the routing "
+        "table by category). Rules of one answer that name different departments open one "
+        "ticket each.",
+    )
     summary: LocalizedText
     advice: LocalizedText | None = Field(
         None, description="Sent to the patient at once when the rule fires (e.g. call 120)."

@@ -279,6 +279,7 @@ class PatientJourneyWorkflow:
                     category=command.category,
                     summary=command.summary,
                     alert_event_keys=[self._event_key(seq) for seq in command.alert_seqs],
+                    department=command.department,
                     **ids,
                 )
             )

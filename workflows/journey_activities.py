@@ -92,6 +92,8 @@ class JourneyTicketInput(BaseModel):
     category: str
     summary: LocalizedText
     alert_event_keys: list[str] = Field(default_factory=list)
+    department: str | None = None
+    """The department the alert rules name; None: routed by category."""
 
 
 class PatientTextInput(BaseModel):
@@ -312,6 +314,7 @@ class JourneyActivities:
                 opened_at=activity.info().current_attempt_scheduled_time,
                 enrollment_id=request.enrollment_id,
                 alert_id=alerts[0].id if alerts else None,
+                department=self._existing_department(session, request.department),
                 tier=request.tier,
                 idempotency_key=request.event_key,
             )
@@ -320,6 +323,15 @@ class JourneyActivities:
                 session.add(alert)
             session.commit()
             return start
+
+    @staticmethod
+    def _existing_department(session: Session, code: str | None) -> str | None:
+        """The rule's department, unless it was removed after the pathway was validated: then
+        the routing table decides rather than the alert being lost."""
+        if code is None or session.get(Department, code) is not None:
+            return code
+        activity.logger.warning("alert rule names unknown department %r; routing by category", code)
+        return None
 
     @activity.defn(name="triage_patient_text")
     async def triage_patient_text(self, request: PatientTextInput) -> TicketStart | None:

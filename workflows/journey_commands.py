@@ -200,6 +200,8 @@ class OpenAlertTicket:
     priority: Priority
     category: str
     summary: LocalizedText
+    department: str | None = None
+    """The department its rules name (None: routed by category)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -809,13 +809,16 @@ class JourneyCore(JourneySchedule):
         answers: dict[str, Any],
         observations: list[ObservationValue],
     ) -> None:
-        """Record an alert per rule that fires, and open one ticket for them all.
+        """Record an alert per rule that fires, and open one ticket for them per owner.
 
         One answer that trips several rules is one problem for one person to call about:
-        the ticket takes the highest tier and priority among them.
+        the ticket takes the highest tier and priority among them. Rules that name their
+        department (``department:``) are that department's: one ticket for each department
+        named, and one for the rules that name none (a plan without it: one ticket).
         """
         indicators = {o.indicator: o.value for o in observations}
         raised: list[tuple[RaiseAlert, LocalizedText | None]] = []
+        owners: dict[str, str | None] = {}
         for rule, holds in self.index.rules_for(touchpoint_id):
             if not holds(answers, indicators):
                 continue
@@ -838,30 +841,36 @@ class JourneyCore(JourneySchedule):
             )
             self._push(alert)
             raised.append((alert, rule.advice))
+            owners[rule.id] = rule.department
         if not raised:
             return
         for alert, advice in raised:
             if advice is not None and self.state.status not in _ENDED:
                 self._push(SendAdvice(self._seq(), alert.rule_id, key, advice))
-        top = max(raised, key=lambda r: (r[0].tier.rank, r[0].priority.rank))[0]
-        summary = LocalizedText.model_validate(
-            {
-                "zh-CN": "；".join(a.summary.zh_cn for a, _ in raised),
-                "en": "; ".join(a.summary.en for a, _ in raised),
-            }
-        )
-        self._push(
-            OpenAlertTicket(
-                self._seq(),
-                key,
-                tuple(a.rule_id for a, _ in raised),
-                tuple(a.seq for a, _ in raised),
-                top.tier,
-                top.priority,
-                top.category,
-                summary,
+        groups: dict[str | None, list[RaiseAlert]] = {}
+        for alert, _ in raised:
+            groups.setdefault(owners[alert.rule_id], []).append(alert)
+        for department, alerts in groups.items():
+            top = max(alerts, key=lambda a: (a.tier.rank, a.priority.rank))
+            summary = LocalizedText.model_validate(
+                {
+                    "zh-CN": "；".join(a.summary.zh_cn for a in alerts),
+                    "en": "; ".join(a.summary.en for a in alerts),
+                }
             )
-        )
+            self._push(
+                OpenAlertTicket(
+                    self._seq(),
+                    key,
+                    tuple(a.rule_id for a in alerts),
+                    tuple(a.seq for a in alerts),
+                    top.tier,
+                    top.priority,
+                    top.category,
+                    summary,
+                    department,
+                )
+            )
 
     def _control(self, event: ControlEvent, now: dt.datetime) -> None:
         state = self.state

@@ -128,6 +128,13 @@ MISTAKES = [
         id="yes-no",
     ),
     pytest.param(
+        ("  - id: feeding\n", "  - id: feeding\n    department: obstetric\n"),
+        "    department: obstetric",
+        "alert_rules[2].department: alert rule 'feeding': unknown department 'obstetric' "
+        "(did you mean 'obstetrics'?)",
+        id="rule-department",
+    ),
+    pytest.param(
         ("  - id: feeding\n", "  - id: feeding\n    touchpoints: [d7-missing]\n"),
         "d7-missing",
         "alert rule 'feeding': no touchpoint 'd7-missing'",

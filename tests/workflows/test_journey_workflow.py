@@ -520,3 +520,47 @@ async def test_a_hospitals_own_pathway_from_its_directory_runs_end_to_end(
     )
     assert "120" in advice[0].body
     await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+
+
+async def test_rules_that_name_their_department_open_a_ticket_each(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    # A feeding problem belongs to the nurses' breastfeeding clinic, not with the bleeding
+    # that the obstetrician handles: one answer trips both, and each reaches its owner.
+    draft = (Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml").read_text("utf-8")
+    draft = draft.replace("  - id: feeding\n", "  - id: feeding\n    department: nursing\n")
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    (directory / "postpartum.yaml").write_text(draft, encoding="utf-8")
+    runtime.settings = runtime.settings.model_copy(update={"pathways_dir": directory})
+    runtime._catalog = None
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    assert await advance_to_next_touchpoint(env, handle) == "d1"
+    await handle.signal(
+        PatientJourneyWorkflow.answer,
+        AnswerEvent(answers={"temperature": "36.9", "bleeding": "heavy", "breastfeeding_ok": "no"}),
+    )
+
+    def alert_tickets() -> list[Ticket]:
+        found = [
+            t
+            for t in rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id)
+            if t.source == "clinical_alert" and t.department_code
+        ]
+        return found if len(found) == 2 else []
+
+    tickets = await settle(alert_tickets)
+    owners = {t.department_code: (t.tier, t.priority) for t in tickets}
+    assert owners == {"obstetrics": ("L3", "emergency"), "nursing": ("L2", "routine")}
+    alerts = rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
+    by_id = {t.id: t.department_code for t in tickets}
+    assert {a.rule_id: by_id[a.ticket_id] for a in alerts} == {
+        "heavy_bleeding": "obstetrics",
+        "feeding": "nursing",
+    }
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))

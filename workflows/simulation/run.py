@@ -283,6 +283,7 @@ class Simulator:
         patient's text, a call task for a non-responder), or a record the simulation ignores."""
         if isinstance(command, TriageText):
             return self.patient_text(now, journey, command.text)
+        department: str | None = None
         if isinstance(command, OpenAlertTicket):
             triage = TriageResult(
                 category=command.category,
@@ -292,6 +293,7 @@ class Simulator:
                 clinical=True,
             )
             source, summary = TicketSource.CLINICAL_ALERT, command.summary.zh_cn
+            department = command.department
         elif isinstance(command, OpenCallTask):
             self.counts[f"call_task:{command.reason}"] += 1
             triage = TriageResult(
@@ -304,7 +306,9 @@ class Simulator:
             source, summary = TicketSource.NON_RESPONDER, "call the patient"
         else:
             return None  # a record the simulation keeps no copy of (a status change, a note)
-        return self.open_ticket(now, journey, source, summary, triage, tier=triage.suggested_tier)
+        return self.open_ticket(
+            now, journey, source, summary, triage, tier=triage.suggested_tier, department=department
+        )
 
     def patient_text(self, now: dt.datetime, journey: SimulatedJourney, text: str) -> int | None:
         """Triage what a patient wrote, as the journey's ``triage_patient_text`` does: thanks
@@ -384,6 +388,7 @@ class Simulator:
         triage: TriageResult,
         *,
         tier: Tier | None = None,
+        department: str | None = None,
     ) -> int:
         ticket_id = len(self.tickets) + 1
         # Built from validated parts (enums, a policy, a triage result): validating again would
@@ -398,6 +403,7 @@ class Simulator:
             policy=self.policy,
             enrollment_id=journey.id if journey else None,
             discharge_department=journey.discharge_department if journey else None,
+            department=department,
             tier=tier,
         )
         ticket = SimulatedTicket(ticket_id, TicketCore(setup, snapshots=False), now)
