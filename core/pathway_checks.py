@@ -46,6 +46,7 @@ from suifang.core.pathways import (
     LocalizedText,
     PathwayTemplate,
     Question,
+    ScoreCondition,
     TouchpointSpec,
     locate,
     read_template,
@@ -270,6 +271,9 @@ def _check_rules(template: PathwayTemplate, vocabulary: Vocabulary) -> Iterator[
                 yield from _check_answer_condition(rule, condition, question, where, vocabulary)
             elif isinstance(condition, IndicatorCondition):
                 yield from _check_indicator_condition(rule, condition, where, vocabulary)
+            elif isinstance(condition, ScoreCondition):
+                unreachable |= {q for q in condition.score.sum if q in questions and q not in asked}
+                yield from _check_score_condition(rule, condition, questions, where)
         yield from _check_rule_touchpoints(template, rule, loc, questions)
         if unreachable:
             yield Finding(
@@ -392,15 +396,53 @@ def _check_threshold(
         )
 
 
+def _check_score_condition(
+    rule: AlertRule, condition: ScoreCondition, questions: Mapping[str, Question], loc: Loc
+) -> Iterator[Finding]:
+    """Every item must count points (a choice with a score on every option, yes/no, a scale
+    or number with its range), and the threshold must be a sum the items can reach."""
+    low = high = 0.0
+    for index, item in enumerate(condition.score.sum):
+        question = questions.get(item)
+        if question is None:
+            return  # the template's own validation names it
+        span = question.point_range()
+        if span is None:
+            yield Finding(
+                (*loc, "score", "sum", index),
+                f"alert rule {rule.id!r}: question {item!r} counts no points in a score",
+                "give every option a score, or a scale's min and max; text answers never count",
+            )
+            return
+        low, high = low + span[0], high + span[1]
+    yield from _check_threshold(
+        f"alert rule {rule.id!r}",
+        "+".join(condition.score.sum) if len(condition.score.sum) <= 3 else "the score",
+        "sum",
+        condition.op,
+        condition.value,
+        low,
+        high,
+        loc,
+    )
+
+
 def _check_rule_touchpoints(
     template: PathwayTemplate, rule: AlertRule, loc: Loc, questions: Mapping[str, Question]
 ) -> Iterator[Finding]:
     if not rule.touchpoints:
         return
     wanted = {
-        c.question
+        question
         for _, c in _conditions(rule.condition, ())
-        if isinstance(c, AnswerCondition) and c.question in questions
+        for question in (
+            [c.question]
+            if isinstance(c, AnswerCondition)
+            else c.score.sum
+            if isinstance(c, ScoreCondition)
+            else []
+        )
+        if question in questions
     }
     if not wanted:
         return

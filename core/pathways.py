@@ -39,6 +39,7 @@ from suifang.core.yaml_input import read_yaml
 __all__ = [
     "LOCALES",
     "AlertRule",
+    "CompositeScore",
     "Condition",
     "JourneyPlan",
     "LocalizedText",
@@ -49,6 +50,7 @@ __all__ = [
     "Question",
     "Questionnaire",
     "Recurrence",
+    "ScoreCondition",
     "SendWindow",
     "TouchpointSpec",
     "Variant",
@@ -184,6 +186,31 @@ class Question(_Strict):
             raise ValueError("only number and scale answers can be recorded as an indicator")
         return self
 
+    def points(self, value: Any) -> float | None:
+        """What a parsed answer counts in a composite score: a choice's option ``score``, 1
+        for yes and 0 for no, a number as itself; None when it counts nothing."""
+        if self.type == "yes_no":
+            return 1.0 if value == "yes" else 0.0 if value == "no" else None
+        if self.type == "choice":
+            option = next((o for o in self.options if o.id == value), None)
+            return option.score if option is not None else None
+        if self.type in ("scale", "number") and isinstance(value, int | float):
+            return float(value)
+        return None
+
+    def point_range(self) -> tuple[float, float] | None:
+        """The lowest and highest points an answer can count (None: it counts none)."""
+        if self.type == "yes_no":
+            return 0.0, 1.0
+        if self.type == "choice":
+            scores = [o.score for o in self.options]
+            if any(score is None for score in scores):
+                return None
+            return min(scores), max(scores)  # type: ignore[type-var]
+        if self.type in ("scale", "number") and self.min is not None and self.max is not None:
+            return self.min, self.max
+        return None
+
     def parse_answer(self, raw: Any) -> Any:
         """A patient's raw answer → the typed value rules compare; ValueError if it cannot be."""
         if self.type == "yes_no":
@@ -272,6 +299,30 @@ class IndicatorCondition(_Strict):
     value: float
 
 
+class CompositeScore(_Strict):
+    """The sum of several answers' points (a questionnaire score such as EPDS); the items in
+    ``reverse`` count the other way round (lowest + highest − points)."""
+
+    sum: list[Slug] = Field(min_length=2)
+    reverse: list[Slug] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _items(self) -> CompositeScore:
+        _no_duplicates(self.sum)
+        stray = [item for item in self.reverse if item not in self.sum]
+        if stray:
+            raise ValueError(f"reverse items {stray} are not in sum")
+        return self
+
+
+class ScoreCondition(_Strict):
+    """True when a composite score of the answers compares to ``value`` by ``op``."""
+
+    score: CompositeScore
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte"]
+    value: float
+
+
 class AnyCondition(_Strict):
     any: list[Condition] = Field(min_length=1)
 
@@ -284,7 +335,9 @@ def _condition_kind(value: Any) -> str | None:
     """Which kind of condition a mapping is, by its key: errors then speak of that kind only
     (not of all four, as a plain union's would)."""
     if isinstance(value, dict):
-        key = next((k for k in ("any", "all", "indicator", "question") if k in value), None)
+        key = next(
+            (k for k in ("any", "all", "indicator", "score", "question") if k in value), None
+        )
         return _CONDITION_BY_KEY.get(key) if key else None
     name = type(value).__name__
     return name if name in _CONDITION_BY_KEY.values() else None
@@ -293,6 +346,7 @@ def _condition_kind(value: Any) -> str | None:
 Condition = Annotated[
     Annotated[AnswerCondition, Tag("AnswerCondition")]
     | Annotated[IndicatorCondition, Tag("IndicatorCondition")]
+    | Annotated[ScoreCondition, Tag("ScoreCondition")]
     | Annotated[AnyCondition, Tag("AnyCondition")]
     | Annotated[AllCondition, Tag("AllCondition")],
     Discriminator(
@@ -300,13 +354,14 @@ Condition = Annotated[
         custom_error_type="condition",
         custom_error_message=(
             "a condition needs one of `question:` (an answer), `indicator:` (a reading), "
-            "`any:` or `all:`"
+            "`score:` (a sum of answers), `any:` or `all:`"
         ),
     ),
 ]
 _CONDITION_BY_KEY: dict[str, str] = {
     "question": "AnswerCondition",
     "indicator": "IndicatorCondition",
+    "score": "ScoreCondition",
     "any": "AnyCondition",
     "all": "AllCondition",
 }
@@ -518,6 +573,8 @@ class LocatedError(ValueError):
 def _condition_questions(condition: Condition) -> Iterator[str]:
     if isinstance(condition, AnswerCondition):
         yield condition.question
+    elif isinstance(condition, ScoreCondition):
+        yield from condition.score.sum
     elif isinstance(condition, AnyCondition):
         for inner in condition.any:
             yield from _condition_questions(inner)
@@ -690,7 +747,8 @@ def _loc_text(loc: tuple[int | str, ...]) -> str:
 
 
 _UNION_MEMBERS = frozenset(
-    member.__name__ for member in (AnswerCondition, IndicatorCondition, AnyCondition, AllCondition)
+    member.__name__
+    for member in (AnswerCondition, IndicatorCondition, ScoreCondition, AnyCondition, AllCondition)
 )
 
 

@@ -208,7 +208,10 @@ class PlanIndex:
                     self.any_question.setdefault(question.id, question)
         self.open_ended = plan.open_ended
         self._rules: dict[str | None, tuple[tuple[AlertRule, Predicate], ...]] = {}
-        self._compiled = [(rule, compile_condition(rule.condition)) for rule in plan.alert_rules]
+        self._compiled = [
+            (rule, compile_condition(rule.condition, self.any_question))
+            for rule in plan.alert_rules
+        ]
         # Real-time memo tables, valid only for journeys on real time (time_scale 1), where
         # they depend on nothing but the timezone (and the discharge day), not the journey.
         self._due: dict[tuple[str, dt.date], DueCache] = {}

@@ -8,18 +8,23 @@ rule (rules are checked on every answer).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from suifang.core.pathways import (
     AllCondition,
     AnswerCondition,
     AnyCondition,
+    CompositeScore,
     Condition,
     IndicatorCondition,
+    Question,
+    ScoreCondition,
 )
 
-__all__ = ["Predicate", "compile_condition", "evaluate"]
+__all__ = ["Predicate", "compile_condition", "evaluate", "score_of"]
+
+_NO_QUESTIONS: Mapping[str, Question] = {}
 
 Predicate = Callable[[dict[str, Any], dict[str, float]], bool]
 
@@ -39,8 +44,39 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
     return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
 
 
-def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str, float]) -> bool:
-    """Does ``condition`` hold for these parsed answers and indicator values? (Pure.)"""
+def score_of(
+    score: CompositeScore, answers: Mapping[str, Any], questions: Mapping[str, Question]
+) -> float | None:
+    """The composite score of these parsed answers, or None unless every item was answered
+    with something that counts (a score of half a questionnaire is no score)."""
+    total = 0.0
+    for item in score.sum:
+        question = questions.get(item)
+        if question is None or item not in answers:
+            return None
+        points = question.points(answers[item])
+        if points is None:
+            return None
+        if item in score.reverse:
+            span = question.point_range()
+            if span is None:
+                return None
+            points = span[0] + span[1] - points
+        total += points
+    return total
+
+
+def evaluate(
+    condition: Condition,
+    answers: dict[str, Any],
+    indicators: dict[str, float],
+    questions: Mapping[str, Question] = _NO_QUESTIONS,
+) -> bool:
+    """Does ``condition`` hold for these parsed answers and indicator values? (Pure.)
+    ``questions``: the plan's questions, by id, for composite scores."""
+    if isinstance(condition, ScoreCondition):
+        total = score_of(condition.score, answers, questions)
+        return total is not None and _compare(condition.op, total, condition.value)
     if isinstance(condition, AnswerCondition):
         return condition.question in answers and _compare(
             condition.op, answers[condition.question], condition.value
@@ -50,9 +86,9 @@ def evaluate(condition: Condition, answers: dict[str, Any], indicators: dict[str
             condition.op, indicators[condition.indicator], condition.value
         )
     if isinstance(condition, AnyCondition):
-        return any(evaluate(c, answers, indicators) for c in condition.any)
+        return any(evaluate(c, answers, indicators, questions) for c in condition.any)
     if isinstance(condition, AllCondition):
-        return all(evaluate(c, answers, indicators) for c in condition.all)
+        return all(evaluate(c, answers, indicators, questions) for c in condition.all)
     return False
 
 
@@ -105,9 +141,19 @@ _ORDERINGS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def compile_condition(condition: Condition) -> Predicate:
+def compile_condition(
+    condition: Condition, questions: Mapping[str, Question] = _NO_QUESTIONS
+) -> Predicate:
     """``condition`` as a predicate equivalent to :func:`evaluate` — alert rules are checked on
     every answer, so their constants are converted once, when the plan is indexed."""
+    if isinstance(condition, ScoreCondition):
+        score, holds = condition.score, _compiled_compare(condition.op, condition.value)
+
+        def scored(answers: dict[str, Any], indicators: dict[str, float]) -> bool:
+            total = score_of(score, answers, questions)
+            return total is not None and holds(total)
+
+        return scored
     if isinstance(condition, AnswerCondition):
         question, holds = condition.question, _compiled_compare(condition.op, condition.value)
         return lambda answers, indicators: question in answers and holds(answers[question])
@@ -116,9 +162,9 @@ def compile_condition(condition: Condition) -> Predicate:
         holds = _compiled_compare(condition.op, condition.value)
         return lambda answers, indicators: indicator in indicators and holds(indicators[indicator])
     if isinstance(condition, AnyCondition):
-        parts = tuple(compile_condition(c) for c in condition.any)
+        parts = tuple(compile_condition(c, questions) for c in condition.any)
         return lambda answers, indicators: any(p(answers, indicators) for p in parts)
     if isinstance(condition, AllCondition):
-        parts = tuple(compile_condition(c) for c in condition.all)
+        parts = tuple(compile_condition(c, questions) for c in condition.all)
         return lambda answers, indicators: all(p(answers, indicators) for p in parts)
     return lambda answers, indicators: False

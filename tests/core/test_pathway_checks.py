@@ -11,8 +11,8 @@ import pytest
 
 from suifang.core.categories import CATEGORY_IDS
 from suifang.core.pathway_checks import MESSAGE_VARIABLES, load_indicators
-from suifang.core.pathways import AlertRule
-from suifang.workflows.journey_rules import evaluate
+from suifang.core.pathways import AlertRule, read_template
+from suifang.workflows.journey_rules import compile_condition, evaluate, score_of
 
 DRAFT = Path(__file__).parent / "drafts" / "postpartum.yaml"
 Cli = Callable[..., tuple[int, str, str]]
@@ -37,7 +37,7 @@ def line_of(path: Path, fragment: str) -> int:
 def test_the_draft_is_valid(cli: Cli) -> None:
     code, out, err = cli("pathways", "validate", str(DRAFT))
     assert code == 0, err
-    assert "ok — postpartum-draft v1, 2 touchpoints" in out
+    assert "ok — postpartum-draft v1, 3 touchpoints" in out
     assert "warning" not in out
 
 
@@ -126,6 +126,19 @@ MISTAKES = [
         "alert_rules[2].if.value: alert rule 'feeding': 'nope' is not an answer to yes/no "
         'question \'breastfeeding_ok\' (use "yes" or "no")',
         id="yes-no",
+    ),
+    pytest.param(
+        ("op: gte, value: 13}", "op: gte, value: 40}"),
+        "value: 40}",
+        "alert_rules[3].if.value: alert rule 'epds_high': 40 is outside the range of sum "
+        "'the score' (0–30): the rule can never fire",
+        id="score-threshold",
+    ),
+    pytest.param(
+        ("reverse: [e1, e2]}", "reverse: [e1, e2, e11]}"),
+        "e11",
+        "alert_rules[3].if.score: reverse items ['e11'] are not in sum",
+        id="score-reverse",
     ),
     pytest.param(
         ("  - id: feeding\n", "  - id: feeding\n    department: obstetric\n"),
@@ -359,3 +372,36 @@ def test_a_missing_pathway_directory_is_named(
     code, _, err = cli("pathways", "list")
     assert code != 0
     assert f"SUIFANG_PATHWAYS_DIR: {tmp_path / 'nowhere'} is not a directory" in err
+
+
+def test_a_composite_score_sums_points_reverses_items_and_needs_every_answer() -> None:
+    template = read_template(DRAFT)[0]
+    questions = {q.id: q for q in template.questionnaires["epds"].questions}
+    rule = next(r for r in template.alert_rules if r.id == "epds_high")
+    predicate = compile_condition(rule.condition, questions)
+    # Items 1 and 2 are reverse-scored: "never able to laugh" counts 3.
+    low_mood = {"e1": "never", "e2": "never", **{f"e{i}": "rarely" for i in range(3, 11)}}
+    assert score_of(rule.condition.score, low_mood, questions) == 3 + 3 + 8  # type: ignore[union-attr]
+    assert predicate(low_mood, {})
+    assert evaluate(rule.condition, low_mood, {}, questions)
+    well = {"e1": "often", "e2": "often", **{f"e{i}": "rarely" for i in range(3, 11)}}
+    assert not predicate(well, {})  # 0 + 0 + 8
+    half = {k: v for k, v in low_mood.items() if k != "e10"}
+    assert not predicate(half, {})  # a score of half a questionnaire is no score
+
+
+def test_a_score_over_an_item_that_counts_nothing_is_refused(cli: Cli, tmp_path: Path) -> None:
+    # e4 becomes a free-text question: it has no points to add up.
+    original = next(
+        line for line in DRAFT.read_text("utf-8").splitlines() if "{id: e4, type: choice" in line
+    )
+    text_question = original.replace("type: choice", "type: text").replace(
+        ", options: *often}", "}"
+    )
+    path = draft(tmp_path, (original, text_question))
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    assert (
+        "alert_rules[3].if.score.sum[3]: alert rule 'epds_high': question 'e4' counts no points "
+        "in a score"
+    ) in err

@@ -564,3 +564,43 @@ async def test_rules_that_name_their_department_open_a_ticket_each(
         "feeding": "nursing",
     }
     await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+
+
+async def test_an_epds_score_of_13_reaches_psychology(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml", directory)
+    runtime.settings = runtime.settings.model_copy(update={"pathways_dir": directory})
+    runtime._catalog = None
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+    key = await advance_to_next_touchpoint(env, handle)
+    while key != "d14":  # answered normally, or the patient would be lost to follow-up
+        assert key is not None
+        normal = normal_answers(plan.touchpoint(key).questionnaire, plan.alert_rules)
+        await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=normal))
+        key = await advance_to_next_touchpoint(env, handle)
+    # Items 1–2 reverse-scored ("never able to laugh" counts 3): 3 + 3 + 8 × 1 = 14, and
+    # nothing about self-harm.
+    answers = {"e1": "never", "e2": "never", **{f"e{i}": "rarely" for i in range(3, 10)}}
+    answers["e10"] = "never"
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
+
+    def psychology() -> list[Ticket]:
+        return [
+            t
+            for t in rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id)
+            if t.source == "clinical_alert" and t.department_code == "psychology"
+        ]
+
+    tickets = await settle(psychology)
+    assert (tickets[0].tier, tickets[0].category) == ("L2", "psychological")
+    alerts = rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
+    assert [a.rule_id for a in alerts] == ["epds_high"]

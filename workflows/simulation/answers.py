@@ -18,6 +18,7 @@ from suifang.core.pathways import (
     JourneyPlan,
     Question,
     Questionnaire,
+    ScoreCondition,
 )
 from suifang.workflows.journey_rules import evaluate
 
@@ -40,6 +41,7 @@ def _candidates(question: Question) -> list[Any]:
 def normal_answers(questionnaire: Questionnaire, rules: list[AlertRule]) -> dict[str, Any]:
     """For each question, the first plausible answer that trips no alert rule."""
     answers: dict[str, Any] = {}
+    questions = {q.id: q for q in questionnaire.questions}
     for question in questionnaire.questions:
         for candidate in _candidates(question):
             trial = {**answers, question.id: question.parse_answer(candidate)}
@@ -48,7 +50,7 @@ def normal_answers(questionnaire: Questionnaire, rules: list[AlertRule]) -> dict
                 for q in questionnaire.questions
                 if q.indicator and isinstance(trial.get(q.id), float)
             }
-            if not any(evaluate(rule.condition, trial, indicators) for rule in rules):
+            if not any(evaluate(rule.condition, trial, indicators, questions) for rule in rules):
                 answers[question.id] = candidate
                 break
     return answers
@@ -76,6 +78,8 @@ def _satisfy(condition: Condition, questionnaire: Questionnaire) -> dict[str, An
             condition.op, condition.value
         )
         return {question.id: f"{value:g}"}
+    if isinstance(condition, ScoreCondition):
+        return _extreme_score(condition, questionnaire)
     if isinstance(condition, AnyCondition):
         return next((a for c in condition.any if (a := _satisfy(c, questionnaire))), None)
     if isinstance(condition, AllCondition):
@@ -87,6 +91,31 @@ def _satisfy(condition: Condition, questionnaire: Questionnaire) -> dict[str, An
             merged.update(part)
         return merged
     return None
+
+
+def _extreme_score(
+    condition: ScoreCondition, questionnaire: Questionnaire
+) -> dict[str, Any] | None:
+    """Every item of the score answered to push the sum the way the rule looks (highest for
+    gt/gte/eq/ne, lowest for lt/lte); None if even that does not trip it."""
+    high = condition.op not in ("lt", "lte")
+    answers: dict[str, Any] = {}
+    for item in condition.score.sum:
+        question = questionnaire.question(item)
+        if question is None:
+            return None
+        want_high = high != (item in condition.score.reverse)
+        scored = [
+            (points, candidate)
+            for candidate in _candidates(question)
+            if (points := question.points(question.parse_answer(candidate))) is not None
+        ]
+        if not scored:
+            return None
+        answers[item] = (max if want_high else min)(scored)[1]
+    parsed = {q: questionnaire.question(q).parse_answer(a) for q, a in answers.items()}  # type: ignore[union-attr]
+    questions = {q.id: q for q in questionnaire.questions}
+    return answers if evaluate(condition, parsed, {}, questions) else None
 
 
 def abnormal_answers(
