@@ -34,6 +34,7 @@ from pydantic import (
 
 from suifang.core.enums import Priority, RiskTier, Tier
 from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.risk_criteria import RiskCriteria
 from suifang.core.yaml_input import read_yaml
 
 __all__ = [
@@ -467,6 +468,9 @@ class PathwayTemplate(_Strict):
     description: LocalizedText | None = None
     department: str | None = Field(None, description="The department that owns these journeys.")
     match: MatchRule = Field(default_factory=MatchRule)
+    risk: RiskCriteria | None = Field(
+        None, description="What makes a discharge high or medium risk (else the LACE index)."
+    )
     channels: list[Slug] = Field(default_factory=lambda: ["wechat", "sms", "voice", "outbox"])
     send_window: SendWindow = Field(default_factory=SendWindow)
     send_at: TimeOfDay = dt.time(10, 0)
@@ -749,7 +753,7 @@ def _loc_text(loc: tuple[int | str, ...]) -> str:
 _UNION_MEMBERS = frozenset(
     member.__name__
     for member in (AnswerCondition, IndicatorCondition, ScoreCondition, AnyCondition, AllCondition)
-)
+) | {"AnyOf", "AllOf", "Fact"}  # the risk criteria's kinds
 
 
 def load_template(path: Path) -> PathwayTemplate:

@@ -32,6 +32,7 @@ from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
 from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
+from suifang.core.risk_criteria import RiskFacts
 from suifang.core.runtime import Runtime
 from suifang.core.security.crypto import blind_index, identifier_index
 from suifang.core.timestamps import PlausibleInstant
@@ -348,6 +349,40 @@ def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
     return template
 
 
+def _pathway_criteria(
+    template: PathwayTemplate,
+    risk: RiskAssessment,
+    patient: _PatientFacts,
+    encounter: EncounterIn,
+    length_of_stay_days: float | None,
+) -> RiskAssessment:
+    """The tier the pathway's own ``risk:`` criteria choose, where the built-in LACE index
+    assessed it (a hospital's risk plugin still wins); LACE stays among the reasons."""
+    if template.risk is None or risk.method != "LACE":
+        return risk
+    facts = RiskFacts(
+        age=RiskFacts.age_at(patient.birth_date, encounter.discharged_at.date()),
+        sex=patient.sex,
+        pregnant=encounter.pregnant,
+        diagnosis_codes=encounter.diagnosis_codes,
+        procedure_codes=encounter.procedure_codes,
+        length_of_stay_days=length_of_stay_days,
+        department=encounter.department,
+        lace=risk.score,
+        ed_visits_6_months=encounter.ed_visits_6_months,
+        emergency_admission=encounter.emergency_admission,
+    )
+    tier, reason = template.risk.tier_for(facts)
+    lace = f"LACE {risk.score:g} ({risk.tier})" if risk.score is not None else "LACE"
+    return risk.model_copy(
+        update={
+            "tier": tier,
+            "method": "pathway criteria",
+            "reasons": [reason, f"{lace} not used: the pathway's criteria decide"],
+        }
+    )
+
+
 def assess(
     runtime: Runtime,
     patient: _PatientFacts,
@@ -495,6 +530,7 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
             session.commit()
             return _resume(session, runtime, existing)
         risk = assess(runtime, patient, data.encounter, length_of_stay, template.id)
+        risk = _pathway_criteria(template, risk, patient, data.encounter, length_of_stay)
         tier = data.risk_tier or risk.tier
         plan = _plan_for(template, tier, risk.groups)
         discharged_at = data.encounter.discharged_at

@@ -108,6 +108,9 @@ class AnswerView(BaseModel):
 
 class JourneyDetail(JourneySummary):
     risk_score: float | None
+    risk_method: str | None = None
+    """How the tier was chosen: LACE, the pathway's criteria, a plugin; "(overridden)" when
+    intake gave the tier."""
     risk_reasons: list[str]
     groups: list[str]
     touchpoints: list[TouchpointView]
@@ -207,6 +210,7 @@ def _stored_detail(session: Session, enrollment_id: int) -> JourneyDetail:
     return JourneyDetail(
         **_summary(enrollment, patient),
         risk_score=enrollment.risk_score,
+        risk_method=enrollment.risk_method,
         risk_reasons=enrollment.risk_reasons,
         groups=enrollment.groups,
         touchpoints=[TouchpointView.model_validate(t, from_attributes=True) for t in touchpoints],

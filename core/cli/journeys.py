@@ -150,7 +150,11 @@ def show(
                 "pathway",
                 f"{detail.pathway_id} v{detail.pathway_version} {' '.join(detail.variants)}",
             ),
-            ("risk", f"{detail.risk_tier}: {'; '.join(detail.risk_reasons)}"),
+            (
+                "risk",
+                f"{detail.risk_tier} ({detail.risk_method or 'assessed'}): "
+                + "; ".join(detail.risk_reasons),
+            ),
             ("status", detail.status + (f" ({detail.stop_reason})" if detail.stop_reason else "")),
             (
                 "next",

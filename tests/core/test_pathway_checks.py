@@ -37,7 +37,7 @@ def line_of(path: Path, fragment: str) -> int:
 def test_the_draft_is_valid(cli: Cli) -> None:
     code, out, err = cli("pathways", "validate", str(DRAFT))
     assert code == 0, err
-    assert "ok — postpartum-draft v1, 3 touchpoints" in out
+    assert "ok — postpartum-draft v1, 5 touchpoints" in out
     assert "warning" not in out
 
 
@@ -141,9 +141,9 @@ MISTAKES = [
         id="score-reverse",
     ),
     pytest.param(
-        ("  - id: feeding\n", "  - id: feeding\n    department: obstetric\n"),
-        "    department: obstetric",
-        "alert_rules[2].department: alert rule 'feeding': unknown department 'obstetric' "
+        ("  - id: feeding\n", "  - id: feeding\n    department: obstetrcs\n"),
+        "department: obstetrcs",
+        "alert_rules[2].department: alert rule 'feeding': unknown department 'obstetrcs' "
         "(did you mean 'obstetrics'?)",
         id="rule-department",
     ),
@@ -405,3 +405,14 @@ def test_a_score_over_an_item_that_counts_nothing_is_refused(cli: Cli, tmp_path:
         "alert_rules[3].if.score.sum[3]: alert rule 'epds_high': question 'e4' counts no points "
         "in a score"
     ) in err
+
+
+def test_a_risk_fact_naming_two_things_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    path = draft(tmp_path, ("{age_gte: 35}", "{age_gte: 35, sex: female}"))
+    code, _, err = cli("pathways", "validate", str(path))
+    assert code != 0
+    problems = [line.strip() for line in err.splitlines() if line.startswith("  ")]
+    assert len(problems) == 1, err
+    assert problems[0].startswith(f"{path}:{line_of(path, 'age_gte')}: risk.high.any[1]: ")
+    assert "a fact names exactly one of age_gte, age_lt" in problems[0]
+    assert "got ['age_gte', 'sex']" in problems[0]

@@ -584,8 +584,13 @@ async def test_an_epds_score_of_13_reaches_psychology(
     key = await advance_to_next_touchpoint(env, handle)
     while key != "d14":  # answered normally, or the patient would be lost to follow-up
         assert key is not None
-        normal = normal_answers(plan.touchpoint(key).questionnaire, plan.alert_rules)
-        await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=normal))
+        questionnaire = plan.touchpoint(key).questionnaire
+        reply = (
+            AnswerEvent(answers=normal_answers(questionnaire, plan.alert_rules))
+            if questionnaire is not None
+            else AnswerEvent(text="都挺好的")
+        )
+        await handle.signal(PatientJourneyWorkflow.answer, reply)
         key = await advance_to_next_touchpoint(env, handle)
     # Items 1–2 reverse-scored ("never able to laugh" counts 3): 3 + 3 + 8 × 1 = 14, and
     # nothing about self-harm.
@@ -604,3 +609,51 @@ async def test_an_epds_score_of_13_reaches_psychology(
     assert (tickets[0].tier, tickets[0].category) == ("L2", "psychological")
     alerts = rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
     assert [a.rule_id for a in alerts] == ["epds_high"]
+
+
+async def test_a_pathways_own_risk_criteria_choose_the_tier_and_say_why(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml", directory)
+    runtime.settings = runtime.settings.model_copy(update={"pathways_dir": directory})
+    runtime._catalog = None
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")
+    now = await env.get_current_time()
+    young = {"sex": "female", "birth_date": "1998-03-01"}
+
+    caesarean = await register_discharge(
+        runtime,
+        discharge(runtime, template, now, patient=young, encounter={"procedure_codes": ["74.1"]}),
+    )
+    assert caesarean.risk_tier == "high"
+    assert caesarean.risk_reasons[0] == "the pathway's high-risk criterion: procedure 74.1"
+    assert "d2" in {t.id for t in resolve_plan(template, "high", []).touchpoints}
+
+    vaginal = await register_discharge(runtime, discharge(runtime, template, now, patient=young))
+    assert vaginal.risk_tier == "low"
+    older = await register_discharge(
+        runtime,
+        discharge(runtime, template, now, patient={"sex": "female"}),  # born 1970
+    )
+    assert older.risk_tier == "high"
+    assert older.risk_reasons[0].startswith("the pathway's high-risk criterion: age ")
+    assert older.risk_reasons[0].endswith(" ≥ 35")
+    overridden = await register_discharge(
+        runtime, discharge(runtime, template, now, patient=young, risk_tier="medium")
+    )
+    assert overridden.risk_tier == "medium"
+    with Session(runtime.engine) as session:
+        methods = {
+            e.id: e.risk_method
+            for e in session.exec(select(Enrollment)).all()
+            if e.pathway_id == "postpartum-draft"
+        }
+    assert methods[caesarean.enrollment_id] == "pathway criteria"
+    assert methods[overridden.enrollment_id] == "pathway criteria (overridden)"
+    for enrollment in (caesarean, vaginal, older, overridden):
+        await handle_of(env, enrollment).execute_update(
+            PatientJourneyWorkflow.control, ControlEvent(action="stop")
+        )
