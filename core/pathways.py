@@ -59,6 +59,7 @@ __all__ = [
     "load_template",
     "locate",
     "parse_duration",
+    "parse_template",
     "read_template",
     "resolve_plan",
 ]
@@ -767,6 +768,12 @@ def read_template(path: Path) -> tuple[PathwayTemplate, yaml.Node]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationFailed(f"{path}: cannot read: {exc}") from None
+    return parse_template(text, path)
+
+
+def parse_template(text: str, path: Path | str) -> tuple[PathwayTemplate, yaml.Node]:
+    """:func:`read_template` for YAML text already read (an upload); ``path`` names it in
+    errors."""
     try:
         root, data = read_yaml(text)
     except yaml.YAMLError as exc:
@@ -801,8 +808,11 @@ class PathwayCatalog:
     def __init__(self) -> None:
         self._templates: dict[tuple[str, int], PathwayTemplate] = {}
         self._origins: dict[tuple[str, int], str] = {}
+        self._retired: set[tuple[str, int]] = set()
 
-    def add(self, template: PathwayTemplate, origin: str = "") -> None:
+    def add(self, template: PathwayTemplate, origin: str = "", *, retired: bool = False) -> None:
+        """Register a version; a retired one stays readable by its version (running journeys
+        name it) but is never chosen for a new enrollment."""
         if template.key in self._templates:
             raise ValidationFailed(
                 f"{origin or template.id}: pathway {template.id!r} version {template.version} "
@@ -810,6 +820,15 @@ class PathwayCatalog:
             )
         self._templates[template.key] = template
         self._origins[template.key] = origin
+        if retired:
+            self._retired.add(template.key)
+
+    def keys(self) -> set[tuple[str, int]]:
+        """Every (id, version) registered, retired ones included."""
+        return set(self._templates)
+
+    def is_retired(self, template: PathwayTemplate) -> bool:
+        return template.key in self._retired
 
     def add_source(self, source: Path | PathwayTemplate) -> None:
         if isinstance(source, PathwayTemplate):
@@ -826,14 +845,21 @@ class PathwayCatalog:
             if template is None:
                 raise NotFoundError(f"pathway {pathway_id!r} has no version {version}")
             return template
-        versions = [v for (pid, v) in self._templates if pid == pathway_id]
+        versions = [
+            v for (pid, v) in self._templates if pid == pathway_id and (pid, v) not in self._retired
+        ]
         if not versions:
             known = ", ".join(self.ids()) or "none"
+            if any(pid == pathway_id for pid, _ in self._templates):
+                raise NotFoundError(f"pathway {pathway_id!r} has only retired versions")
             raise NotFoundError(f"no pathway {pathway_id!r} (known: {known})")
         return self._templates[(pathway_id, max(versions))]
 
     def ids(self) -> list[str]:
-        return sorted({pid for pid, _ in self._templates})
+        """Pathways open for enrollment (at least one version not retired)."""
+        return sorted(
+            {pid for key in self._templates if key not in self._retired for pid in [key[0]]}
+        )
 
     def current(self) -> list[PathwayTemplate]:
         return [self.get(pid) for pid in self.ids()]

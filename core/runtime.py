@@ -10,11 +10,13 @@ import asyncio
 import dataclasses
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 from temporalio.client import Client
 
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.config import Settings
 from suifang.core.db import create_db_engine
+from suifang.core.pathway_catalogue import add_published, catalogue_stamp
 from suifang.core.pathway_checks import Vocabulary, load_pathways_dir, vocabulary_of
 from suifang.core.pathways import PathwayCatalog
 from suifang.core.plugins import Plugins
@@ -31,6 +33,7 @@ class Runtime:
     engine: Engine
     plugins: Plugins
     _catalog: PathwayCatalog | None = None
+    _catalog_stamp: tuple[int, object] | None = None
     _channels: ChannelDirectory | None = None
     _client: Client | None = None
     _client_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
@@ -49,15 +52,20 @@ class Runtime:
     @property
     def catalog(self) -> PathwayCatalog:
         """Every pathway template the plugins registered, then the hospital's own
-        (``SUIFANG_PATHWAYS_DIR``), loaded and validated once."""
-        if self._catalog is None:
+        (``SUIFANG_PATHWAYS_DIR``), then the catalogue's published versions: loaded and
+        validated once, and again whenever the catalogue changes (one small query)."""
+        stamp = catalogue_stamp(self.engine)
+        if self._catalog is None or stamp != self._catalog_stamp:
             catalog = self.plugins.pathway_catalog()
             if self.settings.pathways_dir is not None:
                 for path, template in load_pathways_dir(
                     self.settings.pathways_dir, self.vocabulary()
                 ):
                     catalog.add(template, str(path))
-            self._catalog = catalog
+            if stamp is not None:
+                with Session(self.engine) as session:
+                    add_published(catalog, session)
+            self._catalog, self._catalog_stamp = catalog, stamp
         return self._catalog
 
     def vocabulary(self) -> Vocabulary:

@@ -334,7 +334,15 @@ def journey_department(runtime: Runtime, data: DischargeIn) -> str:
 def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
     catalog = runtime.catalog
     if data.pathway:
-        return catalog.get(data.pathway, data.pathway_version)
+        template = catalog.get(data.pathway, data.pathway_version)
+        if catalog.is_retired(template):
+            raise ValidationFailed(
+                f"pathway: {template.id} version {template.version} is retired; enroll into "
+                f"the current version ({catalog.get(template.id).version})"
+                if template.id in catalog.ids()
+                else f"pathway: {template.id} version {template.version} is retired"
+            )
+        return template
     template = catalog.match(
         diagnosis_codes=data.encounter.diagnosis_codes,
         procedure_codes=data.encounter.procedure_codes,

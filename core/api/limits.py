@@ -16,6 +16,8 @@ what is wrong and where:
 The channel webhooks (``/channels/{name}/inbound``) get only the size limit here: providers
 send forms and XML, and the webhook judges them itself (nesting depth, signature, replay),
 recording a refused call as metadata only (:mod:`suifang.core.security.webhook_rejections`).
+A pathway upload (``POST /pathways``) is YAML, and gets only the size limit here too: the
+route checks its media type and encoding once the caller is known to be allowed to upload.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 _WEBHOOK = re.compile(r"^/channels/[^/]+/inbound/?$")
+_YAML_UPLOAD = re.compile(r"^/pathways/?$")
 _INT64 = 2**63
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SETTING = "SUIFANG_API_MAX_BODY_BYTES"
@@ -236,8 +239,9 @@ class RequestBodyGuard:
             return
         if body and not _WEBHOOK.match(scope["path"]):
             try:
-                _check_media_type(Headers(scope=scope).get("content-type"))
-                check_json_body(body, max_depth=self.max_json_depth)
+                if not (_YAML_UPLOAD.match(scope["path"]) and scope.get("method") == "POST"):
+                    _check_media_type(Headers(scope=scope).get("content-type"))
+                    check_json_body(body, max_depth=self.max_json_depth)
             except BodyRefused as refused:
                 await _answer(refused, scope, receive, send)
                 return

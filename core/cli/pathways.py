@@ -9,19 +9,28 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
 from suifang.core.cli.output import emit_json, print_table
 from suifang.core.enums import RiskTier
-from suifang.core.errors import ValidationFailed
-from suifang.core.models import Department
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.models import Department, PathwayVersion
+from suifang.core.pathway_catalogue import (
+    add_draft,
+    diff,
+    export,
+    find_version,
+    publish,
+    retire,
+)
 from suifang.core.pathway_checks import check_template, load_checked
 from suifang.core.pathways import (
     LOCALES,
     PathwayTemplate,
     check_groups,
     locate,
+    parse_template,
     read_template,
     resolve_plan,
 )
@@ -30,7 +39,10 @@ from suifang.core.runtime import Runtime
 from suifang.core.timezones import check_timezone
 from suifang.workflows.journey_core import preview_schedule
 
-app = typer.Typer(help="Pathway templates: list, validate, preview.", no_args_is_help=True)
+app = typer.Typer(
+    help="Pathway templates: list, validate, preview; add, publish, retire, export, diff.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")
@@ -204,18 +216,145 @@ _SAMPLE_NAME = {"zh-CN": "王阿姨", "en": "Mrs Wang"}
 
 
 def _template(runtime: Runtime, target: str, version: int | None) -> PathwayTemplate:
-    """A draft file (validated like `validate` does) or a registered ``id[@version]``."""
+    """A draft file (validated like `validate` does), a catalogue draft ``id@version``, or a
+    registered ``id[@version]``."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_checked(path, runtime.vocabulary())
-    pathway_id, _, pinned = target.partition("@")
-    if pinned:
-        if not pinned.isdigit() or version is not None:
-            raise ValidationFailed(
-                f"{target!r}: write a version as id@2 (a whole number), and not with --version"
-            )
-        version = int(pinned)
+    pathway_id, pinned = _pinned(target)
+    if pinned is not None and version is not None:
+        raise ValidationFailed(f"{target!r}: give the version once, as id@2 or --version")
+    version = pinned if pinned is not None else version
+    if version is not None:
+        with Session(runtime.engine) as session:
+            row = find_version(session, pathway_id, version)
+        if row is not None and row.status == "draft":
+            return parse_template(row.source, target)[0]
     return runtime.catalog.get(pathway_id, version)
+
+
+def _pinned(target: str) -> tuple[str, int | None]:
+    """``pci`` → (pci, None); ``pci@2`` → (pci, 2)."""
+    pathway_id, at, pinned = target.partition("@")
+    if not at:
+        return pathway_id, None
+    if not pinned.isdigit() or int(pinned) < 1:
+        raise ValidationFailed(f"{target!r}: write a version as id@2 (a whole number)")
+    return pathway_id, int(pinned)
+
+
+@app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="A pathway YAML file.")],
+) -> None:
+    """Import a pathway as a draft, checked as `validate` checks it (a draft of the same id
+    and version is replaced; a published one never is)."""
+    try:
+        source = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(f"{file}: cannot read: {exc}") from None
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        change = add_draft(
+            session,
+            source,
+            origin=str(file),
+            actor=cli_actor(),
+            vocabulary=runtime.vocabulary(),
+            registered=runtime.catalog,
+        )
+    cli_audit("pathways add", "pathways", [], change.pathway_id, change.audit_detail())
+    again = " (replacing the draft)" if change.previous == "draft" else ""
+    print(
+        f"{change.pathway_id}@{change.version}: draft{again}; preview it with `suifang pathways "
+        f"preview {change.pathway_id}@{change.version} --discharged DATE`, then publish it"
+    )
+
+
+@app.command("publish")
+def publish_(
+    pathway_id: Annotated[str, typer.Argument(help="Pathway id.")],
+    version: Annotated[int, typer.Argument(help="The draft's version.", min=1)],
+) -> None:
+    """Open a draft for enrollment; it never changes after this."""
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        change = publish(session, pathway_id, version, vocabulary=runtime.vocabulary())
+    cli_audit("pathways publish", "pathways", [], pathway_id, change.audit_detail())
+    print(f"{pathway_id}@{version}: published; new discharges onto {pathway_id} get it")
+
+
+@app.command("retire")
+def retire_(
+    pathway_id: Annotated[str, typer.Argument(help="Pathway id.")],
+    version: Annotated[int, typer.Argument(help="A published version.", min=1)],
+) -> None:
+    """Close a published version to new enrollments (running journeys keep their plan)."""
+    with Session(cli_runtime().engine) as session:
+        change = retire(session, pathway_id, version)
+    cli_audit("pathways retire", "pathways", [], pathway_id, change.audit_detail())
+    print(f"{pathway_id}@{version}: retired; running journeys keep their plan")
+
+
+@app.command("export")
+def export_(
+    target: Annotated[str, typer.Argument(help="pci (the current version) or pci@2.")],
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """A version's YAML, as written."""
+    pathway_id, version = _pinned(target)
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        text = export(session, runtime.catalog, pathway_id, version)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ValidationFailed(f"--out: cannot write {out}: {exc}") from None
+    print(f"{target}: written to {out}")
+
+
+@app.command("diff")
+def diff_(
+    pathway_id: Annotated[str, typer.Argument(help="Pathway id.")],
+    old: Annotated[int, typer.Argument(help="The older version.", min=1)],
+    new: Annotated[int, typer.Argument(help="The newer version.", min=1)],
+) -> None:
+    """What changed between two versions (a unified diff of their YAML)."""
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        text = diff(session, runtime.catalog, pathway_id, old, new)
+    sys.stdout.write(text or f"{pathway_id}@{old} and @{new} are the same\n")
+
+
+@app.command("versions")
+def versions(
+    pathway_id: Annotated[str, typer.Argument(help="Pathway id.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every version of a pathway with its status: draft, published, retired."""
+    runtime = cli_runtime()
+    catalog = runtime.catalog
+    rows: dict[int, tuple[str, str]] = {}
+    for version in catalog.versions(pathway_id):
+        template = catalog.get(pathway_id, version)
+        status = "retired" if catalog.is_retired(template) else "published"
+        rows[version] = (status, catalog.origin(template))
+    with Session(runtime.engine) as session:
+        for row in session.exec(
+            select(PathwayVersion).where(PathwayVersion.pathway_id == pathway_id)
+        ).all():
+            if row.status == "draft":
+                rows[row.version] = ("draft", f"catalogue, by {row.created_by}")
+    if not rows:
+        raise NotFoundError(f"no pathway {pathway_id!r}")
+    table = [(v, *rows[v]) for v in sorted(rows)]
+    if as_json:
+        emit_json([{"version": v, "status": st, "source": src} for v, st, src in table])
+        return
+    print_table(["VERSION", "STATUS", "SOURCE"], table)
 
 
 def _department_name(runtime: Runtime, code: str | None, locale: str) -> str:

@@ -27,6 +27,7 @@ from suifang.core.models.oncall import (
     PagingPolicy,
     StaffContact,
 )
+from suifang.core.models.pathways import PATHWAY_STATUSES, PathwayVersion
 from suifang.core.models.patients import CONTACT_SYSTEMS, ContactPoint, Patient
 from suifang.core.models.security import ApiToken, AuditLog, StaffUser
 from suifang.core.models.tickets import (
@@ -44,6 +45,7 @@ __all__ = [
     "DUTY_OFFICE",
     "ENCOUNTER_KINDS",
     "ON_CALL_ROLES",
+    "PATHWAY_STATUSES",
     "Alert",
     "Answer",
     "ApiToken",
@@ -62,6 +64,7 @@ __all__ = [
     "Observation",
     "OnCallShift",
     "PagingPolicy",
+    "PathwayVersion",
     "Patient",
     "PointsEntry",
     "PraiseRecord",

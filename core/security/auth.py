@@ -70,6 +70,7 @@ class Permission(enum.StrEnum):
     PATIENTS_READ = "patients:read"
     PATIENTS_CONSENT = "patients:consent"
     PATHWAYS_READ = "pathways:read"
+    PATHWAYS_WRITE = "pathways:write"
     OUTBOX_READ = "outbox:read"
     CHANNELS_READ = "channels:read"
     INBOUND_READ = "inbound:read"

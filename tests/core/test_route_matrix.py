@@ -241,6 +241,7 @@ async def world(
                 "token_id": spare_token,
                 "contact_id": 1,
                 "pathway_id": "pci",
+                "version": 1,
                 "action": "pause",
                 "category": "parking",
                 "name": "sms",

@@ -195,6 +195,7 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "contact_id": 1,
         "category": "parking",
         "pathway_id": "pci",
+        "version": 1,
         "action": "pause",
         "name": "sms",
         "department": "cardiology",

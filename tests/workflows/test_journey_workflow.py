@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from suifang.core.enums import JourneyStatus, Priority, Tier
+from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import (
     Alert,
     Answer,
@@ -30,6 +31,7 @@ from suifang.core.models import (
     Ticket,
     TouchpointRecord,
 )
+from suifang.core.pathway_catalogue import add_draft, publish, retire
 from suifang.core.pathways import (
     AlertRule,
     JourneyPlan,
@@ -657,3 +659,34 @@ async def test_a_pathways_own_risk_criteria_choose_the_tier_and_say_why(
         await handle_of(env, enrollment).execute_update(
             PatientJourneyWorkflow.control, ControlEvent(action="stop")
         )
+
+
+async def test_a_published_catalogue_version_enrolls_and_a_retired_one_does_not(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    source = (Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml").read_text("utf-8")
+    with Session(runtime.engine) as session:
+        add_draft(
+            session,
+            source,
+            origin="postpartum.yaml",
+            actor="test",
+            vocabulary=runtime.vocabulary(),
+            registered=runtime.catalog,
+        )
+        with pytest.raises(NotFoundError, match="no pathway 'postpartum-draft'"):
+            runtime.catalog.get("postpartum-draft")  # a draft enrolls nobody
+        publish(session, "postpartum-draft", 1, vocabulary=runtime.vocabulary())
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")  # the catalogue changed: reloaded
+    now = await env.get_current_time()
+    running = await register_discharge(runtime, discharge(runtime, template, now))
+    assert running.pathway_version == 1
+    with Session(runtime.engine) as session:
+        retire(session, "postpartum-draft", 1)
+    with pytest.raises(ValidationFailed, match="postpartum-draft version 1 is retired"):
+        await register_discharge(runtime, discharge(runtime, template, now, pathway_version=1))
+    # The running journey keeps its plan.
+    handle = handle_of(env, running)
+    assert await advance_to_next_touchpoint(env, handle) == "d1"
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
