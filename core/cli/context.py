@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import gc
 import getpass
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from suifang.core.config import Settings, get_settings
 from suifang.core.runtime import Runtime
 from suifang.core.security.audit import record_audit
 from suifang.core.seed import ensure_schema
 
-__all__ = ["cli_actor", "cli_audit", "cli_run", "cli_runtime", "cli_settings"]
+__all__ = [
+    "cli_actor",
+    "cli_audit",
+    "cli_run",
+    "cli_runtime",
+    "cli_settings",
+    "local_time",
+    "zone_name",
+]
 
 
 def cli_settings() -> Settings:
@@ -76,3 +86,17 @@ def cli_run(coroutine: Coroutine[Any, Any, T]) -> T:
             await asyncio.sleep(0)
 
     return asyncio.run(run_and_release())
+
+
+def zone_name() -> str:
+    """The hospital's timezone (``SUIFANG_TIMEZONE``), in which the CLI shows every time."""
+    return cli_settings().timezone
+
+
+def local_time(when: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """``when`` (stored in UTC) on the hospital's clock; "" for none."""
+    if when is None:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(ZoneInfo(zone_name())).strftime(fmt)

@@ -12,7 +12,14 @@ import typer
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from suifang.core.cli.context import cli_actor, cli_audit, cli_run, cli_runtime
+from suifang.core.cli.context import (
+    cli_actor,
+    cli_audit,
+    cli_run,
+    cli_runtime,
+    local_time,
+    zone_name,
+)
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import ValidationFailed
@@ -82,8 +89,8 @@ def enroll(
         ]
     )
     print_table(
-        ["TOUCHPOINT", "DAY", "DUE (UTC)"],
-        [(s.key, s.day, s.due_at.strftime("%Y-%m-%d %H:%M")) for s in enrollment.schedule],
+        ["TOUCHPOINT", "DAY", f"DUE ({zone_name()})"],
+        [(s.key, s.day, local_time(s.due_at)) for s in enrollment.schedule],
     )
 
 
@@ -121,7 +128,7 @@ def list_journeys(
                 r.risk_tier,
                 r.status + (f" ({r.stop_reason})" if r.stop_reason else ""),
                 r.points,
-                r.enrolled_at.strftime("%Y-%m-%d %H:%M"),
+                local_time(r.enrolled_at),
             )
             for r in rows
         ],
@@ -158,7 +165,7 @@ def show(
             ("status", detail.status + (f" ({detail.stop_reason})" if detail.stop_reason else "")),
             (
                 "next",
-                f"{progress.next_touchpoint} at {progress.next_due_at:%Y-%m-%d %H:%M} UTC"
+                f"{progress.next_touchpoint} at {local_time(progress.next_due_at)} {zone_name()}"
                 if progress and progress.next_due_at
                 else "-",
             ),
@@ -167,9 +174,9 @@ def show(
     )
     print("\ntouchpoints")
     print_table(
-        ["KEY", "DAY", "STATUS", "DUE (UTC)", "DETAIL"],
+        ["KEY", "DAY", "STATUS", f"DUE ({zone_name()})", "DETAIL"],
         [
-            (t.key, t.day, t.status, t.due_at.strftime("%Y-%m-%d %H:%M"), t.detail or "")
+            (t.key, t.day, t.status, local_time(t.due_at), t.detail or "")
             for t in detail.touchpoints
         ],
     )

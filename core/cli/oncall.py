@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from suifang.core.cli.context import cli_runtime
+from suifang.core.cli.context import cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json
 from suifang.core.db import utcnow
 from suifang.core.errors import ValidationFailed
@@ -76,7 +76,7 @@ def show(
     if as_json:
         emit_json(view)
         return
-    print(f"{department} on call at {view['at']:%Y-%m-%d %H:%M} UTC:")
+    print(f"{department} on call at {local_time(view['at'])} {zone_name()}:")
     if not view["chain"]:
         print("  nobody — an emergency here could page no one (import a roster)")
     for number, member in enumerate(view["chain"], start=1):

@@ -9,12 +9,12 @@ import typer
 from sqlmodel import Session
 
 from suifang.core.api.outbox import OutboxMessage, outbox_messages
-from suifang.core.cli.context import cli_audit, cli_runtime
+from suifang.core.cli.context import cli_audit, cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json
 
 
 def _print(message: OutboxMessage) -> None:
-    when = (message.sent_at or message.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    when = local_time(message.sent_at or message.created_at, "%Y-%m-%d %H:%M:%S")
     where = (
         f"journey {message.enrollment_id}"
         if message.enrollment_id
@@ -22,7 +22,8 @@ def _print(message: OutboxMessage) -> None:
     )
     to = f" · to {message.recipient}" if message.recipient else ""
     print(
-        f"── #{message.id} {when} UTC · patient {message.patient_id} · {where} · {message.kind}"
+        f"── #{message.id} {when} {zone_name()} · patient {message.patient_id} · {where} · "
+        f"{message.kind}"
         f"{to} · {message.channel or '-'} · {message.status}"
     )
     print(message.body)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from suifang.core.cli.context import cli_audit, cli_runtime
+from suifang.core.cli.context import cli_audit, cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.errors import ValidationFailed
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
@@ -38,7 +38,7 @@ def print_report(report: KpiReport) -> None:
         [
             ("period", f"{report.start} – {report.end} ({report.timezone})"),
             ("filters", filters or "all departments and pathways"),
-            ("as of", f"{report.as_of:%Y-%m-%d %H:%M} UTC"),
+            ("as of", f"{local_time(report.as_of)} {zone_name()}"),
         ]
     )
     print()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from suifang.core.cli.context import cli_run, cli_runtime
+from suifang.core.cli.context import cli_run, cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json, print_table
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import ApiToken, StaffUser
@@ -229,10 +229,10 @@ def audit(
         emit_json([r.model_dump(mode="json") for r in rows])
         return
     print_table(
-        ["AT (UTC)", "ACTOR", "ROLE", "ACTION", "PATIENT", "OUTCOME", "REQUEST"],
+        [f"AT ({zone_name()})", "ACTOR", "ROLE", "ACTION", "PATIENT", "OUTCOME", "REQUEST"],
         [
             (
-                r.at.strftime("%Y-%m-%d %H:%M:%S"),
+                local_time(r.at, "%Y-%m-%d %H:%M:%S"),
                 r.actor,
                 r.role,
                 r.action,

@@ -13,7 +13,14 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from suifang.core.cli.context import cli_actor, cli_audit, cli_run, cli_runtime
+from suifang.core.cli.context import (
+    cli_actor,
+    cli_audit,
+    cli_run,
+    cli_runtime,
+    local_time,
+    zone_name,
+)
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.enums import TicketSource, TicketStatus, Tier
 from suifang.core.errors import ValidationFailed
@@ -78,7 +85,7 @@ def list_tickets(
             "DEPARTMENT",
             "CATEGORY",
             "ASSIGNEE",
-            "DUE (UTC)",
+            f"DUE ({zone_name()})",
             "SUMMARY",
         ],
         [
@@ -99,7 +106,7 @@ def list_tickets(
 
 
 def _due(when: dt.datetime | None) -> str:
-    return when.strftime("%m-%d %H:%M") if when else ""
+    return local_time(when, "%m-%d %H:%M")
 
 
 def _due_text(due: dt.datetime | None, breached: dt.datetime | None) -> str:
@@ -136,11 +143,11 @@ def show(ticket_id: int, as_json: Annotated[bool, typer.Option("--json")] = Fals
     )
     print("\nhistory")
     print_table(
-        ["#", "AT (UTC)", "ACTOR", "ACTION", "STATUS", "REASON"],
+        ["#", f"AT ({zone_name()})", "ACTOR", "ACTION", "STATUS", "REASON"],
         [
             (
                 e.seq,
-                e.at.strftime("%m-%d %H:%M:%S"),
+                local_time(e.at, "%m-%d %H:%M:%S"),
                 e.actor,
                 e.action,
                 f"{e.from_status or ''}→{e.to_status}" if e.to_status else "",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import types
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -158,3 +160,18 @@ def test_the_cli_refuses_unknown_categories_and_deletes_rules(cli: Cli) -> None:
     trail = {row["action"]: row["detail"] for row in json.loads(out)}
     assert trail["cli routing set"] == {"category": "food", "from": "catering", "to": "logistics"}
     assert trail["cli routing delete"] == {"category": "food", "from": "logistics", "to": None}
+
+
+def test_the_cli_shows_times_on_the_hospitals_clock(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUIFANG_TIMEZONE", "Asia/Urumqi")
+    assert cli("routing", "set", "food", "catering")[0] == 0
+    code, out, _ = cli("audit", "--resource", "routing")
+    assert code == 0
+    assert out.split()[0:2] == ["AT", "(Asia/Urumqi)"]
+    code, out, _ = cli("audit", "--resource", "routing", "--json")
+    stored = dt.datetime.fromisoformat(json.loads(out)[0]["at"])
+    code, table, _ = cli("audit", "--resource", "routing")
+    shown = stored.astimezone(ZoneInfo("Asia/Urumqi")).strftime("%Y-%m-%d %H:%M:%S")
+    assert shown in table
