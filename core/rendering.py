@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from suifang.core.pathways import LocalizedText, Questionnaire
+from suifang.core.pathways import LocalizedText, Question, Questionnaire
 
 if TYPE_CHECKING:
     from suifang.core.models import Department, Patient
@@ -215,14 +216,25 @@ class MessageRenderer:
         *,
         reminder: int = 0,
         only: tuple[str, ...] | list[str] = (),
+        rejected: Mapping[str, str] | None = None,
     ) -> RenderedMessage:
         """The touchpoint's message and questions; ``only``: the re-ask of these questions
-        after a partial reply (numbered afresh)."""
+        after a partial reply (numbered afresh), saying for each answer in ``rejected``
+        (question → what the patient wrote) what was expected instead."""
         if only and questionnaire is not None:
             questionnaire = questionnaire.model_copy(
                 update={"questions": [q for q in questionnaire.questions if q.id in only]}
             )
-            opening = self.file("reask", locale, context)
+            problems = [
+                {
+                    "question": q.text.get(locale),
+                    "given": rejected[q.id],
+                    "expected": _expected(q, locale),
+                }
+                for q in questionnaire.questions
+                if rejected and q.id in rejected
+            ]
+            opening = self.file("reask", locale, context, rejected=problems)
         elif reminder:
             opening = self.file("reminder", locale, context)
         else:
@@ -232,3 +244,25 @@ class MessageRenderer:
             body += "\n\n" + self.questionnaire(questionnaire, locale)
         subject = questionnaire.title.get(locale) if questionnaire else opening.split("。")[0][:40]
         return RenderedMessage(subject=subject, body=body)
+
+
+def _expected(question: Question, locale: str) -> str:
+    """What an answer to ``question`` must look like, in the patient's words."""
+    english = locale == "en"
+    if (
+        question.type in ("number", "scale")
+        and question.min is not None
+        and question.max is not None
+    ):
+        unit = f" {question.unit}" if question.unit else ""
+        if english:
+            return f"a number from {question.min:g} to {question.max:g}{unit}"
+        return f"{question.min:g}–{question.max:g}{unit}之间的数字"
+    if question.type in ("number", "scale"):
+        return "a number" if english else "一个数字"
+    if question.type == "choice":
+        count = len(question.options)
+        return f"an option number from 1 to {count}" if english else f"选项编号 1–{count}"
+    if question.type == "yes_no":
+        return "yes or no" if english else "“是”或“否”"
+    return "your answer in words" if english else "文字回答"

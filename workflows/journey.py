@@ -232,6 +232,7 @@ class PatientJourneyWorkflow:
                     day=command.day,
                     reminder=command.reminder,
                     only_questions=list(command.missing),
+                    rejected_answers=dict(command.rejected),
                     channels=planned.channels,
                     window=setup.plan.send_window,
                     records=self._take_batch(),

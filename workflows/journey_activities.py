@@ -72,6 +72,8 @@ class JourneyMessageInput(BaseModel):
     reminder: int = 0
     only_questions: list[str] = Field(default_factory=list)
     """A re-ask: only these questions (the ones a partial reply left unanswered)."""
+    rejected_answers: dict[str, str] = Field(default_factory=dict)
+    """A re-ask: what the patient wrote for a question that could not be taken."""
     channels: list[str]
     window: SendWindow | None = None
     respect_quiet_hours: bool = True
@@ -251,6 +253,7 @@ class JourneyActivities:
                 context,
                 reminder=request.reminder,
                 only=request.only_questions,
+                rejected=request.rejected_answers,
             )
             subject, body = rendered.subject, rendered.body
         else:

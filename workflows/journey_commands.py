@@ -124,6 +124,9 @@ class SendTouchpoint:
     """0 for the first send, then 1, 2… for reminders."""
     missing: tuple[str, ...] = ()
     """Set for the one re-ask of the questions a partial reply left unanswered."""
+    rejected: tuple[tuple[str, str], ...] = ()
+    """(question, what the patient wrote) for answers that could not be taken (out of range,
+    not an option): the re-ask says why."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -709,8 +709,13 @@ class JourneyCore(JourneySchedule):
         if to_triage and self.state.status not in _ENDED:
             self._push(TriageText(self._seq(), key, to_triage[:4000], event.channel))
         if open_touchpoint is not None:
+            rejected = tuple(
+                (question_id, str(raw_answers[question_id])[:40])
+                for question_id in invalid
+                if question_id in raw_answers
+            )
             self._touchpoint_replied(
-                open_touchpoint, planned, parsed, bool(free_text), at, event.source
+                open_touchpoint, planned, parsed, bool(free_text), at, event.source, rejected
             )
 
     def _touchpoint_replied(
@@ -721,10 +726,11 @@ class JourneyCore(JourneySchedule):
         wrote: bool,
         at: dt.datetime,
         source: str,
+        rejected: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Answered when every required question is (or, without a questionnaire, on any
         reply; or when staff record the call they made); otherwise the unanswered questions
-        are asked again, once."""
+        are asked again, once, saying which answers could not be taken and why."""
         questionnaire = planned.questionnaire if planned else None
         if questionnaire is None or source == "staff":
             if parsed or wrote:
@@ -748,6 +754,7 @@ class JourneyCore(JourneySchedule):
                     touchpoint.day,
                     touchpoint.reminders_sent,
                     missing,
+                    tuple(r for r in rejected if r[0] in missing),
                 )
             )
 

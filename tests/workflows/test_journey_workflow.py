@@ -690,3 +690,40 @@ async def test_a_published_catalogue_version_enrolls_and_a_retired_one_does_not(
     handle = handle_of(env, running)
     assert await advance_to_next_touchpoint(env, handle) == "d1"
     await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+
+
+async def test_an_out_of_range_answer_is_re_asked_saying_what_was_expected(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    directory = tmp_path / "pathways"
+    directory.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml", directory)
+    runtime.settings = runtime.settings.model_copy(update={"pathways_dir": directory})
+    runtime._catalog = None
+    env = journey_worker
+    template = runtime.catalog.get("postpartum-draft")
+    enrollment = await register_discharge(
+        runtime, discharge(runtime, template, await env.get_current_time())
+    )
+    handle = handle_of(env, enrollment)
+    assert await advance_to_next_touchpoint(env, handle) == "d1"
+    # 380 for a 34–43 °C question (a missing decimal point), "maybe" for yes/no.
+    await handle.signal(
+        PatientJourneyWorkflow.answer,
+        AnswerEvent(
+            answers={"temperature": "380", "bleeding": "light", "breastfeeding_ok": "maybe"}
+        ),
+    )
+    reask = await settle(
+        lambda: [
+            m
+            for m in rows(runtime, Message, enrollment_id=enrollment.enrollment_id)
+            if m.kind == "reask"
+        ]
+    )
+    body = reask[0].body
+    assert "“今天体温多少?”您回复的“380”我们无法记录，请回复34–43 °C之间的数字。" in body
+    assert "“喂奶顺利吗?”您回复的“maybe”我们无法记录，请回复“是”或“否”。" in body
+    assert "恶露量" not in body  # answered: not asked again
+    assert not rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)  # 380 is no fever
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
