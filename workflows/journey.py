@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         journey_workflow_id,
         record_item,
     )
+    from suifang.workflows.journey_migration import MigrateEvent, MigrationReport, migrate_core
     from suifang.workflows.journey_records import RecordBatch, RecordItem
 
 # Re-exported: starters and tests know the workflow's input and result by this module.
@@ -116,6 +117,30 @@ class PatientJourneyWorkflow:
             raise ValueError("give a shift, a next_due time, or both")
         if event.next_due is not None and event.next_due < workflow.now():
             raise ValueError("next_due is in the past")
+
+    @workflow.update(name="migrate")
+    def migrate(self, event: MigrateEvent) -> MigrationReport:
+        """Move to a new version of the pathway at the current position (applied by the loop,
+        which wakes for it); the answer says what changes."""
+        self.inbox.append(event)
+        return migrate_core(self.core, event.plan, workflow.now())[1]
+
+    @migrate.validator
+    def _validate_migrate(self, event: MigrateEvent) -> None:
+        plan = self.core.plan
+        if self.core.state.status in _ENDED:
+            raise ValueError("the journey has already ended")
+        if event.plan.pathway_id != plan.pathway_id:
+            raise ValueError(f"the journey is on {plan.pathway_id}, not {event.plan.pathway_id}")
+        if event.plan.pathway_version <= plan.pathway_version:
+            raise ValueError(
+                f"the journey is on version {plan.pathway_version}; migrate to a newer one"
+            )
+
+    @workflow.query(name="migration_preview")
+    def migration_preview(self, event: MigrateEvent) -> MigrationReport:
+        """What ``migrate`` would change, changing nothing (``pathways migrate --dry-run``)."""
+        return migrate_core(self.core, event.plan, workflow.now())[1]
 
     @workflow.query(name="progress")
     def progress(self) -> JourneyProgress:
@@ -188,7 +213,11 @@ class PatientJourneyWorkflow:
 
     def _apply_inbox(self) -> None:
         while self.inbox:
-            self.core.handle(self.inbox.pop(0), workflow.now())
+            event = self.inbox.pop(0)
+            if isinstance(event, MigrateEvent):
+                self.core = migrate_core(self.core, event.plan, workflow.now())[0]
+            else:
+                self.core.handle(event, workflow.now())
 
     def _event_key(self, seq: int) -> str:
         return event_key(workflow.info().workflow_id, seq)

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from suifang.core.db import in_session_thread, utcnow
+from suifang.core.db import in_session_thread, in_thread, utcnow
 from suifang.core.enums import JourneyStatus
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
 from suifang.core.models import (
@@ -28,6 +28,7 @@ from suifang.core.models import (
     Patient,
     TouchpointRecord,
 )
+from suifang.core.pathways import JourneyPlan, resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_commands import (
@@ -37,13 +38,16 @@ from suifang.workflows.journey_commands import (
     RescheduleEvent,
 )
 from suifang.workflows.journey_core import JourneyProgress
+from suifang.workflows.journey_migration import MigrateEvent, MigrationReport
 
 __all__ = [
     "JourneyDetail",
     "JourneySummary",
+    "MigrationOutcome",
     "control_journey",
     "journey_detail",
     "list_journeys",
+    "migrate_journeys",
     "record_observation",
     "reschedule_journey",
     "send_answer",
@@ -370,3 +374,66 @@ def _record_withdrawal(session: Session, patient_id: int, source: str) -> list[i
             )
         ).all()
     )  # type: ignore[arg-type]
+
+
+class MigrationOutcome(BaseModel):
+    """One running journey's migration: what changes, or why it could not move."""
+
+    enrollment_id: int
+    report: MigrationReport | None = None
+    error: str | None = None
+
+
+async def migrate_journeys(
+    runtime: Runtime, pathway_id: str, from_version: int, to_version: int, *, dry_run: bool
+) -> list[MigrationOutcome]:
+    """Move every running journey on ``pathway_id`` v``from_version`` to ``to_version`` at its
+    current position (or, with ``dry_run``, say what would change). Each journey's plan is the
+    new version resolved for its own risk tier and groups."""
+    if to_version <= from_version:
+        raise ValidationFailed(f"--to {to_version} must be a newer version than --from")
+    catalog = runtime.catalog
+    catalog.get(pathway_id, from_version)  # a clear 404 for a version that never existed
+    target = catalog.get(pathway_id, to_version)
+    with Session(runtime.engine) as session:
+        running = session.exec(
+            select(Enrollment)
+            .where(
+                Enrollment.pathway_id == pathway_id,
+                Enrollment.pathway_version == from_version,
+                col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
+            )
+            .order_by(col(Enrollment.id))
+        ).all()
+        journeys = [(e.id, e.workflow_id, e.risk_tier, list(e.groups)) for e in running]
+    client = await runtime.client()
+    outcomes = []
+    for enrollment_id, workflow_id, tier, groups in journeys:
+        event = MigrateEvent(plan=resolve_plan(target, tier, groups))
+        handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, workflow_id)
+        try:
+            if dry_run:
+                report = await handle.query(PatientJourneyWorkflow.migration_preview, event)
+            else:
+                report = await handle.execute_update(PatientJourneyWorkflow.migrate, event)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause.message if exc.cause and hasattr(exc.cause, "message") else str(exc)
+            outcomes.append(MigrationOutcome(enrollment_id=enrollment_id, error=cause))
+            continue
+        except RPCError as exc:
+            outcomes.append(MigrationOutcome(enrollment_id=enrollment_id, error=exc.message))
+            continue
+        if not dry_run:
+            await in_thread(_record_migration, runtime, enrollment_id, event.plan)
+        outcomes.append(MigrationOutcome(enrollment_id=enrollment_id, report=report))
+    return outcomes
+
+
+def _record_migration(runtime: Runtime, enrollment_id: int, plan: JourneyPlan) -> None:
+    with Session(runtime.engine) as session:
+        enrollment = session.get(Enrollment, enrollment_id)
+        if enrollment is not None:
+            enrollment.pathway_version = plan.pathway_version
+            enrollment.variants = plan.variants
+            session.add(enrollment)
+            session.commit()

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session, select
 
-from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
+from suifang.core.cli.context import cli_actor, cli_audit, cli_run, cli_runtime
 from suifang.core.cli.output import emit_json, print_table
 from suifang.core.enums import RiskTier
 from suifang.core.errors import NotFoundError, ValidationFailed
@@ -38,6 +38,7 @@ from suifang.core.rendering import MessageContext, MessageRenderer
 from suifang.core.runtime import Runtime
 from suifang.core.timezones import check_timezone
 from suifang.workflows.journey_core import preview_schedule
+from suifang.workflows.journey_service import migrate_journeys
 
 app = typer.Typer(
     help="Pathway templates: list, validate, preview; add, publish, retire, export, diff.",
@@ -327,6 +328,60 @@ def diff_(
     with Session(runtime.engine) as session:
         text = diff(session, runtime.catalog, pathway_id, old, new)
     sys.stdout.write(text or f"{pathway_id}@{old} and @{new} are the same\n")
+
+
+@app.command("migrate")
+def migrate(
+    pathway_id: Annotated[str, typer.Argument(help="Pathway id.")],
+    from_version: Annotated[int, typer.Option("--from", help="The running version.", min=1)],
+    to_version: Annotated[int, typer.Option("--to", help="The newer version.", min=1)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would change.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Move running journeys to a newer version at their current position: touchpoints done
+    stay done, new ones ahead are scheduled (those whose day has passed are not sent late),
+    removed ones are cancelled. Each journey's plan is resolved for its own tier and groups."""
+    runtime = cli_runtime()
+    outcomes = cli_run(
+        migrate_journeys(runtime, pathway_id, from_version, to_version, dry_run=dry_run)
+    )
+    if not dry_run:
+        cli_audit(
+            "pathways migrate",
+            "pathways",
+            [],
+            pathway_id,
+            {
+                "pathway": pathway_id,
+                "from": from_version,
+                "to": to_version,
+                "journeys": [o.enrollment_id for o in outcomes if o.report is not None],
+            },
+        )
+    if as_json:
+        emit_json([o.model_dump(mode="json") for o in outcomes])
+        return
+    verb = "would move" if dry_run else "moved"
+    for outcome in outcomes:
+        report = outcome.report
+        if report is None:
+            print(f"journey {outcome.enrollment_id}: not moved: {outcome.error}")
+            continue
+        parts = [
+            f"done {len(report.done)} kept",
+            f"adds {', '.join(report.added) or 'nothing'}",
+        ]
+        if report.passed:
+            parts.append(f"skips {', '.join(report.passed)} (day passed)")
+        if report.removed:
+            parts.append(f"removes {', '.join(report.removed)}")
+        if report.cancelled:
+            parts.append(f"cancels open {', '.join(report.cancelled)}")
+        print(f"journey {outcome.enrollment_id}: {verb} to v{to_version}: " + "; ".join(parts))
+    moved = sum(o.report is not None for o in outcomes)
+    print(f"{moved} of {len(outcomes)} running journeys {verb} from v{from_version}")
+    if moved < len(outcomes):
+        raise ValidationFailed(f"{len(outcomes) - moved} journeys could not be moved (see above)")
 
 
 @app.command("versions")

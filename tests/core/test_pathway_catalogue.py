@@ -91,6 +91,8 @@ def test_a_pathway_goes_from_draft_to_published_to_retired_on_the_cli(
         (("retire", "pci", "1"), "the catalogue has no pathway 'pci' version 1"),
         (("add", "nowhere.yaml"), "nowhere.yaml: cannot read"),
         (("export", "pci@x"), "'pci@x': write a version as id@2"),
+        (("migrate", "pci", "--from", "2", "--to", "1"), "--to 1 must be a newer version"),
+        (("migrate", "pci", "--from", "1", "--to", "5"), "pathway 'pci' has no version 5"),
     ],
 )
 def test_bad_catalogue_commands_say_what_is_wrong(

@@ -43,6 +43,7 @@ from suifang.workflows import journey_service, simulation
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
+from suifang.workflows.journey_service import migrate_journeys
 from suifang.workflows.simulation import normal_answers
 
 BUILT_IN = ["pci", "diabetes", "hip-replacement", "post-checkup", "hypertension", "general"]
@@ -727,3 +728,81 @@ async def test_an_out_of_range_answer_is_re_asked_saying_what_was_expected(
     assert "恶露量" not in body  # answered: not asked again
     assert not rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)  # 380 is no fever
     await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+
+
+async def test_running_journeys_move_to_a_new_version_at_their_position(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    source = (Path(__file__).parents[1] / "core" / "drafts" / "postpartum.yaml").read_text("utf-8")
+    # Version 2 drops the day-3 check-in and adds a day-10 check (ahead) and a day-0 welcome
+    # (its day has passed: not sent late).
+    extra = (
+        "  - {id: d10, day: 10, kind: questionnaire, questionnaire: recovery, message: "
+        '{zh-CN: "第10天随访", en: "Day 10"}}\n'
+        '  - {id: d0, day: 0, kind: education, message: {zh-CN: "欢迎", en: "Welcome"}}\n'
+    )
+    lines = source.splitlines(keepends=True)
+    v2 = "".join(line for line in lines if "{id: d3, day: 3" not in line)
+    v2 = v2.replace("version: 1", "version: 2", 1).replace("variants:\n", extra + "variants:\n", 1)
+    with Session(runtime.engine) as session:
+        for text in (source, v2):
+            change = add_draft(
+                session,
+                text,
+                origin="draft.yaml",
+                actor="test",
+                vocabulary=runtime.vocabulary(),
+                registered=runtime.catalog,
+            )
+            publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+    env = journey_worker
+    v1 = runtime.catalog.get("postpartum-draft", 1)
+    young = {"sex": "female", "birth_date": "1998-03-01"}  # low risk: no day-2 extra
+    enrollment = await register_discharge(
+        runtime,
+        discharge(runtime, v1, await env.get_current_time(), patient=young, pathway_version=1),
+    )
+    handle = handle_of(env, enrollment)
+    assert await advance_to_next_touchpoint(env, handle) == "d1"
+    plan = resolve_plan(v1, enrollment.risk_tier, enrollment.groups)
+    normal = normal_answers(plan.touchpoint("d1").questionnaire, plan.alert_rules)
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=normal))
+    await settle(lambda: journey_answered(handle))
+
+    preview = await migrate_journeys(runtime, "postpartum-draft", 1, 2, dry_run=True)
+    assert [o.report.added for o in preview if o.report] == [["d10@day10"]]
+    assert (await handle.query(PatientJourneyWorkflow.progress)).next_touchpoint == "d3"
+
+    moved = await migrate_journeys(runtime, "postpartum-draft", 1, 2, dry_run=False)
+    report = moved[0].report
+    assert report is not None
+    assert (report.from_version, report.to_version) == (1, 2)
+    assert report.done == ["d1"]
+    assert report.added == ["d10@day10"]
+    assert report.passed == ["d0"]
+    assert report.removed == ["d3"]
+    with Session(runtime.engine) as session:
+        assert session.get(Enrollment, enrollment.enrollment_id).pathway_version == 2
+
+    progress = await settle(lambda: progress_on_version(handle, 2))
+    assert progress.next_touchpoint == "d7"  # d3 is gone, d1 stays done
+    assert await advance_to_next_touchpoint(env, handle) == "d7"
+    answers = normal_answers(plan.touchpoint("d7").questionnaire, plan.alert_rules)
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
+    assert await advance_to_next_touchpoint(env, handle) == "d10"
+    # Nothing is left on version 1, and the history replays.
+    assert await migrate_journeys(runtime, "postpartum-draft", 1, 2, dry_run=False) == []
+    await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
+    replay = await Replayer(
+        workflows=[PatientJourneyWorkflow], data_converter=env.client.data_converter
+    ).replay_workflow(await handle.fetch_history())
+    assert replay.replay_failure is None
+
+
+async def journey_answered(handle: WorkflowHandle) -> bool:
+    return (await handle.query(PatientJourneyWorkflow.progress)).answered >= 1
+
+
+async def progress_on_version(handle: WorkflowHandle, version: int) -> Any:
+    progress = await handle.query(PatientJourneyWorkflow.progress)
+    return progress if progress.pathway_version == version else None
