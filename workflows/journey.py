@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         TriageText,
         Wait,
     )
-    from suifang.workflows.journey_core import JourneyCore, JourneyProgress
+    from suifang.workflows.journey_core import JourneyCore, JourneyProgress, PlannedSend
     from suifang.workflows.journey_inputs import (
         JourneyInput,
         JourneyResult,
@@ -141,6 +141,13 @@ class PatientJourneyWorkflow:
     def migration_preview(self, event: MigrateEvent) -> MigrationReport:
         """What ``migrate`` would change, changing nothing (``pathways migrate --dry-run``)."""
         return migrate_core(self.core, event.plan, workflow.now())[1]
+
+    @workflow.query(name="remaining")
+    def remaining(self) -> list[PlannedSend]:
+        """The rest of the plan from here, dated (``journeys show``)."""
+        if self.core.state.status in _ENDED:
+            return []
+        return [PlannedSend(key=k, day=d, due_at=due) for k, d, due in self.core.schedule(30)]
 
     @workflow.query(name="progress")
     def progress(self) -> JourneyProgress:

@@ -73,6 +73,7 @@ __all__ = [
     "JourneySetup",
     "JourneyState",
     "PlanIndex",
+    "PlannedSend",
     "preview_schedule",
 ]
 
@@ -146,6 +147,14 @@ class JourneyState(BaseModel):
     override_next_due: dt.datetime | None = None
     sends_this_run: int = 0
     seq: int = 0
+
+
+class PlannedSend(BaseModel):
+    """One send still ahead in a journey's plan."""
+
+    key: str
+    day: int
+    due_at: dt.datetime
 
 
 class JourneyProgress(BaseModel):

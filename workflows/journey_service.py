@@ -37,7 +37,7 @@ from suifang.workflows.journey_commands import (
     ObservationEvent,
     RescheduleEvent,
 )
-from suifang.workflows.journey_core import JourneyProgress
+from suifang.workflows.journey_core import JourneyProgress, PlannedSend
 from suifang.workflows.journey_migration import MigrateEvent, MigrationReport
 
 __all__ = [
@@ -123,6 +123,8 @@ class JourneyDetail(JourneySummary):
     messages: int
     progress: JourneyProgress | None
     """Live from the workflow; None when Temporal cannot be reached."""
+    remaining: list[PlannedSend] = []
+    """The rest of the plan, dated, from the workflow (its version's plan, its position)."""
 
 
 def _summary(enrollment: Enrollment, patient: Patient) -> dict[str, Any]:
@@ -186,9 +188,10 @@ async def journey_detail(runtime: Runtime, session: Session, enrollment_id: int)
         client = await runtime.client()
         handle = client.get_workflow_handle_for(PatientJourneyWorkflow.run, detail.workflow_id)
         progress = await handle.query(PatientJourneyWorkflow.progress)
+        remaining = await handle.query(PatientJourneyWorkflow.remaining)
     except (StartupError, RPCError):
         return detail
-    return detail.model_copy(update={"progress": progress})
+    return detail.model_copy(update={"progress": progress, "remaining": remaining})
 
 
 def _stored_detail(session: Session, enrollment_id: int) -> JourneyDetail:
@@ -395,17 +398,7 @@ async def migrate_journeys(
     catalog = runtime.catalog
     catalog.get(pathway_id, from_version)  # a clear 404 for a version that never existed
     target = catalog.get(pathway_id, to_version)
-    with Session(runtime.engine) as session:
-        running = session.exec(
-            select(Enrollment)
-            .where(
-                Enrollment.pathway_id == pathway_id,
-                Enrollment.pathway_version == from_version,
-                col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
-            )
-            .order_by(col(Enrollment.id))
-        ).all()
-        journeys = [(e.id, e.workflow_id, e.risk_tier, list(e.groups)) for e in running]
+    journeys = await in_thread(_running_on, runtime, pathway_id, from_version)
     client = await runtime.client()
     outcomes = []
     for enrollment_id, workflow_id, tier, groups in journeys:
@@ -427,6 +420,22 @@ async def migrate_journeys(
             await in_thread(_record_migration, runtime, enrollment_id, event.plan)
         outcomes.append(MigrationOutcome(enrollment_id=enrollment_id, report=report))
     return outcomes
+
+
+def _running_on(
+    runtime: Runtime, pathway_id: str, version: int
+) -> list[tuple[int, str, str, list[str]]]:
+    with Session(runtime.engine) as session:
+        running = session.exec(
+            select(Enrollment)
+            .where(
+                Enrollment.pathway_id == pathway_id,
+                Enrollment.pathway_version == version,
+                col(Enrollment.status).in_([JourneyStatus.ACTIVE, JourneyStatus.PAUSED]),
+            )
+            .order_by(col(Enrollment.id))
+        ).all()
+        return [(e.id, e.workflow_id, e.risk_tier, list(e.groups)) for e in running]  # type: ignore[misc]
 
 
 def _record_migration(runtime: Runtime, enrollment_id: int, plan: JourneyPlan) -> None:

@@ -180,6 +180,12 @@ def show(
             for t in detail.touchpoints
         ],
     )
+    if detail.remaining:
+        print("\nplan ahead")
+        print_table(
+            ["KEY", "DAY", f"DUE ({zone_name()})"],
+            [(r.key, r.day, local_time(r.due_at)) for r in detail.remaining],
+        )
     print("\nanswers")
     print_table(
         ["TOUCHPOINT", "QUESTION", "ANSWER"],

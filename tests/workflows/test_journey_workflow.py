@@ -625,7 +625,8 @@ async def test_a_pathways_own_risk_criteria_choose_the_tier_and_say_why(
     env = journey_worker
     template = runtime.catalog.get("postpartum-draft")
     now = await env.get_current_time()
-    young = {"sex": "female", "birth_date": "1998-03-01"}
+    # 28 on the day of discharge (the test server's clock runs ahead as tests skip time).
+    young = {"sex": "female", "birth_date": (now - dt.timedelta(days=28 * 366)).date().isoformat()}
 
     caesarean = await register_discharge(
         runtime,
@@ -757,10 +758,11 @@ async def test_running_journeys_move_to_a_new_version_at_their_position(
             publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
     env = journey_worker
     v1 = runtime.catalog.get("postpartum-draft", 1)
-    young = {"sex": "female", "birth_date": "1998-03-01"}  # low risk: no day-2 extra
+    now = await env.get_current_time()
+    # Low risk (28, no caesarean): no day-2 extra.
+    young = {"sex": "female", "birth_date": (now - dt.timedelta(days=28 * 366)).date().isoformat()}
     enrollment = await register_discharge(
-        runtime,
-        discharge(runtime, v1, await env.get_current_time(), patient=young, pathway_version=1),
+        runtime, discharge(runtime, v1, now, patient=young, pathway_version=1)
     )
     handle = handle_of(env, enrollment)
     assert await advance_to_next_touchpoint(env, handle) == "d1"
@@ -786,6 +788,14 @@ async def test_running_journeys_move_to_a_new_version_at_their_position(
 
     progress = await settle(lambda: progress_on_version(handle, 2))
     assert progress.next_touchpoint == "d7"  # d3 is gone, d1 stays done
+    with Session(runtime.engine) as session:
+        detail = await journey_service.journey_detail(runtime, session, enrollment.enrollment_id)
+    assert [(r.key, r.day) for r in detail.remaining] == [
+        ("d7", 7),
+        ("d10", 10),
+        ("d14", 14),
+        ("d30", 30),
+    ]
     assert await advance_to_next_touchpoint(env, handle) == "d7"
     answers = normal_answers(plan.touchpoint("d7").questionnaire, plan.alert_rules)
     await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
