@@ -871,10 +871,16 @@ class JourneyCore(JourneySchedule):
             groups.setdefault(owners[alert.rule_id], []).append(alert)
         for department, alerts in groups.items():
             top = max(alerts, key=lambda a: (a.tier.rank, a.priority.rank))
+            # Tickets of one reply point at each other: whoever reads one learns of the rest.
+            others = [(d, a) for d, group in groups.items() if d != department for a in group]
+            zh_also = "；".join(f"{a.summary.zh_cn}（{d or '按分类分派'}）" for d, a in others)
+            en_also = "; ".join(f"{a.summary.en} ({d or 'routed by category'})" for d, a in others)
             summary = LocalizedText.model_validate(
                 {
-                    "zh-CN": "；".join(a.summary.zh_cn for a in alerts),
-                    "en": "; ".join(a.summary.en for a in alerts),
+                    "zh-CN": "；".join(a.summary.zh_cn for a in alerts)
+                    + (f"。同一回复另有：{zh_also}" if others else ""),
+                    "en": "; ".join(a.summary.en for a in alerts)
+                    + (f". The same reply also: {en_also}" if others else ""),
                 }
             )
             self._push(

@@ -566,6 +566,10 @@ async def test_rules_that_name_their_department_open_a_ticket_each(
         "heavy_bleeding": "obstetrics",
         "feeding": "nursing",
     }
+    # Each ticket names the other: whoever reads one learns of the rest of the reply.
+    summaries = {t.department_code: t.summary for t in tickets}
+    assert "The same reply also: Feeding trouble (nursing)" in summaries["obstetrics"]
+    assert "The same reply also: Heavy bleeding (obstetrics)" in summaries["nursing"]
     await handle.execute_update(PatientJourneyWorkflow.control, ControlEvent(action="stop"))
 
 
