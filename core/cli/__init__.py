@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from typing import Any
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,6 +51,32 @@ app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command behind ``app``, with on/off flags shown as flags in ``--help`` (typer
+    would print ``--json <bool>``, as if the flag took a value)."""
+    command = typer.main.get_command(app)
+    todo: list[Any] = [command]
+    while todo:  # typer's own click classes: duck-typed
+        current = todo.pop()
+        for param in current.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        current.get_help_option = _flag_help(current.get_help_option)
+        todo.extend(getattr(current, "commands", {}).values())
+    return command
+
+
+def _flag_help(make: Any) -> Any:
+    def help_option(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return help_option
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one ``suifang: error: …`` line and a non-zero exit code.
 
@@ -57,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         with private_umask():
-            app(args=argv, prog_name="suifang")
+            _command()(args=argv, prog_name="suifang")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

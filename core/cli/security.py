@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -143,11 +144,13 @@ def create_token(
             scopes=list(scope or []),
             unscoped=unscoped,
         )
-    print(token)
+    # The token alone on stdout, so that TOKEN=$(suifang tokens create …) captures just it.
+    print(token, flush=True)
     until = record.expires_at.strftime("%Y-%m-%d") if record.expires_at else "never"
     print(
         f"token {record.id} for {username} — {_reach(record)}, expires {until}; "
         "store it now, it is not shown again",
+        file=sys.stderr,
         flush=True,
     )
 

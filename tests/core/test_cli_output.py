@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from rich.cells import cell_len
 
@@ -48,3 +50,11 @@ def test_key_value_pairs_line_up(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["患者", "journey", "ended"]
     assert cell_len(lines[0][: lines[0].index("张三")]) == lines[1].index("42")
+
+
+def test_help_shows_on_off_flags_as_flags(cli: Callable[..., tuple[int, str, str]]) -> None:
+    for command in (("pathways", "list"), ("tickets", "list"), ("pathways", "migrate")):
+        code, out, _ = cli(*command, "--help")
+        assert code == 0
+        assert "<bool>" not in out, command
+        assert "--json" in out or "--open" in out or "--dry-run" in out
