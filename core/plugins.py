@@ -46,6 +46,8 @@ class PluginInfo:
     version: str
     hooks: tuple[str, ...]
     builtin: bool
+    channels: tuple[str, ...] = ()
+    """The channels it registers (one plugin may register several: sms and sms-aliyun)."""
 
 
 def _is_builtin(distribution: importlib.metadata.Distribution | None) -> bool:
@@ -210,6 +212,14 @@ class Plugins:
                     version=dist.version if dist else "-",
                     hooks=hook_names,
                     builtin=_is_builtin(dist),
+                    channels=self._channels_of(plugin),
                 )
             )
         return infos
+
+    def _channels_of(self, plugin: object) -> tuple[str, ...]:
+        names: list[str] = []
+        for impl in self.pm.hook.suifang_register_channels.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(register=lambda cls: names.append(getattr(cls, "name", "?")))
+        return tuple(names)

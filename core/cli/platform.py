@@ -58,8 +58,11 @@ def list_plugins(
         emit_json([info.__dict__ for info in infos])
         return
     print_table(
-        ["NAME", "DISTRIBUTION", "VERSION", "HOOKS"],
-        [(i.name, i.distribution, i.version, ", ".join(i.hooks)) for i in infos],
+        ["NAME", "DISTRIBUTION", "VERSION", "HOOKS", "CHANNELS"],
+        [
+            (i.name, i.distribution, i.version, ", ".join(i.hooks), ", ".join(i.channels))
+            for i in infos
+        ],
     )
 
 

@@ -170,9 +170,14 @@ def test_an_installed_plugin_is_discovered_through_its_entry_point(tmp_path: Pat
     assert example["hooks"] == ["suifang_register_channels"]
     assert example["builtin"] is False
 
+    sms = next(p for p in json.loads(listed.stdout) if p["name"] == "sms")
+    assert sms["channels"] == ["sms", "sms-aliyun"]  # one plugin, two channels
+    assert example["channels"]  # what the example plugin registers is named
+
     table = suifang("plugins").stdout
     assert "suifang-example-plugin" in table
     assert "outbox" in table
+    assert "sms, sms-aliyun" in table
 
     blocked = suifang("plugins", "--json", SUIFANG_DISABLED_PLUGINS="example")
     assert "example" not in {p["name"] for p in json.loads(blocked.stdout)}
