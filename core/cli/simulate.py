@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
@@ -150,6 +152,15 @@ def print_forecast(result: SimulationResult, template: PathwayTemplate) -> None:
     )
 
 
+def _check_plotting(path: Path) -> None:
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise ValidationFailed(f"--plot {path}: give a .png or .svg file name")
+    try:
+        import matplotlib  # noqa: F401 -- only whether it is there
+    except ImportError:
+        raise ValidationFailed("--plot needs matplotlib: pip install 'suifang[plot]'") from None
+
+
 def plot_daily(result: SimulationResult, path: Path) -> None:
     """The daily workload as a chart: messages sent, and tickets per department (stacked)."""
     try:
@@ -198,6 +209,10 @@ def simulate(
     ] = None,
     patients_per_day: Annotated[int, typer.Option(help="Discharges enrolled per day.")] = 300,
     days: Annotated[int, typer.Option(help="Days of discharges.")] = 60,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First day of discharges, YYYY-MM-DD (default: today)."),
+    ] = None,
     tail_days: Annotated[int, typer.Option(help="Days simulated after the last discharge.")] = 35,
     seed: Annotated[int, typer.Option(help="Same seed, same forecast.")] = 1,
     answer_rate: Annotated[float, typer.Option(help="Share of questions answered.")] = 0.8,
@@ -228,6 +243,16 @@ def simulate(
     and the database is not touched.
     """
     settings = cli_settings()
+    if plot is not None:
+        _check_plotting(plot)  # before minutes of simulation, not after
+    try:
+        first_day = (
+            dt.date.fromisoformat(start)
+            if start
+            else dt.datetime.now(ZoneInfo(settings.timezone)).date()
+        )
+    except ValueError:
+        raise ValidationFailed(f"--start: {start!r} is not a date like 2026-12-07") from None
     plugins = Plugins.load(disabled=settings.disabled_plugins)
     catalog = plugins.pathway_catalog()
     template = _template(catalog, pathway, template_file)
@@ -238,6 +263,7 @@ def simulate(
             days=days,
             tail_days=tail_days,
             seed=seed,
+            start=first_day,
             timezone=settings.timezone,
             behaviour=PatientBehaviour(
                 answer_rate=answer_rate,
@@ -254,8 +280,6 @@ def simulate(
             for e in exc.errors()
         )
         raise ValidationFailed(problems) from None
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
-        raise ValidationFailed(f"--plot {plot}: give a .png or .svg file name")
 
     import time
 

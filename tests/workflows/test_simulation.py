@@ -4,6 +4,7 @@ real workflows (``--verify``) for every built-in pathway."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,6 +226,7 @@ def test_cli_dry_runs_a_template_file(
         (("--pathway", "pci", "--answer-rate", "1.5"), "--answer-rate"),
         (("--pathway", "pci", "--staff", "cardiology"), "DEPARTMENT=PEOPLE"),
         (("--pathway", "pci", "--plot", "chart.gif"), ".png or .svg"),
+        (("--pathway", "pci", "--start", "next monday"), "--start: 'next monday' is not a date"),
         ((), "--pathway"),
     ],
 )
@@ -248,3 +250,20 @@ def test_cli_verify_runs_sampled_patients_through_the_real_workflows(
     report = json.loads(out)["verify"]
     assert (report["checked"], report["matched"]) == (2, 2)
     assert all(p["simulated"] == p["real"] for p in report["patients"])
+
+
+def test_cli_forecasts_from_the_start_asked_and_checks_plotting_first(
+    cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    args = ("simulate", "--pathway", "pci", "--patients-per-day", "5", "--days", "2")
+    code, out, err = cli(*args, "--start", "2027-01-04", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["config"]["start"] == "2027-01-04"
+    assert data["daily"][0]["date"] == "2027-01-04"
+    # Without matplotlib, --plot is refused at once, not after the whole simulation.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = cli(*args, "--plot", str(tmp_path / "load.svg"))
+    assert code != 0
+    assert "--plot needs matplotlib: pip install 'suifang[plot]'" in err
+    assert "Forecast" not in out
