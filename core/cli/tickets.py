@@ -109,8 +109,16 @@ def _due(when: dt.datetime | None) -> str:
     return local_time(when, "%m-%d %H:%M")
 
 
-def _due_text(due: dt.datetime | None, breached: dt.datetime | None) -> str:
-    return f"{_due(due)} {'BREACHED' if breached else ''}".strip()
+def _due_text(
+    due: dt.datetime | None, breached: dt.datetime | None, done: dt.datetime | None = None
+) -> str:
+    """The target, and once it is decided, whether it was met: "met at …" or "BREACHED"."""
+    text = _due(due)
+    if breached is not None:
+        return f"{text} BREACHED"
+    if done is not None:
+        return f"{text} met at {_due(done)}" if due is None or done <= due else f"{text} missed"
+    return text
 
 
 @tickets_app.command("show")
@@ -135,9 +143,16 @@ def show(ticket_id: int, as_json: Annotated[bool, typer.Option("--json")] = Fals
             ("department", ticket.department or "-"),
             (
                 "first response due",
-                _due_text(ticket.first_response_due, ticket.first_response_breached_at),
+                _due_text(
+                    ticket.first_response_due,
+                    ticket.first_response_breached_at,
+                    ticket.first_response_at,
+                ),
             ),
-            ("resolution due", _due_text(ticket.resolution_due, ticket.resolution_breached_at)),
+            (
+                "resolution due",
+                _due_text(ticket.resolution_due, ticket.resolution_breached_at, ticket.resolved_at),
+            ),
             ("summary", ticket.summary),
         ]
     )
@@ -146,14 +161,14 @@ def show(ticket_id: int, as_json: Annotated[bool, typer.Option("--json")] = Fals
         ["#", f"AT ({zone_name()})", "ACTOR", "ACTION", "STATUS", "REASON"],
         [
             (
-                e.seq,
+                number,  # the events in order (their seq also counts notes and timers)
                 local_time(e.at, "%m-%d %H:%M:%S"),
                 e.actor,
                 e.action,
                 f"{e.from_status or ''}→{e.to_status}" if e.to_status else "",
                 e.reason or "",
             )
-            for e in ticket.events
+            for number, e in enumerate(ticket.events, start=1)
         ],
     )
     if ticket.notes:

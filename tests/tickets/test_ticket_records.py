@@ -4,7 +4,7 @@ notes, a staff notice is recorded (and its supervisor e-mailed) once, whatever i
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -210,3 +210,35 @@ async def test_a_staff_notice_without_a_supervisor_address_is_still_recorded(
             select(StaffNotification).where(StaffNotification.ticket_id == ticket_id)
         ).all()
     assert (row.kind, row.clock, row.delivered_via) == ("warning", "resolution", None)
+
+
+def test_tickets_show_numbers_the_history_and_says_whether_each_target_was_met(
+    runtime: Runtime, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    ticket_id = open_ticket_row(runtime)
+    answered, resolved = OPENED + dt.timedelta(minutes=10), OPENED + dt.timedelta(hours=9)
+    with Session(runtime.engine) as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        ticket.first_response_due = OPENED + dt.timedelta(minutes=15)
+        ticket.first_response_at = answered
+        ticket.resolution_due = OPENED + dt.timedelta(hours=8)
+        ticket.resolution_breached_at = OPENED + dt.timedelta(hours=8)
+        ticket.resolved_at = resolved
+        session.add(ticket)
+        # The workflow's seq also counts notes and timers: 1, 4 and 9 are the history.
+        for seq, action in ((1, "route"), (4, "reply"), (9, "resolve")):
+            session.add(
+                TicketEvent(
+                    ticket_id=ticket_id, seq=seq, at=OPENED, actor="nurse.li", action=action
+                )
+            )
+        session.commit()
+    code, out, err = cli("tickets", "show", str(ticket_id))
+    assert code == 0, err
+    first = next(line for line in out.splitlines() if "first response due" in line)
+    assert first.endswith("11-20 17:15 met at 11-20 17:10")  # on the hospital's clock (+08:00)
+    assert "BREACHED" in next(line for line in out.splitlines() if "resolution due" in line)
+    history = out.split("history", 1)[1].splitlines()
+    numbers = [line.split()[0] for line in history if line.strip()[:1].isdigit()]
+    assert numbers == ["1", "2", "3"]
