@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from google.protobuf import json_format
 from sqlmodel import Session, col, select
+from temporalio.api.common.v1 import Payloads
 
 from suifang.core.cli.context import cli_run, cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json, print_table
@@ -274,8 +276,6 @@ def reindex() -> None:
 @temporal_app.command("history")
 def history(workflow_id: str) -> None:
     """Print a workflow's history with its payloads decrypted (needs this process's keys)."""
-    from google.protobuf import json_format
-
     runtime = cli_runtime()
 
     async def fetch() -> list[dict[str, object]]:
@@ -294,10 +294,16 @@ def history(workflow_id: str) -> None:
     emit_json(cli_run(fetch()))
 
 
+def _repeated(descriptor: Any) -> bool:
+    """protobuf 7 removed ``FieldDescriptor.label`` for ``is_repeated``; 5 and 6 have label."""
+    repeated = getattr(descriptor, "is_repeated", None)
+    if repeated is not None:
+        return bool(repeated)
+    return bool(descriptor.label == descriptor.LABEL_REPEATED)
+
+
 def _payload_fields(event: object) -> list[object]:
     """Every ``Payloads`` message anywhere in a history event."""
-    from temporalio.api.common.v1 import Payloads
-
     found: list[object] = []
 
     def walk(message: object) -> None:
@@ -307,7 +313,7 @@ def _payload_fields(event: object) -> list[object]:
         for descriptor, value in message.ListFields():  # type: ignore[attr-defined]
             if descriptor.message_type is None:
                 continue
-            if descriptor.label == descriptor.LABEL_REPEATED:
+            if _repeated(descriptor):
                 if hasattr(value, "values"):
                     for item in value.values():
                         if hasattr(item, "ListFields"):
