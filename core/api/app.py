@@ -20,9 +20,10 @@ from suifang.core.api import (
     reports,
 )
 from suifang.core.api import tickets as ticket_routes
+from suifang.core.api.docs import install_docs
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.limits import install_body_guard, install_concurrency_limit
-from suifang.core.api.security import check_routes_are_guarded, install_audit
+from suifang.core.api.security import PUBLIC_ROUTES, check_routes_are_guarded, install_audit
 from suifang.core.api.server_errors import install_server_error_audit
 from suifang.core.config import Settings, get_settings
 from suifang.core.db import pool_capacity
@@ -51,10 +52,13 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with local assets
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(health.router)
+    install_docs(app, PUBLIC_ROUTES)
     app.include_router(journeys.router)
     app.include_router(pathways.router)
     app.include_router(outbox.router)
