@@ -60,6 +60,7 @@ from suifang.tickets.service import (
     receive_patient_message,
 )
 from suifang.workflows.journey import PatientJourneyWorkflow
+from suifang.workflows.journey_activities import ASKING_KINDS
 from suifang.workflows.journey_commands import AnswerEvent
 from suifang.workflows.replies import split_reply
 
@@ -643,7 +644,6 @@ _TRY_AGAIN = (
     RPCStatusCode.RESOURCE_EXHAUSTED,
 )
 _STILL_OPEN = (TouchpointStatus.SCHEDULED, TouchpointStatus.SENT)
-_ASKING = ("touchpoint", "reminder", "reask")
 
 
 def _last_open_touchpoint(session: Session, enrollment_id: int | None) -> str | None:
@@ -656,7 +656,7 @@ def _last_open_touchpoint(session: Session, enrollment_id: int | None) -> str | 
         select(Message.touchpoint_key)
         .where(
             Message.enrollment_id == enrollment_id,
-            col(Message.kind).in_(_ASKING),
+            col(Message.kind).in_(ASKING_KINDS),
             col(Message.touchpoint_key).in_(still_open),
         )
         .order_by(col(Message.created_at).desc(), col(Message.id).desc())

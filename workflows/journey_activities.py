@@ -51,19 +51,26 @@ from suifang.workflows.journey_records import (
 )
 
 __all__ = [
+    "ASKING_KINDS",
     "GreetingsInput",
     "JourneyActivities",
     "JourneyMessageInput",
+    "JourneyMessageKind",
     "JourneyTicketInput",
     "PatientTextInput",
 ]
+
+
+JourneyMessageKind = Literal["touchpoint", "reminder", "reask", "greeting", "advice"]
+ASKING_KINDS: tuple[JourneyMessageKind, ...] = ("touchpoint", "reminder", "reask")
+"""The messages that ask a touchpoint's questions (a reply answers the latest of them)."""
 
 
 class JourneyMessageInput(BaseModel):
     idempotency_key: str
     enrollment_id: int
     patient_id: int
-    kind: Literal["touchpoint", "reminder", "reask", "greeting", "advice"]
+    kind: JourneyMessageKind
     touchpoint_key: str | None = None
     message: LocalizedText | None = None
     questionnaire: Questionnaire | None = None
