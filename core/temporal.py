@@ -52,7 +52,11 @@ SEND_OPTIONS: dict[str, Any] = {
     "heartbeat_timeout": dt.timedelta(seconds=15),
     "retry_policy": _SEND_RETRY,
 }
-"""Activities that deliver a message through the channels."""
+"""Activities that deliver a message through the channels.
+
+A ticket's sends (the patient's notices, the emergency message, pages) keep retrying even a
+configuration error, on purpose: the ticket must outlive a broken template or channel setting
+— its SLA clocks and escalations run on — and the send goes out once a person fixes it."""
 
 JOURNEY_SEND_OPTIONS: dict[str, Any] = {
     **SEND_OPTIONS,
