@@ -26,7 +26,7 @@ TEMPLATES = Path(__file__).parents[2] / "templates"
 # clinical message answered at L1, feedback routed 88.5 %, routine 78.0 %), less a little
 # room: a change that loses ground fails CI.
 FLOORS = {
-    "emergency_recall": 0.975,
+    "emergency_recall": 0.98,
     "clinical_answered_automatically": 0,
     "feedback_routed": 0.90,
     "routine_answered": 0.77,
