@@ -192,6 +192,32 @@ class Platform:
             [sys.executable, "-m", "suifang.core.cli", "api"], self.settings.api_port
         )
 
+    def start_hl7_listener_process(self, port: int) -> subprocess.Popen[str]:
+        """``suifang hl7 listen`` on ``port`` in its own process; returns once it accepts."""
+        import socket
+
+        argv = [sys.executable, "-m", "suifang.core.cli", "hl7", "listen", "--port", str(port)]
+        process = subprocess.Popen(
+            argv,
+            env=self.env(),
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.processes.append(process)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"hl7 listen exited: {process.stderr.read() if process.stderr else ''}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return process
+            time.sleep(0.25)
+        raise RuntimeError("hl7 listen did not accept connections within 90 s")
+
     def start_baseline_api_process(self, port: int) -> subprocess.Popen[str]:
         """The bare FastAPI baseline (api_baseline.py) on ``port``, on this platform's
         database and Temporal server; returns once it answers /healthz."""

@@ -6,7 +6,7 @@ uvicorn for ``api``), prints its progress on stderr and, last, one line on stdou
 
     BENCH <name> key=value key=value …
 
-Benchmarks: ``throughput``, ``capacity``, ``sla``, ``api``, ``memory``; ``all`` runs each
+Benchmarks: ``throughput``, ``capacity``, ``sla``, ``api``, ``memory``, ``hl7``; ``all`` runs each
 with its defaults. See docs/benchmarks.md for results and what each number means.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ("throughput", "capacity", "sla", "api", "memory")
+BENCHMARKS = ("throughput", "capacity", "sla", "api", "memory", "hl7")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--rate", type=float, default=20.0, help="Requests per second per kind.")
     api.add_argument("--seconds", type=float, default=30.0)
 
+    hl7 = command("hl7", "ADT^A03 over MLLP vs the JSON intake, same rate, same run.")
+    hl7.add_argument("--rate", type=float, default=50.0, help="Discharges per second.")
+    hl7.add_argument("--seconds", type=float, default=20.0)
+
     memory = command("memory", "Worker memory per cached workflow.")
     memory.add_argument(
         "--count", "--journeys", type=int, default=5000, help="Workflows started and parked."
@@ -122,7 +126,9 @@ async def _worker(args: argparse.Namespace) -> None:
 def _runner(name: str) -> Callable[[argparse.Namespace], Coroutine[Any, Any, str]]:
     import importlib
 
-    module = {"api": "api_latency", "memory": "memory_per_workflow"}.get(name, name)
+    module = {"api": "api_latency", "memory": "memory_per_workflow", "hl7": "hl7_intake"}.get(
+        name, name
+    )
     return importlib.import_module(module).main  # type: ignore[no-any-return]
 
 

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", min_length=1)
     api_port: Port = 8000
+    hl7_mllp_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the HL7 v2 MLLP listener binds (0.0.0.0: the hospital network).",
+    )
+    hl7_mllp_port: Port = Field(
+        2575, description="Port of the HL7 v2 MLLP listener (`suifang up`, `suifang hl7 listen`)."
+    )
+    hl7_max_message_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest HL7 message the listener reads; a bigger frame gets AR.",
+    )
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the API reads (413 beyond it)."
     )

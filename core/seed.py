@@ -1,4 +1,5 @@
-"""First-start data: the default departments (``templates/departments.yaml``)."""
+"""First-start data: the default departments, routing table and HIS department codes
+(``templates/departments.yaml``, ``routing.yaml``, ``his_departments.yaml``)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from sqlmodel import Session, select
 
 from suifang.core.db import alembic_config, current_revision, migrate
 from suifang.core.errors import StartupError
-from suifang.core.models import Department, DepartmentCreate, RoutingRule
+from suifang.core.models import Department, DepartmentCreate, HisDepartmentCode, RoutingRule
 
 __all__ = [
     "default_routing",
     "ensure_schema",
     "prepare_database",
     "seed_departments",
+    "seed_his_departments",
     "seed_routing",
 ]
 
 DEPARTMENTS_FILE = Path(__file__).resolve().parent.parent / "templates" / "departments.yaml"
 ROUTING_FILE = DEPARTMENTS_FILE.with_name("routing.yaml")
+HIS_DEPARTMENTS_FILE = DEPARTMENTS_FILE.with_name("his_departments.yaml")
 
 
 def seed_departments(engine: Engine, path: Path = DEPARTMENTS_FILE) -> int:
@@ -42,6 +45,7 @@ def prepare_database(engine: Engine, revision: str = "head") -> None:
     if revision == "head":
         seed_departments(engine)
         seed_routing(engine)
+        seed_his_departments(engine)
 
 
 def default_routing() -> dict[str, str]:
@@ -65,6 +69,24 @@ def seed_routing(engine: Engine) -> int:
         session.add_all(rules)
         session.commit()
     return len(rules)
+
+
+def seed_his_departments(engine: Engine, path: Path = HIS_DEPARTMENTS_FILE) -> int:
+    """The example HIS department codes (``templates/his_departments.yaml``), into an empty
+    table only: once staff have mapped codes, a mapping they removed stays removed."""
+    table = yaml.safe_load(path.read_text("utf-8")) or {}
+    with Session(engine) as session:
+        if session.exec(select(HisDepartmentCode.his_code).limit(1)).first() is not None:
+            return 0
+        known = set(session.exec(select(Department.code)).all())
+        rows = [
+            HisDepartmentCode(his_code=str(code), department_code=department)
+            for code, department in table.items()
+            if department in known
+        ]
+        session.add_all(rows)
+        session.commit()
+    return len(rows)
 
 
 def ensure_schema(engine: Engine) -> None:

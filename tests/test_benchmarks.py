@@ -66,6 +66,14 @@ def test_api_latency_is_measured_without_errors() -> None:
     assert float(result["ticket_p50_ms"]) > 0
 
 
+def test_hl7_intake_is_measured_against_json_without_errors() -> None:
+    result = bench("hl7", "--rate", "3", "--seconds", "2")
+    assert result["messages"] == "6"
+    assert (result["json_errors"], result["mllp_errors"]) == ("0", "0")  # every ACK an AA
+    assert float(result["mllp_p50_ms"]) > 0
+    assert float(result["mllp_p99_ratio"]) > 0
+
+
 def test_memory_and_capacity_count_what_they_started() -> None:
     memory = bench("memory", "--journeys", "20")
     assert int(memory["cached_after"]) - int(memory["cached_before"]) == 20

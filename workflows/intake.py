@@ -56,6 +56,7 @@ __all__ = [
     "register_discharge",
     "resume_enrollment",
     "start_journey",
+    "update_patient",
 ]
 
 Locale = Literal["zh-CN", "en"]
@@ -230,6 +231,14 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
     if contacts:
         connection.execute(_restate_contacts(connection.dialect.name), contacts)
     return facts
+
+
+def update_patient(runtime: Runtime, data: PatientIn) -> int:
+    """Insert or update a patient and their contacts by MRN, with no encounter (an HIS
+    demographics update, a registration); returns the patient's id. Runs in the caller's
+    thread: call it through :func:`~suifang.core.db.in_thread` from async code."""
+    with runtime.engine.begin() as connection:
+        return _upsert_patient(connection, data).id
 
 
 @functools.cache

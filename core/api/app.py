@@ -13,6 +13,7 @@ from suifang.core.api import (
     channels,
     contacts,
     health,
+    hl7,
     journeys,
     oncall,
     outbox,
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(health.router)
     install_docs(app, PUBLIC_ROUTES)
     app.include_router(journeys.router)
+    app.include_router(hl7.router)
     app.include_router(pathways.router)
     app.include_router(outbox.router)
     app.include_router(channels.router)

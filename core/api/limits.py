@@ -16,8 +16,9 @@ what is wrong and where:
 The channel webhooks (``/channels/{name}/inbound``) get only the size limit here: providers
 send forms and XML, and the webhook judges them itself (nesting depth, signature, replay),
 recording a refused call as metadata only (:mod:`suifang.core.security.webhook_rejections`).
-A pathway upload (``POST /pathways``) is YAML, and gets only the size limit here too: the
-route checks its media type and encoding once the caller is known to be allowed to upload.
+A pathway upload (``POST /pathways``) is YAML and an HL7 v2 message (``POST /intake/hl7v2``)
+is ER7 in the charset its MSH-18 declares: they get only the size limit here too, and their
+routes check the rest once the caller is known to be allowed to send them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 _WEBHOOK = re.compile(r"^/channels/[^/]+/inbound/?$")
-_YAML_UPLOAD = re.compile(r"^/pathways/?$")
+_RAW_UPLOAD = re.compile(r"^/(pathways|intake/hl7v2)/?$")
 _INT64 = 2**63
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SETTING = "SUIFANG_API_MAX_BODY_BYTES"
@@ -239,7 +240,7 @@ class RequestBodyGuard:
             return
         if body and not _WEBHOOK.match(scope["path"]):
             try:
-                if not (_YAML_UPLOAD.match(scope["path"]) and scope.get("method") == "POST"):
+                if not (_RAW_UPLOAD.match(scope["path"]) and scope.get("method") == "POST"):
                     _check_media_type(Headers(scope=scope).get("content-type"))
                     check_json_body(body, max_depth=self.max_json_depth)
             except BodyRefused as refused:

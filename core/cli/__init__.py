@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from suifang.core.cli import (
     contacts,
     demo,
+    hl7,
     journeys,
     oncall,
     outbox,
@@ -49,6 +50,10 @@ app.add_typer(contacts.app, name="contacts")
 app.add_typer(triage.triage_app, name="triage")
 app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)
+app.add_typer(hl7.app, name="hl7")
+tickets.departments_app.command("map")(hl7.departments_map)
+tickets.departments_app.command("unmap")(hl7.departments_unmap)
+tickets.departments_app.command("mappings")(hl7.departments_mappings)
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from suifang.core.errors import StartupError
 from suifang.core.runtime import Runtime
 from suifang.core.seed import prepare_database
 from suifang.core.telemetry import setup_tracing
+from suifang.workflows.mllp import serve_mllp
 from suifang.workflows.worker import build_worker, run_worker
 
 __all__ = ["db_app", "register"]
@@ -164,10 +165,20 @@ async def _serve_platform(runtime: Runtime, server: DevServer) -> None:
     if api_task.done():
         await worker.shutdown()
         raise StartupError(f"the API could not start on {settings.api_host}:{settings.api_port}")
+    try:
+        hl7_listener = await serve_mllp(runtime)
+    except OSError as exc:
+        api.should_exit = True
+        await worker.shutdown()
+        raise StartupError(
+            f"the HL7 listener could not start on {settings.hl7_mllp_host}:"
+            f"{settings.hl7_mllp_port}: {exc.strerror or exc}"
+        ) from None
     _print_banner(settings, server)
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({worker_task, api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     print("\nsuifang: stopping…", flush=True)
+    hl7_listener.close()
     api.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(worker.shutdown(), timeout=20)
@@ -186,6 +197,7 @@ def _print_banner(settings: Settings, server: DevServer) -> None:
         [
             ("API", api),
             ("OpenAPI docs", f"{api}/docs"),
+            ("HL7 v2 (MLLP)", f"{settings.hl7_mllp_host}:{settings.hl7_mllp_port}"),
             ("Temporal", f"{settings.temporal_address} (namespace {settings.temporal_namespace})"),
             ("Temporal Web UI", server.ui_url),
             ("Data directory", str(Path(settings.data_dir).resolve())),
@@ -201,7 +213,12 @@ def up() -> None:
     settings = runtime.settings
     _configure_logging(settings)
     setup_tracing(settings)
-    ensure_ports_free({"SUIFANG_API_PORT": (settings.api_host, settings.api_port)})
+    ensure_ports_free(
+        {
+            "SUIFANG_API_PORT": (settings.api_host, settings.api_port),
+            "SUIFANG_HL7_MLLP_PORT": (settings.hl7_mllp_host, settings.hl7_mllp_port),
+        }
+    )
     server = DevServer(settings)
     server.command()  # a missing binary is reported before anything else happens
     prepare_database(runtime.engine)

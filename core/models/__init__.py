@@ -11,6 +11,7 @@ from suifang.core.models.departments import (
 )
 from suifang.core.models.encounters import ENCOUNTER_KINDS, Encounter
 from suifang.core.models.idempotency import IdempotencyRecord
+from suifang.core.models.interop import HL7_STATUSES, HisDepartmentCode, Hl7Message
 from suifang.core.models.journeys import (
     Alert,
     Answer,
@@ -44,6 +45,7 @@ __all__ = [
     "CONTACT_SYSTEMS",
     "DUTY_OFFICE",
     "ENCOUNTER_KINDS",
+    "HL7_STATUSES",
     "ON_CALL_ROLES",
     "PATHWAY_STATUSES",
     "Alert",
@@ -58,6 +60,8 @@ __all__ = [
     "DepartmentPublic",
     "Encounter",
     "Enrollment",
+    "HisDepartmentCode",
+    "Hl7Message",
     "IdempotencyRecord",
     "InboundRecord",
     "Message",

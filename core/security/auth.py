@@ -74,6 +74,7 @@ class Permission(enum.StrEnum):
     OUTBOX_READ = "outbox:read"
     CHANNELS_READ = "channels:read"
     INBOUND_READ = "inbound:read"
+    HL7_READ = "hl7:read"
     TICKETS_READ = "tickets:read"
     TICKETS_CREATE = "tickets:create"
     TICKETS_ACT = "tickets:act"
@@ -110,7 +111,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.AUDITOR: frozenset({
         _P.JOURNEYS_READ, _P.PATIENTS_READ, _P.PATHWAYS_READ, _P.OUTBOX_READ, _P.CHANNELS_READ,
         _P.INBOUND_READ, _P.TICKETS_READ, _P.ROUTING_READ, _P.NOTIFICATIONS_READ,
-        _P.REPORTS_READ, _P.AUDIT_READ,
+        _P.REPORTS_READ, _P.AUDIT_READ, _P.HL7_READ,
     }),
 }  # fmt: skip
 

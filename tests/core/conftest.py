@@ -24,5 +24,6 @@ def ports_env(tmp_path: Path) -> dict[str, str]:
         "SUIFANG_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "SUIFANG_TEMPORAL_UI_PORT": str(free_port()),
         "SUIFANG_API_PORT": str(free_port()),
+        "SUIFANG_HL7_MLLP_PORT": str(free_port()),
         "SUIFANG_DATABASE_URL": "",
     }

@@ -244,6 +244,8 @@ async def world(
                 "version": 1,
                 "action": "pause",
                 "category": "parking",
+                "message_id": 1,
+                "his_code": "XNK",
                 "name": "sms",
             },
         }

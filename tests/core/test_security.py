@@ -194,6 +194,8 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "token_id": 1,
         "contact_id": 1,
         "category": "parking",
+        "message_id": 1,
+        "his_code": "XNK",
         "pathway_id": "pci",
         "version": 1,
         "action": "pause",

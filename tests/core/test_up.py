@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.workflows.test_hl7_intake import adt
 
 
 def children_of(pid: int) -> set[int]:
@@ -88,6 +92,23 @@ def test_up_serves_a_healthy_platform_and_stops_every_child_on_sigint(
     }
     assert httpx.get(f"{api}/journeys", timeout=5).status_code == 401  # the API is guarded
     assert httpx.get(f"{api}/openapi.json", timeout=5).status_code == 200
+    # The HIS's ADT feed: a Chinese discharge over a real MLLP socket is taken and enrolled.
+    a03 = Path(ports_env["SUIFANG_DATA_DIR"]).parent / "a03.hl7"
+    now = dt.datetime.now(dt.UTC)
+    a03.write_text(adt("A03", control_id="UP1", mrn="MRN-UP1", visit="V-UP1", discharged=now))
+    sent = run_suifang(
+        "hl7",
+        "send",
+        str(a03),
+        "--port",
+        ports_env["SUIFANG_HL7_MLLP_PORT"],
+        env=ports_env,
+        cwd=a03.parent,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "MSA|AA|UP1" in sent.stdout
+    journeys = run_suifang("journeys", "list", "--json", env=ports_env, cwd=a03.parent)
+    assert [j["pathway_id"] for j in json.loads(journeys.stdout)] == ["pci"], journeys.stderr
     children = children_of(up.pid)
     assert children, "the dev server should be a child of suifang up"
     up.send_signal(signal.SIGINT)
@@ -95,6 +116,7 @@ def test_up_serves_a_healthy_platform_and_stops_every_child_on_sigint(
     assert up.returncode == 0, output
     assert "suifang is up" in output
     assert f"Temporal Web UI  http://127.0.0.1:{ports_env['SUIFANG_TEMPORAL_UI_PORT']}" in output
+    assert f"HL7 v2 (MLLP)    127.0.0.1:{ports_env['SUIFANG_HL7_MLLP_PORT']}" in output
     assert "suifang: stopped." in output
     assert "Traceback" not in output
     assert not [pid for pid in children if alive(pid)], "a child outlived suifang up"
