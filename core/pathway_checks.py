@@ -73,6 +73,8 @@ MESSAGE_VARIABLES: Mapping[str, str] = {
     "hospital": "the hospital's name (SUIFANG_HOSPITAL_NAME)",
     "day": "days since discharge",
     "points": "the patient's follow-up points",
+    "finding": "the encounter's findings: its diagnosis text; after a check-up, the abnormal "
+    "results (HL7 ORU), e.g. 糖化血红蛋白 8.2 %(偏高,参考 4.0-6.0); empty when there is none",
 }
 """What a pathway's texts may use: every message is rendered with exactly these."""
 
@@ -89,6 +91,8 @@ class Indicator(BaseModel):
     unit: str = ""
     min: float
     max: float
+    loinc: str | None = Field(None, pattern=r"^[0-9]{1,7}-[0-9]$")
+    """The standard LOINC code, where one exists: how a lab result (HL7 OBX-3, FHIR) is known."""
 
 
 class _IndicatorFile(BaseModel):

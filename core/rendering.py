@@ -88,6 +88,7 @@ class MessageContext:
     hospital: str = ""
     day: int | None = None
     points: int = 0
+    finding: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,7 @@ class MessageContext:
             "hospital": self.hospital,
             "day": self.day,
             "points": self.points,
+            "finding": self.finding,
         }
 
 

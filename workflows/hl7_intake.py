@@ -68,6 +68,7 @@ from suifang.workflows.hl7_messages import (
     parse,
     read_header,
 )
+from suifang.workflows.hl7_results import record_results
 from suifang.workflows.intake import (
     DischargeIn,
     EncounterIn,
@@ -399,6 +400,8 @@ async def _act(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
     if event == "A40":
         patient_id = await in_thread(_merge, runtime, parsed)
         return _Outcome("AA", patient_id=patient_id)
+    if event == "R01":
+        return await _results(runtime, parsed)
     raise Rejected(f"MSH-9.2: event {event} is not taken", code=201)  # pragma: no cover
 
 
@@ -457,10 +460,11 @@ async def _discharge(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
             "discharge_disposition": visit.discharge_disposition,
         },
     )
-    key = hashlib.sha256(f"{parsed.header.sender}|{parsed.header.control_id}".encode()).hexdigest()
     data = DischargeIn(patient=_patient_in(runtime, parsed), encounter=encounter)
     try:
-        enrolled = await register_discharge(runtime, data, idempotency_key=f"hl7:{key}")
+        enrolled = await register_discharge(
+            runtime, data, idempotency_key=f"hl7:{_message_key(parsed)}"
+        )
     except ValidationFailed as exc:
         if str(exc).startswith("no pathway matches"):
             raise Hl7Problem(
@@ -471,6 +475,35 @@ async def _discharge(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
             ) from None
         raise Hl7Problem("PV1", 0, str(exc), code=207) from None
     return _Outcome("AA", patient_id=enrolled.patient_id, enrollment_id=enrolled.enrollment_id)
+
+
+async def _results(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
+    department = "health_checkup"
+    if parsed.visit is not None and parsed.visit.department_code:
+        department = await in_thread(_department_for, runtime, parsed)
+    try:
+        outcome = await record_results(
+            runtime,
+            parsed,
+            _patient_in(runtime, parsed),
+            key=_message_key(parsed),
+            department=department,
+        )
+    except (ValidationFailed, NotFoundError) as exc:
+        raise Hl7Problem(
+            "OBX", 0, f"the findings could not start follow-up: {exc}", code=207
+        ) from None
+    enrolled = outcome.enrolled
+    return _Outcome(
+        "AA",
+        patient_id=outcome.patient_id,
+        enrollment_id=enrolled.enrollment_id if enrolled else None,
+    )
+
+
+def _message_key(parsed: ParsedMessage) -> str:
+    sender = f"{parsed.header.sender}|{parsed.header.control_id}"
+    return hashlib.sha256(sender.encode()).hexdigest()
 
 
 async def _admit(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:

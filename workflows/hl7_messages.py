@@ -44,8 +44,10 @@ CANCEL_EVENTS = ("A11", "A13")
 MERGE_EVENT = "A40"
 SUPPORTED_EVENTS = {
     "ADT": (DISCHARGE_EVENT, *ADMIT_EVENTS, UPDATE_EVENT, *CANCEL_EVENTS, MERGE_EVENT),
+    "ORU": ("R01",),
 }
-# ORU^R01 (results) is parsed by ``ParsedMessage.results`` but not taken yet (issue 20).
+ABNORMAL_FLAGS = frozenset({"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU"})
+"""OBX-8 values (HL7 table 0078) that make a result a finding to follow up."""
 
 # MSH-18 values seen from Chinese HIS vendors, and HL7 table 0211's names for them.
 _CHARSETS = {
@@ -247,6 +249,10 @@ class ParsedMessage:
     prior_mrn: str | None
     """A40: MRG-1, the MRN being merged away."""
     results: list[ResultFields]
+    order_number: str | None = None
+    """ORU: OBR-3 (filler order number), else OBR-2 (placer): the report's id."""
+    result_time: dt.datetime | None = None
+    """ORU: OBR-7, when the specimen was taken or the exam done."""
 
 
 _SEX = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
@@ -292,8 +298,21 @@ def parse(raw: bytes, *, timezone: str) -> ParsedMessage:
     prior = reader.text("MRG", 1, 1) if event == MERGE_EVENT else None
     if event == MERGE_EVENT and not prior:
         raise Hl7Problem("MRG", 1, "prior patient identifier missing", code=101, component=1)
-    results = reader.results() if kind == "ORU" else []
-    return ParsedMessage(header, event, patient, visit, prior, results)
+    if kind != "ORU":
+        return ParsedMessage(header, event, patient, visit, prior, [])
+    order = reader.text("OBR", 3) or reader.text("OBR", 2) or None
+    if order and len(order) > 60:
+        raise Hl7Problem("OBR", 3, "order number longer than 60 characters")
+    return ParsedMessage(
+        header,
+        event,
+        patient,
+        visit,
+        None,
+        reader.results(),
+        order_number=order,
+        result_time=reader.when("OBR", 7),
+    )
 
 
 class _Reader:

@@ -34,7 +34,7 @@ from suifang.core.delivery import (
     send_through_cascade,
 )
 from suifang.core.enums import Priority, TicketSource, Tier
-from suifang.core.models import Alert, Department, Enrollment, Patient
+from suifang.core.models import Alert, Department, Encounter, Enrollment, Patient
 from suifang.core.pathways import LocalizedText, Questionnaire, SendWindow
 from suifang.core.rendering import MessageContext, MessageRenderer, address_patient
 from suifang.core.runtime import Runtime
@@ -173,6 +173,7 @@ class JourneyActivities:
             hospital=self.runtime.settings.hospital_name,
             day=day,
             points=row.points,
+            finding=row.diagnosis_text or "",
         )
 
     def _outside_window(self, timezone: str, window: SendWindow) -> dt.datetime | None:
@@ -468,10 +469,12 @@ def _send_context() -> Executable:
             col(Enrollment.points),
             col(Department.name_zh),
             col(Department.name_en),
+            col(Encounter.diagnosis_text),
         )
         .select_from(Patient)
         .join(Enrollment, col(Enrollment.patient_id) == col(Patient.id))
         .outerjoin(Department, col(Department.code) == col(Enrollment.department_code))
+        .outerjoin(Encounter, col(Encounter.id) == col(Enrollment.encounter_id))
         .where(
             col(Patient.id) == bindparam("patient"),
             col(Enrollment.id) == bindparam("enrollment"),

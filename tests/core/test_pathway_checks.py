@@ -73,7 +73,7 @@ MISTAKES = [
         ("Hello {{ name }}, day", "Hello {{ patient_name }}, day"),
         "patient_name",
         "touchpoints[0].message.en: unknown variable {{ patient_name }}: the message would "
-        "fail when sent (variables: day, department, hospital, name, points)",
+        "fail when sent (variables: day, department, finding, hospital, name, points)",
         id="variable",
     ),
     pytest.param(

@@ -22,7 +22,15 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.models import ContactPoint, Encounter, Enrollment, Hl7Message, Patient
+from suifang.core.models import (
+    ContactPoint,
+    Encounter,
+    Enrollment,
+    Hl7Message,
+    Message,
+    Observation,
+    Patient,
+)
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.core.security.crypto import identifier_index
@@ -477,3 +485,119 @@ async def test_the_cli_sends_lists_and_maps(
     assert code != 0
     assert "missing.hl7" in err_text
     assert (await receive(runtime, b"", transport="http")).code == "AR"
+
+
+def oru(
+    *,
+    control_id: str,
+    mrn: str,
+    order: str,
+    taken: dt.datetime,
+    results: list[str],
+    pv1: str = "PV1|1|O|TJZX||||||||TJZX",
+) -> str:
+    """A check-up centre's results as its LIS/HIS sends them."""
+    segments = [
+        f"MSH|^~\\&|LIS|HOSP|SUIFANG|HOSP|{hl7_time(taken)}||ORU^R01^ORU_R01|{control_id}|P|2.5"
+        "|||||CHN|UNICODE UTF-8",
+        f"PID|1||{mrn}^^^HOSP^MR||王^芳||19700505|F|||||13700137000",
+        pv1,
+        f"OBR|1|P-{order}|{order}|TJ^体检套餐|||{hl7_time(taken)}",
+        *results,
+    ]
+    return "\r".join(segment for segment in segments if segment) + "\r"
+
+
+HBA1C_HIGH = "OBX|1|NM|4548-4^糖化血红蛋白^LN||8.2|%|4.0-6.0|H|||F"
+GLUCOSE_MG_DL = "OBX|2|NM|14771-0^空腹血糖^LN||126|mg/dL|70-110|H|||F"
+URINE_PROTEIN = "OBX|3|ST|URPRO^尿蛋白||阴性||阴性|N|||F"
+
+
+def observations_of(runtime: Runtime, mrn: str) -> list[tuple[str, float]]:
+    with Session(runtime.engine) as session:
+        patient = session.exec(
+            select(Patient).where(Patient.external_id_hash == identifier_index("mrn", mrn))
+        ).one()
+        rows = session.exec(select(Observation).where(Observation.patient_id == patient.id)).all()
+    return sorted((row.indicator, row.value) for row in rows)
+
+
+async def test_abnormal_results_are_recorded_and_start_post_checkup_follow_up_naming_them(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, listener: int
+) -> None:
+    now = await journey_worker.get_current_time()
+    control, mrn, order = ids()
+    message = oru(
+        control_id=control,
+        mrn=mrn,
+        order=order,
+        taken=now - dt.timedelta(hours=2),
+        results=[HBA1C_HIGH, GLUCOSE_MG_DL, URINE_PROTEIN],
+    )
+    async with Sender(listener) as engine:
+        ack = await engine.send(message)
+        again = await engine.send(message)
+    assert msa(ack)[1] == "AA", ack
+    assert again == ack
+    # Trend data: the two numeric results, glucose converted from mg/dL to mmol/L.
+    assert observations_of(runtime, mrn) == [("glucose_fasting", 6.99), ("hba1c", 8.2)]
+    [enrollment] = enrollments_of(runtime, mrn)
+    assert enrollment.pathway_id == "post-checkup"
+    assert enrollment.department_code == "health_checkup"
+    with Session(runtime.engine) as session:
+        encounter = session.get(Encounter, enrollment.encounter_id)
+    assert encounter is not None
+    assert encounter.kind == "checkup"
+    assert encounter.diagnosis_text == (
+        "糖化血红蛋白 8.2 %(偏高,参考 4.0-6.0)；空腹血糖 126 mg/dL(偏高,参考 70-110)"
+    )
+    # Day 1: the first message names the findings.
+    await journey_worker.sleep(dt.timedelta(days=2))
+    with Session(runtime.engine) as session:
+        bodies = session.exec(
+            select(Message.body).where(
+                Message.enrollment_id == enrollment.id, Message.touchpoint_key == "day1"
+            )
+        ).all()
+    assert bodies, "the day-1 message was not sent"
+    assert "有几项结果需要留意:糖化血红蛋白 8.2 %(偏高" in bodies[0]
+
+
+async def test_normal_results_are_recorded_only_and_wrong_units_get_ae(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, listener: int
+) -> None:
+    now = await journey_worker.get_current_time()
+    control, mrn, order = ids()
+    normal = oru(
+        control_id=control,
+        mrn=mrn,
+        order=order,
+        taken=now,
+        results=["OBX|1|NM|4548-4^糖化血红蛋白^LN||5.4|%|4.0-6.0|N|||F", URINE_PROTEIN],
+        pv1="",
+    )
+    wrong_unit = oru(
+        control_id=control + "u",
+        mrn=mrn,
+        order=order + "U",
+        taken=now,
+        results=["OBX|1|NM|4548-4^糖化血红蛋白^LN||54|mmol/mol|20-42|H|||F"],
+        pv1="",
+    )
+    inpatient = oru(
+        control_id=control + "i",
+        mrn=mrn,
+        order=order + "I",
+        taken=now,
+        results=[HBA1C_HIGH],
+        pv1="PV1|1|I|XNK^12^3||||||||XNK",
+    )
+    async with Sender(listener) as engine:
+        assert msa(await engine.send(normal))[1] == "AA"
+        refused = await engine.send(wrong_unit)
+        assert msa(await engine.send(inpatient))[1] == "AA"
+    assert observations_of(runtime, mrn) == [("hba1c", 5.4), ("hba1c", 8.2)]
+    assert enrollments_of(runtime, mrn) == []  # nothing abnormal outside a stay: no follow-up
+    assert msa(refused)[1] == "AE"
+    assert err(refused)[2] == "OBX^1^6^1"
+    assert "unit 'mmol/mol' for hba1c (expected %)" in refused

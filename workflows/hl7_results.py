@@ -1,0 +1,175 @@
+"""Exam and lab results (HL7 ORU^R01): observations in the patient's record, and follow-up of
+abnormal findings (检后随访).
+
+Each OBX whose code is a known indicator's LOINC code, its id or its name (OBX-3.1 / 3.2) and
+whose value is a number becomes an observation: trend data beside the questionnaire answers,
+idempotent by message and OBX. A result flagged abnormal (OBX-8 H, L, A, …) outside an
+inpatient stay enrols the patient in the post-check-up pathway; the enrollment's encounter
+carries the findings as its diagnosis text, which the pathway's messages name (``{{ finding }}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from pathlib import Path
+
+from suifang.core.db import in_thread, insert_for
+from suifang.core.models import Observation
+from suifang.core.pathway_checks import Indicator, load_indicators
+from suifang.core.runtime import Runtime
+from suifang.workflows.hl7_messages import ABNORMAL_FLAGS, Hl7Problem, ParsedMessage, ResultFields
+from suifang.workflows.intake import (
+    DischargeIn,
+    EncounterIn,
+    EnrollmentOut,
+    PatientIn,
+    register_discharge,
+    update_patient,
+)
+
+__all__ = ["POST_CHECKUP_PATHWAY", "ResultsOutcome", "finding_summary", "record_results"]
+
+POST_CHECKUP_PATHWAY = "post-checkup"
+
+# mg/dL → mmol/L, for the indicators registered in mmol/L that labs also report in mg/dL.
+_MG_PER_DL = {
+    "glucose_fasting": 18.016,
+    "glucose_random": 18.016,
+    "glucose_postprandial_2h": 18.016,
+    "ldl": 38.67,
+}
+_DIRECTION = {
+    "H": "偏高",
+    "HH": "危急偏高",
+    ">": "偏高",
+    "HU": "偏高",
+    "L": "偏低",
+    "LL": "危急偏低",
+}
+_DIRECTION |= {"<": "偏低", "LU": "偏低", "A": "异常", "AA": "危急异常"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsOutcome:
+    patient_id: int
+    recorded: int
+    """Observations written (results that are not a known indicator or not a number: none)."""
+    enrolled: EnrollmentOut | None
+    """The post-check-up enrollment the findings started (or found), if any."""
+
+
+@functools.lru_cache(maxsize=4)
+def _registry(extra: Path | None) -> dict[str, Indicator]:
+    return load_indicators(extra)
+
+
+def _indicator_of(result: ResultFields, registry: dict[str, Indicator]) -> str | None:
+    code = result.code.strip()
+    for name, indicator in registry.items():
+        if code in (indicator.loinc, name) or result.name.strip() in (
+            indicator.name.get("zh-CN"),
+            indicator.name.get("en"),
+        ):
+            return name
+    return None
+
+
+def _value(
+    index: int, result: ResultFields, indicator: str, spec: Indicator
+) -> tuple[float, str] | None:
+    """The reading in the indicator's unit, or None when it is not a number (阴性, 见报告)."""
+    try:
+        value = float(result.value)
+    except ValueError:
+        return None
+    unit = (result.units or "").replace(" ", "")
+    wanted = spec.unit.replace(" ", "")
+    if unit and wanted and unit.lower() != wanted.lower():
+        if unit.lower() == "mg/dl" and indicator in _MG_PER_DL:
+            value = round(value / _MG_PER_DL[indicator], 2)
+        else:
+            raise Hl7Problem(
+                "OBX",
+                6,
+                f"OBX {index}: unit {result.units!r} for {indicator} (expected {spec.unit})",
+            )
+    if not spec.min <= value <= spec.max:
+        raise Hl7Problem(
+            "OBX",
+            5,
+            f"OBX {index}: {indicator} {value:g} is outside {spec.min:g}–{spec.max:g} {spec.unit}",
+        )
+    return value, spec.unit
+
+
+def finding_summary(findings: list[ResultFields]) -> str:
+    """The abnormal results in words, as the follow-up messages name them."""
+    parts = []
+    for result in findings:
+        direction = _DIRECTION.get(result.abnormal_flag or "", "异常")
+        reading = f"{result.value}{(' ' + result.units) if result.units else ''}".strip()
+        reference = f",参考 {result.reference_range}" if result.reference_range else ""
+        parts.append(f"{result.name} {reading}({direction}{reference})")
+    return "；".join(parts)[:512]
+
+
+async def record_results(
+    runtime: Runtime, parsed: ParsedMessage, patient: PatientIn, *, key: str, department: str
+) -> ResultsOutcome:
+    """Record ``parsed``'s results for ``patient``; enrol them if a finding needs follow-up.
+
+    ``key`` identifies the message (idempotency); ``department`` the one that follows the
+    findings up (the check-up centre unless the HIS says otherwise).
+    """
+    registry = _registry(runtime.settings.indicators_file)
+    when = parsed.result_time or dt.datetime.now(dt.UTC)
+    readings: list[dict[str, object]] = []
+    for index, result in enumerate(parsed.results, 1):
+        indicator = _indicator_of(result, registry)
+        if indicator is None:
+            continue
+        measured = _value(index, result, indicator, registry[indicator])
+        if measured is None:
+            continue
+        readings.append(
+            {
+                "event_key": f"hl7:{key}:{index}",
+                "indicator": indicator,
+                "value": measured[0],
+                "unit": measured[1][:16] or None,
+                "observed_at": (result.observed_at or when).astimezone(dt.UTC),
+                "source": "hl7",
+            }
+        )
+    patient_id = await in_thread(update_patient, runtime, patient)
+    if readings:
+        await in_thread(_insert, runtime, patient_id, readings)
+    findings = [r for r in parsed.results if r.abnormal_flag in ABNORMAL_FLAGS]
+    inpatient = parsed.visit is not None and parsed.visit.patient_class == "inpatient"
+    enrolled = None
+    if findings and not inpatient:
+        order = parsed.order_number or (parsed.visit.visit_number if parsed.visit else None)
+        encounter = EncounterIn(
+            external_id=order or f"ORU-{parsed.header.control_id}",
+            kind="checkup",
+            department=department,
+            diagnosis_text=finding_summary(findings),
+            discharged_at=when,
+        )
+        enrolled = await register_discharge(
+            runtime,
+            DischargeIn(patient=patient, encounter=encounter, pathway=POST_CHECKUP_PATHWAY),
+            idempotency_key=f"hl7:{key}",
+        )
+    return ResultsOutcome(patient_id, len(readings), enrolled)
+
+
+def _insert(runtime: Runtime, patient_id: int, readings: list[dict[str, object]]) -> None:
+    table = Observation.__table__  # type: ignore[attr-defined]
+    with runtime.engine.begin() as connection:
+        statement = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
+            index_elements=["event_key", "indicator"]
+        )
+        connection.execute(statement, [{**r, "patient_id": patient_id} for r in readings])
