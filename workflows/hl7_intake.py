@@ -86,6 +86,7 @@ __all__ = [
     "map_department",
     "receive",
     "reprocess",
+    "resolve_his_department",
     "unmap_department",
 ]
 
@@ -362,18 +363,26 @@ def unmap_department(runtime: Runtime, his_code: str) -> str:
     return department
 
 
+def resolve_his_department(runtime: Runtime, his_code: str) -> str | None:
+    """The suifang department a HIS department code means (None: not mapped)."""
+    with Session(runtime.engine) as session:
+        mapped = session.get(HisDepartmentCode, his_code)
+        if mapped is not None:
+            return mapped.department_code
+        if session.get(Department, his_code) is not None:
+            return his_code  # the HIS already uses suifang's codes
+    return None
+
+
 def _department_for(runtime: Runtime, parsed: ParsedMessage) -> str:
     visit = parsed.visit
     assert visit is not None
     field = int(visit.department_field.split("-")[1].split(".")[0])
     if not visit.department_code:
         raise Hl7Problem("PV1", field, "department missing (PV1-10, or PV1-3.1)", code=101)
-    with Session(runtime.engine) as session:
-        mapped = session.get(HisDepartmentCode, visit.department_code)
-        if mapped is not None:
-            return mapped.department_code
-        if session.get(Department, visit.department_code) is not None:
-            return visit.department_code  # the HIS already uses suifang's codes
+    department = resolve_his_department(runtime, visit.department_code)
+    if department is not None:
+        return department
     raise Hl7Problem(
         "PV1",
         field,

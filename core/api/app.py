@@ -12,6 +12,7 @@ from suifang.core.api import (
     admin,
     channels,
     contacts,
+    fhir,
     health,
     hl7,
     journeys,
@@ -62,6 +63,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     install_docs(app, PUBLIC_ROUTES)
     app.include_router(journeys.router)
     app.include_router(hl7.router)
+    app.include_router(fhir.router)
     app.include_router(pathways.router)
     app.include_router(outbox.router)
     app.include_router(channels.router)

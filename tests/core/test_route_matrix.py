@@ -39,7 +39,7 @@ COLUMNS = (
 _CELL = re.compile(r"public|401|✗|own department|✓(?P<scopes>( `\w+`)+)?(?P<own>, own department)?")
 _ROUTE = re.compile(r"`(?P<method>[A-Z]+) (?P<path>/\S*)`")
 #: Path parameters that name the world's cardiology records: another department gets 404.
-_OWNED = ("{enrollment_id}", "{ticket_id}", "{patient_id}", "{department}")
+_OWNED = ("{enrollment_id}", "{ticket_id}", "{patient_id}", "{department}", "{resource_id}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +245,8 @@ async def world(
                 "action": "pause",
                 "category": "parking",
                 "message_id": 1,
+                "resource_type": "CarePlan",
+                "resource_id": enrolled.enrollment_id,
                 "his_code": "XNK",
                 "name": "sms",
             },

@@ -195,6 +195,8 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "contact_id": 1,
         "category": "parking",
         "message_id": 1,
+        "resource_type": "CarePlan",
+        "resource_id": world["enrollment_id"],
         "his_code": "XNK",
         "pathway_id": "pci",
         "version": 1,

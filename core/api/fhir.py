@@ -1,0 +1,234 @@
+"""The FHIR R4 facade (``/fhir/R4``): read and search Patient, Encounter, CarePlan,
+Observation and Task, with the same tokens, roles, department scoping and audit as the rest
+of the API. Resources are built in workflows/fhir_resources.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from suifang.core.api.deps import RuntimeDep, SessionDep
+from suifang.core.api.security import (
+    PrincipalDep,
+    audit_patients,
+    require,
+    require_department_in_scope,
+    require_patient_in_scope,
+)
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.security.auth import Permission, Principal, patient_in_scope
+from suifang.workflows.fhir_intake import prepare_bundle
+from suifang.workflows.fhir_resources import (
+    FHIR_VERSION,
+    RESOURCE_TYPES,
+    SEARCH_PARAMETERS,
+    bundle,
+    read,
+    search,
+)
+from suifang.workflows.intake import register_discharge
+
+router = APIRouter(prefix="/fhir/R4", tags=["fhir"])
+
+FHIR_JSON = "application/fhir+json"
+_PERMISSION = {
+    "Patient": Permission.PATIENTS_READ,
+    "Encounter": Permission.JOURNEYS_READ,
+    "CarePlan": Permission.JOURNEYS_READ,
+    "Observation": Permission.JOURNEYS_READ,
+    "Task": Permission.TICKETS_READ,
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+    400: {"description": "An OperationOutcome: an unsupported or malformed search parameter"},
+    404: {"description": "An OperationOutcome: no such resource, or not this caller's to see"},
+}
+
+
+def _fhir(content: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(content=content, status_code=status_code, media_type=FHIR_JSON)
+
+
+def _outcome(status_code: int, code: str, text: str) -> JSONResponse:
+    return _fhir(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+        },
+        status_code,
+    )
+
+
+def _allowed(principal: Principal, resource_type: str) -> None:
+    permission = _PERMISSION.get(resource_type)
+    if permission is not None and not principal.can(permission):
+        raise HTTPException(status_code=403, detail=principal.refusal(permission))
+
+
+@router.get(
+    "/metadata",
+    summary="The CapabilityStatement: what this FHIR facade serves",
+    responses=_RESPONSES,
+    response_class=JSONResponse,
+)
+def metadata(request: Request, principal: PrincipalDep) -> JSONResponse:
+    base = str(request.base_url).rstrip("/") + "/fhir/R4"
+    resources = [
+        {
+            "type": name,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [
+                {"name": p, "type": "date" if p in ("date", "_lastUpdated") else "token"}
+                for p in SEARCH_PARAMETERS[name]
+            ],
+        }
+        for name in RESOURCE_TYPES
+    ]
+    return _fhir(
+        {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-12-05",
+            "kind": "instance",
+            "software": {"name": "suifang"},
+            "implementation": {"description": "suifang follow-up", "url": base},
+            "fhirVersion": FHIR_VERSION,
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "security": {
+                        "description": "Bearer tokens (suifang tokens create); department-scoped"
+                    },
+                    "resource": resources,
+                }
+            ],
+        }
+    )
+
+
+@router.post(
+    "/Bundle",
+    summary="Enrol the discharge a transaction or message Bundle carries (Patient + Encounter)",
+    status_code=201,
+    responses={
+        201: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+        400: {"description": "An OperationOutcome naming the element that is wrong"},
+    },
+    response_class=JSONResponse,
+    dependencies=[Depends(require(Permission.INTAKE_WRITE))],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {FHIR_JSON: {"schema": {"type": "object"}}},
+            "description": "A Bundle with one Patient and one Encounter (status finished).",
+        }
+    },
+)
+async def post_bundle(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> JSONResponse:
+    """Exactly what an HL7 ADT^A03 does: upsert the patient and visit, choose the pathway,
+    start the journey. Idempotent by Bundle.id (else Bundle.identifier, else its bytes)."""
+    try:
+        data, key = await prepare_bundle(runtime, await request.body())
+    except ValidationFailed as exc:
+        return _outcome(400, "invalid", str(exc))
+    if principal.scope is not None:
+        require_department_in_scope(principal, data.encounter.department, "Encounter.serviceType")
+    try:
+        enrolled = await register_discharge(runtime, data, idempotency_key=key)
+    except (ValidationFailed, NotFoundError) as exc:
+        return _outcome(400, "invalid", str(exc))
+    audit_patients(request, enrolled.patient_id)
+    status = "201 Created" if enrolled.created else "200 OK"
+    return _fhir(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": [
+                {"response": {"status": status, "location": f"Patient/{enrolled.patient_id}"}},
+                {"response": {"status": status, "location": f"Encounter/{enrolled.encounter_id}"}},
+                {"response": {"status": status, "location": f"CarePlan/{enrolled.enrollment_id}"}},
+            ],
+        },
+        201 if enrolled.created else 200,
+    )
+
+
+@router.get(
+    "/{resource_type}",
+    summary="Search a resource type; a searchset Bundle",
+    responses=_RESPONSES,
+    response_class=JSONResponse,
+)
+def search_resources(
+    resource_type: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+    count: Annotated[int, Query(alias="_count", ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(alias="_offset", ge=0, le=1_000_000)] = 0,
+) -> JSONResponse:
+    """Patient by `identifier` (the MRN) or `_id`; the others by `patient` (required), with
+    `status`, `date` / `_lastUpdated` (`ge2026-12-01`, `lt…`) and, for Observation, `code`
+    (a LOINC code or indicator id). Paged with `_count` and `_offset`."""
+    if resource_type not in RESOURCE_TYPES:
+        return _outcome(404, "not-supported", f"{resource_type} is not served here")
+    _allowed(principal, resource_type)
+    params = {k: v for k, v in request.query_params.items() if k not in ("_count", "_offset")}
+    try:
+        page, patient_id = search(
+            runtime, session, resource_type, params, count=count, offset=offset
+        )
+    except ValidationFailed as exc:
+        return _outcome(400, "invalid", str(exc))
+    if patient_id is not None:
+        require_patient_in_scope(session, principal, patient_id)
+    elif principal.scope is not None:
+        keep = [
+            i
+            for i, pid in enumerate(page.patient_ids)
+            if patient_in_scope(session, pid, principal.scope)
+        ]
+        page = type(page)(
+            [page.resources[i] for i in keep], len(keep), [page.patient_ids[i] for i in keep]
+        )
+    audit_patients(request, *page.patient_ids)
+    base = str(request.base_url).rstrip("/") + "/fhir/R4"
+    self_url = str(request.url)
+    next_url = None
+    if offset + count < page.total:
+        next_url = str(request.url.include_query_params(_count=count, _offset=offset + count))
+    found = bundle(page, base=base, self_url=self_url, next_url=next_url)
+    return _fhir(found.model_dump(mode="json", exclude_none=True))
+
+
+@router.get(
+    "/{resource_type}/{resource_id}",
+    summary="Read one resource",
+    responses=_RESPONSES,
+    response_class=JSONResponse,
+)
+def read_resource(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    if resource_type not in RESOURCE_TYPES:
+        return _outcome(404, "not-supported", f"{resource_type} is not served here")
+    _allowed(principal, resource_type)
+    try:
+        resource, patient_id = read(runtime, session, resource_type, resource_id)
+    except NotFoundError as exc:
+        return _outcome(404, "not-found", str(exc))
+    if not patient_in_scope(session, patient_id, principal.scope):
+        return _outcome(404, "not-found", f"no {resource_type}/{resource_id}")
+    audit_patients(request, patient_id)
+    return _fhir(resource.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,291 @@
+"""The FHIR R4 facade: a journey is a CarePlan dated as `pathways preview` dates it, tickets
+are Tasks, results are Observations; everything emitted parses back with fhir.resources, and
+the facade keeps the API's roles and department scoping.
+
+Real API (ASGI), real database (SQLite and PostgreSQL), the session's real worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.observation import Observation as FhirObservation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.task import Task
+from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
+
+from suifang.core.api import create_app
+from suifang.core.models import Encounter as EncounterRow
+from suifang.core.models import Observation
+from suifang.core.models import Patient as PatientRow
+from suifang.core.pathways import resolve_plan
+from suifang.core.runtime import Runtime
+from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.tickets.service import TicketIn, open_ticket
+from suifang.workflows.intake import EnrollmentOut, register_discharge
+from suifang.workflows.journey_core import preview_schedule
+from tests.workflows.test_journey_workflow import discharge
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+PARSERS: dict[str, Any] = {
+    "Patient": Patient,
+    "Encounter": Encounter,
+    "CarePlan": CarePlan,
+    "Observation": FhirObservation,
+    "Task": Task,
+}
+
+
+@pytest.fixture
+async def fhir(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut]]:
+    now = await journey_worker.get_current_time()
+    enrolled = await register_discharge(
+        runtime, discharge(runtime, runtime.catalog.get("pci"), now - dt.timedelta(hours=1))
+    )
+    await open_ticket(
+        runtime,
+        TicketIn(patient_id=enrolled.patient_id, text="停车场太难找了", source="complaint"),
+    )
+    with Session(runtime.engine) as session:
+        session.add(
+            Observation(
+                event_key="fhir-test",
+                patient_id=enrolled.patient_id,
+                enrollment_id=enrolled.enrollment_id,
+                indicator="sbp",
+                value=142,
+                unit="mmHg",
+                observed_at=now,
+                source="device",
+            )
+        )
+        tokens = {}
+        for name, role, departments in (
+            ("admin", Role.ADMIN, []),
+            ("cardio", Role.NURSE, ["cardiology"]),
+            ("ortho", Role.DOCTOR, ["orthopaedics"]),
+            ("feed", Role.INTEGRATOR, []),
+        ):
+            user = create_user(
+                session, username=name, display_name=name, role=role, departments=departments
+            )
+            token = issue_token(session, user, name="t", unscoped=role == Role.INTEGRATOR)[0]
+            tokens[name] = {"Authorization": f"Bearer {token}"}
+        session.commit()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://suifang.test"
+    ) as client:
+        yield client, tokens, enrolled
+
+
+async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_parses_back(
+    runtime: Runtime, fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut]
+) -> None:
+    client, tokens, enrolled = fhir
+    patient = enrolled.patient_id
+    found = await client.get(f"/fhir/R4/CarePlan?patient={patient}", headers=tokens["admin"])
+    assert found.status_code == 200, found.text
+    assert found.headers["content-type"].startswith("application/fhir+json")
+    searchset = Bundle.model_validate(found.json())
+    assert searchset.type == "searchset"
+    assert searchset.total == 1
+    plan = CarePlan.model_validate(found.json()["entry"][0]["resource"])
+    assert plan.id == str(enrolled.enrollment_id)
+    assert plan.status == "active"
+    assert plan.subject.reference == f"Patient/{patient}"
+    # The activities are the schedule `suifang pathways preview` shows for this journey.
+    template = runtime.catalog.get("pci")
+    expected = preview_schedule(
+        resolve_plan(template, enrolled.risk_tier, enrolled.groups), _discharged(runtime, enrolled)
+    )
+    activities = [
+        (a.detail.code.coding[0].code, a.detail.scheduledPeriod.start) for a in plan.activity
+    ]
+    assert activities == [(key, due.astimezone(dt.UTC)) for key, _, due in expected]
+    assert {a.detail.status for a in plan.activity} <= {"scheduled", "in-progress"}
+
+    # Every resource type, searched and read, parses back as its fhir.resources model.
+    for name, model in PARSERS.items():
+        query = (
+            f"identifier={_mrn(runtime, patient)}" if name == "Patient" else f"patient={patient}"
+        )
+        listed = await client.get(f"/fhir/R4/{name}?{query}", headers=tokens["admin"])
+        assert listed.status_code == 200, (name, listed.text)
+        entries = Bundle.model_validate(listed.json()).entry
+        assert entries, f"no {name} for the patient"
+        for entry in listed.json()["entry"]:
+            resource = model.model_validate(entry["resource"])
+            one = await client.get(f"/fhir/R4/{name}/{resource.id}", headers=tokens["admin"])
+            assert one.status_code == 200, one.text
+            assert model.model_validate(one.json()) == resource
+    task = Task.model_validate(
+        (await client.get(f"/fhir/R4/Task?patient={patient}", headers=tokens["admin"])).json()[
+            "entry"
+        ][0]["resource"]
+    )
+    assert task.owner.identifier.value == "logistics"  # a parking complaint
+    assert task.restriction.period.end is not None  # the SLA
+    observation = FhirObservation.model_validate(
+        (
+            await client.get(
+                f"/fhir/R4/Observation?patient={patient}&code=http://loinc.org|8480-6",
+                headers=tokens["admin"],
+            )
+        ).json()["entry"][0]["resource"]
+    )
+    assert observation.valueQuantity.value == 142
+    assert observation.code.coding[0].code == "8480-6"
+    metadata = await client.get("/fhir/R4/metadata", headers=tokens["admin"])
+    assert metadata.json()["fhirVersion"] == "4.0.1"
+    assert [r["type"] for r in metadata.json()["rest"][0]["resource"]] == list(PARSERS)
+
+
+async def test_the_facade_keeps_roles_and_department_scoping(
+    runtime: Runtime, fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut]
+) -> None:
+    client, tokens, enrolled = fhir
+    url = f"/fhir/R4/CarePlan/{enrolled.enrollment_id}"
+    assert (await client.get(url, headers=tokens["cardio"])).status_code == 200
+    hidden = await client.get(url, headers=tokens["ortho"])
+    assert hidden.status_code == 404  # another department's patient is not even probed
+    assert hidden.json()["resourceType"] == "OperationOutcome"
+    search = f"/fhir/R4/CarePlan?patient={enrolled.patient_id}"
+    assert (await client.get(search, headers=tokens["ortho"])).status_code == 404
+    assert (await client.get(url, headers=tokens["feed"])).status_code == 403
+    assert (await client.get(url)).status_code == 401
+    bad = await client.get(
+        f"/fhir/R4/CarePlan?patient={enrolled.patient_id}&colour=red", headers=tokens["admin"]
+    )
+    assert bad.status_code == 400
+    assert "unsupported search parameter(s) colour" in bad.json()["issue"][0]["diagnostics"]
+    unknown = await client.get("/fhir/R4/Medication/1", headers=tokens["admin"])
+    assert unknown.status_code == 404
+    assert unknown.json()["issue"][0]["code"] == "not-supported"
+    no_patient = await client.get("/fhir/R4/Task", headers=tokens["admin"])
+    assert no_patient.status_code == 400
+    dated = await client.get(
+        f"/fhir/R4/Task?patient={enrolled.patient_id}&_lastUpdated=gt2100-01-01",
+        headers=tokens["admin"],
+    )
+    assert dated.json()["total"] == 0
+
+
+def _discharged(runtime: Runtime, enrolled: EnrollmentOut) -> dt.datetime:
+    with Session(runtime.engine) as session:
+        row = session.get(EncounterRow, enrolled.encounter_id)
+        assert row is not None
+        return row.discharged_at
+
+
+def _mrn(runtime: Runtime, patient_id: int) -> str:
+    with Session(runtime.engine) as session:
+        row = session.get(PatientRow, patient_id)
+        assert row is not None
+        return row.external_id
+
+
+def discharge_bundle(
+    bundle_id: str, mrn: str, visit: str, ended: dt.datetime, status: str = "finished"
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "id": bundle_id,
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:suifang:mrn", "value": mrn}],
+                    "name": [{"family": "赵", "given": ["建华"]}],
+                    "gender": "male",
+                    "birthDate": "1955-07-01",
+                    "telecom": [{"system": "phone", "value": "13600136000"}],
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": status,
+                    "class": {"code": "IMP"},
+                    "identifier": [{"value": visit}],
+                    "serviceType": {"coding": [{"code": "XNK"}]},
+                    "period": {
+                        "start": (ended - dt.timedelta(days=5)).isoformat(),
+                        "end": ended.isoformat(),
+                    },
+                    "reasonCode": [
+                        {"coding": [{"system": ICD10, "code": "I21.9"}], "text": "急性心肌梗死"}
+                    ],
+                },
+                "request": {"method": "POST", "url": "Encounter"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Procedure",
+                    "status": "completed",
+                    "subject": {"display": "赵建华"},
+                    "code": {"coding": [{"code": "36.06"}], "text": "经皮冠状动脉支架置入术"},
+                },
+                "request": {"method": "POST", "url": "Procedure"},
+            },
+        ],
+    }
+
+
+async def test_a_discharge_bundle_enrols_as_an_adt_a03_does(
+    runtime: Runtime,
+    journey_worker: WorkflowEnvironment,
+    fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut],
+) -> None:
+    client, tokens, _ = fhir
+    now = await journey_worker.get_current_time()
+    body = discharge_bundle("b-1", "MRN-FHIR-1", "V-FHIR-1", now - dt.timedelta(hours=1))
+    headers = {**tokens["admin"], "Content-Type": "application/fhir+json"}
+    first = await client.post("/fhir/R4/Bundle", json=body, headers=headers)
+    again = await client.post("/fhir/R4/Bundle", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200
+    location = first.json()["entry"][2]["response"]["location"]
+    assert again.json()["entry"][2]["response"]["location"] == location
+    plan = CarePlan.model_validate(
+        (await client.get(f"/fhir/R4/{location}", headers=tokens["admin"])).json()
+    )
+    assert plan.category[0].coding[0].code == "pci"
+    patient = Patient.model_validate(
+        (await client.get(f"/fhir/R4/{plan.subject.reference}", headers=tokens["admin"])).json()
+    )
+    assert patient.name[0].text == "赵建华"
+
+    open_visit = discharge_bundle("b-2", "MRN-FHIR-2", "V-FHIR-2", now, status="in-progress")
+    refused = await client.post("/fhir/R4/Bundle", json=open_visit, headers=headers)
+    assert refused.status_code == 400
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "Encounter.status: 'in-progress'" in refused.json()["issue"][0]["diagnostics"]
+    no_patient = {**body, "id": "b-3", "entry": body["entry"][1:]}  # Encounter, Procedure
+    missing = await client.post("/fhir/R4/Bundle", json=no_patient, headers=headers)
+    assert missing.status_code == 400
+    assert "Bundle.entry: no Patient" in missing.text
+    with Session(runtime.engine) as session:
+        feed = create_user(session, username="ortho-feed", display_name="f", role=Role.INTEGRATOR)
+        token = issue_token(
+            session, feed, name="t", departments=["orthopaedics"], scopes=["intake"]
+        )[0]
+    other = discharge_bundle("b-4", "MRN-FHIR-4", "V-FHIR-4", now - dt.timedelta(hours=1))
+    outside = await client.post(
+        "/fhir/R4/Bundle",
+        json=other,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
+    assert outside.status_code == 403  # an orthopaedics feed cannot enrol into cardiology

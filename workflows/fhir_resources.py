@@ -1,0 +1,467 @@
+"""suifang's records as FHIR R4 resources, built with the ``fhir.resources`` models.
+
+Read-only views for the facade at ``/fhir/R4`` (core/api/fhir.py): Patient, Encounter,
+CarePlan (a journey, its touchpoints as activities), Observation and Task (a ticket, its owner
+department and its SLA). The models are ``fhir.resources.R4B``: the package's R4-family models
+for pydantic 2; every element used here is the same in R4 (4.0.1), which is what the facade
+declares. Each builder validates what it builds, so what leaves is a valid resource.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.encounter import Encounter as FhirEncounter
+from fhir.resources.R4B.observation import Observation as FhirObservation
+from fhir.resources.R4B.patient import Patient as FhirPatient
+from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.task import Task
+from sqlmodel import Session, col, func, select
+
+from suifang.core.errors import NotFoundError, ValidationFailed
+from suifang.core.models import (
+    ContactPoint,
+    Department,
+    Encounter,
+    Enrollment,
+    Observation,
+    Patient,
+    Ticket,
+    TouchpointRecord,
+)
+from suifang.core.pathway_checks import load_indicators
+from suifang.core.pathways import resolve_plan
+from suifang.core.runtime import Runtime
+from suifang.core.security.crypto import identifier_index
+from suifang.workflows.journey_core import preview_schedule
+
+__all__ = ["FHIR_VERSION", "MRN_SYSTEM", "RESOURCE_TYPES", "SearchPage", "read", "search"]
+
+FHIR_VERSION = "4.0.1"
+MRN_SYSTEM = "urn:suifang:mrn"
+VISIT_SYSTEM = "urn:suifang:visit"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+RESOURCE_TYPES = ("Patient", "Encounter", "CarePlan", "Observation", "Task")
+SEARCH_PARAMETERS = {
+    "Patient": ("_id", "identifier"),
+    "Encounter": ("patient", "status", "date", "_lastUpdated"),
+    "CarePlan": ("patient", "status", "date"),
+    "Observation": ("patient", "code", "date"),
+    "Task": ("patient", "status", "_lastUpdated"),
+}
+
+_CAREPLAN_STATUS = {
+    "pending": "draft",
+    "active": "active",
+    "paused": "on-hold",
+    "completed": "completed",
+    "lost": "revoked",
+    "stopped": "revoked",
+}
+_ACTIVITY_STATUS = {
+    "scheduled": "scheduled",
+    "sent": "in-progress",
+    "answered": "completed",
+    "missed": "stopped",
+    "skipped": "cancelled",
+}
+_TASK_STATUS = {
+    "new": "received",
+    "triaged": "accepted",
+    "assigned": "accepted",
+    "in_progress": "in-progress",
+    "waiting_on_patient": "on-hold",
+    "reopened": "in-progress",
+    "resolved": "completed",
+    "closed": "completed",
+}
+_TASK_PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
+_ENCOUNTER_CLASS = {
+    "inpatient": ("IMP", "inpatient encounter"),
+    "day_surgery": ("SS", "short stay"),
+    "outpatient": ("AMB", "ambulatory"),
+    "checkup": ("AMB", "ambulatory"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchPage:
+    resources: list[Resource]
+    total: int
+    patient_ids: list[int]
+
+
+def _instant(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _patient(session: Session, patient: Patient) -> FhirPatient:
+    contacts = session.exec(
+        select(ContactPoint).where(
+            ContactPoint.patient_id == patient.id, col(ContactPoint.retired_at).is_(None)
+        )
+    ).all()
+    telecom = [
+        {"system": {"phone": "phone", "email": "email"}.get(c.system, "other"), "value": c.value}
+        for c in contacts
+        if c.system in ("phone", "email")
+    ]
+    return FhirPatient.model_validate(
+        {
+            "resourceType": "Patient",
+            "id": str(patient.id),
+            "meta": {"lastUpdated": _instant(patient.updated_at)},
+            "identifier": [{"use": "usual", "system": MRN_SYSTEM, "value": patient.external_id}],
+            "name": [{"text": patient.name}],
+            "gender": patient.sex
+            if patient.sex in ("male", "female", "other", "unknown")
+            else None,
+            "birthDate": patient.birth_date.isoformat() if patient.birth_date else None,
+            "telecom": telecom or None,
+            "deceasedDateTime": _instant(patient.deceased_at),
+            "communication": [{"language": {"text": patient.locale}, "preferred": True}],
+        }
+    )
+
+
+def _encounter(session: Session, encounter: Encounter) -> FhirEncounter:
+    department = session.get(Department, encounter.department_code)
+    code, display = _ENCOUNTER_CLASS.get(encounter.kind, ("IMP", "inpatient encounter"))
+    reasons = [{"coding": [{"system": ICD10, "code": c}]} for c in encounter.diagnosis_codes or []]
+    if encounter.diagnosis_text:
+        reasons.append({"text": encounter.diagnosis_text})
+    return FhirEncounter.model_validate(
+        {
+            "resourceType": "Encounter",
+            "id": str(encounter.id),
+            "identifier": [{"system": VISIT_SYSTEM, "value": encounter.external_id}],
+            "status": "finished",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": code,
+                "display": display,
+            },
+            "subject": {"reference": f"Patient/{encounter.patient_id}"},
+            "period": {
+                "start": _instant(encounter.admitted_at),
+                "end": _instant(encounter.discharged_at),
+            },
+            "serviceType": {
+                "coding": [{"system": "urn:suifang:department", "code": encounter.department_code}],
+                "text": department.name_zh if department else encounter.department_code,
+            },
+            "reasonCode": reasons or None,
+            "participant": (
+                [{"individual": {"display": encounter.attending_doctor}}]
+                if encounter.attending_doctor
+                else None
+            ),
+        }
+    )
+
+
+def _care_plan(runtime: Runtime, session: Session, enrollment: Enrollment) -> CarePlan:
+    """A journey: its plan dated as ``pathways preview`` dates it, each touchpoint's status."""
+    encounter = session.get(Encounter, enrollment.encounter_id)
+    patient = session.get(Patient, enrollment.patient_id)
+    assert encounter is not None
+    assert patient is not None
+    records = {
+        r.key: r
+        for r in session.exec(
+            select(TouchpointRecord).where(TouchpointRecord.enrollment_id == enrollment.id)
+        ).all()
+    }
+    title = enrollment.pathway_id
+    activities: list[dict[str, Any]] = []
+    try:
+        template = runtime.catalog.get(enrollment.pathway_id, enrollment.pathway_version)
+        title = template.name.get("zh-CN") or enrollment.pathway_id
+        plan = resolve_plan(template, enrollment.risk_tier, enrollment.groups)
+        schedule = preview_schedule(plan, encounter.discharged_at, timezone=patient.timezone)
+    except NotFoundError:
+        schedule = [(r.key, r.day, r.due_at) for r in records.values()]
+    for key, day, due in schedule:
+        record = records.get(key)
+        status = _ACTIVITY_STATUS.get(record.status, "unknown") if record else "scheduled"
+        if record is None and enrollment.status in ("stopped", "lost", "completed"):
+            status = "cancelled"
+        activities.append(
+            {
+                "detail": {
+                    "kind": "CommunicationRequest",
+                    "code": {"coding": [{"system": "urn:suifang:touchpoint", "code": key}]},
+                    "status": status,
+                    "description": f"day {day}: {key}",
+                    "scheduledPeriod": {"start": _instant(record.due_at if record else due)},
+                }
+            }
+        )
+    return CarePlan.model_validate(
+        {
+            "resourceType": "CarePlan",
+            "id": str(enrollment.id),
+            "identifier": [{"system": "urn:suifang:workflow", "value": enrollment.workflow_id}],
+            "status": _CAREPLAN_STATUS.get(enrollment.status, "unknown"),
+            "intent": "plan",
+            "title": title,
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "urn:suifang:pathway",
+                            "code": enrollment.pathway_id,
+                            "version": str(enrollment.pathway_version),
+                        }
+                    ]
+                }
+            ],
+            "subject": {"reference": f"Patient/{enrollment.patient_id}"},
+            "encounter": {"reference": f"Encounter/{enrollment.encounter_id}"},
+            "period": {"start": _instant(encounter.discharged_at)},
+            "created": _instant(enrollment.enrolled_at),
+            "author": {"display": enrollment.department_code},
+            "activity": activities or None,
+        }
+    )
+
+
+def _observation(runtime: Runtime, observation: Observation) -> FhirObservation:
+    indicator = load_indicators(runtime.settings.indicators_file).get(observation.indicator)
+    coding = [{"system": "urn:suifang:indicator", "code": observation.indicator}]
+    if indicator is not None and indicator.loinc:
+        coding.insert(0, {"system": LOINC, "code": indicator.loinc})
+    quantity: dict[str, Any] = {"value": observation.value}
+    if observation.unit:
+        quantity["unit"] = observation.unit
+    return FhirObservation.model_validate(
+        {
+            "resourceType": "Observation",
+            "id": str(observation.id),
+            "status": "final",
+            "code": {
+                "coding": coding,
+                "text": indicator.name.get("zh-CN") if indicator else observation.indicator,
+            },
+            "subject": {"reference": f"Patient/{observation.patient_id}"},
+            "effectiveDateTime": _instant(observation.observed_at),
+            "valueQuantity": quantity,
+            "method": {"text": observation.source},
+        }
+    )
+
+
+def _task(session: Session, ticket: Ticket) -> Task:
+    department = session.get(Department, ticket.department_code) if ticket.department_code else None
+    restriction = None
+    if ticket.resolution_due or ticket.first_response_due:
+        restriction = {
+            "period": {
+                "start": _instant(ticket.opened_at),
+                "end": _instant(ticket.resolution_due or ticket.first_response_due),
+            }
+        }
+    return Task.model_validate(
+        {
+            "resourceType": "Task",
+            "id": str(ticket.id),
+            "identifier": [{"system": "urn:suifang:workflow", "value": ticket.workflow_id}],
+            "status": _TASK_STATUS.get(ticket.status, "received"),
+            "intent": "order",
+            "priority": _TASK_PRIORITY.get(ticket.priority, "routine"),
+            "code": {
+                "coding": [{"system": "urn:suifang:ticket-category", "code": ticket.category}],
+                "text": f"{ticket.tier} {ticket.category}",
+            },
+            "description": ticket.summary,
+            "for": {"reference": f"Patient/{ticket.patient_id}"},
+            "authoredOn": _instant(ticket.opened_at),
+            "lastModified": _instant(ticket.resolved_at or ticket.opened_at),
+            "owner": (
+                {
+                    "identifier": {
+                        "system": "urn:suifang:department",
+                        "value": ticket.department_code,
+                    },
+                    "display": department.name_zh if department else ticket.department_code,
+                }
+                if ticket.department_code
+                else None
+            ),
+            "restriction": restriction,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- read and search
+
+
+def read(
+    runtime: Runtime, session: Session, resource_type: str, resource_id: str
+) -> tuple[Resource, int]:
+    """One resource and the patient it belongs to (for scoping and audit)."""
+    model = _MODELS.get(resource_type)
+    if model is None:
+        raise NotFoundError(
+            f"{resource_type} is not served here (served: {', '.join(RESOURCE_TYPES)})"
+        )
+    if not resource_id.isdigit() or int(resource_id) > 2**31 - 1:
+        raise NotFoundError(f"no {resource_type}/{resource_id}")
+    row = session.get(model, int(resource_id))
+    if row is None:
+        raise NotFoundError(f"no {resource_type}/{resource_id}")
+    patient_id = row.id if resource_type == "Patient" else row.patient_id
+    return _build(runtime, session, resource_type, row), patient_id
+
+
+def search(
+    runtime: Runtime,
+    session: Session,
+    resource_type: str,
+    params: dict[str, str],
+    *,
+    count: int,
+    offset: int,
+) -> tuple[SearchPage, int | None]:
+    """Matching resources, a page of them, and the patient the search is about (None: a
+    Patient search by identifier, whose hits are the patients)."""
+    model = _MODELS.get(resource_type)
+    if model is None:
+        raise NotFoundError(
+            f"{resource_type} is not served here (served: {', '.join(RESOURCE_TYPES)})"
+        )
+    allowed = SEARCH_PARAMETERS[resource_type]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValidationFailed(
+            f"{resource_type}: unsupported search parameter(s) {', '.join(unknown)} "
+            f"(supported: {', '.join(allowed)}, _count, _offset)"
+        )
+    query = select(model)
+    patient_id: int | None = None
+    if resource_type == "Patient":
+        if "_id" in params:
+            query = query.where(Patient.id == _int(params["_id"], "_id"))
+        if "identifier" in params:
+            value = params["identifier"].rpartition("|")[2]
+            query = query.where(Patient.external_id_hash == identifier_index("mrn", value))
+        if not params:
+            raise ValidationFailed("Patient: search by identifier (the MRN) or _id")
+    else:
+        if "patient" not in params:
+            raise ValidationFailed(f"{resource_type}: search needs patient=ID (Patient/ID)")
+        patient_id = _int(params["patient"].rpartition("/")[2], "patient")
+        query = query.where(model.patient_id == patient_id)
+        query = _filters(query, resource_type, params)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(model.id)).offset(offset).limit(count)).all()
+    resources = [_build(runtime, session, resource_type, row) for row in rows]
+    ids = [row.id if resource_type == "Patient" else row.patient_id for row in rows]
+    return SearchPage(resources, total, ids), patient_id
+
+
+def _filters(query: Any, resource_type: str, params: dict[str, str]) -> Any:
+    if "status" in params:
+        wanted = set(params["status"].split(","))
+        table = {"CarePlan": _CAREPLAN_STATUS, "Task": _TASK_STATUS}.get(resource_type)
+        if resource_type == "Encounter":
+            if "finished" not in wanted:
+                query = query.where(col(Encounter.id).is_(None))
+        elif table is not None:
+            ours = [k for k, v in table.items() if v in wanted]
+            column = Enrollment.status if resource_type == "CarePlan" else Ticket.status
+            query = query.where(col(column).in_(ours))
+    date_column = {
+        "Encounter": Encounter.discharged_at,
+        "CarePlan": Enrollment.enrolled_at,
+        "Observation": Observation.observed_at,
+        "Task": Ticket.opened_at,
+    }[resource_type]
+    for name in ("date", "_lastUpdated"):
+        for value in params.get(name, "").split(",") if name in params else []:
+            query = _date_filter(query, date_column, value, name)
+    if resource_type == "Observation" and "code" in params:
+        code = params["code"].rpartition("|")[2]
+        indicators = {
+            name for name, spec in load_indicators(None).items() if code in (name, spec.loinc)
+        } or {code}
+        query = query.where(col(Observation.indicator).in_(indicators))
+    return query
+
+
+def _date_filter(query: Any, column: Any, value: str, name: str) -> Any:
+    prefix = value[:2] if value[:2] in ("eq", "gt", "ge", "lt", "le") else "eq"
+    text = value[2:] if value[:2] == prefix else value
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {value!r} is not a FHIR date (e.g. ge2026-12-01)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    day_only = len(text) == 10
+    end = moment + (dt.timedelta(days=1) if day_only else dt.timedelta(seconds=1))
+    if prefix == "eq":
+        return query.where(column >= moment, column < end)
+    return query.where(
+        {"gt": column >= end, "ge": column >= moment, "lt": column < moment, "le": column < end}[
+            prefix
+        ]
+    )
+
+
+def _int(value: str, name: str) -> int:
+    if not value.isdigit() or int(value) > 2**31 - 1:
+        raise ValidationFailed(f"{name}: {value!r} is not an id")
+    return int(value)
+
+
+_MODELS: dict[str, Any] = {
+    "Patient": Patient,
+    "Encounter": Encounter,
+    "CarePlan": Enrollment,
+    "Observation": Observation,
+    "Task": Ticket,
+}
+
+
+def _build(runtime: Runtime, session: Session, resource_type: str, row: Any) -> Resource:
+    if resource_type == "Patient":
+        return _patient(session, row)
+    if resource_type == "Encounter":
+        return _encounter(session, row)
+    if resource_type == "CarePlan":
+        return _care_plan(runtime, session, row)
+    if resource_type == "Observation":
+        return _observation(runtime, row)
+    return _task(session, row)
+
+
+def bundle(page: SearchPage, *, base: str, self_url: str, next_url: str | None) -> Bundle:
+    """A searchset Bundle of ``page``."""
+    links = [{"relation": "self", "url": self_url}]
+    if next_url:
+        links.append({"relation": "next", "url": next_url})
+    return Bundle.model_validate(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": page.total,
+            "link": links,
+            "entry": [
+                {
+                    "fullUrl": f"{base}/{r.get_resource_type()}/{r.id}",
+                    "resource": r,
+                    "search": {"mode": "match"},
+                }
+                for r in page.resources
+            ]
+            or None,
+        }
+    )
