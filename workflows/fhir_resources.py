@@ -1,10 +1,12 @@
 """suifang's records as FHIR R4 resources, built with the ``fhir.resources`` models.
 
 Read-only views for the facade at ``/fhir/R4`` (core/api/fhir.py): Patient, Encounter,
-CarePlan (a journey, its touchpoints as activities), Observation and Task (a ticket, its owner
-department and its SLA). The models are ``fhir.resources.R4B``: the package's R4-family models
-for pydantic 2; every element used here is the same in R4 (4.0.1), which is what the facade
-declares. Each builder validates what it builds, so what leaves is a valid resource.
+CarePlan (a journey, its touchpoints as activities), Observation, Task (a ticket, its owner
+department and its SLA), Communication (every message sent, and received: ``in-`` ids),
+QuestionnaireResponse (a touchpoint's answers) and Flag (an alert). The models are
+``fhir.resources.R4B``: the package's R4-family models for pydantic 2; every element used here
+is the same in R4 (4.0.1), which is what the facade declares. Each builder validates what it
+builds, so what leaves is a valid resource.
 """
 
 from __future__ import annotations
@@ -15,19 +17,26 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.encounter import Encounter as FhirEncounter
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.patient import Patient as FhirPatient
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.task import Task
 from sqlmodel import Session, col, func, select
 
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.models import (
+    Alert,
+    Answer,
     ContactPoint,
     Department,
     Encounter,
     Enrollment,
+    InboundRecord,
+    Message,
     Observation,
     Patient,
     Ticket,
@@ -46,13 +55,25 @@ MRN_SYSTEM = "urn:suifang:mrn"
 VISIT_SYSTEM = "urn:suifang:visit"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
-RESOURCE_TYPES = ("Patient", "Encounter", "CarePlan", "Observation", "Task")
+RESOURCE_TYPES = (
+    "Patient",
+    "Encounter",
+    "CarePlan",
+    "Observation",
+    "Task",
+    "Communication",
+    "QuestionnaireResponse",
+    "Flag",
+)
 SEARCH_PARAMETERS = {
     "Patient": ("_id", "identifier"),
     "Encounter": ("patient", "status", "date", "_lastUpdated"),
     "CarePlan": ("patient", "status", "date"),
     "Observation": ("patient", "code", "date"),
     "Task": ("patient", "status", "_lastUpdated"),
+    "Communication": ("patient",),
+    "QuestionnaireResponse": ("patient",),
+    "Flag": ("patient", "date"),
 }
 
 _CAREPLAN_STATUS = {
@@ -298,6 +319,107 @@ def _task(session: Session, ticket: Ticket) -> Task:
     )
 
 
+def _communication(message: Message) -> Communication:
+    """A message suifang sent (id = the message's)."""
+    status = {"failed": "not-done", "pending": "in-progress"}.get(message.status, "completed")
+    return Communication.model_validate(
+        {
+            "resourceType": "Communication",
+            "id": str(message.id),
+            "status": status,
+            "category": [
+                {"coding": [{"system": "urn:suifang:message-kind", "code": message.kind}]}
+            ],
+            "medium": (
+                [{"coding": [{"system": "urn:suifang:channel", "code": message.channel}]}]
+                if message.channel
+                else None
+            ),
+            "subject": {"reference": f"Patient/{message.patient_id}"},
+            "recipient": [{"reference": f"Patient/{message.patient_id}"}],
+            "sent": _instant(message.sent_at),
+            "received": _instant(message.delivered_at),
+            "payload": [{"contentString": message.body}],
+        }
+    )
+
+
+def _inbound_communication(record: InboundRecord) -> Communication:
+    """A message suifang received from the patient (id ``in-`` + the inbound record's)."""
+    return Communication.model_validate(
+        {
+            "resourceType": "Communication",
+            "id": f"in-{record.id}",
+            "status": "completed",
+            "category": [{"coding": [{"system": "urn:suifang:inbound-kind", "code": record.kind}]}],
+            "medium": [{"coding": [{"system": "urn:suifang:channel", "code": record.channel}]}],
+            "subject": {"reference": f"Patient/{record.patient_id}"},
+            "sender": {"reference": f"Patient/{record.patient_id}"},
+            "received": _instant(record.received_at),
+            "payload": [{"contentString": record.payload}],
+        }
+    )
+
+
+def _questionnaire_response(session: Session, record: TouchpointRecord) -> QuestionnaireResponse:
+    """A touchpoint's answers (id = the touchpoint record's)."""
+    enrollment = session.get(Enrollment, record.enrollment_id)
+    assert enrollment is not None
+    answers = session.exec(
+        select(Answer)
+        .where(Answer.enrollment_id == record.enrollment_id, Answer.touchpoint_key == record.key)
+        .order_by(col(Answer.id))
+    ).all()
+    items = []
+    for answer in answers:
+        value = answer.value if answer.question_id != "_text" else answer.text
+        if isinstance(value, bool):
+            typed = {"valueBoolean": value}
+        elif isinstance(value, int):
+            typed = {"valueInteger": value}
+        elif isinstance(value, float):
+            typed = {"valueDecimal": value}
+        elif value is None or value == "":
+            continue
+        else:
+            typed = {"valueString": str(value)}
+        items.append({"linkId": answer.question_id, "answer": [typed]})
+    return QuestionnaireResponse.model_validate(
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": str(record.id),
+            "identifier": {"system": "urn:suifang:touchpoint", "value": record.key},
+            "basedOn": [{"reference": f"CarePlan/{record.enrollment_id}"}],
+            "questionnaire": (
+                f"urn:suifang:pathway:{enrollment.pathway_id}:{enrollment.pathway_version}"
+                f":{record.touchpoint_id}"
+            ),
+            "status": "completed" if record.status == "answered" else "in-progress",
+            "subject": {"reference": f"Patient/{enrollment.patient_id}"},
+            "authored": _instant(record.answered_at or record.sent_at or record.due_at),
+            "item": items or None,
+        }
+    )
+
+
+def _flag(alert: Alert) -> Flag:
+    """An alert a rule raised on the patient's answers or readings."""
+    return Flag.model_validate(
+        {
+            "resourceType": "Flag",
+            "id": str(alert.id),
+            "status": "active",
+            "category": [{"coding": [{"system": "urn:suifang:category", "code": alert.category}]}],
+            "code": {
+                "coding": [{"system": "urn:suifang:alert-rule", "code": alert.rule_id}],
+                "text": alert.summary_zh,
+            },
+            "subject": {"reference": f"Patient/{alert.patient_id}"},
+            "period": {"start": _instant(alert.created_at)},
+        }
+    )
+
+
 # --------------------------------------------------------------------------- read and search
 
 
@@ -310,13 +432,24 @@ def read(
         raise NotFoundError(
             f"{resource_type} is not served here (served: {', '.join(RESOURCE_TYPES)})"
         )
+    if resource_type == "Communication" and resource_id.startswith("in-"):
+        model, resource_id = InboundRecord, resource_id[3:]
     if not resource_id.isdigit() or int(resource_id) > 2**31 - 1:
         raise NotFoundError(f"no {resource_type}/{resource_id}")
     row = session.get(model, int(resource_id))
-    if row is None:
+    if row is None or getattr(row, "patient_id", 0) is None:
         raise NotFoundError(f"no {resource_type}/{resource_id}")
-    patient_id = row.id if resource_type == "Patient" else row.patient_id
-    return _build(runtime, session, resource_type, row), patient_id
+    return _build(runtime, session, resource_type, row), _patient_of(session, resource_type, row)
+
+
+def _patient_of(session: Session, resource_type: str, row: Any) -> int:
+    if resource_type == "Patient":
+        return int(row.id)
+    if resource_type == "QuestionnaireResponse":
+        enrollment = session.get(Enrollment, row.enrollment_id)
+        assert enrollment is not None
+        return enrollment.patient_id
+    return int(row.patient_id)
 
 
 def search(
@@ -356,13 +489,36 @@ def search(
         if "patient" not in params:
             raise ValidationFailed(f"{resource_type}: search needs patient=ID (Patient/ID)")
         patient_id = _int(params["patient"].rpartition("/")[2], "patient")
-        query = query.where(model.patient_id == patient_id)
+        if resource_type == "Communication":
+            return _communications(session, patient_id, count, offset), patient_id
+        if resource_type == "QuestionnaireResponse":
+            query = query.join(Enrollment, col(Enrollment.id) == TouchpointRecord.enrollment_id)
+            query = query.where(
+                Enrollment.patient_id == patient_id,
+                col(TouchpointRecord.status).in_(("sent", "answered", "missed")),
+            )
+        else:
+            query = query.where(model.patient_id == patient_id)
         query = _filters(query, resource_type, params)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(model.id)).offset(offset).limit(count)).all()
     resources = [_build(runtime, session, resource_type, row) for row in rows]
-    ids = [row.id if resource_type == "Patient" else row.patient_id for row in rows]
+    ids = [_patient_of(session, resource_type, row) for row in rows]
     return SearchPage(resources, total, ids), patient_id
+
+
+def _communications(session: Session, patient_id: int, count: int, offset: int) -> SearchPage:
+    """Sent and received, oldest first: two tables, one list."""
+    sent = session.exec(select(Message).where(Message.patient_id == patient_id)).all()
+    received = session.exec(
+        select(InboundRecord).where(InboundRecord.patient_id == patient_id)
+    ).all()
+    timeline: list[tuple[dt.datetime, Resource]] = [
+        (m.sent_at or m.created_at, _communication(m)) for m in sent
+    ] + [(r.received_at, _inbound_communication(r)) for r in received]
+    timeline.sort(key=lambda item: item[0])
+    page = [resource for _, resource in timeline[offset : offset + count]]
+    return SearchPage(page, len(timeline), [patient_id] * len(page))
 
 
 def _filters(query: Any, resource_type: str, params: dict[str, str]) -> Any:
@@ -377,6 +533,8 @@ def _filters(query: Any, resource_type: str, params: dict[str, str]) -> Any:
             column = Enrollment.status if resource_type == "CarePlan" else Ticket.status
             query = query.where(col(column).in_(ours))
     date_column = {
+        "Flag": Alert.created_at,
+        "QuestionnaireResponse": TouchpointRecord.due_at,
         "Encounter": Encounter.discharged_at,
         "CarePlan": Enrollment.enrolled_at,
         "Observation": Observation.observed_at,
@@ -428,6 +586,9 @@ _MODELS: dict[str, Any] = {
     "CarePlan": Enrollment,
     "Observation": Observation,
     "Task": Ticket,
+    "Communication": Message,
+    "QuestionnaireResponse": TouchpointRecord,
+    "Flag": Alert,
 }
 
 
@@ -440,6 +601,14 @@ def _build(runtime: Runtime, session: Session, resource_type: str, row: Any) -> 
         return _care_plan(runtime, session, row)
     if resource_type == "Observation":
         return _observation(runtime, row)
+    if resource_type == "Communication":
+        return (
+            _inbound_communication(row) if isinstance(row, InboundRecord) else _communication(row)
+        )
+    if resource_type == "QuestionnaireResponse":
+        return _questionnaire_response(session, row)
+    if resource_type == "Flag":
+        return _flag(row)
     return _task(session, row)
 
 

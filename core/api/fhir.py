@@ -39,6 +39,9 @@ _PERMISSION = {
     "CarePlan": Permission.JOURNEYS_READ,
     "Observation": Permission.JOURNEYS_READ,
     "Task": Permission.TICKETS_READ,
+    "Communication": Permission.OUTBOX_READ,
+    "QuestionnaireResponse": Permission.JOURNEYS_READ,
+    "Flag": Permission.JOURNEYS_READ,
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},

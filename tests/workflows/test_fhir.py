@@ -15,24 +15,36 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.task import Task
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
+from suifang.core.models import Alert, Observation
 from suifang.core.models import Encounter as EncounterRow
-from suifang.core.models import Observation
 from suifang.core.models import Patient as PatientRow
 from suifang.core.pathways import resolve_plan
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.tickets.service import TicketIn, open_ticket
 from suifang.workflows.intake import EnrollmentOut, register_discharge
+from suifang.workflows.journey import PatientJourneyWorkflow
+from suifang.workflows.journey_commands import AnswerEvent
 from suifang.workflows.journey_core import preview_schedule
-from tests.workflows.test_journey_workflow import discharge
+from tests.workflows.test_journey_workflow import (
+    abnormal_answers,
+    advance_to_next_touchpoint,
+    discharge,
+    handle_of,
+    rows,
+    settle,
+)
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 
@@ -42,6 +54,9 @@ PARSERS: dict[str, Any] = {
     "CarePlan": CarePlan,
     "Observation": FhirObservation,
     "Task": Task,
+    "Communication": Communication,
+    "QuestionnaireResponse": QuestionnaireResponse,
+    "Flag": Flag,
 }
 
 
@@ -90,7 +105,9 @@ async def fhir(
 
 
 async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_parses_back(
-    runtime: Runtime, fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut]
+    runtime: Runtime,
+    journey_worker: WorkflowEnvironment,
+    fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut],
 ) -> None:
     client, tokens, enrolled = fhir
     patient = enrolled.patient_id
@@ -114,6 +131,17 @@ async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_pars
     ]
     assert activities == [(key, due.astimezone(dt.UTC)) for key, _, due in expected]
     assert {a.detail.status for a in plan.activity} <= {"scheduled", "in-progress"}
+
+    # The first questionnaire goes out and is answered abnormally: a message, answers, an alert.
+    plan_of = resolve_plan(template, enrolled.risk_tier, enrolled.groups)
+    handle = handle_of(journey_worker, enrolled)
+    key = await advance_to_next_touchpoint(journey_worker, handle)
+    while key is not None and plan_of.touchpoint(key.split("#")[0]).questionnaire is None:
+        key = await advance_to_next_touchpoint(journey_worker, handle)
+    assert key is not None
+    answers, _ = abnormal_answers(plan_of, key.split("#")[0])
+    await handle.signal(PatientJourneyWorkflow.answer, AnswerEvent(answers=answers))
+    await settle(lambda: rows(runtime, Alert, enrollment_id=enrolled.enrollment_id))
 
     # Every resource type, searched and read, parses back as its fhir.resources model.
     for name, model in PARSERS.items():
@@ -149,6 +177,15 @@ async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_pars
     metadata = await client.get("/fhir/R4/metadata", headers=tokens["admin"])
     assert metadata.json()["fhirVersion"] == "4.0.1"
     assert [r["type"] for r in metadata.json()["rest"][0]["resource"]] == list(PARSERS)
+    response = QuestionnaireResponse.model_validate(
+        (
+            await client.get(
+                f"/fhir/R4/QuestionnaireResponse?patient={patient}", headers=tokens["admin"]
+            )
+        ).json()["entry"][0]["resource"]
+    )
+    assert response.status == "completed"
+    assert {item.linkId for item in response.item} == set(answers)
 
 
 async def test_the_facade_keeps_roles_and_department_scoping(
