@@ -22,6 +22,7 @@ from fhir.resources.R4B.encounter import Encounter as FhirEncounter
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.patient import Patient as FhirPatient
+from fhir.resources.R4B.questionnaire import Questionnaire
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.task import Task
@@ -64,6 +65,7 @@ RESOURCE_TYPES = (
     "Communication",
     "QuestionnaireResponse",
     "Flag",
+    "Questionnaire",
 )
 SEARCH_PARAMETERS = {
     "Patient": ("_id", "identifier"),
@@ -74,6 +76,7 @@ SEARCH_PARAMETERS = {
     "Communication": ("patient",),
     "QuestionnaireResponse": ("patient",),
     "Flag": ("patient", "date"),
+    "Questionnaire": ("url",),
 }
 
 _CAREPLAN_STATUS = {
@@ -361,10 +364,92 @@ def _inbound_communication(record: InboundRecord) -> Communication:
     )
 
 
-def _questionnaire_response(session: Session, record: TouchpointRecord) -> QuestionnaireResponse:
+def _questionnaire_url(pathway_id: str, version: int, questionnaire_id: str) -> str:
+    return f"urn:suifang:questionnaire:{pathway_id}:{version}:{questionnaire_id}"
+
+
+def _questionnaire_id(pathway_id: str, version: int, questionnaire_id: str) -> str:
+    """A FHIR id ([A-Za-z0-9.-]) for a pathway's questionnaire."""
+    return f"{pathway_id}.{version}.{questionnaire_id}".replace("_", "-")[:64]
+
+
+def _questionnaire_of(
+    runtime: Runtime, pathway_id: str, version: int, touchpoint_id: str
+) -> tuple[str, Any] | None:
+    """The (id, questionnaire) a touchpoint of a pathway version asks, if any."""
+    try:
+        template = runtime.catalog.get(pathway_id, version)
+    except NotFoundError:
+        return None
+    touchpoints = {t.id: t for t in template.touchpoints}
+    for variant in template.variants.values():
+        touchpoints |= {t.id: t for t in variant.add_touchpoints}
+    touchpoint = touchpoints.get(touchpoint_id)
+    if touchpoint is None or not touchpoint.questionnaire:
+        return None
+    return touchpoint.questionnaire, template.questionnaires[touchpoint.questionnaire]
+
+
+def _questionnaire(
+    pathway_id: str, version: int, questionnaire_id: str, spec: Any
+) -> Questionnaire:
+    """A pathway's questionnaire: yes/no and choice questions with their options as codes,
+    scales and numbers as decimals, text as text."""
+    items = []
+    for question in spec.questions:
+        item: dict[str, Any] = {
+            "linkId": question.id,
+            "text": question.text.get("zh-CN"),
+            "required": question.required,
+        }
+        if question.type == "yes_no":
+            item["type"] = "choice"
+            item["answerOption"] = [
+                {"valueCoding": {"code": "yes", "display": "是"}},
+                {"valueCoding": {"code": "no", "display": "否"}},
+            ]
+        elif question.type == "choice":
+            item["type"] = "choice"
+            item["answerOption"] = [
+                {"valueCoding": {"code": o.id, "display": o.label.get("zh-CN")}}
+                for o in question.options
+            ]
+        elif question.type in ("scale", "number"):
+            item["type"] = "decimal"
+        else:
+            item["type"] = "text"
+        items.append(item)
+    return Questionnaire.model_validate(
+        {
+            "resourceType": "Questionnaire",
+            "id": _questionnaire_id(pathway_id, version, questionnaire_id),
+            "url": _questionnaire_url(pathway_id, version, questionnaire_id),
+            "version": str(version),
+            "title": spec.title.get("zh-CN") if spec.title else questionnaire_id,
+            "status": "active",
+            "item": items,
+        }
+    )
+
+
+def _questionnaires(runtime: Runtime) -> list[Questionnaire]:
+    found = []
+    for template in runtime.catalog.current():
+        for questionnaire_id, spec in template.questionnaires.items():
+            found.append(_questionnaire(template.id, template.version, questionnaire_id, spec))
+    return found
+
+
+def _questionnaire_response(
+    runtime: Runtime, session: Session, record: TouchpointRecord
+) -> QuestionnaireResponse:
     """A touchpoint's answers (id = the touchpoint record's)."""
     enrollment = session.get(Enrollment, record.enrollment_id)
     assert enrollment is not None
+    asked = _questionnaire_of(
+        runtime, enrollment.pathway_id, enrollment.pathway_version, record.touchpoint_id
+    )
+    types = {q.id: q.type for q in asked[1].questions} if asked else {}
     answers = session.exec(
         select(Answer)
         .where(Answer.enrollment_id == record.enrollment_id, Answer.touchpoint_key == record.key)
@@ -373,14 +458,13 @@ def _questionnaire_response(session: Session, record: TouchpointRecord) -> Quest
     items = []
     for answer in answers:
         value = answer.value if answer.question_id != "_text" else answer.text
-        if isinstance(value, bool):
-            typed = {"valueBoolean": value}
-        elif isinstance(value, int):
-            typed = {"valueInteger": value}
-        elif isinstance(value, float):
-            typed = {"valueDecimal": value}
-        elif value is None or value == "":
+        if value is None or value == "":
             continue
+        kind = types.get(answer.question_id)
+        if kind in ("yes_no", "choice"):
+            typed: dict[str, Any] = {"valueCoding": {"code": str(value)}}
+        elif kind in ("scale", "number") and isinstance(value, int | float):
+            typed = {"valueDecimal": value}
         else:
             typed = {"valueString": str(value)}
         items.append({"linkId": answer.question_id, "answer": [typed]})
@@ -391,8 +475,9 @@ def _questionnaire_response(session: Session, record: TouchpointRecord) -> Quest
             "identifier": {"system": "urn:suifang:touchpoint", "value": record.key},
             "basedOn": [{"reference": f"CarePlan/{record.enrollment_id}"}],
             "questionnaire": (
-                f"urn:suifang:pathway:{enrollment.pathway_id}:{enrollment.pathway_version}"
-                f":{record.touchpoint_id}"
+                _questionnaire_url(enrollment.pathway_id, enrollment.pathway_version, asked[0])
+                if asked
+                else None
             ),
             "status": "completed" if record.status == "answered" else "in-progress",
             "subject": {"reference": f"Patient/{enrollment.patient_id}"},
@@ -425,13 +510,19 @@ def _flag(alert: Alert) -> Flag:
 
 def read(
     runtime: Runtime, session: Session, resource_type: str, resource_id: str
-) -> tuple[Resource, int]:
-    """One resource and the patient it belongs to (for scoping and audit)."""
-    model = _MODELS.get(resource_type)
-    if model is None:
+) -> tuple[Resource, int | None]:
+    """One resource and the patient it belongs to (for scoping and audit; None: a pathway's
+    Questionnaire, which is no one's)."""
+    if resource_type == "Questionnaire":
+        found = next((q for q in _questionnaires(runtime) if q.id == resource_id), None)
+        if found is None:
+            raise NotFoundError(f"no Questionnaire/{resource_id}")
+        return found, None
+    if resource_type not in _MODELS:
         raise NotFoundError(
             f"{resource_type} is not served here (served: {', '.join(RESOURCE_TYPES)})"
         )
+    model = _MODELS[resource_type]
     if resource_type == "Communication" and resource_id.startswith("in-"):
         model, resource_id = InboundRecord, resource_id[3:]
     if not resource_id.isdigit() or int(resource_id) > 2**31 - 1:
@@ -463,11 +554,11 @@ def search(
 ) -> tuple[SearchPage, int | None]:
     """Matching resources, a page of them, and the patient the search is about (None: a
     Patient search by identifier, whose hits are the patients)."""
-    model = _MODELS.get(resource_type)
-    if model is None:
+    if resource_type not in _MODELS:
         raise NotFoundError(
             f"{resource_type} is not served here (served: {', '.join(RESOURCE_TYPES)})"
         )
+    model = _MODELS[resource_type]
     allowed = SEARCH_PARAMETERS[resource_type]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -475,6 +566,11 @@ def search(
             f"{resource_type}: unsupported search parameter(s) {', '.join(unknown)} "
             f"(supported: {', '.join(allowed)}, _count, _offset)"
         )
+    if resource_type == "Questionnaire":
+        every = [
+            q for q in _questionnaires(runtime) if "url" not in params or q.url == params["url"]
+        ]
+        return SearchPage(every[offset : offset + count], len(every), []), None
     query = select(model)
     patient_id: int | None = None
     if resource_type == "Patient":
@@ -589,6 +685,7 @@ _MODELS: dict[str, Any] = {
     "Communication": Message,
     "QuestionnaireResponse": TouchpointRecord,
     "Flag": Alert,
+    "Questionnaire": None,
 }
 
 
@@ -606,7 +703,7 @@ def _build(runtime: Runtime, session: Session, resource_type: str, row: Any) -> 
             _inbound_communication(row) if isinstance(row, InboundRecord) else _communication(row)
         )
     if resource_type == "QuestionnaireResponse":
-        return _questionnaire_response(session, row)
+        return _questionnaire_response(runtime, session, row)
     if resource_type == "Flag":
         return _flag(row)
     return _task(session, row)

@@ -42,6 +42,7 @@ _PERMISSION = {
     "Communication": Permission.OUTBOX_READ,
     "QuestionnaireResponse": Permission.JOURNEYS_READ,
     "Flag": Permission.JOURNEYS_READ,
+    "Questionnaire": Permission.PATHWAYS_READ,
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
@@ -191,7 +192,7 @@ def search_resources(
         return _outcome(400, "invalid", str(exc))
     if patient_id is not None:
         require_patient_in_scope(session, principal, patient_id)
-    elif principal.scope is not None:
+    elif principal.scope is not None and resource_type == "Patient":
         keep = [
             i
             for i, pid in enumerate(page.patient_ids)
@@ -231,7 +232,8 @@ def read_resource(
         resource, patient_id = read(runtime, session, resource_type, resource_id)
     except NotFoundError as exc:
         return _outcome(404, "not-found", str(exc))
-    if not patient_in_scope(session, patient_id, principal.scope):
-        return _outcome(404, "not-found", f"no {resource_type}/{resource_id}")
-    audit_patients(request, patient_id)
+    if patient_id is not None:
+        if not patient_in_scope(session, patient_id, principal.scope):
+            return _outcome(404, "not-found", f"no {resource_type}/{resource_id}")
+        audit_patients(request, patient_id)
     return _fhir(resource.model_dump(mode="json", exclude_none=True))

@@ -20,6 +20,7 @@ from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.questionnaire import Questionnaire
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.task import Task
 from sqlmodel import Session
@@ -176,7 +177,8 @@ async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_pars
     assert observation.code.coding[0].code == "8480-6"
     metadata = await client.get("/fhir/R4/metadata", headers=tokens["admin"])
     assert metadata.json()["fhirVersion"] == "4.0.1"
-    assert [r["type"] for r in metadata.json()["rest"][0]["resource"]] == list(PARSERS)
+    served = [r["type"] for r in metadata.json()["rest"][0]["resource"]]
+    assert served == [*PARSERS, "Questionnaire"]
     response = QuestionnaireResponse.model_validate(
         (
             await client.get(
@@ -186,6 +188,16 @@ async def test_a_journey_is_a_care_plan_dated_as_the_preview_and_everything_pars
     )
     assert response.status == "completed"
     assert {item.linkId for item in response.item} == set(answers)
+    # …answering the pathway's questionnaire, which the facade serves too.
+    asked = await client.get(
+        f"/fhir/R4/Questionnaire?url={response.questionnaire}", headers=tokens["admin"]
+    )
+    assert "entry" in asked.json(), (response.questionnaire, asked.text[:500])
+    [entry] = asked.json()["entry"]
+    questionnaire = Questionnaire.model_validate(entry["resource"])
+    assert set(answers) <= {item.linkId for item in questionnaire.item}
+    again = await client.get(f"/fhir/R4/Questionnaire/{questionnaire.id}", headers=tokens["admin"])
+    assert Questionnaire.model_validate(again.json()) == questionnaire
 
 
 async def test_the_facade_keeps_roles_and_department_scoping(
