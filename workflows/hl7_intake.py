@@ -68,7 +68,6 @@ from suifang.workflows.hl7_messages import (
     parse,
     read_header,
 )
-from suifang.workflows.hl7_results import record_results
 from suifang.workflows.intake import (
     DischargeIn,
     EncounterIn,
@@ -78,6 +77,7 @@ from suifang.workflows.intake import (
 )
 from suifang.workflows.journey_commands import ControlEvent
 from suifang.workflows.journey_service import control_journey
+from suifang.workflows.lab_results import ResultProblem, ResultReport, record_results
 
 __all__ = [
     "Hl7Receipt",
@@ -490,14 +490,29 @@ async def _results(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
     department = "health_checkup"
     if parsed.visit is not None and parsed.visit.department_code:
         department = await in_thread(_department_for, runtime, parsed)
+    visit = parsed.visit
+    report = ResultReport(
+        results=parsed.results,
+        report_id=(
+            parsed.order_number
+            or (visit.visit_number if visit else None)
+            or f"ORU-{parsed.header.control_id}"
+        ),
+        taken_at=parsed.result_time,
+        inpatient=visit is not None and visit.patient_class == "inpatient",
+        source="hl7",
+    )
     try:
         outcome = await record_results(
             runtime,
-            parsed,
+            report,
             _patient_in(runtime, parsed),
             key=_message_key(parsed),
             department=department,
         )
+    except ResultProblem as problem:
+        field = 6 if problem.field == "unit" else 5
+        raise Hl7Problem("OBX", field, f"OBX {problem.index}: {problem}") from None
     except (ValidationFailed, NotFoundError) as exc:
         raise Hl7Problem(
             "OBX", 0, f"the findings could not start follow-up: {exc}", code=207

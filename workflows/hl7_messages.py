@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 import hl7
 from hl7.datatypes import parse_datetime
 
+from suifang.workflows.lab_results import ResultFields
+
 __all__ = [
     "ADMIT_EVENTS",
     "CANCEL_EVENTS",
@@ -46,8 +48,6 @@ SUPPORTED_EVENTS = {
     "ADT": (DISCHARGE_EVENT, *ADMIT_EVENTS, UPDATE_EVENT, *CANCEL_EVENTS, MERGE_EVENT),
     "ORU": ("R01",),
 }
-ABNORMAL_FLAGS = frozenset({"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU"})
-"""OBX-8 values (HL7 table 0078) that make a result a finding to follow up."""
 
 # MSH-18 values seen from Chinese HIS vendors, and HL7 table 0211's names for them.
 _CHARSETS = {
@@ -224,19 +224,6 @@ class VisitFields:
     procedure_codes: list[str]
     procedure_text: str | None
     discharge_disposition: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ResultFields:
-    """One OBX of an ORU^R01."""
-
-    code: str
-    name: str
-    value: str
-    units: str | None
-    reference_range: str | None
-    abnormal_flag: str | None
-    observed_at: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,13 @@ from suifang.core.api.security import (
 )
 from suifang.core.errors import NotFoundError, ValidationFailed
 from suifang.core.security.auth import Permission, Principal, patient_in_scope
-from suifang.workflows.fhir_intake import prepare_bundle
+from suifang.workflows.fhir_intake import (
+    BundleContent,
+    patient_of,
+    prepare_discharge,
+    read_bundle,
+    results_of,
+)
 from suifang.workflows.fhir_resources import (
     FHIR_VERSION,
     RESOURCE_TYPES,
@@ -29,6 +35,7 @@ from suifang.workflows.fhir_resources import (
     search,
 )
 from suifang.workflows.intake import register_discharge
+from suifang.workflows.lab_results import ResultProblem, record_results
 
 router = APIRouter(prefix="/fhir/R4", tags=["fhir"])
 
@@ -115,7 +122,7 @@ def metadata(request: Request, principal: PrincipalDep) -> JSONResponse:
 
 @router.post(
     "/Bundle",
-    summary="Enrol the discharge a transaction or message Bundle carries (Patient + Encounter)",
+    summary="Take a Bundle: a discharge (Patient + Encounter) or results (+ DiagnosticReport)",
     status_code=201,
     responses={
         201: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
@@ -134,10 +141,14 @@ def metadata(request: Request, principal: PrincipalDep) -> JSONResponse:
 async def post_bundle(
     request: Request, runtime: RuntimeDep, principal: PrincipalDep
 ) -> JSONResponse:
-    """Exactly what an HL7 ADT^A03 does: upsert the patient and visit, choose the pathway,
-    start the journey. Idempotent by Bundle.id (else Bundle.identifier, else its bytes)."""
+    """A discharge does exactly what an HL7 ADT^A03 does: upsert the patient and visit, choose
+    the pathway, start the journey. Results (a DiagnosticReport and its Observations) do what
+    an ORU^R01 does. Idempotent by Bundle.id (else Bundle.identifier, else its bytes)."""
     try:
-        data, key = await prepare_bundle(runtime, await request.body())
+        content = read_bundle(await request.body())
+        if content.report is not None:
+            return await _results(request, runtime, principal, content)
+        data, key = await prepare_discharge(runtime, content)
     except ValidationFailed as exc:
         return _outcome(400, "invalid", str(exc))
     if principal.scope is not None:
@@ -160,6 +171,34 @@ async def post_bundle(
         },
         201 if enrolled.created else 200,
     )
+
+
+async def _results(
+    request: Request, runtime: RuntimeDep, principal: Principal, content: BundleContent
+) -> JSONResponse:
+    """A DiagnosticReport: its results recorded, its findings followed up (post-check-up)."""
+    department = "health_checkup"
+    if principal.scope is not None:
+        require_department_in_scope(principal, department, "DiagnosticReport")
+    try:
+        outcome = await record_results(
+            runtime,
+            results_of(content),
+            patient_of(runtime, content),
+            key=content.key,
+            department=department,
+        )
+    except ResultProblem as problem:
+        return _outcome(400, "invalid", f"Observation[{problem.index - 1}]: {problem}")
+    except (ValidationFailed, NotFoundError) as exc:
+        return _outcome(400, "invalid", str(exc))
+    audit_patients(request, outcome.patient_id)
+    entries = [{"response": {"status": "200 OK", "location": f"Patient/{outcome.patient_id}"}}]
+    if outcome.enrolled is not None:
+        status = "201 Created" if outcome.enrolled.created else "200 OK"
+        location = f"CarePlan/{outcome.enrolled.enrollment_id}"
+        entries.append({"response": {"status": status, "location": location}})
+    return _fhir({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
 
 @router.get(

@@ -48,6 +48,7 @@ from tests.workflows.test_journey_workflow import (
 )
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
 
 PARSERS: dict[str, Any] = {
     "Patient": Patient,
@@ -338,3 +339,97 @@ async def test_a_discharge_bundle_enrols_as_an_adt_a03_does(
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
     )
     assert outside.status_code == 403  # an orthopaedics feed cannot enrol into cardiology
+
+
+def results_bundle(bundle_id: str, mrn: str, taken: dt.datetime, unit: str = "%") -> dict[str, Any]:
+    interpretation = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+    return {
+        "resourceType": "Bundle",
+        "id": bundle_id,
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:suifang:mrn", "value": mrn}],
+                    "name": [{"text": "孙丽"}],
+                    "gender": "female",
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:r1",
+                "resource": {
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "identifier": [{"value": f"TJ-{bundle_id}"}],
+                    "code": {"text": "体检报告"},
+                    "effectiveDateTime": taken.isoformat(),
+                    "result": [{"reference": "urn:uuid:o1"}, {"reference": "urn:uuid:o2"}],
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:o1",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {
+                        "coding": [{"system": LOINC, "code": "4548-4"}],
+                        "text": "糖化血红蛋白",
+                    },
+                    "valueQuantity": {"value": 8.4, "unit": unit},
+                    "referenceRange": [{"low": {"value": 4.0}, "high": {"value": 6.0}}],
+                    "interpretation": [{"coding": [{"system": interpretation, "code": "H"}]}],
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:o2",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {
+                        "coding": [{"system": LOINC, "code": "22748-8"}],
+                        "text": "低密度脂蛋白",
+                    },
+                    "valueQuantity": {"value": 2.1, "unit": "mmol/L"},
+                    "interpretation": [{"coding": [{"system": interpretation, "code": "N"}]}],
+                },
+            },
+        ],
+    }
+
+
+async def test_a_diagnostic_report_is_recorded_and_its_findings_followed_up(
+    runtime: Runtime,
+    journey_worker: WorkflowEnvironment,
+    fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut],
+) -> None:
+    client, tokens, _ = fhir
+    taken = await journey_worker.get_current_time() - dt.timedelta(hours=3)
+    headers = {**tokens["admin"], "Content-Type": "application/fhir+json"}
+    posted = await client.post(
+        "/fhir/R4/Bundle", json=results_bundle("r-1", "MRN-LAB-1", taken), headers=headers
+    )
+    assert posted.status_code == 200, posted.text
+    patient_ref, plan_ref = (e["response"]["location"] for e in posted.json()["entry"])
+    patient_id = patient_ref.split("/")[1]
+    found = await client.get(
+        f"/fhir/R4/Observation?patient={patient_id}&code=4548-4", headers=tokens["admin"]
+    )
+    [entry] = found.json()["entry"]
+    assert float(FhirObservation.model_validate(entry["resource"]).valueQuantity.value) == 8.4
+    plan = CarePlan.model_validate(
+        (await client.get(f"/fhir/R4/{plan_ref}", headers=tokens["admin"])).json()
+    )
+    assert plan.category[0].coding[0].code == "post-checkup"
+    encounter = Encounter.model_validate(
+        (await client.get(f"/fhir/R4/{plan.encounter.reference}", headers=tokens["admin"])).json()
+    )
+    assert [r.text for r in encounter.reasonCode] == ["糖化血红蛋白 8.4 %(偏高,参考 4.0-6.0)"]
+    wrong = await client.post(
+        "/fhir/R4/Bundle",
+        json=results_bundle("r-2", "MRN-LAB-1", taken, unit="mmol/mol"),
+        headers=headers,
+    )
+    assert wrong.status_code == 400
+    assert "Observation[0]: unit 'mmol/mol' for hba1c (expected %)" in wrong.text

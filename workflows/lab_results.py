@@ -1,11 +1,12 @@
-"""Exam and lab results (HL7 ORU^R01): observations in the patient's record, and follow-up of
-abnormal findings (检后随访).
+"""Exam and lab results, from HL7 ORU^R01 or a FHIR DiagnosticReport: observations in the
+patient's record, and follow-up of abnormal findings (检后随访).
 
-Each OBX whose code is a known indicator's LOINC code, its id or its name (OBX-3.1 / 3.2) and
-whose value is a number becomes an observation: trend data beside the questionnaire answers,
-idempotent by message and OBX. A result flagged abnormal (OBX-8 H, L, A, …) outside an
-inpatient stay enrols the patient in the post-check-up pathway; the enrollment's encounter
-carries the findings as its diagnosis text, which the pathway's messages name (``{{ finding }}``).
+Each result whose code is a known indicator's LOINC code, its id or its name and whose value is
+a number becomes an observation: trend data beside the questionnaire answers, idempotent by
+report and result. A result flagged abnormal (H, L, A, … — HL7 table 0078 and FHIR's
+ObservationInterpretation share the codes) outside an inpatient stay enrols the patient in the
+post-check-up pathway; the enrollment's encounter carries the findings as its diagnosis text,
+which the pathway's messages name (``{{ finding }}``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from suifang.core.db import in_thread, insert_for
 from suifang.core.models import Observation
 from suifang.core.pathway_checks import Indicator, load_indicators
 from suifang.core.runtime import Runtime
-from suifang.workflows.hl7_messages import ABNORMAL_FLAGS, Hl7Problem, ParsedMessage, ResultFields
 from suifang.workflows.intake import (
     DischargeIn,
     EncounterIn,
@@ -29,7 +29,16 @@ from suifang.workflows.intake import (
     update_patient,
 )
 
-__all__ = ["POST_CHECKUP_PATHWAY", "ResultsOutcome", "finding_summary", "record_results"]
+__all__ = [
+    "ABNORMAL_FLAGS",
+    "POST_CHECKUP_PATHWAY",
+    "ResultFields",
+    "ResultProblem",
+    "ResultReport",
+    "ResultsOutcome",
+    "finding_summary",
+    "record_results",
+]
 
 POST_CHECKUP_PATHWAY = "post-checkup"
 
@@ -40,6 +49,9 @@ _MG_PER_DL = {
     "glucose_postprandial_2h": 18.016,
     "ldl": 38.67,
 }
+ABNORMAL_FLAGS = frozenset({"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU"})
+"""Interpretation codes (HL7 v2 table 0078, FHIR ObservationInterpretation) that make a result
+a finding to follow up."""
 _DIRECTION = {
     "H": "偏高",
     "HH": "危急偏高",
@@ -49,6 +61,43 @@ _DIRECTION = {
     "LL": "危急偏低",
 }
 _DIRECTION |= {"<": "偏低", "LU": "偏低", "A": "异常", "AA": "危急异常"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultFields:
+    """One result: an OBX of an ORU^R01, or an Observation of a DiagnosticReport."""
+
+    code: str
+    name: str
+    value: str
+    units: str | None
+    reference_range: str | None
+    abnormal_flag: str | None
+    observed_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultReport:
+    """A report's results, whatever carried them."""
+
+    results: list[ResultFields]
+    report_id: str
+    """The report's own id (order number, visit, message id): one enrollment per report."""
+    taken_at: dt.datetime | None
+    inpatient: bool
+    source: str
+    """hl7 or fhir: the observations' source."""
+
+
+class ResultProblem(ValueError):
+    """A result that cannot be right: a unit that is not the indicator's, a value outside its
+    range (a unit mistake, usually). ``index`` is the result's position, from 1."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.field = field
+        """unit or value"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +139,14 @@ def _value(
         if unit.lower() == "mg/dl" and indicator in _MG_PER_DL:
             value = round(value / _MG_PER_DL[indicator], 2)
         else:
-            raise Hl7Problem(
-                "OBX",
-                6,
-                f"OBX {index}: unit {result.units!r} for {indicator} (expected {spec.unit})",
+            raise ResultProblem(
+                index, "unit", f"unit {result.units!r} for {indicator} (expected {spec.unit})"
             )
     if not spec.min <= value <= spec.max:
-        raise Hl7Problem(
-            "OBX",
-            5,
-            f"OBX {index}: {indicator} {value:g} is outside {spec.min:g}–{spec.max:g} {spec.unit}",
+        raise ResultProblem(
+            index,
+            "value",
+            f"{indicator} {value:g} is outside {spec.min:g}–{spec.max:g} {spec.unit}",
         )
     return value, spec.unit
 
@@ -116,17 +163,18 @@ def finding_summary(findings: list[ResultFields]) -> str:
 
 
 async def record_results(
-    runtime: Runtime, parsed: ParsedMessage, patient: PatientIn, *, key: str, department: str
+    runtime: Runtime, report: ResultReport, patient: PatientIn, *, key: str, department: str
 ) -> ResultsOutcome:
-    """Record ``parsed``'s results for ``patient``; enrol them if a finding needs follow-up.
+    """Record ``report``'s results for ``patient``; enrol them if a finding needs follow-up.
 
-    ``key`` identifies the message (idempotency); ``department`` the one that follows the
-    findings up (the check-up centre unless the HIS says otherwise).
+    ``key`` identifies the message or Bundle (idempotency); ``department`` the one that follows
+    the findings up (the check-up centre unless the HIS says otherwise). Raises
+    :class:`ResultProblem` before anything is written.
     """
     registry = _registry(runtime.settings.indicators_file)
-    when = parsed.result_time or dt.datetime.now(dt.UTC)
+    when = report.taken_at or dt.datetime.now(dt.UTC)
     readings: list[dict[str, object]] = []
-    for index, result in enumerate(parsed.results, 1):
+    for index, result in enumerate(report.results, 1):
         indicator = _indicator_of(result, registry)
         if indicator is None:
             continue
@@ -135,24 +183,22 @@ async def record_results(
             continue
         readings.append(
             {
-                "event_key": f"hl7:{key}:{index}",
+                "event_key": f"{report.source}:{key}:{index}",
                 "indicator": indicator,
                 "value": measured[0],
                 "unit": measured[1][:16] or None,
                 "observed_at": (result.observed_at or when).astimezone(dt.UTC),
-                "source": "hl7",
+                "source": report.source,
             }
         )
     patient_id = await in_thread(update_patient, runtime, patient)
     if readings:
         await in_thread(_insert, runtime, patient_id, readings)
-    findings = [r for r in parsed.results if r.abnormal_flag in ABNORMAL_FLAGS]
-    inpatient = parsed.visit is not None and parsed.visit.patient_class == "inpatient"
+    findings = [r for r in report.results if r.abnormal_flag in ABNORMAL_FLAGS]
     enrolled = None
-    if findings and not inpatient:
-        order = parsed.order_number or (parsed.visit.visit_number if parsed.visit else None)
+    if findings and not report.inpatient:
         encounter = EncounterIn(
-            external_id=order or f"ORU-{parsed.header.control_id}",
+            external_id=report.report_id,
             kind="checkup",
             department=department,
             diagnosis_text=finding_summary(findings),
@@ -161,7 +207,7 @@ async def record_results(
         enrolled = await register_discharge(
             runtime,
             DischargeIn(patient=patient, encounter=encounter, pathway=POST_CHECKUP_PATHWAY),
-            idempotency_key=f"hl7:{key}",
+            idempotency_key=f"{report.source}:{key}",
         )
     return ResultsOutcome(patient_id, len(readings), enrolled)
 
