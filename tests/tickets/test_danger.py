@@ -212,6 +212,22 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
         ),
         # Pain so bad the patient cannot move at all.
         ("腰疼得一动都不能动", "severe_pain"),
+        # Set 11's misses, all suicidality: thanks that close a farewell, with the means used;
+        # sleeping and not waking; a lethal count asked as a question; "this life ends here";
+        # an open window high up after a goodbye; a note's opening; joining the dead.
+        ("谢谢医生护士这段时间的照顾，以后不用再随访我了，我把胰岛素全打进去了", "suicidality"),
+        ("安眠药攒了一瓶，今晚想睡了就不醒了", "suicidality"),
+        ("二甲双胍一次吃五十片是不是就能走了？我已经数好了", "suicidality"),
+        ("我妈发朋友圈说这辈子就到这了大家保重，电话一直不接", "suicidality"),
+        ("跟你们说声再见，窗户已经打开了，我住18楼", "suicidality"),
+        (
+            "By the time you read this I'll have taken everything in the medicine cabinet",
+            "suicidality",
+        ),
+        (
+            "he rang to say goodbye and that hes going to join mum. his pills are gone",
+            "suicidality",
+        ),
     ],
 )
 def test_emergencies_described_without_their_textbook_words(text: str, concept: str) -> None:
@@ -229,6 +245,17 @@ def test_thanks_that_can_be_a_goodbye_reach_a_person_unless_the_writer_is_doing_
     )
     # From a mother who says she and her baby are doing great, it is thanks.
     assert level("Baby and me both doing great, thank you for everything") is None
+
+
+def test_asking_when_you_can_walk_is_not_a_lethal_dose_and_a_heart_attack_idiom_is_not_one() -> (
+    None
+):
+    # 能走 is "able to walk" after a hip replacement; only with a lethal count is it dying.
+    assert level("术后一个月是不是就能走了") is None
+    assert (
+        level("nearly had a heart attack when I saw the bill haha, what bp should I aim for")
+        is None
+    )
 
 
 def test_a_low_sugar_meal_is_food_and_feeling_low_sugar_is_a_hypo() -> None:
