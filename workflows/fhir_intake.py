@@ -98,15 +98,17 @@ def read_bundle(body: bytes) -> BundleContent:
         raise ValidationFailed(
             "Bundle.entry: no Encounter (a discharge) and no DiagnosticReport (results)"
         )
-    key_source = bundle.id or (bundle.identifier.value if bundle.identifier else None)
-    key = key_source or hashlib.sha256(body).hexdigest()
+    # By content, not Bundle.id: senders reuse fixed ids, and a different discharge under a
+    # reused id must not be taken for the first. The same discharge sent again with other
+    # bytes is still found by its visit and pathway, as every intake is.
+    key = hashlib.sha256(body).hexdigest()
     return BundleContent(
         patient=found["Patient"],
         encounter=found.get("Encounter"),
         procedures=procedures,
         report=found.get("DiagnosticReport"),
         observations=observations,
-        key=hashlib.sha256(key.encode()).hexdigest(),
+        key=key,
     )
 
 
@@ -314,6 +316,7 @@ def _result(index: int, observation: dict[str, Any]) -> ResultFields:
         reference_range=reference,
         abnormal_flag=str(flags[0]).upper() if flags else None,
         observed_at=_when(observation.get("effectiveDateTime"), f"{where}.effectiveDateTime"),
+        withdrawn=observation.get("status") in ("cancelled", "entered-in-error"),
     )
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.communication import Communication
@@ -533,6 +535,17 @@ def read(
     return _build(runtime, session, resource_type, row), _patient_of(session, resource_type, row)
 
 
+def read_department(session: Session, resource_type: str, resource_id: str) -> str | None:
+    """The department of a resource :func:`read` found (call it after ``read``)."""
+    if resource_type in ("Patient", "Questionnaire"):
+        return None
+    model = _MODELS[resource_type]
+    if resource_type == "Communication" and resource_id.startswith("in-"):
+        model, resource_id = InboundRecord, resource_id[3:]
+    row = session.get(model, int(resource_id))
+    return department_of(session, resource_type, row) if row is not None else None
+
+
 def _patient_of(session: Session, resource_type: str, row: Any) -> int:
     if resource_type == "Patient":
         return int(row.id)
@@ -551,6 +564,7 @@ def search(
     *,
     count: int,
     offset: int,
+    scope: list[str] | None = None,
 ) -> tuple[SearchPage, int | None]:
     """Matching resources, a page of them, and the patient the search is about (None: a
     Patient search by identifier, whose hits are the patients)."""
@@ -586,7 +600,7 @@ def search(
             raise ValidationFailed(f"{resource_type}: search needs patient=ID (Patient/ID)")
         patient_id = _int(params["patient"].rpartition("/")[2], "patient")
         if resource_type == "Communication":
-            return _communications(session, patient_id, count, offset), patient_id
+            return _communications(session, patient_id, count, offset, scope), patient_id
         if resource_type == "QuestionnaireResponse":
             query = query.join(Enrollment, col(Enrollment.id) == TouchpointRecord.enrollment_id)
             query = query.where(
@@ -595,7 +609,9 @@ def search(
             )
         else:
             query = query.where(model.patient_id == patient_id)
-        query = _filters(query, resource_type, params)
+        query = _filters(query, resource_type, params, runtime.settings.indicators_file)
+        if scope is not None:
+            query = _in_scope(query, resource_type, scope)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(model.id)).offset(offset).limit(count)).all()
     resources = [_build(runtime, session, resource_type, row) for row in rows]
@@ -603,12 +619,61 @@ def search(
     return SearchPage(resources, total, ids), patient_id
 
 
-def _communications(session: Session, patient_id: int, count: int, offset: int) -> SearchPage:
+def _in_scope(query: Any, resource_type: str, scope: list[str]) -> Any:
+    """Only the resources of the caller's departments: a patient two departments share shows
+    each department its own journeys, visits, tickets and what they hold."""
+    journeys = select(Enrollment.id).where(col(Enrollment.department_code).in_(scope))
+    if resource_type == "Encounter":
+        return query.where(col(Encounter.department_code).in_(scope))
+    if resource_type in ("CarePlan", "QuestionnaireResponse"):
+        return query.where(col(Enrollment.department_code).in_(scope))
+    if resource_type == "Task":
+        return query.where(col(Ticket.department_code).in_(scope))
+    if resource_type == "Flag":
+        return query.where(col(Alert.enrollment_id).in_(journeys))
+    if resource_type == "Observation":
+        # A reading of no journey (a lab result, a device) is the patient's, for every
+        # department that cares for them.
+        return query.where(
+            sa.or_(
+                col(Observation.enrollment_id).is_(None),
+                col(Observation.enrollment_id).in_(journeys),
+            )
+        )
+    return query
+
+
+def department_of(session: Session, resource_type: str, row: Any) -> str | None:
+    """The department a resource belongs to (None: the patient's, any caring department's)."""
+    if resource_type in ("Encounter", "CarePlan", "Task"):
+        return row.department_code
+    enrollment_id = getattr(row, "enrollment_id", None)
+    if enrollment_id is not None:
+        enrollment = session.get(Enrollment, enrollment_id)
+        return enrollment.department_code if enrollment else None
+    ticket_id = getattr(row, "ticket_id", None)
+    if ticket_id is not None:
+        ticket = session.get(Ticket, ticket_id)
+        return ticket.department_code if ticket else None
+    return None
+
+
+def _communications(
+    session: Session, patient_id: int, count: int, offset: int, scope: list[str] | None
+) -> SearchPage:
     """Sent and received, oldest first: two tables, one list."""
-    sent = session.exec(select(Message).where(Message.patient_id == patient_id)).all()
-    received = session.exec(
-        select(InboundRecord).where(InboundRecord.patient_id == patient_id)
-    ).all()
+    sent = [
+        m
+        for m in session.exec(select(Message).where(Message.patient_id == patient_id)).all()
+        if scope is None or department_of(session, "Communication", m) in (None, *scope)
+    ]
+    received = [
+        r
+        for r in session.exec(
+            select(InboundRecord).where(InboundRecord.patient_id == patient_id)
+        ).all()
+        if scope is None or department_of(session, "Communication", r) in (None, *scope)
+    ]
     timeline: list[tuple[dt.datetime, Resource]] = [
         (m.sent_at or m.created_at, _communication(m)) for m in sent
     ] + [(r.received_at, _inbound_communication(r)) for r in received]
@@ -617,7 +682,9 @@ def _communications(session: Session, patient_id: int, count: int, offset: int) 
     return SearchPage(page, len(timeline), [patient_id] * len(page))
 
 
-def _filters(query: Any, resource_type: str, params: dict[str, str]) -> Any:
+def _filters(
+    query: Any, resource_type: str, params: dict[str, str], indicators_file: Path | None
+) -> Any:
     if "status" in params:
         wanted = set(params["status"].split(","))
         table = {"CarePlan": _CAREPLAN_STATUS, "Task": _TASK_STATUS}.get(resource_type)

@@ -122,6 +122,8 @@ class Hl7Receipt:
     encoding: str
     message_id: int | None
     duplicate: bool = False
+    patient_id: int | None = None
+    """The patient the message touched, for the audit record."""
 
     @property
     def ack_bytes(self) -> bytes:
@@ -148,15 +150,45 @@ async def receive(runtime: Runtime, raw: bytes, *, transport: str) -> Hl7Receipt
         return await _reject_unreadable(runtime, raw, transport, rejected)
     encoding = header.codec or "utf-8"
     stored = await in_thread(_store, runtime, header, raw, transport)
-    if stored.ack is not None and stored.status != "received":
+    if stored.ack is not None and stored.status not in ("received", "processing"):
         return Hl7Receipt(
             code=stored.ack_code or "AA",  # type: ignore[arg-type]
             ack=stored.ack,
             encoding=encoding,
             message_id=stored.id,
             duplicate=True,
+            patient_id=stored.patient_id,
         )
+    if not await in_thread(_claim, runtime, stored.id):
+        # The first copy is still being acted on (an engine resent it before our ACK came).
+        busy = acknowledgement(header, "AR", reason="being processed; resend later", error_code=207)
+        return Hl7Receipt("AR", busy, encoding, stored.id, duplicate=True)
     return await _process(runtime, stored.id, raw, header)  # type: ignore[arg-type]
+
+
+CLAIM_SECONDS = 120
+"""A message being processed for longer than this was abandoned (its process died): a resend
+takes it over."""
+
+
+def _claim(runtime: Runtime, message_id: int) -> bool:
+    """Mark the message ``processing``, unless another copy is at it right now."""
+    table = Hl7Message.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=CLAIM_SECONDS)
+    with runtime.engine.begin() as connection:
+        claimed = connection.execute(
+            sa.update(table)
+            .where(
+                table.c.id == message_id,
+                sa.or_(
+                    table.c.status.in_(("received", "processed", "error", "rejected")),
+                    sa.and_(table.c.status == "processing", table.c.processed_at < stale),
+                ),
+            )
+            .values(status="processing", processed_at=now)
+        )
+        return claimed.rowcount == 1
 
 
 async def reprocess(runtime: Runtime, message_id: int) -> Hl7Receipt:
@@ -169,6 +201,8 @@ async def reprocess(runtime: Runtime, message_id: int) -> Hl7Receipt:
         raise ValidationFailed(
             f"HL7 message {message_id} is unreadable: {rejected.reason}"
         ) from None
+    if not await in_thread(_claim, runtime, message_id):
+        raise TryAgainLater(f"HL7 message {message_id} is being processed right now")
     return await _process(runtime, message_id, raw, header)
 
 
@@ -183,12 +217,20 @@ async def _process(
     except Hl7Problem as problem:
         outcome = _Outcome("AE", problem=problem)
     except (StartupError, TryAgainLater, OperationalError) as exc:
-        log.warning("HL7 message %s not processed, the sender should resend: %s", message_id, exc)
+        # The type only: a database error's text carries the statement and its parameters.
+        log.warning(
+            "HL7 message %s not processed (%s); the sender resends", message_id, type(exc).__name__
+        )
         outcome = _Outcome(
             "AR", reason="temporarily unable to process; resend later", error_code=207, retry=True
         )
     except SuifangError as exc:
         outcome = _Outcome("AE", reason=str(exc), error_code=207)
+    except Exception as exc:  # noqa: BLE001 -- a fault of ours: the engine resends, nothing lost
+        log.error("HL7 message %s failed (%s); kept for a resend", message_id, type(exc).__name__)
+        outcome = _Outcome(
+            "AR", reason="temporarily unable to process; resend later", error_code=207, retry=True
+        )
     ack = acknowledgement(
         header,
         outcome.code,
@@ -197,7 +239,9 @@ async def _process(
         error_code=outcome.error_code,
     )
     await in_thread(_record_outcome, runtime, message_id, outcome, ack)
-    return Hl7Receipt(outcome.code, ack, header.codec or "utf-8", message_id)
+    return Hl7Receipt(
+        outcome.code, ack, header.codec or "utf-8", message_id, patient_id=outcome.patient_id
+    )
 
 
 # --------------------------------------------------------------------------- the store
@@ -456,7 +500,7 @@ async def _discharge(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
         "encounter",
         {
             "external_id": visit.visit_number,
-            "kind": visit.patient_class,
+            "kind": visit.patient_class or "inpatient",
             "department": department,
             "ward": visit.ward,
             "diagnosis_codes": visit.diagnosis_codes,
@@ -493,11 +537,12 @@ async def _results(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
     visit = parsed.visit
     report = ResultReport(
         results=parsed.results,
+        # Never the bare visit number: that is the stay's own encounter, not the report's.
         report_id=(
-            parsed.order_number
-            or (visit.visit_number if visit else None)
-            or f"ORU-{parsed.header.control_id}"
-        ),
+            f"LAB:{parsed.order_number}"
+            if parsed.order_number
+            else f"LAB:{parsed.header.sender}:{parsed.header.control_id}"
+        )[:64],
         taken_at=parsed.result_time,
         inpatient=visit is not None and visit.patient_class == "inpatient",
         source="hl7",
@@ -581,8 +626,26 @@ async def _cancel(runtime: Runtime, parsed: ParsedMessage) -> _Outcome:
                 enrollment_id,
                 ControlEvent(action="stop", reason=f"HIS cancelled the {what} ({parsed.event})"),
             )
+    await in_thread(_release_visit, runtime, visit.visit_number)
     patient_id = await in_thread(_patient_by_mrn, runtime, parsed.patient.mrn)
     return _Outcome("AA", patient_id=patient_id, enrollment_id=journeys[0] if journeys else None)
+
+
+def _release_visit(runtime: Runtime, visit_number: str) -> None:
+    """The cancelled visit's encounter keeps its history but no longer answers to the visit
+    number: the discharge the HIS sends again after a cancel (A13, then A03) is a new
+    encounter with its own journey, not the stopped one found again."""
+    table = Encounter.__table__  # type: ignore[attr-defined]
+    current = identifier_index("visit", visit_number)
+    with runtime.engine.begin() as connection:
+        found = connection.execute(
+            sa.select(table.c.id).where(table.c.external_id_hash == current)
+        ).scalar()
+        if found is not None:
+            released = identifier_index("visit", f"cancelled:{found}:{visit_number}")
+            connection.execute(
+                sa.update(table).where(table.c.id == found).values(external_id_hash=released)
+            )
 
 
 def _journeys_of_visit(runtime: Runtime, visit_number: str) -> list[int]:

@@ -81,15 +81,18 @@ _ERROR_CODES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
 class Hl7Problem(Exception):
     """Content we cannot use, named by where it is (HL7 table 0357 for the code)."""
 
-    segment: str
-    field: int
-    reason: str
-    component: int | None = None
-    code: int = 102
+    def __init__(
+        self, segment: str, field: int, reason: str, component: int | None = None, code: int = 102
+    ) -> None:
+        super().__init__(reason)
+        self.segment = segment
+        self.field = field
+        self.reason = reason
+        self.component = component
+        self.code = code
 
     def __str__(self) -> str:
         return f"{self.location}: {self.reason}"
@@ -179,7 +182,7 @@ def decode(raw: bytes) -> tuple[MessageHeader, str]:
         raise Rejected(
             f"MSH-18: unsupported character set {header.charset!r} "
             "(send UNICODE UTF-8 or GB 18030-2000)",
-            code=203,
+            code=207,
             header=header,
         )
     try:
@@ -188,7 +191,7 @@ def decode(raw: bytes) -> tuple[MessageHeader, str]:
         raise Rejected(
             f"MSH-18: the message is not valid {header.charset or 'UTF-8'} "
             f"(byte {exc.start}); declare its character set in MSH-18",
-            code=203,
+            code=207,
             header=header,
         ) from None
     return header, re.sub(r"\r\n|\n", "\r", text)
@@ -243,7 +246,9 @@ class ParsedMessage:
 
 
 _SEX = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
-_PATIENT_CLASS = {"I": "inpatient", "O": "outpatient", "E": "inpatient", "P": "inpatient"}
+_PATIENT_CLASS = {"I": "inpatient", "O": "outpatient", "E": "outpatient", "P": "outpatient"}
+"""PV1-2 (table 0004). Only I is an inpatient stay: an emergency (E) or pre-admit (P) visit is
+no readmission; a missing or unknown class is '' (an A03 is then taken as inpatient)."""
 _PHONE = re.compile(r"^\+?[0-9][0-9 \-]{5,19}$")
 _DTM = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-]\d{4})?$")
 _ID_NUMBER = re.compile(r"^[0-9]{17}[0-9Xx]$")
@@ -278,6 +283,10 @@ def parse(raw: bytes, *, timezone: str) -> ParsedMessage:
     if not header.control_id:
         raise Hl7Problem("MSH", 10, "message control id missing", code=101)
     reader = _Reader(message, ZoneInfo(timezone))
+    if len(reader.segments("PID")) > 1:
+        raise Hl7Problem(
+            "PID", 0, "more than one patient in one message; send one patient per message"
+        )
     patient = reader.patient()
     visit = reader.visit() if reader.has("PV1") else None
     if event == DISCHARGE_EVENT and visit is None:
@@ -388,8 +397,11 @@ class _Reader:
         """PID-3: the repetition typed MR (CX.5), else the first."""
         identifiers = self._repetitions("PID", 3, pid)
         chosen = next((cx for cx in identifiers if cx.get(5, "").upper() == "MR"), None)
-        if chosen is None and identifiers:
-            chosen = identifiers[0]
+        if chosen is None:  # never a national id (身份证号) as the MRN
+            chosen = next(
+                (cx for cx in identifiers if cx.get(5, "").upper() not in ("NNCHN", "NI", "SS")),
+                None,
+            )
         mrn = chosen.get(1, "") if chosen else ""
         if not mrn:
             raise Hl7Problem("PID", 3, "patient identifier (MRN) missing", code=101, component=1)
@@ -418,13 +430,13 @@ class _Reader:
         return found
 
     def _phone(self) -> str | None:
-        """PID-13 (home) then PID-14 (business) then NK1-5 (a relative, who often answers for
-        an elderly patient): XTN.1, else XTN.12 (unformatted), else area + local number."""
+        """PID-13 (home) then PID-14 (business): XTN.1, else XTN.12 (unformatted), else area +
+        local number. Never a relative's (NK1-5): messages may name findings, and a contact is
+        the patient's own."""
         candidates: list[tuple[Any, str, int]] = [
             (self._segment("PID"), "PID", 13),
             (self._segment("PID"), "PID", 14),
         ]
-        candidates += [(nk1, "NK1", 5) for nk1 in self.segments("NK1")]
         for source, segment, field in candidates:
             if source is None:
                 continue
@@ -469,7 +481,7 @@ class _Reader:
             for pr1 in self.segments("PR1")
         ]
         attending = self._doctor(pv1)
-        patient_class = _PATIENT_CLASS.get(self.text("PV1", 2, source=pv1).upper(), "inpatient")
+        patient_class = _PATIENT_CLASS.get(self.text("PV1", 2, source=pv1).upper(), "")
         return VisitFields(
             visit_number=visit_number,
             patient_class=patient_class,
@@ -511,6 +523,7 @@ class _Reader:
                     reference_range=self.text("OBX", 7, source=obx) or None,
                     abnormal_flag=self.text("OBX", 8, source=obx).upper() or None,
                     observed_at=self.when("OBX", 14, source=obx),
+                    withdrawn=self.text("OBX", 11, source=obx).upper() in ("X", "W", "D"),
                 )
             )
         if not found:

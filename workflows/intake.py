@@ -76,7 +76,14 @@ class PatientIn(BaseModel):
     id_number: str | None = Field(None, pattern=r"^[0-9]{17}[0-9Xx]$", description="身份证号")
     address: str | None = Field(None, max_length=256)
     preferred_channels: list[str] = Field(default_factory=list)
-    contact_consent: bool = Field(True, description="Separate consent to be contacted (PIPL).")
+    contact_consent: bool | None = Field(
+        None,
+        description=(
+            "Separate consent to be contacted (PIPL). Omitted: a new patient is taken as "
+            "consenting; a known patient keeps what is recorded (a feed that does not carry "
+            "consent never overrides a withdrawal)."
+        ),
+    )
     consent_source: str | None = Field(None, max_length=64)
 
     @field_validator("birth_date")
@@ -187,13 +194,14 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
     if data.id_number:
         number = data.id_number.upper()
         values |= {"id_number": number, "id_number_hash": blind_index("id_number", number)}
-    if (
-        existing is None
-        or existing.consent_at is None
-        or existing.contact_consent != data.contact_consent
+    consent = data.contact_consent
+    if existing is None and consent is None:
+        consent = True
+    if consent is not None and (
+        existing is None or existing.consent_at is None or existing.contact_consent != consent
     ):
         values |= {
-            "contact_consent": data.contact_consent,
+            "contact_consent": consent,
             "consent_at": now,
             "consent_source": data.consent_source or "intake",
         }

@@ -3,7 +3,8 @@ patient's record, and follow-up of abnormal findings (检后随访).
 
 Each result whose code is a known indicator's LOINC code, its id or its name and whose value is
 a number becomes an observation: trend data beside the questionnaire answers, idempotent by
-report and result. A result flagged abnormal (H, L, A, … — HL7 table 0078 and FHIR's
+report and test (a corrected value sent later under the same report is not recorded again:
+the first stays). A result flagged abnormal (H, L, A, … — HL7 table 0078 and FHIR's
 ObservationInterpretation share the codes) outside an inpatient stay enrols the patient in the
 post-check-up pathway; the enrollment's encounter carries the findings as its diagnosis text,
 which the pathway's messages name (``{{ finding }}``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 from pathlib import Path
 
 from suifang.core.db import in_thread, insert_for
@@ -74,6 +76,9 @@ class ResultFields:
     reference_range: str | None
     abnormal_flag: str | None
     observed_at: dt.datetime | None
+    withdrawn: bool = False
+    """Cancelled or entered in error (HL7 OBX-11 X/W, FHIR status cancelled/entered-in-error):
+    neither recorded nor a finding."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +179,10 @@ async def record_results(
     registry = _registry(runtime.settings.indicators_file)
     when = report.taken_at or dt.datetime.now(dt.UTC)
     readings: list[dict[str, object]] = []
+    report_key = hashlib.sha256(report.report_id.encode()).hexdigest()[:32]
     for index, result in enumerate(report.results, 1):
+        if result.withdrawn:
+            continue
         indicator = _indicator_of(result, registry)
         if indicator is None:
             continue
@@ -183,7 +191,9 @@ async def record_results(
             continue
         readings.append(
             {
-                "event_key": f"{report.source}:{key}:{index}",
+                # By report and test, not by message: a report sent again (a resend under a
+                # new control id, the final after the preliminary) records nothing twice.
+                "event_key": f"{report.source}:{report_key}:{result.code}"[:160],
                 "indicator": indicator,
                 "value": measured[0],
                 "unit": measured[1][:16] or None,
@@ -194,7 +204,7 @@ async def record_results(
     patient_id = await in_thread(update_patient, runtime, patient)
     if readings:
         await in_thread(_insert, runtime, patient_id, readings)
-    findings = [r for r in report.results if r.abnormal_flag in ABNORMAL_FLAGS]
+    findings = [r for r in report.results if r.abnormal_flag in ABNORMAL_FLAGS and not r.withdrawn]
     enrolled = None
     if findings and not report.inpatient:
         encounter = EncounterIn(

@@ -12,13 +12,14 @@ or closed mid-frame is dropped. One bad connection never stops the listener.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from hl7.mllp import InvalidBlockError, MLLPStreamReader, MLLPStreamWriter, start_hl7_server
 
 from suifang.core.runtime import Runtime
 from suifang.workflows.hl7_intake import receive
-from suifang.workflows.hl7_messages import acknowledgement
+from suifang.workflows.hl7_messages import Rejected, acknowledgement, read_header
 
 __all__ = ["frame", "serve_mllp"]
 
@@ -60,9 +61,10 @@ async def serve_mllp(
                 try:
                     receipt = await receive(runtime, block, transport="mllp")
                     answer = receipt.ack_bytes
-                except Exception:  # the sender resends what we could not take
-                    log.exception("HL7 message from %s not taken", peer)
-                    answer = _refusal("temporarily unable to process; resend later")
+                except Exception as exc:  # noqa: BLE001 -- the sender resends what we could not take
+                    # The type only: the error's text may carry a statement's parameters.
+                    log.error("HL7 message from %s not taken (%s)", peer, type(exc).__name__)
+                    answer = _refusal("temporarily unable to process; resend later", block)
                 await _answer(writer, answer)
         except ConnectionError:
             return
@@ -77,8 +79,13 @@ async def serve_mllp(
     )
 
 
-def _refusal(reason: str) -> bytes:
-    return acknowledgement(None, "AR", reason=reason, error_code=207).encode("utf-8")
+def _refusal(reason: str, block: bytes | None = None) -> bytes:
+    """An AR, echoing the message's control id (MSA-2) when its MSH can be read."""
+    header = None
+    if block is not None:
+        with contextlib.suppress(Rejected):
+            header = read_header(block)
+    return acknowledgement(header, "AR", reason=reason, error_code=207).encode("utf-8")
 
 
 async def _answer(writer: MLLPStreamWriter, ack: bytes) -> None:

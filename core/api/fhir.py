@@ -32,6 +32,7 @@ from suifang.workflows.fhir_resources import (
     SEARCH_PARAMETERS,
     bundle,
     read,
+    read_department,
     search,
 )
 from suifang.workflows.intake import register_discharge
@@ -225,7 +226,13 @@ def search_resources(
     params = {k: v for k, v in request.query_params.items() if k not in ("_count", "_offset")}
     try:
         page, patient_id = search(
-            runtime, session, resource_type, params, count=count, offset=offset
+            runtime,
+            session,
+            resource_type,
+            params,
+            count=count,
+            offset=offset,
+            scope=principal.scope,
         )
     except ValidationFailed as exc:
         return _outcome(400, "invalid", str(exc))
@@ -272,7 +279,13 @@ def read_resource(
     except NotFoundError as exc:
         return _outcome(404, "not-found", str(exc))
     if patient_id is not None:
-        if not patient_in_scope(session, patient_id, principal.scope):
+        department = read_department(session, resource_type, resource_id)
+        hidden = not patient_in_scope(session, patient_id, principal.scope) or (
+            principal.scope is not None
+            and department is not None
+            and department not in principal.scope
+        )
+        if hidden:
             return _outcome(404, "not-found", f"no {resource_type}/{resource_id}")
         audit_patients(request, patient_id)
     return _fhir(resource.model_dump(mode="json", exclude_none=True))

@@ -57,7 +57,7 @@ class Hl7MessageView(BaseModel):
     message_type: str
     encoding: str
     transport: Literal["mllp", "http"]
-    status: str = Field(description="received, processed, error or rejected")
+    status: str = Field(description="received, processing, processed, error or rejected")
     ack_code: str | None
     error: str | None
     patient_id: int | None
@@ -125,6 +125,7 @@ async def post_hl7v2(request: Request, runtime: RuntimeDep, principal: Principal
     if not body.strip():
         raise HTTPException(422, "body: empty; send one HL7 v2 message beginning with MSH")
     receipt = await receive(runtime, body, transport="http")
+    audit_patients(request, receipt.patient_id)
     return _ack_response(receipt)
 
 
@@ -137,7 +138,9 @@ async def post_hl7v2(request: Request, runtime: RuntimeDep, principal: Principal
 def get_messages(
     request: Request,
     runtime: RuntimeDep,
-    status: Annotated[Literal["received", "processed", "error", "rejected"] | None, Query()] = None,
+    status: Annotated[
+        Literal["received", "processing", "processed", "error", "rejected"] | None, Query()
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[Hl7MessageView]:
     """What arrived, when, from whom, what was done and the ACK code; never the raw message

@@ -21,8 +21,9 @@ from suifang.core.security.crypto import EncryptedText
 
 __all__ = ["HL7_STATUSES", "HisDepartmentCode", "Hl7Message"]
 
-HL7_STATUSES = ("received", "processed", "error", "rejected")
-"""received: stored, not yet acted on (a crash here leaves it for reprocessing); processed:
+HL7_STATUSES = ("received", "processing", "processed", "error", "rejected")
+"""received: stored, not yet acted on (a crash here leaves it for reprocessing); processing:
+being acted on (a resend meanwhile is told to resend later); processed:
 acted on, AA; error: content we could not use, AE; rejected: not a message we take, AR."""
 
 

@@ -433,3 +433,52 @@ async def test_a_diagnostic_report_is_recorded_and_its_findings_followed_up(
     )
     assert wrong.status_code == 400
     assert "Observation[0]: unit 'mmol/mol' for hba1c (expected %)" in wrong.text
+
+
+async def test_a_shared_patient_shows_each_department_only_its_own_resources(
+    runtime: Runtime,
+    journey_worker: WorkflowEnvironment,
+    fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut],
+) -> None:
+    client, tokens, cardiology = fhir
+    now = await journey_worker.get_current_time()
+    # The same patient is also discharged from orthopaedics.
+    mrn = _mrn(runtime, cardiology.patient_id)
+    hip = discharge(
+        runtime,
+        runtime.catalog.get("hip-replacement"),
+        now - dt.timedelta(hours=1),
+        patient={"external_id": mrn},
+    )
+    orthopaedics = await register_discharge(runtime, hip)
+    assert orthopaedics.patient_id == cardiology.patient_id
+    ortho = tokens["ortho"]
+    own = await client.get(f"/fhir/R4/CarePlan/{orthopaedics.enrollment_id}", headers=ortho)
+    other = await client.get(f"/fhir/R4/CarePlan/{cardiology.enrollment_id}", headers=ortho)
+    assert own.status_code == 200
+    assert other.status_code == 404
+    plans = await client.get(f"/fhir/R4/CarePlan?patient={cardiology.patient_id}", headers=ortho)
+    assert [e["resource"]["id"] for e in plans.json()["entry"]] == [str(orthopaedics.enrollment_id)]
+    visits = await client.get(f"/fhir/R4/Encounter?patient={cardiology.patient_id}", headers=ortho)
+    assert [e["resource"]["id"] for e in visits.json()["entry"]] == [str(orthopaedics.encounter_id)]
+    tasks = await client.get(f"/fhir/R4/Task?patient={cardiology.patient_id}", headers=ortho)
+    assert tasks.json()["total"] == 0  # the parking complaint is logistics'
+
+
+async def test_a_reused_bundle_id_is_not_taken_for_another_discharge(
+    runtime: Runtime,
+    journey_worker: WorkflowEnvironment,
+    fhir: tuple[httpx.AsyncClient, dict[str, dict[str, str]], EnrollmentOut],
+) -> None:
+    client, tokens, _ = fhir
+    now = await journey_worker.get_current_time()
+    headers = {**tokens["admin"], "Content-Type": "application/fhir+json"}
+    first = discharge_bundle("fixed", "MRN-REUSE-1", "V-REUSE-1", now - dt.timedelta(hours=1))
+    second = discharge_bundle("fixed", "MRN-REUSE-2", "V-REUSE-2", now - dt.timedelta(hours=1))
+    one = await client.post("/fhir/R4/Bundle", json=first, headers=headers)
+    two = await client.post("/fhir/R4/Bundle", json=second, headers=headers)
+    assert (one.status_code, two.status_code) == (201, 201)
+    assert (
+        one.json()["entry"][0]["response"]["location"]
+        != two.json()["entry"][0]["response"]["location"]
+    )

@@ -601,3 +601,53 @@ async def test_normal_results_are_recorded_only_and_wrong_units_get_ae(
     assert msa(refused)[1] == "AE"
     assert err(refused)[2] == "OBX^1^6^1"
     assert "unit 'mmol/mol' for hba1c (expected %)" in refused
+
+
+async def test_review_findings_consent_redischarge_two_patients_and_report_resends(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, listener: int
+) -> None:
+    now = await journey_worker.get_current_time()
+    control, mrn, visit = ids()
+    async with Sender(listener) as engine:
+        first = adt("A03", control_id=control, mrn=mrn, visit=visit, discharged=now)
+        assert msa(await engine.send(first))[1] == "AA"
+        # The patient withdraws consent; the HIS's next update carries no consent: it stays.
+        [enrollment] = enrollments_of(runtime, mrn)
+        with Session(runtime.engine) as session:
+            patient = session.get(Patient, enrollment.patient_id)
+            assert patient is not None
+            patient.contact_consent = False
+            session.add(patient)
+            session.commit()
+        update = adt("A08", control_id=control + "u", mrn=mrn, visit=visit, discharged=now)
+        assert msa(await engine.send(update))[1] == "AA"
+        # Cancel the discharge, then discharge again: follow-up starts again.
+        cancel = adt("A13", control_id=control + "c", mrn=mrn, visit=visit, discharged=now)
+        assert msa(await engine.send(cancel))[1] == "AA"
+        redo = adt("A03", control_id=control + "r", mrn=mrn, visit=visit, discharged=now)
+        assert msa(await engine.send(redo))[1] == "AA"
+        # One message about two patients is refused, not put on the first.
+        two = oru(
+            control_id=control + "2",
+            mrn=mrn,
+            order="TWO",
+            taken=now,
+            results=[HBA1C_HIGH, "PID|2||OTHER^^^HOSP^MR||李^四", HBA1C_HIGH],
+        )
+        refused = await engine.send(two)
+        # The same report sent again under a new control id records nothing twice.
+        report = oru(
+            control_id=control + "o1", mrn=mrn, order="REP1", taken=now, results=[HBA1C_HIGH]
+        )
+        again = report.replace(control + "o1", control + "o2")
+        assert msa(await engine.send(report))[1] == "AA"
+        assert msa(await engine.send(again))[1] == "AA"
+    with Session(runtime.engine) as session:
+        patient = session.get(Patient, enrollment.patient_id)
+    assert patient is not None
+    assert patient.contact_consent is False
+    statuses = sorted(e.status for e in enrollments_of(runtime, mrn) if e.pathway_id == "pci")
+    assert statuses == ["active", "stopped"]
+    assert msa(refused)[1] == "AE"
+    assert "more than one patient" in refused
+    assert observations_of(runtime, mrn) == [("hba1c", 8.2)]
