@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
@@ -609,7 +610,13 @@ def search(
             )
         else:
             query = query.where(model.patient_id == patient_id)
-        query = _filters(query, resource_type, params, runtime.settings.indicators_file)
+        query = _filters(
+            query,
+            resource_type,
+            params,
+            runtime.settings.indicators_file,
+            ZoneInfo(runtime.settings.timezone),
+        )
         if scope is not None:
             query = _in_scope(query, resource_type, scope)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
@@ -683,7 +690,11 @@ def _communications(
 
 
 def _filters(
-    query: Any, resource_type: str, params: dict[str, str], indicators_file: Path | None
+    query: Any,
+    resource_type: str,
+    params: dict[str, str],
+    indicators_file: Path | None,
+    zone: ZoneInfo,
 ) -> Any:
     if "status" in params:
         wanted = set(params["status"].split(","))
@@ -704,8 +715,12 @@ def _filters(
         "Task": Ticket.opened_at,
     }[resource_type]
     for name in ("date", "_lastUpdated"):
-        for value in params.get(name, "").split(",") if name in params else []:
-            query = _date_filter(query, date_column, value, name)
+        # Repeated (date=ge…&date=lt…, joined with & by the route): all must hold; values
+        # separated by commas: any may.
+        for group in params[name].split("&") if name in params else []:
+            query = query.where(
+                sa.or_(*(_date_condition(date_column, v, name, zone) for v in group.split(",")))
+            )
     if resource_type == "Observation" and "code" in params:
         code = params["code"].rpartition("|")[2]
         indicators = {
@@ -715,7 +730,9 @@ def _filters(
     return query
 
 
-def _date_filter(query: Any, column: Any, value: str, name: str) -> Any:
+def _date_condition(column: Any, value: str, name: str, zone: ZoneInfo) -> Any:
+    """One FHIR date value as a condition; a date or time without an offset is the
+    hospital's (``SUIFANG_TIMEZONE``)."""
     prefix = value[:2] if value[:2] in ("eq", "gt", "ge", "lt", "le") else "eq"
     text = value[2:] if value[:2] == prefix else value
     try:
@@ -725,16 +742,17 @@ def _date_filter(query: Any, column: Any, value: str, name: str) -> Any:
             f"{name}: {value!r} is not a FHIR date (e.g. ge2026-12-01)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+        moment = moment.replace(tzinfo=zone)
     day_only = len(text) == 10
     end = moment + (dt.timedelta(days=1) if day_only else dt.timedelta(seconds=1))
     if prefix == "eq":
-        return query.where(column >= moment, column < end)
-    return query.where(
-        {"gt": column >= end, "ge": column >= moment, "lt": column < moment, "le": column < end}[
-            prefix
-        ]
-    )
+        return sa.and_(column >= moment, column < end)
+    return {
+        "gt": column >= end,
+        "ge": column >= moment,
+        "lt": column < moment,
+        "le": column < end,
+    }[prefix]
 
 
 def _int(value: str, name: str) -> int:

@@ -512,6 +512,11 @@ class _Reader:
         for obx in self.segments("OBX"):
             code = self.text("OBX", 3, 1, source=obx)
             value = self.text("OBX", 5, source=obx)
+            if self.text("OBX", 2, source=obx).upper() == "SN":
+                # Structured numeric: comparator ^ number. A bound (>8.2) is no reading.
+                comparator = value
+                number = self.text("OBX", 5, 2, source=obx)
+                value = number if comparator in ("", "=") else f"{comparator}{number}"
             if not code:
                 raise Hl7Problem("OBX", 3, "observation identifier missing", code=101)
             found.append(

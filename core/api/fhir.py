@@ -223,7 +223,16 @@ def search_resources(
     if resource_type not in RESOURCE_TYPES:
         return _outcome(404, "not-supported", f"{resource_type} is not served here")
     _allowed(principal, resource_type)
-    params = {k: v for k, v in request.query_params.items() if k not in ("_count", "_offset")}
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in ("_count", "_offset"):
+            continue
+        if name in params:
+            if name not in ("date", "_lastUpdated"):
+                return _outcome(400, "invalid", f"{name}: give it once")
+            params[name] += "&" + value  # a range: date=ge…&date=lt…, both must hold
+        else:
+            params[name] = value
     try:
         page, patient_id = search(
             runtime,

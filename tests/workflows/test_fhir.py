@@ -229,6 +229,17 @@ async def test_the_facade_keeps_roles_and_department_scoping(
         headers=tokens["admin"],
     )
     assert dated.json()["total"] == 0
+    tasks = f"/fhir/R4/Task?patient={enrolled.patient_id}"
+    ranged = await client.get(
+        f"{tasks}&_lastUpdated=ge2000-01-01&_lastUpdated=lt2100-01-01", headers=tokens["admin"]
+    )
+    assert ranged.json()["total"] == 1  # repeated: both hold
+    either = await client.get(
+        f"{tasks}&_lastUpdated=lt2000-01-02,ge2000-01-01", headers=tokens["admin"]
+    )
+    assert either.json()["total"] == 1  # comma: either holds
+    twice = await client.get(f"{tasks}&status=completed&status=received", headers=tokens["admin"])
+    assert twice.status_code == 400
 
 
 def _discharged(runtime: Runtime, enrolled: EnrollmentOut) -> dt.datetime:
