@@ -28,20 +28,13 @@ from harness import (
     pci_discharge,
     summary_line,
 )
-from sqlmodel import Session
-
-from suifang.core.security.auth import Role, create_user, issue_token
 
 QUESTIONS = ("请问支架术后多久可以洗澡?", "阿司匹林饭前吃还是饭后吃?", "复查需要空腹吗?")
 
 
 async def main(args: Any) -> str:
     async with Platform(keep=args.keep) as platform:
-        runtime = platform.runtime
-        assert runtime is not None
-        with Session(runtime.engine) as session:
-            user = create_user(session, username="bench", display_name="Bench", role=Role.ADMIN)
-            token, _ = issue_token(session, user, name="bench")
+        token = platform.admin_token()
         platform.start_worker_process()
         baseline_port = free_port()
         platform.start_baseline_api_process(baseline_port)

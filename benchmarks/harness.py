@@ -36,11 +36,14 @@ from typing import Any
 
 import bench_plugin
 import psutil
+from sqlmodel import Session
 
 from suifang.core.config import Settings, load_settings
 from suifang.core.embedded import DevServer
+from suifang.core.errors import StartupError
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
+from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.core.seed import prepare_database
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -114,19 +117,25 @@ class Platform:
     def __init__(self, *, keep: bool = False, task_queue: str = "suifang") -> None:
         self.keep = keep
         self.root = Path(tempfile.mkdtemp(prefix="suifang-bench-"))
-        self.settings: Settings = load_settings(
+        self.task_queue = task_queue
+        self.settings: Settings = self._settings()
+        self.server = DevServer(self.settings)
+        self.runtime: Runtime | None = None
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def _settings(self) -> Settings:
+        """Fresh free ports each time: a port probed free can be taken before the server binds
+        it (another test's process on this machine), and then the start is tried again."""
+        return load_settings(
             data_dir=self.root / "var",
             database_url="",
             temporal_address=f"127.0.0.1:{free_port()}",
             temporal_ui_port=free_port(),
             api_port=free_port(),
-            task_queue=task_queue,
+            task_queue=self.task_queue,
             log_level="WARNING",
             telemetry_exporter="none",
         )
-        self.server = DevServer(self.settings)
-        self.runtime: Runtime | None = None
-        self.processes: list[subprocess.Popen[str]] = []
 
     @property
     def temporal_db(self) -> list[Path]:
@@ -140,8 +149,18 @@ class Platform:
 
     async def __aenter__(self) -> Platform:
         log(f"data directory {self.root}; starting the Temporal dev server")
-        self.server.start()
-        await self.server.wait_healthy()
+        for attempt in range(1, 4):
+            self.server.start()
+            try:
+                await self.server.wait_healthy()
+                break
+            except StartupError as exc:
+                self.server.stop()
+                if "address already in use" not in str(exc) or attempt == 3:
+                    raise
+                log(f"a port was taken meanwhile ({exc}); trying other ports")
+                self.settings = self._settings()
+                self.server = DevServer(self.settings)
         self.runtime = Runtime.from_settings(self.settings, plugins=bench_plugins())
         prepare_database(self.runtime.engine)
         return self
@@ -197,16 +216,7 @@ class Platform:
         import socket
 
         argv = [sys.executable, "-m", "suifang.core.cli", "hl7", "listen", "--port", str(port)]
-        process = subprocess.Popen(
-            argv,
-            env=self.env(),
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.processes.append(process)
+        process = self._spawn(argv)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -225,9 +235,8 @@ class Platform:
             [sys.executable, str(RUN_SCRIPT), "_api_baseline", "--port", str(port)], port
         )
 
-    def _start_http_process(self, argv: list[str], port: int) -> subprocess.Popen[str]:
-        import httpx
-
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[str]:
+        """``argv`` in its own process on this platform, stopped when the platform is."""
         process = subprocess.Popen(
             argv,
             env=self.env(),
@@ -238,6 +247,19 @@ class Platform:
             text=True,
         )
         self.processes.append(process)
+        return process
+
+    def admin_token(self) -> str:
+        """A bearer token of an admin account on this platform's database."""
+        assert self.runtime is not None
+        with Session(self.runtime.engine) as session:
+            user = create_user(session, username="bench", display_name="Bench", role=Role.ADMIN)
+            return issue_token(session, user, name="bench")[0]
+
+    def _start_http_process(self, argv: list[str], port: int) -> subprocess.Popen[str]:
+        import httpx
+
+        process = self._spawn(argv)
         url = f"http://127.0.0.1:{port}/healthz"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

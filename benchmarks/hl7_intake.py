@@ -29,9 +29,6 @@ from harness import (
     summary_line,
 )
 from hl7.mllp import open_hl7_connection
-from sqlmodel import Session
-
-from suifang.core.security.auth import Role, create_user, issue_token
 
 
 def adt_a03(run: str, number: int) -> bytes:
@@ -56,11 +53,7 @@ def adt_a03(run: str, number: int) -> bytes:
 
 async def main(args: Any) -> str:
     async with Platform(keep=args.keep) as platform:
-        runtime = platform.runtime
-        assert runtime is not None
-        with Session(runtime.engine) as session:
-            user = create_user(session, username="bench", display_name="Bench", role=Role.ADMIN)
-            token, _ = issue_token(session, user, name="bench")
+        token = platform.admin_token()
         platform.start_worker_process()
         platform.start_api_process()
         hl7_port = free_port()
