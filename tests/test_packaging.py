@@ -24,7 +24,7 @@ def _source_packages() -> list[str]:
 
 @pytest.mark.slow
 def test_wheel_contains_every_subpackage_and_the_templates(tmp_path: Path) -> None:
-    subprocess.run(
+    build = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -32,14 +32,17 @@ def test_wheel_contains_every_subpackage_and_the_templates(tmp_path: Path) -> No
             "wheel",
             "--no-deps",
             "--no-build-isolation",
-            "-q",
+            "-v",
             "-w",
             str(tmp_path),
             str(ROOT),
         ],
         check=True,
         capture_output=True,
+        text=True,
     )
+    # An install that prints a page of setuptools warnings looks broken to whoever runs it.
+    assert "is absent from the `packages` configuration" not in build.stdout + build.stderr
     wheel = next(tmp_path.glob("suifang-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = _source_packages()

@@ -162,7 +162,8 @@ def _check_plotting(path: Path) -> None:
 
 
 def plot_daily(result: SimulationResult, path: Path) -> None:
-    """The daily workload as a chart: messages sent, and tickets per department (stacked)."""
+    """The daily workload as a chart: messages sent (greeting days named), and tickets per
+    department (stacked)."""
     try:
         import matplotlib
 
@@ -177,6 +178,19 @@ def plot_daily(result: SimulationResult, path: Path) -> None:
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     top.plot(days, [d["messages"] for d in result.daily], color="#2f6f9f")
     top.set_ylabel("messages sent")
+    for index, day in enumerate(result.daily):
+        # Birthdays are spread over the year; a festival or solar term greets everyone at once.
+        occasions = [o for o in day.get("greetings", {}) if o != "birthday"]
+        if occasions:
+            top.annotate(
+                ", ".join(occasions),
+                (index, day["messages"]),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize="x-small",
+                rotation=60,
+            )
     top.set_title(
         f"{result.config.pathway}: {result.config.patients_per_day} discharges/day, "
         f"seed {result.config.seed}"

@@ -197,6 +197,28 @@ def test_cli_prints_the_forecast_and_staffing_plan(
     assert strip(json.loads(again)) == strip(data)
 
 
+def test_the_chart_names_the_days_everyone_is_greeted(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    # 2027's Spring Festival is on 6 February; 立春 two days before.
+    args = ("simulate", "--pathway", "hypertension", "--patients-per-day", "20", "--days", "10")
+    args += ("--start", "2027-01-30", "--tail-days", "0")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    daily = {d["date"]: d for d in json.loads(out)["daily"]}
+    festival = daily["2027-02-06"]
+    assert festival["greetings"]["spring_festival"] >= 100  # every journey open that day
+    assert festival["messages"] >= festival["greetings"]["spring_festival"]
+    assert "spring_festival" not in daily["2027-02-05"]["greetings"]
+
+    code, _, err = cli(*args, "--plot", str(tmp_path / "load.svg"))
+    assert code == 0, err
+    svg = (tmp_path / "load.svg").read_text()
+    assert "spring_festival" in svg
+    assert "lichun" in svg
+    assert "birthday" not in svg  # spread over the year: not a spike to explain
+
+
 def test_cli_dry_runs_a_template_file(
     cli: Callable[..., tuple[int, str, str]], tmp_path: Path
 ) -> None:

@@ -89,6 +89,12 @@ def _daily(daily: dict[dt.date, Counter[str]]) -> list[dict[str, Any]]:
             "messages": daily[day]["messages"],
             "nurse_calls": daily[day]["tier:L2"],
             "doctor_callbacks": daily[day]["tier:L3"],
+            # Festival and birthday greetings go out together: the chart names the spikes.
+            "greetings": {
+                k.removeprefix("greeting:"): n
+                for k, n in sorted(daily[day].items())
+                if k.startswith("greeting:")
+            },
             **{d.removeprefix("tickets:"): daily[day][d] for d in departments},
         }
         for day in sorted(daily)

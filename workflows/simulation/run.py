@@ -266,7 +266,11 @@ class Simulator:
                 if messages is None:
                     messages = self.daily[self.day_of(now)]
                 messages["messages"] += 1
-                counts["messages:greeting" if kind is SendGreeting else "messages:advice"] += 1
+                if kind is SendGreeting:
+                    counts["messages:greeting"] += 1
+                    messages[f"greeting:{command.occasion}"] += 1
+                else:
+                    counts["messages:advice"] += 1
             elif kind is RaiseAlert:
                 counts[_ALERT_KEYS[command.tier]] += 1
                 journey.alerts.append((command.rule_id, command.key))
