@@ -181,6 +181,23 @@ class Settings(BaseSettings):
         ),
     )
     telemetry_exporter: Literal["none", "console", "otlp"] = "none"
+    metrics_access: Literal["token", "public", "off"] = Field(
+        "token",
+        description=(
+            "GET /metrics: token (a token with metrics:read: admin, auditor, or an integrator "
+            "token with --scope metrics), public (no token: for a scraper on a closed "
+            "network), off (no route)."
+        ),
+    )
+    worker_metrics_address: str = Field(
+        "",
+        pattern=r"^$|^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$",
+        description=(
+            "host:port where a worker serves the Temporal SDK's metrics (task slots, "
+            "latencies); the API's /metrics includes them. Empty: off for `suifang worker`, "
+            "a free local port for `suifang up`."
+        ),
+    )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint, e.g. http://collector:4318"
     )

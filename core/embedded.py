@@ -32,7 +32,7 @@ from suifang.core.private_files import (
 )
 from suifang.core.temporal import connect_client, temporal_health
 
-__all__ = ["DevServer", "ensure_ports_free", "port_in_use"]
+__all__ = ["DevServer", "ensure_ports_free", "free_port", "port_in_use"]
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -43,6 +43,13 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a part whose address only this process needs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def ensure_ports_free(ports: dict[str, tuple[str, int]]) -> None:

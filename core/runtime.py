@@ -37,6 +37,9 @@ class Runtime:
     _channels: ChannelDirectory | None = None
     _client: Client | None = None
     _client_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    worker_metrics_address: str | None = None
+    """Where this process's worker serves the Temporal SDK's metrics (set by ``suifang
+    worker`` and ``suifang up`` before the client connects; None: not served)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, plugins: Plugins | None = None) -> Runtime:
@@ -89,7 +92,12 @@ class Runtime:
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await connect_client(self.settings, codec=self.codec, wait=wait)
+                    self._client = await connect_client(
+                        self.settings,
+                        codec=self.codec,
+                        wait=wait,
+                        metrics_address=self.worker_metrics_address,
+                    )
         return self._client
 
     @property

@@ -20,6 +20,8 @@ from temporalio.common import RetryPolicy
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import CompositePayloadConverter, DataConverter, PayloadCodec
+from temporalio.runtime import PrometheusConfig, TelemetryConfig
+from temporalio.runtime import Runtime as TemporalRuntime
 from temporalio.service import RPCError
 
 from suifang.core.config import Settings
@@ -31,6 +33,7 @@ __all__ = [
     "SEND_OPTIONS",
     "connect_client",
     "data_converter",
+    "sdk_runtime",
     "temporal_health",
 ]
 
@@ -95,12 +98,41 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
     return dataclasses.replace(_PYDANTIC, payload_codec=codec)
 
 
+_SDK_RUNTIMES: dict[str, TemporalRuntime] = {}
+
+
+def sdk_runtime(metrics_address: str) -> TemporalRuntime:
+    """A Temporal SDK runtime that serves the worker's own metrics (task slots free,
+    schedule-to-start and execution latency, polls) at ``http://<metrics_address>/metrics``.
+
+    One per address and process: the SDK binds the port when the runtime is made.
+    """
+    if metrics_address not in _SDK_RUNTIMES:
+        try:
+            _SDK_RUNTIMES[metrics_address] = TemporalRuntime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(
+                        bind_address=metrics_address,
+                        durations_as_seconds=True,
+                        counters_total_suffix=True,
+                    )
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 -- the SDK's core raises plain exceptions
+            raise StartupError(
+                f"SUIFANG_WORKER_METRICS_ADDRESS: cannot serve worker metrics at "
+                f"{metrics_address}: {exc}"
+            ) from None
+    return _SDK_RUNTIMES[metrics_address]
+
+
 async def connect_client(
     settings: Settings,
     *,
     codec: PayloadCodec | None = None,
     timeout: float = 10.0,
     wait: float = 0.0,
+    metrics_address: str | None = None,
 ) -> Client:
     """Connect to ``SUIFANG_TEMPORAL_ADDRESS``; unreachable → a one-line :class:`StartupError`.
 
@@ -110,7 +142,9 @@ async def connect_client(
     deadline = time.monotonic() + wait
     while True:
         try:
-            return await _connect_once(settings, codec=codec, timeout=timeout)
+            return await _connect_once(
+                settings, codec=codec, timeout=timeout, metrics_address=metrics_address
+            )
         except StartupError:
             if time.monotonic() >= deadline:
                 raise
@@ -118,8 +152,9 @@ async def connect_client(
 
 
 async def _connect_once(
-    settings: Settings, *, codec: PayloadCodec | None, timeout: float
+    settings: Settings, *, codec: PayloadCodec | None, timeout: float, metrics_address: str | None
 ) -> Client:
+    runtime = sdk_runtime(metrics_address) if metrics_address else None
     try:
         return await asyncio.wait_for(
             Client.connect(
@@ -128,6 +163,7 @@ async def _connect_once(
                 data_converter=data_converter(codec),
                 interceptors=[TracingInterceptor()],
                 tls=settings.temporal_tls,
+                runtime=runtime,
                 api_key=(
                     settings.temporal_api_key.get_secret_value()
                     if settings.temporal_api_key

@@ -25,12 +25,13 @@ from suifang.core.api import tickets as ticket_routes
 from suifang.core.api.docs import install_docs
 from suifang.core.api.errors import install_error_handlers
 from suifang.core.api.limits import install_body_guard, install_concurrency_limit
+from suifang.core.api.metrics import install_metrics
 from suifang.core.api.security import PUBLIC_ROUTES, check_routes_are_guarded, install_audit
 from suifang.core.api.server_errors import install_server_error_audit
 from suifang.core.config import Settings, get_settings
 from suifang.core.db import pool_capacity
 from suifang.core.runtime import Runtime
-from suifang.core.telemetry import setup_tracing
+from suifang.core.telemetry import setup_metrics, setup_tracing
 
 __all__ = ["create_app"]
 
@@ -60,7 +61,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(health.router)
-    install_docs(app, PUBLIC_ROUTES)
+    public = set(PUBLIC_ROUTES)  # and /metrics where SUIFANG_METRICS_ACCESS=public
+    install_docs(app, public)
     app.include_router(journeys.router)
     app.include_router(hl7.router)
     app.include_router(fhir.router)
@@ -73,11 +75,13 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(contacts.router)
     app.include_router(oncall.router)
     app.include_router(reports.router)
-    install_audit(app)
+    install_metrics(app, runtime, public)
+    install_audit(app, public)
     install_concurrency_limit(app, pool_capacity(runtime.engine))
     install_body_guard(app, runtime.settings)  # refusals never reach the DB
     install_server_error_audit(app, runtime.engine)  # outermost: sees every layer's 5xx
-    check_routes_are_guarded(app)
+    check_routes_are_guarded(app, public)
     setup_tracing(runtime.settings)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz")
+    setup_metrics(runtime.settings, runtime.engine)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics")
     return app

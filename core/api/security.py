@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -147,7 +147,7 @@ def api_routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
     return found
 
 
-def install_audit(app: FastAPI) -> None:
+def install_audit(app: FastAPI, public: Collection[str] = PUBLIC_ROUTES) -> None:
     """Request ids on every response; an audit record for every guarded request."""
 
     @app.middleware("http")
@@ -160,7 +160,7 @@ def install_audit(app: FastAPI) -> None:
         response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
         path = _route_path(request)
-        if path is None or path in PUBLIC_ROUTES or response.status_code >= 500:
+        if path is None or path in public or response.status_code >= 500:
             return response  # a 5xx is recorded, with its error id, by core/api/server_errors
         principal: Principal | None = getattr(request.state, "principal", None)
         runtime: Runtime = request.app.state.runtime
@@ -209,8 +209,8 @@ def _dependencies(route: APIRoute) -> set[Any]:
     return seen
 
 
-def check_routes_are_guarded(app: FastAPI) -> None:
+def check_routes_are_guarded(app: FastAPI, public: Collection[str] = PUBLIC_ROUTES) -> None:
     """Refuse to start with a route that is neither deliberately public nor guarded."""
     for path, methods, route in api_routes(app):
-        if path not in PUBLIC_ROUTES and current_principal not in _dependencies(route):
+        if path not in public and current_principal not in _dependencies(route):
             raise RuntimeError(f"route {sorted(methods)} {path} has no authentication")

@@ -17,7 +17,7 @@ from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.config import Settings
 from suifang.core.db import current_revision
-from suifang.core.embedded import DevServer, ensure_ports_free
+from suifang.core.embedded import DevServer, ensure_ports_free, free_port
 from suifang.core.errors import StartupError
 from suifang.core.runtime import Runtime
 from suifang.core.seed import prepare_database
@@ -98,6 +98,7 @@ def run_worker_command() -> None:
     _configure_logging(runtime.settings)
     setup_tracing(runtime.settings)
     prepare_database(runtime.engine)
+    runtime.worker_metrics_address = runtime.settings.worker_metrics_address or None
     asyncio.run(_until_signalled(run_worker(runtime)))
 
 
@@ -197,6 +198,7 @@ def _print_banner(settings: Settings, server: DevServer) -> None:
         [
             ("API", api),
             ("OpenAPI docs", f"{api}/docs"),
+            ("Metrics", f"{api}/metrics" if settings.metrics_access != "off" else "off"),
             ("HL7 v2 (MLLP)", f"{settings.hl7_mllp_host}:{settings.hl7_mllp_port}"),
             ("Temporal", f"{settings.temporal_address} (namespace {settings.temporal_namespace})"),
             ("Temporal Web UI", server.ui_url),
@@ -222,6 +224,8 @@ def up() -> None:
     server = DevServer(settings)
     server.command()  # a missing binary is reported before anything else happens
     prepare_database(runtime.engine)
+    # The worker's SDK metrics, which the API's /metrics (same process) appends.
+    runtime.worker_metrics_address = settings.worker_metrics_address or f"127.0.0.1:{free_port()}"
     server.start()
     try:
         asyncio.run(_serve_platform(runtime, server))

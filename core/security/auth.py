@@ -86,6 +86,7 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     USERS_ADMIN = "users:admin"
     CODEC_DECODE = "codec:decode"
+    METRICS_READ = "metrics:read"
 
 
 _P = Permission
@@ -106,12 +107,12 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     }),
     Role.INTEGRATOR: frozenset({
         _P.INTAKE_WRITE, _P.JOURNEYS_ANSWER, _P.TICKETS_CREATE, _P.TICKETS_PATIENT_EVENT,
-        _P.PATHWAYS_READ, _P.PATIENTS_CONSENT,
+        _P.PATHWAYS_READ, _P.PATIENTS_CONSENT, _P.METRICS_READ,
     }),
     Role.AUDITOR: frozenset({
         _P.JOURNEYS_READ, _P.PATIENTS_READ, _P.PATHWAYS_READ, _P.OUTBOX_READ, _P.CHANNELS_READ,
         _P.INBOUND_READ, _P.TICKETS_READ, _P.ROUTING_READ, _P.NOTIFICATIONS_READ,
-        _P.REPORTS_READ, _P.AUDIT_READ, _P.HL7_READ,
+        _P.REPORTS_READ, _P.AUDIT_READ, _P.HL7_READ, _P.METRICS_READ,
     }),
 }  # fmt: skip
 
@@ -127,6 +128,8 @@ class Scope(enum.StrEnum):
     """The patient app's messages: open tickets, report replies and satisfaction scores."""
     CONTACTS = "contacts"
     """A consent system: record that a patient withdrew consent (do-not-contact)."""
+    METRICS = "metrics"
+    """A metrics scraper (Prometheus): read ``/metrics``, counts with no patient data."""
 
 
 _SCOPE_NAMES = frozenset(s.value for s in Scope)
@@ -138,6 +141,7 @@ SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.ANSWERS: frozenset({Permission.JOURNEYS_ANSWER}),
     Scope.TICKETS: frozenset({Permission.TICKETS_CREATE, Permission.TICKETS_PATIENT_EVENT}),
     Scope.CONTACTS: frozenset({Permission.PATIENTS_CONSENT}),
+    Scope.METRICS: frozenset({Permission.METRICS_READ}),
 }
 
 
@@ -245,7 +249,9 @@ def _token_limits(
                 "give either unscoped, or departments and scopes, not both"
             )
         return [], []
-    if not departments or not scopes:
+    # A metrics scraper reads counts with no patient in them: no department to limit it to.
+    metrics_only = bool(scopes) and {str(s) for s in scopes} == {Scope.METRICS.value}
+    if not scopes or (not departments and not metrics_only):
         raise ValidationFailed(
             "an integrator token is limited to departments (--department) and scopes "
             f"(--scope: {', '.join(s.value for s in Scope)}); "

@@ -109,6 +109,22 @@ def test_up_serves_a_healthy_platform_and_stops_every_child_on_sigint(
     assert "MSA|AA|UP1" in sent.stdout
     journeys = run_suifang("journeys", "list", "--json", env=ports_env, cwd=a03.parent)
     assert [j["pathway_id"] for j in json.loads(journeys.stdout)] == ["pci"], journeys.stderr
+    # An operator's scraper sees the journey and the worker's task slots in one /metrics.
+    added = run_suifang(
+        "users", "add", "prometheus", "--role", "integrator", env=ports_env, cwd=a03.parent
+    )
+    assert added.returncode == 0, added.stderr
+    token = run_suifang(
+        "tokens", "create", "prometheus", "--scope", "metrics", env=ports_env, cwd=a03.parent
+    )
+    assert token.returncode == 0, token.stderr
+    metrics = httpx.get(
+        f"{api}/metrics", headers={"Authorization": f"Bearer {token.stdout.strip()}"}, timeout=10
+    )
+    assert metrics.status_code == 200, metrics.text
+    assert 'suifang_journeys{status="active"} 1.0' in metrics.text
+    assert "suifang_worker_metrics_up 1.0" in metrics.text
+    assert "temporal_worker_task_slots_available{" in metrics.text
     children = children_of(up.pid)
     assert children, "the dev server should be a child of suifang up"
     up.send_signal(signal.SIGINT)
@@ -117,6 +133,7 @@ def test_up_serves_a_healthy_platform_and_stops_every_child_on_sigint(
     assert "suifang is up" in output
     assert f"Temporal Web UI  http://127.0.0.1:{ports_env['SUIFANG_TEMPORAL_UI_PORT']}" in output
     assert f"HL7 v2 (MLLP)    127.0.0.1:{ports_env['SUIFANG_HL7_MLLP_PORT']}" in output
+    assert f"Metrics          {api}/metrics" in output
     assert "suifang: stopped." in output
     assert "Traceback" not in output
     assert not [pid for pid in children if alive(pid)], "a child outlived suifang up"
