@@ -1,4 +1,5 @@
-"""Running the platform: ``config``, ``db``, ``plugins``, ``worker``, ``api`` and ``up``."""
+"""Running the platform: ``config``, ``db``, ``plugins``, ``worker``, ``api``, ``up`` and
+``status``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import uvicorn
 from suifang.core.api import create_app
 from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
+from suifang.core.cli.status import status
+from suifang.core.cli.supervisor import supervise_server, supervise_worker
 from suifang.core.config import Settings
 from suifang.core.db import current_revision
 from suifang.core.embedded import DevServer, ensure_ports_free, free_port
@@ -36,6 +39,7 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(run_worker_command)
     app.command("api")(run_api_command)
     app.command("up")(up)
+    app.command("status")(status)
     app.add_typer(db_app, name="db")
 
 
@@ -144,7 +148,7 @@ async def _serve_platform(runtime: Runtime, server: DevServer) -> None:
     settings = runtime.settings
     await server.wait_healthy()
     client = await runtime.client()
-    worker = build_worker(client, runtime)
+    first_worker = build_worker(client, runtime)  # a plugin or setting problem shows now, once
     api = _QuietServer(
         uvicorn.Config(
             create_app(runtime),
@@ -154,39 +158,41 @@ async def _serve_platform(runtime: Runtime, server: DevServer) -> None:
             lifespan="on",
         )
     )
-    stop = asyncio.Event()
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping.set)
 
-    worker_task = asyncio.ensure_future(worker.run())
     api_task = asyncio.ensure_future(api.serve())
     while not api.started and not api_task.done():
         await asyncio.sleep(0.05)
     if api_task.done():
-        await worker.shutdown()
         raise StartupError(f"the API could not start on {settings.api_host}:{settings.api_port}")
     try:
         hl7_listener = await serve_mllp(runtime)
     except OSError as exc:
         api.should_exit = True
-        await worker.shutdown()
         raise StartupError(
             f"the HL7 listener could not start on {settings.hl7_mllp_host}:"
             f"{settings.hl7_mllp_port}: {exc.strerror or exc}"
         ) from None
+    worker_task = asyncio.ensure_future(
+        supervise_worker(first_worker, lambda: build_worker(client, runtime), stopping)
+    )
+    server_task = asyncio.ensure_future(supervise_server(server, stopping))
     _print_banner(settings, server)
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({worker_task, api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait(
+        {api_task, worker_task, server_task, stopper}, return_when=asyncio.FIRST_COMPLETED
+    )
+    stopping.set()
     print("\nsuifang: stopping…", flush=True)
     hl7_listener.close()
     api.should_exit = True
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(worker.shutdown(), timeout=20)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(api_task, timeout=10)
-    stopper.cancel()
-    for task in (worker_task, api_task):
+    for task, seconds in ((worker_task, 25), (api_task, 10), (server_task, 5)):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=seconds)
+    for task in (worker_task, api_task, server_task):
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise StartupError(f"stopped because of an error: {task.exception()}")
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from suifang.core.embedded import free_port
 from tests.workflows.test_hl7_intake import adt
 
 
@@ -52,6 +55,45 @@ def run_suifang(
     )  # fmt: skip
 
 
+def wait_healthy(api: str, up: subprocess.Popen[str], seconds: float = 90) -> object:
+    """The API's last /healthz answer, once it is 200 (or the time is up)."""
+    deadline = time.monotonic() + seconds
+    health = None
+    while time.monotonic() < deadline:
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        try:
+            response = httpx.get(f"{api}/healthz", timeout=2)
+        except httpx.HTTPError:
+            time.sleep(0.5)
+            continue
+        health = response.json()
+        if response.status_code == 200:
+            break
+        time.sleep(0.5)
+    return health
+
+
+def send_a03(ports_env: dict[str, str], visit: str) -> None:
+    """A discharge over the real MLLP listener, acknowledged AA."""
+    a03 = Path(ports_env["SUIFANG_DATA_DIR"]).parent / f"{visit}.hl7"
+    now = dt.datetime.now(dt.UTC)
+    a03.write_text(adt("A03", control_id=visit, mrn=f"MRN-{visit}", visit=visit, discharged=now))
+    sent = run_suifang(
+        "hl7", "send", str(a03), "--port", ports_env["SUIFANG_HL7_MLLP_PORT"],
+        env=ports_env, cwd=a03.parent,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert f"MSA|AA|{visit}" in sent.stdout
+
+
+def dev_server_pid(up_pid: int) -> int:
+    for pid in children_of(up_pid):
+        with contextlib.suppress(OSError):
+            if b"start-dev" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    raise AssertionError("no Temporal dev server under suifang up")
+
+
 @pytest.fixture
 def up(ports_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
@@ -72,19 +114,7 @@ def test_up_serves_a_healthy_platform_and_stops_every_child_on_sigint(
     up: subprocess.Popen[str], ports_env: dict[str, str]
 ) -> None:
     api = f"http://127.0.0.1:{ports_env['SUIFANG_API_PORT']}"
-    deadline = time.monotonic() + 90
-    health = None
-    while time.monotonic() < deadline:
-        assert up.poll() is None, up.stdout.read() if up.stdout else ""
-        try:
-            response = httpx.get(f"{api}/healthz", timeout=2)
-        except httpx.HTTPError:
-            time.sleep(0.5)
-            continue
-        health = response.json()
-        if response.status_code == 200:
-            break
-        time.sleep(0.5)
+    health = wait_healthy(api, up)
     assert health == {
         "status": "ok",
         "database": {"ok": True, "detail": None},
@@ -179,3 +209,65 @@ def test_a_worker_without_a_temporal_server_is_one_clear_line(
     assert lines[0].startswith(
         f"suifang: error: cannot reach Temporal at {ports_env['SUIFANG_TEMPORAL_ADDRESS']}"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.devserver
+def test_up_starts_its_temporal_server_again_when_it_is_killed(
+    up: subprocess.Popen[str], ports_env: dict[str, str]
+) -> None:
+    api = f"http://127.0.0.1:{ports_env['SUIFANG_API_PORT']}"
+    assert wait_healthy(api, up) is not None
+    send_a03(ports_env, "BEFORE")
+    killed = dev_server_pid(up.pid)
+    os.kill(killed, signal.SIGKILL)
+    time.sleep(1)
+    health = wait_healthy(api, up, seconds=120)
+    assert health == {
+        "status": "ok",
+        "database": {"ok": True, "detail": None},
+        "temporal": {"ok": True, "detail": None},
+    }
+    assert dev_server_pid(up.pid) != killed
+    # The platform works on: a new discharge is enrolled and its journey started by the
+    # worker, and the journey from before the crash is still there (the store is on disk).
+    send_a03(ports_env, "AFTER")
+    cwd = Path(ports_env["SUIFANG_DATA_DIR"]).parent
+    journeys = json.loads(run_suifang("journeys", "list", "--json", env=ports_env, cwd=cwd).stdout)
+    assert sorted(j["status"] for j in journeys) == ["active", "active"]
+    for journey in journeys:
+        shown = run_suifang(
+            "journeys", "show", str(journey["enrollment_id"]), env=ports_env, cwd=cwd
+        )
+        assert shown.returncode == 0, shown.stderr
+    status = run_suifang("status", "--json", env=ports_env, cwd=cwd)
+    assert status.returncode == 0, status.stdout + status.stderr
+    parts = {p["part"]: p for p in json.loads(status.stdout)}
+    assert set(parts) == {"database", "temporal", "worker", "api", "hl7 listener"}
+    assert all(p["ok"] for p in parts.values()), parts
+    assert "polling 'suifang'" in parts["worker"]["detail"]
+    up.send_signal(signal.SIGINT)
+    output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "the Temporal dev server exited (code -9); starting it again in 1 s" in output
+    assert "the Temporal dev server is back" in output
+    assert "suifang: stopped." in output
+    assert "Traceback" not in output
+
+
+def test_status_says_which_part_is_down(
+    cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TEMPORAL_ADDRESS", "API_PORT", "HL7_MLLP_PORT"):
+        port = str(free_port())
+        value = f"127.0.0.1:{port}" if name == "TEMPORAL_ADDRESS" else port
+        monkeypatch.setenv(f"SUIFANG_{name}", value)
+    code, out, err = cli("status")
+    assert code == 1, (out, err)
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "not migrated: run suifang db upgrade" in rows["database"]
+    assert "unreachable at 127.0.0.1:" in rows["temporal"]
+    assert "NO" in rows["api"]
+    assert "ConnectError" in rows["api"]
+    assert "NO" in rows["hl7"]
+    assert "Traceback" not in out + err
