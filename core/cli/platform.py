@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ import typer
 import uvicorn
 
 from suifang.core.api import create_app
+from suifang.core.backup import backup, keys_guidance, restore
 from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.cli.status import status
@@ -40,6 +42,8 @@ def register(app: typer.Typer) -> None:
     app.command("api")(run_api_command)
     app.command("up")(up)
     app.command("status")(status)
+    app.command("backup")(backup_command)
+    app.command("restore")(restore_command)
     app.add_typer(db_app, name="db")
 
 
@@ -213,6 +217,41 @@ def _print_banner(settings: Settings, server: DevServer) -> None:
         ]
     )
     print(flush=True)
+
+
+def backup_command(
+    out: Annotated[Path, typer.Argument(help="A new .tar.gz file.", show_default=False)],
+) -> None:
+    """Back up the app database and the Temporal store, online (keys not included)."""
+    settings = cli_settings()
+    summary = backup(settings, out)
+    for name, size in summary.files.items():
+        print(f"{name}: {size:,} bytes")
+    if not summary.app_database_included:
+        print(
+            "the app database is PostgreSQL: back it up with pg_dump or your PostgreSQL "
+            "backups; this file holds the Temporal store only"
+        )
+    print(f"backup written: {summary.path} (migration {summary.migration or '-'})")
+    print(keys_guidance(settings), file=sys.stderr)
+
+
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="A backup from suifang backup.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Move the data here aside first (nothing deleted).")
+    ] = False,
+) -> None:
+    """Put a backup back into the data directory (the platform must be stopped)."""
+    summary = restore(cli_settings(), source, force=force)
+    if summary.moved_aside is not None:
+        print(f"the data that was here is in {summary.moved_aside}")
+    for name, path in summary.restored.items():
+        print(f"{name} → {path}")
+    print(
+        f"restored the backup of {summary.created_at} (migration {summary.migration or '-'}); "
+        "start with suifang up: journeys continue from where the backup was taken"
+    )
 
 
 def up() -> None:
