@@ -127,7 +127,10 @@ def try_(
 def evaluate_(
     corpus: Annotated[Path, typer.Argument(help="A labelled corpus CSV (see docs/triage.md).")],
     misses: Annotated[
-        bool, typer.Option(help="List missed emergencies, misrouted complaints, wrong answers.")
+        bool,
+        typer.Option(
+            help="List missed and false emergencies, misrouted feedback, wrong answers."
+        ),
     ] = False,
 ) -> None:
     """Measure the triage on a labelled corpus: recall and precision per class, safety."""
@@ -142,6 +145,9 @@ def evaluate_(
     if misses:
         for o in evaluation.missed_emergencies:
             print(f"missed emergency ({o.row.concept}), line {o.row.line}: {o.row.text}")
+        for o in evaluation.false_emergencies:
+            flags = ", ".join(o.result.red_flags) or "-"
+            print(f"false emergency ({o.row.label}; {flags}), line {o.row.line}: {o.row.text}")
         for o in evaluation.misrouted_feedback:
             print(f"to {o.department}, not {o.row.department}, line {o.row.line}: {o.row.text}")
         for o in evaluation.wrong_answers:

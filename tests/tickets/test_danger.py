@@ -228,6 +228,26 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
             "he rang to say goodbye and that hes going to join mum. his pills are gone",
             "suicidality",
         ),
+        # Set 12's misses, all suicidality: a jump thought over "a long time" (not a past
+        # event); a deliberate crash for the insurance; a lethal count with "enough to go";
+        # letters and "won't be here"; cuts with the blades at hand; a goodbye text and a bag
+        # of old medicines.
+        ("站在天台边上想了好久了，跳下去就不用再受罪了", "suicidality"),
+        ("我想开车往墙上撞，保险金够孩子上学了", "suicidality"),
+        (
+            "he keeps saying he'll drive into a tree so the life insurance covers the mortgage",
+            "suicidality",
+        ),
+        ("降压药都倒进一个袋子了，一百多粒，够我走了吧", "suicidality"),
+        (
+            "I won't be here next week. Wrote letters to my wife and son. Stop messaging.",
+            "suicidality",
+        ),
+        ("the blades in the drawer keep calling me, want to do more than scratches", "suicidality"),
+        (
+            "mum texted love you all, her phone is off now and she took a bag of pills",
+            "suicidality",
+        ),
     ],
 )
 def test_emergencies_described_without_their_textbook_words(text: str, concept: str) -> None:
@@ -256,6 +276,20 @@ def test_asking_when_you_can_walk_is_not_a_lethal_dose_and_a_heart_attack_idiom_
         level("nearly had a heart attack when I saw the bill haha, what bp should I aim for")
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "want to die of embarrassment asking, but when can we have sex after the stent?",
+        "之前在医院低血糖晕过一次，现在兜里揣着糖，平时还要注意什么",
+        "fainted once in hospital when they took blood, fine ever since. can I drive?",
+        "I won't be here next week, visiting my daughter, can we move the call?",
+        "吃了止痛药应该就不疼了吧？",
+    ],
+)
+def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) -> None:
+    assert level(text) != "emergency", (text, concepts(text))
 
 
 def test_a_low_sugar_meal_is_food_and_feeling_low_sugar_is_a_hypo() -> None:

@@ -22,15 +22,13 @@ from suifang.tickets.triage import classify
 CORPUS = Path(__file__).parent / "corpus"
 TEMPLATES = Path(__file__).parents[2] / "templates"
 
-# What the triage reaches on heldout.csv today (2026-12-05: emergency recall 98.3 %, no
-# clinical message answered at L1, feedback routed 89.6 %, routine 78.0 %), less a little
-# room: a change that loses ground fails CI. Feedback was 0.90 until set 11's examples moved
-# one held-out complaint (89.6 %); the floor follows the figure down by that one message
-# rather than keep the examples of a round out of the model (docs/triage.md).
+# What the triage reaches on heldout.csv today (2026-12-05, after set 12: emergency recall
+# 98.7 %, no clinical message answered at L1, feedback routed 90.7 %, routine 78.0 %), less
+# a little room: a change that loses ground fails CI.
 FLOORS = {
-    "emergency_recall": 0.98,
+    "emergency_recall": 0.985,
     "clinical_answered_automatically": 0,
-    "feedback_routed": 0.895,
+    "feedback_routed": 0.90,
     "routine_answered": 0.77,
 }
 # Issue 18's bar.
