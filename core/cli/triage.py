@@ -128,9 +128,7 @@ def evaluate_(
     corpus: Annotated[Path, typer.Argument(help="A labelled corpus CSV (see docs/triage.md).")],
     misses: Annotated[
         bool,
-        typer.Option(
-            help="List missed and false emergencies, misrouted feedback, wrong answers."
-        ),
+        typer.Option(help="List missed and false emergencies, misrouted feedback, wrong answers."),
     ] = False,
 ) -> None:
     """Measure the triage on a labelled corpus: recall and precision per class, safety."""
