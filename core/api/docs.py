@@ -11,6 +11,7 @@ own Apache-2.0 and MIT licences) and are mounted at ``/docs/assets``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,10 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-__all__ = ["ASSETS", "install_docs"]
+__all__ = ["ASSETS", "REDOC_BUNDLE", "install_docs"]
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -48,6 +49,18 @@ _ERRORS = {
 
 ASSETS = "/docs/assets"
 _STATIC = Path(fastapi_offline.__file__).parent / "static"
+# ReDoc's bundle draws its sidebar logo from Redocly's CDN: on a closed network that is a
+# request refused at every page load. The bundle is served with the logo inlined instead.
+_REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_INLINE_LOGO = (
+    b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E"
+)
+REDOC_BUNDLE = f"{ASSETS}/redoc.offline.js"
+
+
+@functools.cache
+def _redoc_offline() -> bytes:
+    return (_STATIC / "redoc.standalone.js").read_bytes().replace(_REDOC_CDN_LOGO, _INLINE_LOGO)
 
 
 def install_docs(app: FastAPI, public: set[str]) -> None:
@@ -76,12 +89,20 @@ def install_docs(app: FastAPI, public: set[str]) -> None:
         return get_redoc_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=title,
-            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_js_url=REDOC_BUNDLE,
             redoc_favicon_url=f"{ASSETS}/favicon.png",
             with_google_fonts=False,
         )
 
-    app.include_router(router)
+    @router.get(REDOC_BUNDLE)
+    def redoc_bundle() -> Response:
+        return Response(
+            _redoc_offline(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    app.include_router(router)  # before the mount: the offline bundle's route wins
     app.mount(ASSETS, StaticFiles(directory=_STATIC), name="docs-assets")
     build = app.openapi
 

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlmodel import Session
 
 from suifang.core.api.deps import get_runtime
+from suifang.core.api.docs import REDOC_BUNDLE
 from suifang.core.api.errors import error_body
 from suifang.core.db import in_thread
 from suifang.core.runtime import Runtime
@@ -51,6 +52,7 @@ PUBLIC_ROUTES = {
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    REDOC_BUNDLE,  # ReDoc's script, served with its CDN logo inlined
     "/channels/{name}/inbound",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -212,7 +212,7 @@ def test_only_health_docs_and_signed_webhooks_are_public_and_a_leak_stops_start_
 ) -> None:
     expected = {
         "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-        "/channels/{name}/inbound",
+        "/docs/assets/redoc.offline.js", "/channels/{name}/inbound",
     }  # fmt: skip
     assert expected == PUBLIC_ROUTES
     app = create_app(settings=settings)
