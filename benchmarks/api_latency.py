@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 import httpx
+import psutil
 from harness import (
     Platform,
     describe_latencies,
@@ -40,7 +41,7 @@ async def main(args: Any) -> str:
         platform.start_baseline_api_process(baseline_port)
         baseline = await _baseline_latencies(args, baseline_port)
         log(f"baseline p50 {baseline['p50_ms']:.1f} ms p99 {baseline['p99_ms']:.1f} ms")
-        platform.start_api_process()
+        api_process = psutil.Process(platform.start_api_process().pid)
         run = uuid.uuid4().hex[:6]
         base = f"http://127.0.0.1:{platform.settings.api_port}"
         latencies: dict[str, list[float]] = {"intake": [], "ticket": []}
@@ -68,14 +69,21 @@ async def main(args: Any) -> str:
                 try:
                     response = await http.request(method, path, json=body)
                     ok = response.status_code in (200, 201)
-                except httpx.HTTPError:
+                    why = f"{response.status_code} {response.text[:120]}"
+                except httpx.HTTPError as exc:
                     ok = False
+                    why = type(exc).__name__
                 if ok:
                     latencies[kind].append(time.perf_counter() - began)
                 else:
                     errors[kind] += 1
+                    if errors[kind] <= 3:
+                        log(f"{kind} failed: {why}")
 
             total = int(args.rate * args.seconds)
+            # CPU seconds the API spends per request: steadier than latency near saturation,
+            # where a few per cent of machine speed swing the queue (and p99) by seconds.
+            cpu_before = sum(api_process.cpu_times()[:2])
             log(f"offering {args.rate:g} intakes/s and as many tickets for {args.seconds:g} s")
             tasks: list[asyncio.Task[None]] = []
             began = time.perf_counter()
@@ -96,6 +104,7 @@ async def main(args: Any) -> str:
             offered_seconds = time.perf_counter() - began
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - began
+            api_cpu_ms = (sum(api_process.cpu_times()[:2]) - cpu_before) * 1000 / (2 * total)
         intake = describe_latencies(latencies["intake"])
         ticket = describe_latencies(latencies["ticket"])
         log(f"intake p50 {intake['p50_ms']:.1f} ms p99 {intake['p99_ms']:.1f} ms")
@@ -120,6 +129,7 @@ async def main(args: Any) -> str:
             "intake_p99_ratio": (
                 intake["p99_ms"] / baseline["p99_ms"] if baseline["p99_ms"] else 0.0
             ),
+            "api_cpu_ms_per_request": api_cpu_ms,
             "errors": errors["intake"] + errors["ticket"],
             "baseline_errors": baseline["errors"],
             "load1": machine()["load1"],

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from suifang.core.db import in_thread
 from suifang.core.runtime import Runtime
 
 __all__ = ["RuntimeDep", "SessionDep", "get_runtime", "get_session"]
 
 
-def get_runtime(request: Request) -> Runtime:
+# Both are async although they do no I/O on the event loop: FastAPI runs a plain ``def``
+# dependency in the thread pool, a hop per request that costs more than the work.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    with Session(runtime.engine, expire_on_commit=False) as session:
+async def get_session(
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+) -> AsyncIterator[Session]:
+    session = Session(runtime.engine, expire_on_commit=False)  # connects on first use
+    try:
         yield session
+    finally:
+        await in_thread(session.close)  # returns the connection: a rollback, off the loop
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

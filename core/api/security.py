@@ -14,14 +14,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlmodel import Session
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suifang.core.api.deps import get_runtime
 from suifang.core.api.docs import REDOC_BUNDLE
 from suifang.core.api.errors import error_body
+from suifang.core.api.server_errors import route_path
 from suifang.core.db import in_thread
 from suifang.core.runtime import Runtime
 from suifang.core.security.audit import outcome_of, record_audit
@@ -134,11 +137,6 @@ def require_department_in_scope(principal: Principal, department: str, where: st
         )
 
 
-def _route_path(request: Request) -> str | None:
-    """The matched route's path template (``/journeys/{enrollment_id}``), if any."""
-    return getattr(request.scope.get("route"), "path", None)
-
-
 def api_routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
     """Every API route as (full path, methods, route), through included routers."""
     found = []
@@ -151,27 +149,63 @@ def api_routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
 
 def install_audit(app: FastAPI, public: Collection[str] = PUBLIC_ROUTES) -> None:
     """Request ids on every response; an audit record for every guarded request."""
+    app.add_middleware(AuditMiddleware, public=frozenset(public))
 
-    @app.middleware("http")
-    async def audit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("x-request-id", "")
+
+class AuditMiddleware:
+    """Writes the audit record of a guarded request before its answer leaves.
+
+    Plain ASGI rather than ``@app.middleware("http")``: it sits on every request, and
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request. The response's
+    start is held until the record is written (its status decides the outcome); if the record
+    cannot be written the caller gets 503 instead, and the body that was produced is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, public: frozenset[str]) -> None:
+        self.app = app
+        self.public = public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request_id
-        path = _route_path(request)
-        if path is None or path in public or response.status_code >= 500:
-            return response  # a 5xx is recorded, with its error id, by core/api/server_errors
-        principal: Principal | None = getattr(request.state, "principal", None)
-        runtime: Runtime = request.app.state.runtime
-        params = request.scope.get("path_params", {})
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        refused = False
+
+        async def audited_send(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+                if not await self._record(scope, message["status"], request_id):
+                    refused = True
+                    await self._unavailable(send, request_id)
+                    return
+            elif refused:
+                return  # the answer that could not be audited
+            await send(message)
+
+        await self.app(scope, receive, audited_send)
+
+    async def _record(self, scope: Scope, status_code: int, request_id: str) -> bool:
+        """Write the record; False if it could not be written (and must not be skipped)."""
+        path = route_path(scope)
+        if path is None or path in self.public or status_code >= 500:
+            return True  # a 5xx is recorded, with its error id, by core/api/server_errors
+        state = scope.get("state", {})
+        principal: Principal | None = state.get("principal")
+        runtime: Runtime = scope["app"].state.runtime
+        params = scope.get("path_params", {})
         resource = path.strip("/").split("/")[0] or "root"
         # A path segment is whatever the caller typed, and may be a name: ids only, and the
         # words of a request that succeeded (then the route knew them: an action, a pathway).
-        ids = [str(v) for v in params.values() if _is_id(v) or response.status_code < 400]
-        patients = getattr(request.state, "audit_patients", None)
+        ids = [str(v) for v in params.values() if _is_id(v) or status_code < 400]
+        patients = state.get("audit_patients")
         if not patients and _is_id(params.get("patient_id")):
             patients = [int(params["patient_id"])]  # a probe that got 404 still names whom
         try:
@@ -180,24 +214,29 @@ def install_audit(app: FastAPI, public: Collection[str] = PUBLIC_ROUTES) -> None
                 runtime.engine,
                 actor=principal.actor if principal else "anonymous",
                 role=principal.role.value if principal else "-",
-                action=f"{request.method} {path}",
+                action=f"{scope['method']} {path}",
                 resource=resource,
                 resource_id=",".join(ids) or None,
                 patient_ids=patients,
-                outcome=outcome_of(response.status_code),
-                status_code=response.status_code,
+                outcome=outcome_of(status_code),
+                status_code=status_code,
                 request_id=request_id,
-                detail=getattr(request.state, "audit_detail", None),
+                detail=state.get("audit_detail"),
             )
         except Exception:  # noqa: BLE001 -- an unaudited answer must not leave the building
-            if response.status_code == 503:
-                return response  # already a refusal (the database is down): it says why
-            return JSONResponse(
-                status_code=503,
-                content=error_body("audit_unavailable", "the audit log cannot be written; retry"),
-                headers={"X-Request-ID": request_id, "Retry-After": "5"},
-            )
-        return response
+            return status_code == 503  # already a refusal (the database is down): it says why
+        return True
+
+    @staticmethod
+    async def _unavailable(send: Send, request_id: str) -> None:
+        refusal = JSONResponse(
+            status_code=503,
+            content=error_body("audit_unavailable", "the audit log cannot be written; retry"),
+            headers={"X-Request-ID": request_id, "Retry-After": "5"},
+        )
+        body = refusal.body
+        await send({"type": "http.response.start", "status": 503, "headers": refusal.raw_headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _dependencies(route: APIRoute) -> set[Any]:

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from suifang.core.api.errors import error_body, error_id_in
 from suifang.core.security.audit import outcome_of, record_audit
 
-__all__ = ["ServerErrorAudit", "install_server_error_audit"]
+__all__ = ["ServerErrorAudit", "install_server_error_audit", "route_path"]
 
 log = logging.getLogger("suifang.api")
 
@@ -79,7 +79,7 @@ class ServerErrorAudit:
                 "unhandled %s answering %s %s (error id %s)",
                 type(exc).__name__,
                 scope.get("method"),
-                _route_path(scope) or "(no route)",
+                route_path(scope) or "(no route)",
                 error_id,
                 exc_info=exc,
             )
@@ -104,7 +104,7 @@ class ServerErrorAudit:
         self, scope: Scope, state: dict[str, Any], status: int, failure: Exception | None
     ) -> None:
         principal = state.get("principal")
-        path = _route_path(scope)
+        path = route_path(scope)
         patients = list(state.get("audit_patients", []))  # checked by audit_patients()
         detail: dict[str, Any] = {"error_id": error_id_in(state)}
         if failure is not None:
@@ -133,7 +133,7 @@ class ServerErrorAudit:
             )
 
 
-def _route_path(scope: Scope) -> str | None:
+def route_path(scope: Scope) -> str | None:
     """The matched route's path template (``/journeys/{enrollment_id}``), if any."""
     return getattr(scope.get("route"), "path", None)
 
