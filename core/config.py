@@ -167,6 +167,13 @@ class Settings(BaseSettings):
     webhook_rejections_kept: int = Field(
         10_000, ge=100, description="Refused webhook calls kept (metadata only); oldest pruned."
     )
+    inbound_unmatched_status: Literal[200, 404] = Field(
+        200,
+        description=(
+            "The answer to an inbound call whose sender matches no patient: 200 (stored as "
+            "unmatched and acknowledged, so a provider stops resending) or 404."
+        ),
+    )
     webhook_max_nesting: int = Field(
         64, ge=8, le=512, description="Deepest JSON/XML nesting a webhook body may have (400)."
     )

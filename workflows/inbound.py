@@ -173,7 +173,10 @@ async def receive_inbound(
     finally:
         await in_thread(session.close)
     unmatched = [o for o in outcomes if o.kind.startswith("unmatched")]
-    if unmatched and len(unmatched) == len(outcomes):
+    # By default a sender nobody matches is acknowledged like any other call (stored as
+    # unmatched, for staff): a provider that retries on errors would otherwise send it forever.
+    refuse_unmatched = runtime.settings.inbound_unmatched_status == 404
+    if refuse_unmatched and unmatched and len(unmatched) == len(outcomes):
         raise InboundFailure(
             unmatched[0].detail or "not matched",
             status_code=404,

@@ -1,6 +1,6 @@
 """Replies over every channel reach the right journey through ``POST /channels/{name}/inbound``;
-strangers are stored and answered 404; bad signatures and malformed bodies are answered with a
-clear 4xx and recorded as metadata only."""
+strangers are stored as unmatched and acknowledged (or 404, by a setting); bad signatures and
+malformed bodies are answered with a clear 4xx and recorded as metadata only."""
 
 from __future__ import annotations
 
@@ -312,9 +312,24 @@ async def test_bad_signature_is_refused_with_401_and_recorded_without_its_body(
     assert rejected.headers["x-suifang-signature"] == "t=1,v1=" + "0" * 64
 
 
-async def test_a_stranger_is_stored_and_answered_404(
+async def test_a_stranger_is_stored_and_acknowledged_so_the_provider_stops_resending(
     runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
 ) -> None:
+    body, headers = signed_json({"type": "inbound", "from": "+8613999999999", "text": "你好"})
+    response = await api.post("/channels/sms/inbound", content=body, headers=headers)
+    assert response.status_code == 200, response.text  # the channel's usual acknowledgement
+    [stored] = records(runtime)
+    assert stored.kind == "unmatched"  # for staff: GET /inbound, suifang inbound
+    # A resend of the same call is the same: acknowledged, no second record.
+    again = await api.post("/channels/sms/inbound", content=body, headers=headers)
+    assert again.status_code == 200
+    assert len(records(runtime)) == 1
+
+
+async def test_a_hospital_can_have_strangers_answered_404(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, api: httpx.AsyncClient
+) -> None:
+    runtime.settings.inbound_unmatched_status = 404
     body, headers = signed_json({"type": "inbound", "from": "+8613999999999", "text": "你好"})
     response = await api.post("/channels/sms/inbound", content=body, headers=headers)
     assert response.status_code == 404
@@ -531,7 +546,7 @@ async def test_unsigned_floods_are_rate_limited_and_do_not_grow_the_database(
             {"type": "inbound", "from": "+8613999999999", "text": "你好"}
         )
         answer = await provider.post("/channels/sms/inbound", content=content, headers=headers)
-    assert answer.status_code == 404  # verified and stored; no patient has that number
+    assert answer.status_code == 200  # verified, stored as unmatched and acknowledged
     assert [r.kind for r in records(runtime)] == ["unmatched"]
 
 
