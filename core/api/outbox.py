@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 from sqlmodel import Session, col, or_, select
 
 from suifang.core.api.deps import SessionDep
 from suifang.core.api.security import audit_patients, require
-from suifang.core.models import Enrollment, Message, Ticket
+from suifang.core.models import DeliveryAttempt, Enrollment, Message, Ticket
 from suifang.core.security.auth import Permission, Principal
 
 router = APIRouter(tags=["outbox"])
@@ -33,6 +34,60 @@ class OutboxMessage(BaseModel):
     channel: str | None
     created_at: dt.datetime
     sent_at: dt.datetime | None
+
+
+class AttemptOut(BaseModel):
+    """One try on one channel: what the cascade did, in order."""
+
+    attempt: int
+    channel: str
+    outcome: str
+    """accepted, permanent_error, transient_error, unavailable, …"""
+    error: str | None
+    provider_message_id: str | None
+    cost: Decimal | None
+    currency: str | None
+    at: dt.datetime
+
+
+class MessageDetail(OutboxMessage):
+    status_detail: str | None
+    delivered_at: dt.datetime | None
+    read_at: dt.datetime | None
+    attempts: list[AttemptOut]
+
+
+def message_detail(
+    session: Session, message_id: int, departments: list[str] | None = None
+) -> MessageDetail | None:
+    """A message with every delivery attempt, or None if there is none the caller may see."""
+    message = session.get(Message, message_id)
+    if message is None:
+        return None
+    if departments is not None:
+        owner = None
+        if message.enrollment_id is not None:
+            enrollment = session.get(Enrollment, message.enrollment_id)
+            owner = enrollment.department_code if enrollment else None
+        elif message.ticket_id is not None:
+            ticket = session.get(Ticket, message.ticket_id)
+            owner = ticket.department_code if ticket else None
+        if owner not in departments:
+            return None
+    attempts = session.exec(
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.message_id == message_id)
+        .order_by(col(DeliveryAttempt.attempt), col(DeliveryAttempt.id))
+    ).all()
+    return MessageDetail.model_validate(
+        {
+            **OutboxMessage.model_validate(message, from_attributes=True).model_dump(),
+            "status_detail": message.status_detail,
+            "delivered_at": message.delivered_at,
+            "read_at": message.read_at,
+            "attempts": [AttemptOut.model_validate(a, from_attributes=True) for a in attempts],
+        }
+    )
 
 
 def outbox_messages(
@@ -93,3 +148,28 @@ def outbox(
     )
     audit_patients(request, *(m.patient_id for m in messages))
     return messages
+
+
+@router.get(
+    "/messages/{message_id}",
+    response_model=MessageDetail,
+    summary="A message and every delivery attempt",
+)
+def get_message(
+    message_id: int,
+    session: SessionDep,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.OUTBOX_READ))],
+) -> MessageDetail:
+    """A message to a patient or a member of staff, with each attempt the channel cascade made
+    (channel, outcome, error, the provider's id, cost, time), e.g. "dingtalk
+    permanent_error, then sms accepted". 404 for a message outside the caller's departments.
+
+    中文：一条消息及其每次投递尝试（渠道、结果、错误、服务商编号、费用、时间），例如
+    “钉钉永久失败，随后短信已受理”。不在本科室范围内的消息返回 404。
+    """
+    detail = message_detail(session, message_id, principal.scope)
+    if detail is None:
+        raise HTTPException(status_code=404, detail=f"no message {message_id}")
+    audit_patients(request, detail.patient_id)
+    return detail

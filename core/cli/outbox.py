@@ -8,12 +8,33 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from suifang.core.api.outbox import OutboxMessage, outbox_messages
+from suifang.core.api.outbox import AttemptOut, OutboxMessage, message_detail, outbox_messages
 from suifang.core.cli.context import cli_audit, cli_runtime, local_time, zone_name
-from suifang.core.cli.output import emit_json
+from suifang.core.cli.output import emit_json, print_table
+from suifang.core.errors import NotFoundError
 
 
-def _print(message: OutboxMessage) -> None:
+def _print_attempts(attempts: list[AttemptOut]) -> None:
+    if not attempts:
+        print("  (no attempt yet)")
+        return
+    print_table(
+        ["#", f"AT ({zone_name()})", "CHANNEL", "OUTCOME", "PROVIDER ID", "ERROR"],
+        [
+            (
+                a.attempt,
+                local_time(a.at, "%m-%d %H:%M:%S"),
+                a.channel,
+                a.outcome,
+                a.provider_message_id or "",
+                a.error or "",
+            )
+            for a in attempts
+        ],
+    )
+
+
+def _print(message: OutboxMessage, *, attempts: bool = False) -> None:
     when = local_time(message.sent_at or message.created_at, "%Y-%m-%d %H:%M:%S")
     where = (
         f"journey {message.enrollment_id}"
@@ -27,7 +48,27 @@ def _print(message: OutboxMessage) -> None:
         f"{to} · {message.channel or '-'} · {message.status}"
     )
     print(message.body)
+    if attempts:
+        with Session(cli_runtime().engine) as session:
+            detail = message_detail(session, message.id)
+        _print_attempts(detail.attempts if detail else [])
     print()
+
+
+def show_message(message_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One message and every delivery attempt the channel cascade made."""
+    with Session(cli_runtime().engine) as session:
+        detail = message_detail(session, message_id)
+    if detail is None:
+        raise NotFoundError(f"no message {message_id}")
+    cli_audit("messages show", "messages", [detail.patient_id], str(message_id))
+    if as_json:
+        emit_json(detail)
+        return
+    _print(detail)
+    if detail.status_detail:
+        print(f"status: {detail.status} ({detail.status_detail})")
+    _print_attempts(detail.attempts)
 
 
 def outbox(
@@ -39,6 +80,9 @@ def outbox(
     ] = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new messages.")
+    ] = False,
+    attempts: Annotated[
+        bool, typer.Option("--attempts", help="Show each message's delivery attempts.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -60,7 +104,7 @@ def outbox(
     if not messages and not follow:
         print("(the outbox is empty)")
     for message in messages:
-        _print(message)
+        _print(message, attempts=attempts)
     last = messages[-1].id if messages else 0
     try:
         while follow:
@@ -74,7 +118,7 @@ def outbox(
                     after_id=last,
                     limit=100,
                 ):
-                    _print(message)
+                    _print(message, attempts=attempts)
                     last = message.id
     except KeyboardInterrupt:
         pass

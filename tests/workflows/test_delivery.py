@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 from sqlmodel import Session, col, select
 
+from suifang.core.api import create_app
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import Channel, DeliveryReceipt, OutboundMessage
 from suifang.core.delivery import (
@@ -21,6 +23,7 @@ from suifang.core.delivery import (
 )
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
 from suifang.core.runtime import Runtime
+from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.core.security.crypto import blind_index
 from suifang.plugins.channels.sms import SmsGatewayChannel
 from suifang.plugins.channels.webhook import WebhookChannel
@@ -130,6 +133,48 @@ async def test_permanent_error_falls_through_to_the_next_channel_without_retry(
     assert len(gateway.requests) == 1
     assert attempts(runtime) == [("sms", "permanent_error"), ("webhook", "accepted")]
     assert push.requests[0].headers["X-Suifang-Signature"].startswith("t=")
+
+
+async def test_every_attempt_is_visible_to_staff_in_the_api_and_the_cli(
+    runtime: Runtime, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    gateway = Provider((400, {"error": {"code": "invalid_number", "message": "bad number"}}))
+    push = Provider((202, {"message_id": "push-7"}))
+    channels = directory(runtime, sms=sms(gateway), webhook=webhook(push))
+    await deliver(runtime.engine, channels, request(patient(runtime)))
+    with Session(runtime.engine) as session:
+        message_id = session.exec(select(Message)).one().id
+        admin = create_user(session, username="root", display_name="root", role=Role.ADMIN)
+        token, _ = issue_token(session, admin, name="t")
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://suifang.test"
+    ) as api:
+        response = await api.get(
+            f"/messages/{message_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200, response.text
+        detail = response.json()
+        missing = await api.get("/messages/999999", headers={"Authorization": f"Bearer {token}"})
+        assert missing.status_code == 404
+    assert (detail["status"], detail["channel"]) == ("accepted", "webhook")
+    assert [(a["attempt"], a["channel"], a["outcome"]) for a in detail["attempts"]] == [
+        (1, "sms", "permanent_error"),
+        (2, "webhook", "accepted"),
+    ]
+    assert "invalid_number" in (detail["attempts"][0]["error"] or "")
+    assert detail["attempts"][1]["provider_message_id"] == "push-7"
+
+    code, out, err = cli("messages", "show", str(message_id))
+    assert code == 0, err
+    for shown in ("sms", "permanent_error", "webhook", "accepted", "push-7"):
+        assert shown in out, shown
+    code, out, err = cli("outbox", "--all-channels", "--attempts")
+    assert code == 0, err
+    assert "permanent_error" in out
+    code, _, err = cli("messages", "show", "999999")
+    assert code != 0
+    assert "no message 999999" in err
 
 
 async def test_transient_errors_are_retried_then_the_cascade_moves_on(runtime: Runtime) -> None:
