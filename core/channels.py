@@ -37,6 +37,7 @@ __all__ = [
     "InboundRequest",
     "OutboundMessage",
     "PermanentChannelError",
+    "PermanentRecipientError",
     "TransientChannelError",
     "fingerprint",
 ]
@@ -150,6 +151,13 @@ class ChannelError(Exception):
 
 class PermanentChannelError(ChannelError):
     """Retrying will not help (bad number, blocked account, unsubscribed): try the next channel."""
+
+
+class PermanentRecipientError(PermanentChannelError):
+    """The address itself is wrong or gone (not a number, unknown mailbox, unsubscribed,
+    blocked): the platform marks that contact point failed and does not use it again until
+    staff confirm it or the patient's feed gives a new one. Raise plain
+    :class:`PermanentChannelError` for anything else (a template, our credentials)."""
 
 
 class TransientChannelError(ChannelError):

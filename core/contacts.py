@@ -68,7 +68,11 @@ def contact_views(session: Session, patient_id: int) -> list[dict[str, Any]]:
     in_use: set[str] = set()
     views = []
     for contact in contacts:
-        used = contact.retired_at is None and contact.system not in in_use
+        used = (
+            contact.retired_at is None
+            and contact.failed_at is None
+            and contact.system not in in_use
+        )
         if used:
             in_use.add(contact.system)
         views.append(
@@ -81,6 +85,8 @@ def contact_views(session: Session, patient_id: int) -> list[dict[str, Any]]:
                 "preferred_at": contact.preferred_at,
                 "retired_at": contact.retired_at,
                 "retired_by": contact.retired_by,
+                "failed_at": contact.failed_at,
+                "failed_reason": contact.failed_reason,
             }
         )
     return views
@@ -96,11 +102,14 @@ def patient_contact(session: Session, patient_id: int, contact_id: int) -> Conta
 def prefer_contact(
     session: Session, patient_id: int, contact_id: int, *, now: dt.datetime | None = None
 ) -> ContactPoint:
-    """Make this contact the one in use for its system (bringing back a retired one)."""
+    """Make this contact the one in use for its system (bringing back a retired one, or one a
+    channel said had failed: staff preferring it have confirmed it)."""
     contact = patient_contact(session, patient_id, contact_id)
     contact.preferred_at = now or utcnow()
     contact.retired_at = None
     contact.retired_by = None
+    contact.failed_at = None
+    contact.failed_reason = None
     session.add(contact)
     session.commit()
     session.refresh(contact)

@@ -34,12 +34,14 @@ from suifang.core.channels import (
     DeliveryReceipt,
     OutboundMessage,
     PermanentChannelError,
+    PermanentRecipientError,
     TransientChannelError,
 )
 from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
 from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
+from suifang.core.security.crypto import blind_index
 
 __all__ = [
     "NOTICE_CHANNELS",
@@ -277,6 +279,10 @@ async def send_through_cascade(
             await in_thread(
                 _record_attempt, engine, ledger, name, "permanent_error", error=str(exc)
             )
+            if isinstance(exc, PermanentRecipientError) and recipient.addresses is None:
+                await in_thread(
+                    _mark_contact_failed, engine, recipient.id, channel, address, str(exc)
+                )
             continue
         except (TransientChannelError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {channel.config.timeout_seconds:g}s"
@@ -454,6 +460,27 @@ def _insert_attempt_statement() -> Executable:
     return insert(DeliveryAttempt.__table__)  # type: ignore[attr-defined]
 
 
+def _mark_contact_failed(
+    engine: Engine, patient_id: int, channel: Channel, address: str, reason: str
+) -> None:
+    """The patient's contact point a permanent recipient error was about: failed, so that no
+    later message (a reminder, the next touchpoint) is sent to it again."""
+    system = ADDRESS_SYSTEM.get(channel.address_kind)
+    if system is None:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            update(ContactPoint)
+            .where(
+                col(ContactPoint.patient_id) == patient_id,
+                col(ContactPoint.system) == system,
+                col(ContactPoint.value_hash) == blind_index(system, address),
+                col(ContactPoint.failed_at).is_(None),
+            )
+            .values(failed_at=utcnow(), failed_reason=f"{channel.name}: {reason}"[:256])
+        )
+
+
 @functools.cache
 def _first_address() -> Executable:
     return (
@@ -462,6 +489,7 @@ def _first_address() -> Executable:
             col(ContactPoint.patient_id) == bindparam("patient"),
             col(ContactPoint.system) == bindparam("system"),
             col(ContactPoint.retired_at).is_(None),
+            col(ContactPoint.failed_at).is_(None),
         )
         .order_by(*in_use_order())
         .limit(1)

@@ -28,6 +28,10 @@ class ContactView(BaseModel):
     preferred_at: dt.datetime
     retired_at: dt.datetime | None
     retired_by: str | None
+    failed_at: dt.datetime | None = Field(
+        description="When a channel said this address is wrong or gone; not used since."
+    )
+    failed_reason: str | None
 
 
 @router.get(

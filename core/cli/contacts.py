@@ -32,6 +32,8 @@ def _state(view: dict) -> str:
         return "in use"
     if view["retired_at"]:
         return f"retired {view['retired_at']:%Y-%m-%d} by {view['retired_by']}"
+    if view["failed_at"]:
+        return f"FAILED {view['failed_at']:%Y-%m-%d} ({view['failed_reason']}); prefer it to retry"
     return "older"
 
 

@@ -81,3 +81,7 @@ class ContactPoint(SQLModel, table=True):
     retired_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     """Set when staff retire it (a wrong or given-up number): kept as history, never used."""
     retired_by: str | None = Field(default=None, max_length=64)
+    failed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    """When a channel said the address itself is wrong or gone (a permanent recipient error):
+    not used again until staff prefer it (confirmed) or a new one arrives."""
+    failed_reason: str | None = Field(default=None, max_length=256)

@@ -55,6 +55,7 @@ from suifang.core.channels import (
     DeliveryReceipt,
     OutboundMessage,
     PermanentChannelError,
+    PermanentRecipientError,
     TransientChannelError,
 )
 from suifang.core.hooks import hookimpl
@@ -165,7 +166,13 @@ class EmailChannel(Channel):
                 timeout=settings.timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise _classify_codes([refusal.code for refusal in exc.recipients]) from None
+            codes = [refusal.code for refusal in exc.recipients]
+            if codes and all(code in _MAILBOX_GONE for code in codes):
+                listed = ", ".join(str(code) for code in codes)
+                raise PermanentRecipientError(
+                    f"SMTP server refused the address (reply {listed})"
+                ) from None
+            raise _classify_codes(codes) from None
         except aiosmtplib.SMTPResponseException as exc:
             raise _classify_codes([exc.code]) from None
         except (aiosmtplib.SMTPTimeoutError, TimeoutError):
@@ -187,6 +194,11 @@ class EmailChannel(Channel):
             provider_message_id=mime["Message-ID"],
             detail={"smtp_reply": server_reply[:200]},
         )
+
+
+#: RCPT TO replies that say the mailbox does not exist (550 no such user, 551 not local,
+#: 553 not allowed): the address is wrong, not the message.
+_MAILBOX_GONE = frozenset({550, 551, 553})
 
 
 def _classify_codes(codes: list[int]) -> ChannelError:

@@ -33,6 +33,8 @@ which status callbacks then quote as ``message_id``). Errors are 4xx/5xx with
 ``{"error": {"code": "<code>", "message": "<text>"}}``; suifang reads the status: 401/403
 (credentials), 400/404/422 (``invalid_number``, ``blocked``, ``unsubscribed``,
 ``content_rejected``) are permanent; 408, 429 (with ``Retry-After``) and 5xx are retried.
+``invalid_number``, ``unknown_number``, ``blocked`` and ``unsubscribed`` are about the number
+itself: the patient's phone contact is marked failed and not used again until staff confirm it.
 
 Callbacks: the gateway POSTs to suifang's channel webhook (``/channels/sms/inbound``), signed
 with ``X-Suifang-Signature`` as in :mod:`suifang.core.security.signing` (``t=<unix>,
@@ -120,6 +122,7 @@ from suifang.core.channels import (
     InboundRequest,
     OutboundMessage,
     PermanentChannelError,
+    PermanentRecipientError,
     TransientChannelError,
     fingerprint,
 )
@@ -151,7 +154,7 @@ def _phone_number(address: str, channel: str) -> str:
     """The address without spaces or dashes; refused (permanently) if it is not a number."""
     compact = re.sub(r"[\s\-()]", "", address)
     if not _PHONE.fullmatch(compact):
-        raise PermanentChannelError(f"{channel}: the patient's address is not a phone number")
+        raise PermanentRecipientError(f"{channel}: the patient's address is not a phone number")
     return compact
 
 
@@ -330,6 +333,8 @@ class SmsGatewayChannel(Channel):
             return PermanentChannelError(
                 f"SMS gateway refused our credentials ({what}); check SUIFANG_CHANNEL_SMS_API_KEY"
             )
+        if code in _RECIPIENT_CODES:
+            return PermanentRecipientError(f"SMS gateway refused the number: {what}")
         return PermanentChannelError(f"SMS gateway refused the message: {what}")
 
     def replay_fingerprint(self, request: InboundRequest) -> str:
@@ -417,6 +422,10 @@ _ALIYUN_TRANSIENT = {
     "InternalError": ("Aliyun internal error", None),
     "SignatureNonceUsed": ("Aliyun saw this request nonce already", None),
 }
+#: The generic gateway's error codes that are about the number itself (docs/plugins.md).
+_RECIPIENT_CODES = frozenset({"invalid_number", "unknown_number", "blocked", "unsubscribed"})
+#: Aliyun's codes that are about the number, not the template, signature or account.
+_ALIYUN_RECIPIENT = frozenset({"isv.MOBILE_NUMBER_ILLEGAL"})
 _ALIYUN_PERMANENT = {
     "isv.MOBILE_NUMBER_ILLEGAL": "invalid phone number",
     "isv.MOBILE_COUNT_OVER_LIMIT": "too many phone numbers",
@@ -583,6 +592,10 @@ class AliyunSmsChannel(Channel):
             return TransientChannelError(
                 f"Aliyun SMS {safe_code}: {reason}",
                 retry_after=retry_after(response) or default_wait,
+            )
+        if safe_code in _ALIYUN_RECIPIENT:
+            return PermanentRecipientError(
+                f"Aliyun SMS {safe_code}: {_ALIYUN_PERMANENT[safe_code]}"
             )
         if safe_code in _ALIYUN_PERMANENT:
             return PermanentChannelError(f"Aliyun SMS {safe_code}: {_ALIYUN_PERMANENT[safe_code]}")

@@ -177,6 +177,52 @@ async def test_every_attempt_is_visible_to_staff_in_the_api_and_the_cli(
     assert "no message 999999" in err
 
 
+async def test_a_number_the_gateway_says_is_invalid_is_not_tried_again_until_staff_confirm_it(
+    runtime: Runtime, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    gateway = Provider((400, {"error": {"code": "invalid_number", "message": "no such number"}}))
+    push = Provider((202, {"message_id": "push-1"}))
+    channels = directory(runtime, sms=sms(gateway), webhook=webhook(push))
+    patient_id = patient(runtime)
+    first = await deliver(runtime.engine, channels, request(patient_id, "journey-1-x:day3"))
+    assert (first.delivered, first.channel) == (True, "webhook")
+    # The reminder and the next touchpoint skip the dead number: no second SMS to it.
+    for key in ("journey-1-x:day3:reminder", "journey-1-x:day7"):
+        later = await deliver(runtime.engine, channels, request(patient_id, key))
+        assert (later.delivered, later.channel) == (True, "webhook")
+    assert len(gateway.requests) == 1
+    assert attempts(runtime).count(("sms", "no_address")) == 2
+    with Session(runtime.engine) as session:
+        phone = session.exec(select(ContactPoint).where(ContactPoint.system == "phone")).one()
+    assert phone.failed_at is not None
+    assert "invalid_number" in (phone.failed_reason or "")
+    code, out, err = cli("contacts", "list", str(patient_id))
+    assert code == 0, err
+    assert "FAILED" in out
+    assert "invalid_number" in out
+    # Staff call the patient, confirm the number and prefer it: it is used again.
+    code, _, err = cli("contacts", "prefer", str(patient_id), str(phone.id))
+    assert code == 0, err
+    gateway.responses = [(200, {"message_id": "gw-9", "status": "accepted"})]
+    again = await deliver(runtime.engine, channels, request(patient_id, "journey-1-x:day14"))
+    assert (again.delivered, again.channel) == (True, "sms")
+
+
+async def test_a_refusal_that_is_not_about_the_number_does_not_fail_the_contact(
+    runtime: Runtime,
+) -> None:
+    gateway = Provider((400, {"error": {"code": "template_not_approved"}}))
+    push = Provider((202, {"message_id": "push-1"}))
+    channels = directory(runtime, sms=sms(gateway), webhook=webhook(push))
+    patient_id = patient(runtime)
+    await deliver(runtime.engine, channels, request(patient_id, "journey-1-x:day3"))
+    await deliver(runtime.engine, channels, request(patient_id, "journey-1-x:day7"))
+    assert len(gateway.requests) == 2  # still tried: the number may be fine
+    with Session(runtime.engine) as session:
+        phone = session.exec(select(ContactPoint).where(ContactPoint.system == "phone")).one()
+    assert phone.failed_at is None
+
+
 async def test_transient_errors_are_retried_then_the_cascade_moves_on(runtime: Runtime) -> None:
     gateway = Provider((503, {"error": {"code": "busy", "message": "try later"}}))
     push = Provider((200, {}))

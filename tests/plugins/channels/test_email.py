@@ -21,7 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from suifang.core.channels import OutboundMessage, PermanentChannelError, TransientChannelError
+from suifang.core.channels import (
+    OutboundMessage,
+    PermanentChannelError,
+    PermanentRecipientError,
+    TransientChannelError,
+)
 from suifang.core.errors import ConfigurationError
 from suifang.core.plugins import Plugins
 from suifang.plugins.channels import email as email_plugin
@@ -270,10 +275,13 @@ async def test_server_without_starttls_is_refused_when_starttls_is_required(
     assert mailbox.received == []
 
 
-async def test_unknown_recipient_550_is_permanent(plain_server: tuple[int, Mailbox]) -> None:
+async def test_unknown_recipient_550_is_the_address_failing(
+    plain_server: tuple[int, Mailbox],
+) -> None:
     port, mailbox = plain_server
     mailbox.rcpt_reply = f"550 5.1.1 <{PATIENT}>: Recipient address rejected: User unknown"
-    with pytest.raises(PermanentChannelError, match="550") as caught:
+    # A recipient error: the platform marks the patient's e-mail contact failed.
+    with pytest.raises(PermanentRecipientError, match="550") as caught:
         await make_channel(port).send(MESSAGE)
     assert PATIENT not in str(caught.value)
     assert "zhang" not in str(caught.value)
