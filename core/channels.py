@@ -187,6 +187,11 @@ class Channel(ABC):
 
     name: ClassVar[str]
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
+    contact_system: ClassVar[str | None] = None
+    """The contact system whose values this channel sends to and matches replies against, when
+    it is not the one of ``address_kind`` (phone, email, wechat, app): any lower-case name,
+    e.g. ``dingtalk_userid``. Patients get contacts of it through intake's ``contacts`` and
+    ``POST /patients/{id}/contacts``."""
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
 
     def __init__(self, config: ChannelConfig, *, http: httpx.AsyncClient | None = None) -> None:

@@ -12,21 +12,27 @@ the feed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from suifang.core.channels import AddressKind
+from suifang.core.channels import AddressKind, Channel
 from suifang.core.db import utcnow
 from suifang.core.errors import NotFoundError, ValidationFailed
-from suifang.core.models import ContactPoint
+from suifang.core.models import ContactPoint, Patient
+from suifang.core.security.crypto import blind_index
 
 __all__ = [
     "ADDRESS_SYSTEM",
+    "BUILTIN_SYSTEMS",
+    "SYSTEM_PATTERN",
+    "add_contact",
+    "contact_system",
     "contact_views",
     "in_use_order",
+    "known_systems",
     "mask",
     "patient_contact",
     "prefer_contact",
@@ -43,6 +49,24 @@ ADDRESS_SYSTEM: Mapping[AddressKind, str] = MappingProxyType(
 )
 """The contact system (``ContactPoint.system``) whose values a channel's addresses are: what
 delivery sends to and what an inbound sender is matched against."""
+
+BUILTIN_SYSTEMS = frozenset(ADDRESS_SYSTEM.values())
+SYSTEM_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
+"""A contact system's name: a channel's own (``dingtalk_userid``, ``wecom_userid``) or a
+built-in one."""
+
+
+def contact_system(channel: Channel | type[Channel]) -> str | None:
+    """The system a channel's addresses belong to; None for a channel that needs none."""
+    if channel.address_kind == AddressKind.NONE:
+        return None
+    return channel.contact_system or ADDRESS_SYSTEM.get(channel.address_kind)
+
+
+def known_systems(channel_classes: Iterable[type[Channel]]) -> frozenset[str]:
+    """The built-in systems and every system a loaded channel declares."""
+    declared = {contact_system(c) for c in channel_classes}
+    return BUILTIN_SYSTEMS | {s for s in declared if s is not None}
 
 
 def in_use_order() -> tuple[Any, ...]:
@@ -133,6 +157,45 @@ def retire_contact(
         )
     contact.retired_at = now or utcnow()
     contact.retired_by = actor[:64]
+    session.add(contact)
+    session.commit()
+    session.refresh(contact)
+    return contact
+
+
+def add_contact(
+    session: Session,
+    patient_id: int,
+    system: str,
+    value: str,
+    *,
+    known: frozenset[str],
+    now: dt.datetime | None = None,
+) -> ContactPoint:
+    """Give the patient a contact and make it the one in use for its system (one the patient
+    already has is brought back, retired or failed: whoever adds it has checked it)."""
+    if session.get(Patient, patient_id) is None:
+        raise NotFoundError(f"no patient {patient_id}")
+    if system not in known:
+        raise ValidationFailed(
+            f"system: no channel delivers to {system!r} (known: {', '.join(sorted(known))})"
+        )
+    value = value.strip()
+    if not value or len(value) > 256:
+        raise ValidationFailed("value: give the address, at most 256 characters")
+    digest = blind_index(system, value)
+    contact = session.exec(
+        select(ContactPoint).where(
+            ContactPoint.patient_id == patient_id,
+            ContactPoint.system == system,
+            ContactPoint.value_hash == digest,
+        )
+    ).first()
+    if contact is None:
+        contact = ContactPoint(patient_id=patient_id, system=system, value=value, value_hash=digest)
+    contact.preferred_at = now or utcnow()
+    contact.retired_at = contact.retired_by = None
+    contact.failed_at = contact.failed_reason = None
     session.add(contact)
     session.commit()
     session.refresh(contact)

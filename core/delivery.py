@@ -37,7 +37,7 @@ from suifang.core.channels import (
     PermanentRecipientError,
     TransientChannelError,
 )
-from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
+from suifang.core.contacts import contact_system, in_use_order
 from suifang.core.db import in_thread, insert_for, update_by_id, utcnow
 from suifang.core.errors import ConfigurationError
 from suifang.core.models import ContactPoint, DeliveryAttempt, Message, Patient
@@ -164,7 +164,7 @@ def _address(
 ) -> str | None:
     if channel.address_kind == AddressKind.NONE:
         return ""
-    system = ADDRESS_SYSTEM.get(channel.address_kind)
+    system = contact_system(channel)
     if system is None:
         return None
     if addresses is not None:
@@ -465,7 +465,7 @@ def _mark_contact_failed(
 ) -> None:
     """The patient's contact point a permanent recipient error was about: failed, so that no
     later message (a reminder, the next touchpoint) is sent to it again."""
-    system = ADDRESS_SYSTEM.get(channel.address_kind)
+    system = contact_system(channel)
     if system is None:
         return
     with engine.begin() as connection:

@@ -32,7 +32,7 @@ from suifang.core.channels import (
     InboundRequest,
     fingerprint,
 )
-from suifang.core.contacts import ADDRESS_SYSTEM, in_use_order
+from suifang.core.contacts import contact_system, in_use_order
 from suifang.core.db import in_session_thread, in_thread, utcnow
 from suifang.core.enums import JourneyStatus, TicketStatus, TouchpointStatus
 from suifang.core.errors import NotFoundError, TryAgainLater, ValidationFailed
@@ -286,7 +286,7 @@ def _match(
                 | (Message.provider_message_id == reply.in_reply_to)
             )
         ).first()
-    system = ADDRESS_SYSTEM.get(channel.address_kind)
+    system = contact_system(channel)
     sender_hash = blind_index(system, reply.sender) if system and reply.sender else None
     if replied is not None:
         return replied.patient_id, replied, sender_hash
@@ -460,7 +460,7 @@ def _staff_reply(
                 Message.kind == "page",
             )
         ).first()
-    system = ADDRESS_SYSTEM.get(channel.address_kind)
+    system = contact_system(channel)
     user: StaffUser | None = None
     if system and reply.sender:
         contact = session.exec(

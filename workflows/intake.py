@@ -26,6 +26,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from suifang.core.contacts import SYSTEM_PATTERN, known_systems
 from suifang.core.db import in_session_thread, in_thread, insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
@@ -62,6 +63,14 @@ __all__ = [
 Locale = Literal["zh-CN", "en"]
 
 
+class ContactIn(BaseModel):
+    """A contact point in any system a channel declares (``dingtalk_userid``, ``wecom_userid``)
+    or a built-in one (phone, email, wechat, app)."""
+
+    system: str = Field(pattern=SYSTEM_PATTERN, examples=["dingtalk_userid"])
+    value: str = Field(min_length=1, max_length=256)
+
+
 class PatientIn(BaseModel):
     external_id: str = Field(min_length=1, max_length=64, description="MRN / 病历号.")
     name: str = Field(min_length=1, max_length=128)
@@ -75,6 +84,12 @@ class PatientIn(BaseModel):
     app_user_id: str | None = Field(None, max_length=64)
     id_number: str | None = Field(None, pattern=r"^[0-9]{17}[0-9Xx]$", description="身份证号")
     address: str | None = Field(None, max_length=256)
+    contacts: list[ContactIn] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Contacts in any system; phone, email, wechat_openid and app_user_id are "
+        "shorthand for the built-in ones.",
+    )
     preferred_channels: list[str] = Field(default_factory=list)
     contact_consent: bool | None = Field(
         None,
@@ -233,6 +248,7 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
             ("email", data.email),
             ("wechat", data.wechat_openid),
             ("app", data.app_user_id),
+            *((c.system, c.value) for c in data.contacts),
         )
         if value
     ]
@@ -241,10 +257,24 @@ def _upsert_patient(connection: Connection, data: PatientIn) -> _PatientFacts:
     return facts
 
 
+def check_contact_systems(runtime: Runtime, data: PatientIn, where: str = "patient") -> None:
+    """Every contact's system is one a loaded channel delivers to (or a built-in one)."""
+    if not data.contacts:
+        return
+    known = known_systems(runtime.plugins.channel_classes().values())
+    for index, contact in enumerate(data.contacts):
+        if contact.system not in known:
+            raise ValidationFailed(
+                f"{where}.contacts[{index}].system: no channel delivers to {contact.system!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+
+
 def update_patient(runtime: Runtime, data: PatientIn) -> int:
     """Insert or update a patient and their contacts by MRN, with no encounter (an HIS
     demographics update, a registration); returns the patient's id. Runs in the caller's
     thread: call it through :func:`~suifang.core.db.in_thread` from async code."""
+    check_contact_systems(runtime, data)
     with runtime.engine.begin() as connection:
         return _upsert_patient(connection, data).id
 
@@ -521,6 +551,7 @@ async def _start(runtime: Runtime, enrolled: _Enrolled) -> EnrollmentOut:
 
 
 def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) -> _Enrolled:
+    check_contact_systems(runtime, data.patient)
     key = idempotency_key or data.idempotency_key
     with Session(runtime.engine, expire_on_commit=False) as session:
         if key is not None:

@@ -1,16 +1,17 @@
-"""A patient's contact points: list them, prefer one, retire one (see suifang.core.contacts)."""
+"""A patient's contact points: list, add, prefer, retire (see suifang.core.contacts)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from suifang.core import contacts
-from suifang.core.api.deps import SessionDep
+from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.security import audit_patients, require, require_patient_in_scope
+from suifang.core.contacts import known_systems
 from suifang.core.security.auth import Permission, Principal
 
 router = APIRouter(tags=["patients"])
@@ -21,7 +22,7 @@ CanManage = Annotated[Principal, Depends(require(Permission.PATIENTS_CONSENT))]
 
 class ContactView(BaseModel):
     id: int
-    system: str = Field(description="phone, email, wechat or app")
+    system: str = Field(description="phone, email, wechat, app, or a channel's own system")
     value: str = Field(description="Masked: enough to recognise, not to copy.")
     in_use: bool = Field(description="The one messages of this system go to.")
     created_at: dt.datetime
@@ -45,6 +46,56 @@ def list_contacts(
     require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)
     return [ContactView(**view) for view in contacts.contact_views(session, patient_id)]
+
+
+class ContactIn(BaseModel):
+    system: str = Field(
+        description="phone, email, wechat, app, or a system a channel declares "
+        "(e.g. dingtalk_userid)"
+    )
+    value: str = Field(min_length=1, max_length=256)
+
+
+@router.post(
+    "/patients/{patient_id}/contacts",
+    response_model=ContactView,
+    status_code=201,
+    summary="Add a contact in any system a channel delivers to; it is in use from now on",
+)
+def add_contact(
+    patient_id: int,
+    body: Annotated[
+        ContactIn,
+        Body(
+            openapi_examples={
+                "dingtalk": {
+                    "summary": "A DingTalk user id (a channel's own system)",
+                    "value": {"system": "dingtalk_userid", "value": "manager4521"},
+                },
+                "phone": {
+                    "summary": "A new mobile number",
+                    "value": {"system": "phone", "value": "13912345678"},
+                },
+            }
+        ),
+    ],
+    session: SessionDep,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: CanManage,
+) -> ContactView:
+    """Add a contact and use it for its system from now on; one the patient already has is
+    brought back (also if retired, or failed at a channel: the caller has checked it). The
+    system is a built-in one or one a loaded channel declares; anything else is 422.
+
+    中文：为患者新增联系方式（任一渠道声明的系统，如 dingtalk_userid），立即启用；已有的同一联系方式
+    （包括已停用或投递失败的）重新启用。未知系统返回 422。
+    """
+    require_patient_in_scope(session, principal, patient_id)
+    audit_patients(request, patient_id)
+    known = known_systems(runtime.plugins.channel_classes().values())
+    contact = contacts.add_contact(session, patient_id, body.system, body.value, known=known)
+    return _view(session, patient_id, contact.id)  # type: ignore[arg-type]
 
 
 def _view(session: SessionDep, patient_id: int, contact_id: int) -> ContactView:

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from suifang.core import contacts
 from suifang.core.cli.context import cli_actor, cli_audit, cli_runtime
 from suifang.core.cli.output import emit_json, print_table
+from suifang.core.contacts import known_systems
 from suifang.core.errors import NotFoundError
 from suifang.core.models import Patient
 
@@ -59,6 +60,21 @@ def list_(
         return
     print(f"patient {patient_id}: {len(views)} contact(s)")
     _print(views)
+
+
+@app.command("add")
+def add(
+    patient_id: PatientId,
+    system: Annotated[str, typer.Argument(help="phone, email, wechat, app, or a channel's own.")],
+    value: Annotated[str, typer.Argument(help="The address.")],
+) -> None:
+    """Give PATIENT_ID a contact in SYSTEM and use it from now on."""
+    runtime = cli_runtime()
+    known = known_systems(runtime.plugins.channel_classes().values())
+    with Session(runtime.engine) as session:
+        contact = contacts.add_contact(session, patient_id, system, value, known=known)
+    cli_audit("contacts add", "patients", [patient_id], str(contact.id))
+    print(f"contact {contact.id} ({contact.system}) is now in use for patient {patient_id}")
 
 
 @app.command("prefer")

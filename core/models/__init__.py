@@ -29,7 +29,7 @@ from suifang.core.models.oncall import (
     StaffContact,
 )
 from suifang.core.models.pathways import PATHWAY_STATUSES, PathwayVersion
-from suifang.core.models.patients import CONTACT_SYSTEMS, ContactPoint, Patient
+from suifang.core.models.patients import ContactPoint, Patient
 from suifang.core.models.security import ApiToken, AuditLog, StaffUser
 from suifang.core.models.tickets import (
     PraiseRecord,
@@ -42,7 +42,6 @@ from suifang.core.models.tickets import (
 from suifang.core.models.webhooks import WebhookRejection, WebhookReplay
 
 __all__ = [
-    "CONTACT_SYSTEMS",
     "DUTY_OFFICE",
     "ENCOUNTER_KINDS",
     "HL7_STATUSES",

@@ -19,9 +19,8 @@ from suifang.core.db import UTCDateTime
 from suifang.core.models.base import TimestampField
 from suifang.core.security.crypto import EncryptedDate, EncryptedText, identifier_index
 
-__all__ = ["CONTACT_SYSTEMS", "ContactPoint", "Patient"]
+__all__ = ["ContactPoint", "Patient"]
 
-CONTACT_SYSTEMS = ("phone", "email", "wechat", "app")
 """phone serves SMS and voice; wechat holds an official-account openid; app a push user id."""
 
 
@@ -71,7 +70,7 @@ class ContactPoint(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
-    system: str = Field(max_length=16)
+    system: str = Field(max_length=64)
     value: str = Field(sa_type=EncryptedText)
     value_hash: str = Field(max_length=64, index=True)
     created_at: dt.datetime = TimestampField()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -13,10 +13,11 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.channels import AddressKind
-from suifang.core.contacts import ADDRESS_SYSTEM
+from suifang.core.channels import AddressKind, Channel, DeliveryReceipt, OutboundMessage
+from suifang.core.contacts import ADDRESS_SYSTEM, BUILTIN_SYSTEMS, contact_system, known_systems
 from suifang.core.delivery import deliver
-from suifang.core.models import CONTACT_SYSTEMS, AuditLog
+from suifang.core.hooks import hookimpl
+from suifang.core.models import AuditLog
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role
 from suifang.core.security.crypto import Keyring, configure_keyring, generate_key
@@ -201,7 +202,107 @@ async def test_the_cli_lists_retires_and_prefers(
 
 
 def test_every_channel_address_is_a_contact_system_a_patient_can_have() -> None:
-    """Delivery and reply matching read one map (core/contacts.py), and it names only the
-    systems a patient's contacts are stored under."""
+    """Delivery and reply matching read one function (core/contacts.py): every address kind
+    but none has its built-in system, and a channel's own system wins."""
     assert set(ADDRESS_SYSTEM) == set(AddressKind) - {AddressKind.NONE}
-    assert sorted(ADDRESS_SYSTEM.values()) == sorted(CONTACT_SYSTEMS)
+    assert sorted(ADDRESS_SYSTEM.values()) == sorted(BUILTIN_SYSTEMS)
+    assert contact_system(SmsGatewayChannel) == "phone"
+    assert contact_system(DingTalkChannel) == "dingtalk_userid"
+    assert known_systems([DingTalkChannel]) == BUILTIN_SYSTEMS | {"dingtalk_userid"}
+
+
+class DingTalkChannel(Channel):
+    """An integrator's channel with its own address system (DingTalk work notifications)."""
+
+    name: ClassVar[str] = "dingtalk"
+    address_kind: ClassVar[AddressKind] = AddressKind.APP_USER
+    contact_system: ClassVar[str | None] = "dingtalk_userid"
+
+    async def send(self, message: OutboundMessage) -> DeliveryReceipt:
+        response = await self.http.post(
+            "https://oapi.dingtalk.example/topapi/message/corpconversation/asyncsend_v2",
+            json={"userid_list": message.address, "msg": {"msgtype": "text", "text": message.body}},
+        )
+        return DeliveryReceipt(
+            status="accepted", provider_message_id=str(response.json()["task_id"])
+        )
+
+
+class DingTalkPlugin:
+    @hookimpl
+    def suifang_register_channels(self, register: Callable[[type[Channel]], None]) -> None:
+        register(DingTalkChannel)
+
+
+async def test_a_channel_s_own_contact_system_is_taken_at_intake_and_delivered_to(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    runtime.plugins.pm.register(DingTalkPlugin(), name="dingtalk")
+    now = await journey_worker.get_current_time()
+    app = create_app(runtime)
+    admin = bearer(token_for(runtime, "root", Role.ADMIN))
+    body = {
+        "pathway": "pci",
+        "patient": {
+            "external_id": "MRN-DT1",
+            "name": "韩梅梅",
+            "contacts": [{"system": "dingtalk_userid", "value": "manager4521"}],
+        },
+        "encounter": {
+            "external_id": "V-DT1",
+            "department": "cardiology",
+            "discharged_at": now.isoformat(),
+        },
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://suifang.test"
+    ) as api:
+        refused = await api.post(
+            "/intake/discharges",
+            json={
+                **body,
+                "patient": {**body["patient"], "contacts": [{"system": "qq_number", "value": "1"}]},
+            },
+            headers=admin,
+        )
+        assert refused.status_code == 422
+        message = refused.json()["error"]["message"]
+        assert "patient.contacts[0].system: no channel delivers to 'qq_number'" in message
+        assert "dingtalk_userid" in message  # the known ones are listed
+        enrolled = await api.post("/intake/discharges", json=body, headers=admin)
+        assert enrolled.status_code == 201, enrolled.text
+        patient_id = enrolled.json()["patient_id"]
+
+        provider = Provider((200, {"errcode": 0, "task_id": 2519}))
+        channels = directory(
+            runtime, dingtalk=DingTalkChannel(DingTalkChannel.load_config(), http=provider.client())
+        )
+        outcome = await deliver(
+            runtime.engine, channels, request(patient_id, "dt:day1", channels=["dingtalk"])
+        )
+        assert (outcome.delivered, outcome.channel) == (True, "dingtalk")
+        assert json.loads(provider.requests[0].content)["userid_list"] == "manager4521"
+
+        # Staff (or a contact system) give a new id: in use from now on, the old one history.
+        added = await api.post(
+            f"/patients/{patient_id}/contacts",
+            json={"system": "dingtalk_userid", "value": "boss77"},
+            headers=admin,
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["in_use"] is True
+        unknown = await api.post(
+            f"/patients/{patient_id}/contacts", json={"system": "qq", "value": "1"}, headers=admin
+        )
+        assert unknown.status_code == 422
+        assert "no channel delivers to 'qq'" in unknown.json()["error"]["message"]
+        listed = (await api.get(f"/patients/{patient_id}/contacts", headers=admin)).json()
+        assert [(c["system"], c["in_use"]) for c in listed] == [
+            ("dingtalk_userid", True),
+            ("dingtalk_userid", False),
+        ]
+    await deliver(runtime.engine, channels, request(patient_id, "dt:day3", channels=["dingtalk"]))
+    assert json.loads(provider.requests[1].content)["userid_list"] == "boss77"
+    code, _, err = cli("contacts", "add", str(patient_id), "wecom_userid", "x")
+    assert code != 0
+    assert "no channel delivers to 'wecom_userid'" in err

@@ -261,6 +261,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/tickets/{ticket_id}/actions"): {"action": "note", "text": "matrix"},
     ("POST", "/tickets/{ticket_id}/patient-events"): {"kind": "reply", "text": "好的"},
     ("POST", "/patients/{patient_id}/do-not-contact"): {"source": "matrix"},
+    ("POST", "/patients/{patient_id}/contacts"): {"system": "phone", "value": "13700000000"},
 }
 
 
