@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import httpx
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -221,6 +223,27 @@ class Channel(ABC):
                 for err in exc.errors()
             )
             raise ConfigurationError(f"channel {cls.name!r}: {problems}") from None
+
+    @classmethod
+    def settings_view(cls) -> dict[str, str]:
+        """Each setting of this channel as the environment gives it, secrets masked: what an
+        operator checks when the channel is unavailable (``suifang channels``)."""
+        dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+        shown: dict[str, str] = {}
+        for field, info in cls.config_model.model_fields.items():
+            variable = f"{cls.env_prefix()}{field.upper()}"
+            given = os.environ.get(variable, dotenv.get(variable))
+            if given is None:
+                default = (
+                    None if info.is_required() else info.get_default(call_default_factory=True)
+                )
+                value = "(unset)" if info.is_required() else f"{default} (default)"
+            elif "SecretStr" in str(info.annotation):
+                value = "•••• (set)" if given else "(empty)"
+            else:
+                value = given
+            shown[variable] = value
+        return shown
 
     @abstractmethod
     async def send(self, message: OutboundMessage) -> DeliveryReceipt:

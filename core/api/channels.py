@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
@@ -16,6 +16,7 @@ from suifang.core.api.security import audit_patients, require
 from suifang.core.api.webhook_guard import RETRY_AFTER_SECONDS, WebhookLimits, webhook_limits
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.channels import InboundRejected, InboundRequest
+from suifang.core.contacts import contact_system
 from suifang.core.db import in_thread
 from suifang.core.models import Enrollment, InboundRecord, Ticket, WebhookRejection
 from suifang.core.runtime import Runtime
@@ -36,6 +37,26 @@ class ChannelStatus(BaseModel):
     name: str
     available: bool
     problem: str | None
+    contact_system: str | None = Field(
+        description="The patient contacts it sends to (None: it needs none)."
+    )
+    settings: dict[str, str] = Field(
+        description="Its SUIFANG_CHANNEL_<NAME>_* settings as set, secrets masked."
+    )
+
+
+def channel_statuses(directory: ChannelDirectory) -> list[ChannelStatus]:
+    """Every installed channel: available or why not, what it sends to, its settings."""
+    return [
+        ChannelStatus(
+            name=name,
+            available=problem is None,
+            problem=problem,
+            contact_system=contact_system(directory.classes[name]),
+            settings=directory.classes[name].settings_view(),
+        )
+        for name, problem in directory.status().items()
+    ]
 
 
 @router.get(
@@ -45,15 +66,13 @@ class ChannelStatus(BaseModel):
     dependencies=[Depends(require(Permission.CHANNELS_READ))],
 )
 def list_channels(request: Request) -> list[ChannelStatus]:
-    directory = directory_for(request)
-    return [
-        ChannelStatus(
-            name=name,
-            available=problem is None,
-            problem=problem,
-        )
-        for name, problem in directory.status().items()
-    ]
+    """Each installed channel: whether it can send (or why not: a missing setting, a bad
+    value), the contact system it sends to, and its settings as set, secrets masked.
+
+    中文：已安装的各渠道：能否发送（不能时说明原因，如缺少或错误的配置）、发送到的联系方式类型、
+    以及当前配置（密钥已隐藏）。
+    """
+    return channel_statuses(directory_for(request))
 
 
 async def _inbound_request(request: Request) -> InboundRequest:

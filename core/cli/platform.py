@@ -15,7 +15,9 @@ import typer
 import uvicorn
 
 from suifang.core.api import create_app
+from suifang.core.api.channels import channel_statuses
 from suifang.core.backup import backup, keys_guidance, restore
+from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.cli.context import cli_runtime, cli_settings
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.cli.status import status
@@ -38,6 +40,7 @@ db_app = typer.Typer(help="The app database: migrations and status.", no_args_is
 def register(app: typer.Typer) -> None:
     app.command("config")(show_config)
     app.command("plugins")(list_plugins)
+    app.command("channels")(list_channels)
     app.command("worker")(run_worker_command)
     app.command("api")(run_api_command)
     app.command("up")(up)
@@ -50,8 +53,10 @@ def register(app: typer.Typer) -> None:
 def show_config(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Print the effective settings (secrets masked)."""
+    """Print the effective settings (secrets masked), each channel's included."""
     shown = cli_settings().masked()
+    for channel_class in cli_runtime().plugins.channel_classes().values():
+        shown.update(channel_class.settings_view())
     if as_json:
         emit_json(shown)
     else:
@@ -278,3 +283,18 @@ def up() -> None:
         server.stop()
         runtime.close()
     print("suifang: stopped.", flush=True)
+
+
+def list_channels(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each installed channel: available or why not, its contact system, its settings
+    (secrets masked)."""
+    statuses = channel_statuses(ChannelDirectory(cli_runtime().plugins))
+    if as_json:
+        emit_json(statuses)
+        return
+    for channel in statuses:
+        state = "available" if channel.available else f"UNAVAILABLE: {channel.problem}"
+        print(f"{channel.name} ({channel.contact_system or 'no address'}) — {state}")
+        print_kv([(f"  {name}", value) for name, value in channel.settings.items()])
