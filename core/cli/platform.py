@@ -26,6 +26,7 @@ from suifang.core.config import Settings
 from suifang.core.db import current_revision
 from suifang.core.embedded import DevServer, ensure_ports_free, free_port
 from suifang.core.errors import StartupError
+from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
 from suifang.core.seed import prepare_database
 from suifang.core.telemetry import setup_tracing
@@ -54,8 +55,13 @@ def show_config(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the effective settings (secrets masked), each channel's included."""
-    shown = cli_settings().masked()
-    for channel_class in cli_runtime().plugins.channel_classes().values():
+    settings = cli_settings()
+    shown = settings.masked()
+    # The plugins alone, not a runtime: the settings must show even when the database or the
+    # keys they name are wrong.
+    for channel_class in (
+        Plugins.load(disabled=settings.disabled_plugins).channel_classes().values()
+    ):
         shown.update(channel_class.settings_view())
     if as_json:
         emit_json(shown)
