@@ -194,6 +194,11 @@ class Channel(ABC):
     it is not the one of ``address_kind`` (phone, email, wechat, app): any lower-case name,
     e.g. ``dingtalk_userid``. Patients get contacts of it through intake's ``contacts`` and
     ``POST /patients/{id}/contacts``."""
+    reaches_staff: ClassVar[bool] = False
+    """Whether it can carry on-call pages and staff notices to a member of staff's own contact
+    (SMS, e-mail, a work-messaging app, a webhook): a department's paging policy may name only
+    such channels. A patient-only channel (an official-account message to a patient's openid)
+    leaves it False."""
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
 
     def __init__(self, config: ChannelConfig, *, http: httpx.AsyncClient | None = None) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -47,6 +47,7 @@ from pydantic import (
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from suifang.core.channels import Channel
 from suifang.core.db import utcnow
 from suifang.core.errors import ValidationFailed
 from suifang.core.models import (
@@ -72,6 +73,7 @@ __all__ = [
     "paging_policy_of",
     "roster_view",
     "staff_addresses",
+    "staff_channels",
 ]
 
 DEFAULT_PAGE_CHANNELS = ("sms", "voice", "wechat", "webhook", "email", "outbox")
@@ -251,6 +253,11 @@ class RosterFile(BaseModel):
 # --------------------------------------------------------------------------- importing
 
 
+def staff_channels(classes: Mapping[str, type[Channel]]) -> list[str]:
+    """The installed channels that can reach a member of staff (``Channel.reaches_staff``)."""
+    return sorted(name for name, channel in classes.items() if channel.reaches_staff)
+
+
 def import_roster(
     session: Session,
     roster: RosterFile,
@@ -291,8 +298,8 @@ def import_roster(
             for name in plan.paging.channels:
                 if name not in known_channels:
                     problems.append(
-                        f"departments.{code}.paging.channels: unknown channel {name!r}; "
-                        f"installed: {', '.join(known_channels)}"
+                        f"departments.{code}.paging.channels: {name!r} is not an installed "
+                        f"channel that reaches staff; those that do: {', '.join(known_channels)}"
                     )
         for role in ("primary", "backup", "supervisor"):
             holder = getattr(plan, role)

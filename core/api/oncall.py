@@ -15,7 +15,7 @@ from suifang.core.errors import NotFoundError
 from suifang.core.models import Department
 from suifang.core.security.auth import Permission, Principal
 from suifang.core.timestamps import PlausibleInstant
-from suifang.tickets.oncall import RosterFile, import_roster, roster_view
+from suifang.tickets.oncall import RosterFile, import_roster, roster_view, staff_channels
 
 router = APIRouter(tags=["on-call"])
 
@@ -76,5 +76,5 @@ def put_roster(
 ) -> RosterImported:
     """Each department named has its shifts and paging policy replaced; staff are created or
     updated. Nothing changes if anything in the roster is wrong (422 lists every problem)."""
-    counts = import_roster(session, body, known_channels=sorted(runtime.channels.classes))
+    counts = import_roster(session, body, known_channels=staff_channels(runtime.channels.classes))
     return RosterImported(**counts)

@@ -16,7 +16,7 @@ from suifang.core.db import utcnow
 from suifang.core.errors import ValidationFailed
 from suifang.core.timestamps import plausible_instant
 from suifang.core.yaml_input import line_of, read_yaml
-from suifang.tickets.oncall import RosterFile, import_roster, roster_view
+from suifang.tickets.oncall import RosterFile, import_roster, roster_view, staff_channels
 
 app = typer.Typer(help="On-call rosters: who is paged for an emergency, and how it escalates.")
 
@@ -49,7 +49,9 @@ def import_(path: Annotated[Path, typer.Argument(help="A roster YAML file.")]) -
         raise ValidationFailed("invalid roster\n  " + "\n  ".join(problems)) from None
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
-        counts = import_roster(session, roster, known_channels=sorted(runtime.channels.classes))
+        counts = import_roster(
+            session, roster, known_channels=staff_channels(runtime.channels.classes)
+        )
     print(
         f"roster imported: {counts['staff']} staff, {counts['shifts']} shift lines, "
         f"{counts['departments']} departments"

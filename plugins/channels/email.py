@@ -107,6 +107,7 @@ def message_id_for(idempotency_key: str, domain: str) -> str:
 
 class EmailChannel(Channel):
     name: ClassVar[str] = "email"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.EMAIL
     config_model: ClassVar[type[ChannelConfig]] = EmailConfig
 

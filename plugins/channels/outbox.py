@@ -20,6 +20,7 @@ from suifang.core.hooks import hookimpl
 
 class OutboxChannel(Channel):
     name: ClassVar[str] = "outbox"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.NONE
 
     async def send(self, message: OutboundMessage) -> DeliveryReceipt:

@@ -258,6 +258,7 @@ class SmsGatewayChannel(Channel):
     """Any SMS gateway speaking suifang's generic protocol (see the module docstring)."""
 
     name: ClassVar[str] = "sms"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = SmsGatewayConfig
 
@@ -518,6 +519,7 @@ class AliyunSmsChannel(Channel):
     """阿里云短信服务: template SMS by Dysmsapi ``SendSms``; receipts and replies by HTTP push."""
 
     name: ClassVar[str] = "sms-aliyun"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = AliyunSmsConfig
 

@@ -139,6 +139,7 @@ class TwilioVoiceConfig(ChannelConfig):
 
 class TwilioVoiceChannel(Channel):
     name: ClassVar[str] = "voice"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
     config_model: ClassVar[type[ChannelConfig]] = TwilioVoiceConfig
 

@@ -183,6 +183,7 @@ def _validation_problem(exc: ValidationError) -> str:
 
 class WebhookChannel(Channel):
     name: ClassVar[str] = "webhook"
+    reaches_staff: ClassVar[bool] = True
     address_kind: ClassVar[AddressKind] = AddressKind.APP_USER
     config_model: ClassVar[type[ChannelConfig]] = WebhookConfig
 

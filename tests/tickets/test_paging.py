@@ -324,6 +324,25 @@ def test_a_roster_with_mistakes_is_refused_whole_and_changes_nothing(runtime: Ru
         assert session.exec(select(OnCallShift)).all() == []
 
 
+def test_only_channels_that_reach_staff_may_carry_pages(runtime: Runtime) -> None:
+    from suifang.core.errors import ValidationFailed
+    from suifang.tickets.oncall import staff_channels
+
+    installed = runtime.channels.classes
+    staff = staff_channels(installed)
+    # WeChat official-account messages go to a patient's openid: never a page.
+    assert "wechat" in installed
+    assert "wechat" not in staff
+    assert {"sms", "email", "webhook", "outbox", "voice"} <= set(staff)
+    roster = json.loads(json.dumps(ROSTER))
+    roster["departments"]["cardiology"]["paging"]["channels"] = ["wechat", "sms"]
+    with Session(runtime.engine) as session, pytest.raises(ValidationFailed) as raised:
+        import_roster(session, RosterFile.model_validate(roster), known_channels=staff)
+    message = str(raised.value)
+    assert "departments.cardiology.paging.channels: 'wechat' is not an installed channel" in message
+    assert "reaches staff" in message
+
+
 @pytest.mark.parametrize(
     ("shift", "problem"),
     [
