@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -214,6 +215,7 @@ async def journey_worker(
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The session's real worker, now serving ``runtime``; yields the time-skipping environment."""
     current, task_queue = _session_worker
+    await _clock_runs(time_skipping_env)
     runtime.settings.task_queue = task_queue
     runtime.with_client(time_skipping_env.client)
     current.target = runtime
@@ -222,6 +224,20 @@ async def journey_worker(
         await terminate_open_workflows(runtime, time_skipping_env.client)
     finally:
         current.target = None
+
+
+async def _clock_runs(env: WorkflowEnvironment) -> None:
+    """Fail fast, naming the cause, when an earlier test left the shared server's clock held.
+
+    Otherwise every later test waits out the server's RPC timeout, one after another.
+    """
+    try:
+        await asyncio.wait_for(env.sleep(dt.timedelta(hours=1)), timeout=15)
+    except (TimeoutError, RPCError) as held:
+        pytest.fail(
+            "the shared time-skipping server's clock is held: an earlier test left a workflow "
+            f"open on a queue no worker serves any more (terminate_open_workflows) ({held!r})"
+        )
 
 
 async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:

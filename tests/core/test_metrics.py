@@ -26,6 +26,7 @@ from suifang.core.models import Message, StaffUser, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, Scope, issue_token
 from suifang.core.temporal import connect_client
+from suifang.core.testing import terminate_open_workflows
 from suifang.workflows.intake import DischargeIn, register_discharge
 from suifang.workflows.worker import build_worker
 
@@ -188,48 +189,62 @@ async def test_the_worker_s_task_slots_and_latency_reach_the_api_s_metrics(
             return found if slots else None
 
         runtime.with_client(client)
-        now = await time_skipping_env.get_current_time()
-        enrolled = await register_discharge(
-            runtime, DischargeIn.model_validate(discharge("W-1", "cardiology", "pci", now))
-        )
-        opened = await http.post(
-            "/tickets",
-            json={"patient_id": enrolled.patient_id, "text": "请问复查要空腹吗"},
-            headers=staff_token(runtime, "root", Role.ADMIN),
-        )
-        assert opened.status_code == 201, opened.text
-        found: dict[Any, float] | None = None
-        for _ in range(150):
-            found = await worker_figures()
-            if found and ("temporal_activity_execution_latency_count", ()) in {
-                (name, ()) for name, _ in found
-            }:
-                break
-            await asyncio.sleep(0.1)
-        assert found is not None
-        assert ("temporal_activity_execution_latency_count", ()) in {(n, ()) for n, _ in found}
-        assert found, "the worker's task slots never showed"
-        assert found[("suifang_worker_metrics_up", ())] == 1
-        # The example alert rules and dashboard query only metrics that exist.
-        figures, latency = platform_figures(runtime.engine)
-        exposed = {n for n, _ in found} | {
-            f.name + ("_total" if f.kind == "counter" else "") for f in figures
-        }
-        for example in ("prometheus-alerts.yml", "grafana-dashboard.json"):
-            text = (DOCS / "monitoring" / example).read_text(encoding="utf-8")
-            queried = set(re.findall(r"\b(?:suifang|temporal)_[a-z_]+", text)) - {"suifang_"}
-            assert queried, example
-            assert queried <= exposed, (example, sorted(queried - exposed))
-        assert any(latency.name in q for q in exposed)
-        slot_kinds = {
-            dict(labels).get("worker_type")
-            for name, labels in found
-            if name == "temporal_worker_task_slots_available"
-        }
-        assert {"WorkflowWorker", "ActivityWorker"} <= slot_kinds
+        try:
+            await _check_worker_figures(runtime, time_skipping_env, http, worker_figures)
+        finally:
+            # Workflows left open on a queue whose worker is gone would hold the shared
+            # time-skipping server's clock still for every later test.
+            await terminate_open_workflows(runtime, client)
 
     runtime.worker_metrics_address = f"127.0.0.1:{free_port()}"  # nothing serves there
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
         response = await http.get("/metrics", headers=scraper)
         assert samples(response.text)[("suifang_worker_metrics_up", ())] == 0
         assert "suifang_journeys" in response.text  # the platform's own figures still there
+
+
+async def _check_worker_figures(
+    runtime: Runtime,
+    time_skipping_env: WorkflowEnvironment,
+    http: httpx.AsyncClient,
+    worker_figures: Any,
+) -> None:
+    now = await time_skipping_env.get_current_time()
+    enrolled = await register_discharge(
+        runtime, DischargeIn.model_validate(discharge("W-1", "cardiology", "pci", now))
+    )
+    opened = await http.post(
+        "/tickets",
+        json={"patient_id": enrolled.patient_id, "text": "请问复查要空腹吗"},
+        headers=staff_token(runtime, "root", Role.ADMIN),
+    )
+    assert opened.status_code == 201, opened.text
+    found: dict[Any, float] | None = None
+    for _ in range(150):
+        found = await worker_figures()
+        if found and ("temporal_activity_execution_latency_count", ()) in {
+            (name, ()) for name, _ in found
+        }:
+            break
+        await asyncio.sleep(0.1)
+    assert found is not None
+    assert ("temporal_activity_execution_latency_count", ()) in {(n, ()) for n, _ in found}
+    assert found, "the worker's task slots never showed"
+    assert found[("suifang_worker_metrics_up", ())] == 1
+    # The example alert rules and dashboard query only metrics that exist.
+    figures, latency = platform_figures(runtime.engine)
+    exposed = {n for n, _ in found} | {
+        f.name + ("_total" if f.kind == "counter" else "") for f in figures
+    }
+    for example in ("prometheus-alerts.yml", "grafana-dashboard.json"):
+        text = (DOCS / "monitoring" / example).read_text(encoding="utf-8")
+        queried = set(re.findall(r"\b(?:suifang|temporal)_[a-z_]+", text)) - {"suifang_"}
+        assert queried, example
+        assert queried <= exposed, (example, sorted(queried - exposed))
+    assert any(latency.name in q for q in exposed)
+    slot_kinds = {
+        dict(labels).get("worker_type")
+        for name, labels in found
+        if name == "temporal_worker_task_slots_available"
+    }
+    assert {"WorkflowWorker", "ActivityWorker"} <= slot_kinds
