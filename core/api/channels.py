@@ -174,7 +174,18 @@ async def _audit_writes(
     summary="A provider's webhook: patient replies and delivery receipts",
     response_class=Response,
     responses={
-        200: {"description": "Accepted (or a replay, which has no effect); the provider's body"},
+        200: {
+            "description": "Accepted (or a replay, which has no effect); the body the channel's "
+            "provider expects back",
+            "content": {
+                "application/json": {"schema": {"type": "object"}, "example": {"ok": True}},
+                "text/plain": {"schema": {"type": "string"}, "example": "success"},
+                "application/xml": {
+                    "schema": {"type": "string"},
+                    "example": "<Response />",
+                },
+            },
+        },
         400: {"description": "Malformed or too deeply nested body"},
         401: {"description": "Bad or expired signature"},
         404: {"description": "Unknown channel, or sender/message not matched (stored)"},
@@ -185,7 +196,12 @@ async def _audit_writes(
 async def inbound(name: str, request: Request, runtime: RuntimeDep) -> Response:
     """Verified by the channel's own signature scheme, then claimed in the replay cache: a
     replay has no second effect. What a verified call carries is stored (encrypted); a
-    refused call is recorded as metadata only (size, SHA-256, a few headers, the reason)."""
+    refused call is recorded as metadata only (size, SHA-256, a few headers, the reason).
+    Public (no token): each provider's signature is the credential.
+
+    中文：服务商回调（公开，无需令牌，以各渠道签名验证）：患者回复与送达回执。验证后先在防重放缓存中登记，
+    重放不会重复生效；已验证的内容加密保存，被拒绝的调用只记录元数据（大小、SHA-256、部分请求头、原因）。
+    """
     limits = webhook_limits(request)
     if limits.source_blocked(_source(request)):
         return JSONResponse(
@@ -265,7 +281,26 @@ webhooks.add_api_route(
     methods=["GET"],
     operation_id="verify_inbound_endpoint",
     summary="A provider's endpoint check (e.g. WeChat's echostr handshake)",
+    description=(
+        "A provider checks the webhook address with a GET before sending to it: a channel "
+        "that verifies endpoints checks the signature and answers what the provider expects "
+        "(WeChat: its `echostr`); a channel without one (or an unknown name) answers 405. "
+        "Public (no token); a "
+        "refused check is recorded as metadata only.\n\n"
+        "中文：服务商配置回调地址时的 GET 校验（如微信 echostr 握手）："
+        "支持校验的渠道验证签名后按服务商要求返回（微信返回 echostr），"
+        "不支持的渠道或未知渠道返回 405。公开接口，无需令牌；被拒绝的校验只记录元数据。"
+    ),
     response_class=Response,
+    responses={
+        200: {
+            "description": "What the provider expects back (WeChat: the `echostr` it sent)",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}, "example": "5837263517928374651"}
+            },
+        },
+        405: {"description": "This channel has no endpoint check: use POST"},
+    },
 )
 
 
@@ -305,7 +340,11 @@ def list_inbound(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[InboundView]:
     """Replies, feedback, receipts and unmatched calls, newest first (payloads decrypted).
-    Refused calls are not here: they are kept as metadata only (``/inbound/rejections``)."""
+    Refused calls are not here: they are kept as metadata only (``/inbound/rejections``).
+
+    中文：已保存的回调（患者回复、反馈、回执和未匹配的调用），最新在前，内容已解密；被拒绝的调用不在此，
+    见 ``/inbound/rejections``。
+    """
     query = select(InboundRecord)
     if kind:
         query = query.where(InboundRecord.kind == kind)
@@ -338,7 +377,11 @@ def list_rejections(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[WebhookRejectionView]:
     """Calls the webhook refused or found to be replays, newest first: size, SHA-256 of the
-    body, a few headers, the source and the reason — never the body itself."""
+    body, a few headers, the source and the reason — never the body itself.
+
+    中文：被回调接口拒绝或判定为重放的调用（最新在前）：大小、请求体 SHA-256、部分请求头、
+    来源和原因，从不保存请求体本身。
+    """
     query = select(WebhookRejection)
     if channel:
         query = query.where(WebhookRejection.channel == channel)

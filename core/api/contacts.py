@@ -43,6 +43,13 @@ class ContactView(BaseModel):
 def list_contacts(
     patient_id: int, session: SessionDep, request: Request, principal: CanRead
 ) -> list[ContactView]:
+    """Every contact the patient has had, values masked: the one in use for each system
+    marked, retired and failed ones kept with when and why. 404 for a patient who does
+    not exist or is not the caller's departments'.
+
+    中文：患者的全部联系方式（已脱敏）：标明各类型当前使用的一个，已停用和投递失败的保留时间与原因；
+    患者不存在或不在本科室范围内时返回 404。
+    """
     require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)
     return [ContactView(**view) for view in contacts.contact_views(session, patient_id)]
@@ -111,6 +118,13 @@ def _view(session: SessionDep, patient_id: int, contact_id: int) -> ContactView:
 def prefer_contact(
     patient_id: int, contact_id: int, session: SessionDep, request: Request, principal: CanManage
 ) -> ContactView:
+    """Make this contact the one messages of its system go to, e.g. after the patient
+    confirmed an old number; it also brings back a retired one or one a channel said had
+    failed. 404 for a contact the patient does not have.
+
+    中文：将此联系方式设为该类型当前使用的一个（如患者确认旧号码仍在用），已停用或投递失败的也会重新启用；
+    患者无此联系方式时返回 404。
+    """
     require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)
     contacts.prefer_contact(session, patient_id, contact_id)
@@ -125,6 +139,13 @@ def prefer_contact(
 def retire_contact(
     patient_id: int, contact_id: int, session: SessionDep, request: Request, principal: CanManage
 ) -> ContactView:
+    """Stop sending to this contact and matching replies to it (a wrong or given-up
+    number); it is kept as history with who retired it. 422 if it is already retired, 404
+    for a contact the patient does not have.
+
+    中文：停用此联系方式（号码错误或已停用）：不再发送、也不再用于匹配回复，保留为历史并记录操作人；
+    已停用时返回 422，患者无此联系方式时返回 404。
+    """
     require_patient_in_scope(session, principal, patient_id)
     audit_patients(request, patient_id)
     contacts.retire_contact(session, patient_id, contact_id, actor=principal.actor)

@@ -59,6 +59,110 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+_ICD10 = "http://hl7.org/fhir/sid/icd-10"
+_LOINC = "http://loinc.org"
+_DISCHARGE_BUNDLE = {
+    "resourceType": "Bundle",
+    "id": "his-discharge-V0001",
+    "type": "transaction",
+    "entry": [
+        {
+            "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:suifang:mrn", "value": "MRN0001"}],
+                "name": [{"family": "张", "given": ["伟"]}],
+                "gender": "male",
+                "birthDate": "1958-03-12",
+                "telecom": [{"system": "phone", "value": "13800138000"}],
+            },
+            "request": {"method": "POST", "url": "Patient"},
+        },
+        {
+            "resource": {
+                "resourceType": "Encounter",
+                "status": "finished",
+                "class": {"code": "IMP"},
+                "identifier": [{"value": "V0001"}],
+                "serviceType": {"coding": [{"code": "XNK"}]},
+                "period": {
+                    "start": "2026-11-25T08:30:00+08:00",
+                    "end": "2026-12-01T10:00:00+08:00",
+                },
+                "reasonCode": [
+                    {"coding": [{"system": _ICD10, "code": "I21.9"}], "text": "急性心肌梗死"}
+                ],
+                "participant": [{"individual": {"display": "李明"}}],
+            },
+            "request": {"method": "POST", "url": "Encounter"},
+        },
+        {
+            "resource": {
+                "resourceType": "Procedure",
+                "status": "completed",
+                "subject": {"display": "张伟"},
+                "code": {"coding": [{"code": "36.06"}], "text": "经皮冠状动脉支架置入术"},
+            },
+            "request": {"method": "POST", "url": "Procedure"},
+        },
+    ],
+}
+_RESULTS_BUNDLE = {
+    "resourceType": "Bundle",
+    "id": "checkup-TJ20261203001",
+    "type": "transaction",
+    "entry": [
+        {
+            "fullUrl": "urn:uuid:p1",
+            "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:suifang:mrn", "value": "MRN0003"}],
+                "name": [{"text": "孙丽"}],
+                "gender": "female",
+                "birthDate": "1972-05-20",
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:r1",
+            "resource": {
+                "resourceType": "DiagnosticReport",
+                "status": "final",
+                "identifier": [{"value": "TJ20261203001"}],
+                "code": {"text": "体检报告"},
+                "effectiveDateTime": "2026-12-03T09:20:00+08:00",
+                "result": [{"reference": "urn:uuid:o1"}],
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:o1",
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": _LOINC, "code": "4548-4"}], "text": "糖化血红蛋白"},
+                "valueQuantity": {"value": 8.4, "unit": "%"},
+                "referenceRange": [{"low": {"value": 4.0}, "high": {"value": 6.0}}],
+                "interpretation": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/"
+                                "v3-ObservationInterpretation",
+                                "code": "H",
+                            }
+                        ]
+                    }
+                ],
+            },
+        },
+    ],
+}
+
+
+class FhirJSONResponse(JSONResponse):
+    """The facade's answers are ``application/fhir+json``: so the spec says, for each route."""
+
+    media_type = FHIR_JSON
+
+
 def _fhir(content: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(content=content, status_code=status_code, media_type=FHIR_JSON)
 
@@ -83,9 +187,15 @@ def _allowed(principal: Principal, resource_type: str) -> None:
     "/metadata",
     summary="The CapabilityStatement: what this FHIR facade serves",
     responses=_RESPONSES,
-    response_class=JSONResponse,
+    response_class=FhirJSONResponse,
 )
 def metadata(request: Request, principal: PrincipalDep) -> JSONResponse:
+    """The FHIR CapabilityStatement: each resource type served (read and search) with its
+    search parameters, for a FHIR client's discovery. Any valid token may read it.
+
+    中文：FHIR 能力声明（CapabilityStatement）：本接口提供的资源类型、读取与检索方式及检索参数，
+    供 FHIR 客户端发现服务。任何有效令牌均可读取。
+    """
     base = str(request.base_url).rstrip("/") + "/fhir/R4"
     resources = [
         {
@@ -129,13 +239,28 @@ def metadata(request: Request, principal: PrincipalDep) -> JSONResponse:
         201: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
         400: {"description": "An OperationOutcome naming the element that is wrong"},
     },
-    response_class=JSONResponse,
+    response_class=FhirJSONResponse,
     dependencies=[Depends(require(Permission.INTAKE_WRITE))],
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {FHIR_JSON: {"schema": {"type": "object"}}},
-            "description": "A Bundle with one Patient and one Encounter (status finished).",
+            "content": {
+                FHIR_JSON: {
+                    "schema": {"type": "object"},
+                    "examples": {
+                        "discharge": {
+                            "summary": "A discharge: Patient + Encounter (finished) + Procedure",
+                            "value": _DISCHARGE_BUNDLE,
+                        },
+                        "results": {
+                            "summary": "Check-up results: Patient + DiagnosticReport + Observation",
+                            "value": _RESULTS_BUNDLE,
+                        },
+                    },
+                }
+            },
+            "description": "A Bundle with one Patient and one Encounter (status finished), or "
+            "one Patient and one DiagnosticReport with its Observations.",
         }
     },
 )
@@ -144,7 +269,14 @@ async def post_bundle(
 ) -> JSONResponse:
     """A discharge does exactly what an HL7 ADT^A03 does: upsert the patient and visit, choose
     the pathway, start the journey. Results (a DiagnosticReport and its Observations) do what
-    an ORU^R01 does. Idempotent by Bundle.id (else Bundle.identifier, else its bytes)."""
+    an ORU^R01 does. Idempotent: the same Bundle sent again does nothing twice (matched by
+    its content, a discharge also by its visit and pathway; never by Bundle.id, which senders
+    reuse). A problem in the Bundle is a 400 OperationOutcome naming the element.
+
+    中文：接收 FHIR Bundle：出院（Patient + Encounter）与 HL7 ADT^A03 效果相同——更新患者与就诊、
+    选择路径、开始随访；检验结果（DiagnosticReport 及其 Observation）与 ORU^R01 相同。可幂等重发；
+    内容有误时返回 400 OperationOutcome。
+    """
     try:
         content = read_bundle(await request.body())
         if content.report is not None:
@@ -206,7 +338,7 @@ async def _results(
     "/{resource_type}",
     summary="Search a resource type; a searchset Bundle",
     responses=_RESPONSES,
-    response_class=JSONResponse,
+    response_class=FhirJSONResponse,
 )
 def search_resources(
     resource_type: str,
@@ -219,7 +351,12 @@ def search_resources(
 ) -> JSONResponse:
     """Patient by `identifier` (the MRN) or `_id`; the others by `patient` (required), with
     `status`, `date` / `_lastUpdated` (`ge2026-12-01`, `lt…`) and, for Observation, `code`
-    (a LOINC code or indicator id). Paged with `_count` and `_offset`."""
+    (a LOINC code or indicator id). Paged with `_count` and `_offset`.
+
+    中文：按条件检索某类资源，返回 searchset Bundle：Patient 按病历号（identifier）或 _id，
+    其他资源须带 patient，可加 status、date/_lastUpdated，Observation 可加 code；
+    用 _count、_offset 分页。
+    """
     if resource_type not in RESOURCE_TYPES:
         return _outcome(404, "not-supported", f"{resource_type} is not served here")
     _allowed(principal, resource_type)
@@ -270,7 +407,7 @@ def search_resources(
     "/{resource_type}/{resource_id}",
     summary="Read one resource",
     responses=_RESPONSES,
-    response_class=JSONResponse,
+    response_class=FhirJSONResponse,
 )
 def read_resource(
     resource_type: str,
@@ -280,6 +417,13 @@ def read_resource(
     session: SessionDep,
     principal: PrincipalDep,
 ) -> JSONResponse:
+    """One resource by type and id, e.g. ``CarePlan/42`` (a journey) or ``Task/7`` (a
+    ticket). 404 OperationOutcome for one that does not exist or is outside the caller's
+    departments.
+
+    中文：按类型和编号读取单个资源，如 CarePlan/42（随访旅程）、Task/7（工单）；不存在或不在本科室
+    范围内时返回 404 OperationOutcome。
+    """
     if resource_type not in RESOURCE_TYPES:
         return _outcome(404, "not-supported", f"{resource_type} is not served here")
     _allowed(principal, resource_type)

@@ -28,6 +28,13 @@ class Health(BaseModel):
 
 @router.get("/healthz", response_model=Health, summary="Liveness of the API and its dependencies")
 async def healthz(runtime: RuntimeDep, response: Response) -> Health:
+    """Whether the database and Temporal answer: 200 with ``status: ok``, or 503 with
+    ``status: degraded`` and what is wrong with each. Public (no token), for a load
+    balancer's or monitoring system's probe.
+
+    中文：存活检查：数据库和 Temporal 是否可达；正常返回 200（ok），
+    否则返回 503（degraded）并说明原因。无需令牌，供负载均衡或监控探测使用。
+    """
     db_problem = await in_thread(check_database, runtime.engine)
     try:
         client = await runtime.client()

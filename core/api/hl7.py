@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from suifang.core.api.deps import RuntimeDep
@@ -73,6 +73,14 @@ class DepartmentMapping(BaseModel):
     department: str = Field(min_length=1, max_length=64, description="A suifang department code")
 
 
+_MAPPING_EXAMPLES = {
+    "cardiology": {
+        "summary": "XNK (心内科) is cardiology",
+        "value": {"department": "cardiology"},
+    }
+}
+
+
 class DepartmentMappingChange(BaseModel):
     his_code: str
     department: str | None
@@ -109,7 +117,11 @@ async def post_hl7v2(request: Request, runtime: RuntimeDep, principal: Principal
     sender and MSH-10 (a resend gets the same ACK and no second effect), then acted on.
 
     The answer is always 200 with the ACK: an integration engine reads MSA-1, not the status.
-    A hospital-wide feed: a token scoped to departments may not post it."""
+    A hospital-wide feed: a token scoped to departments may not post it.
+
+    中文：通过 HTTP 接收一条 HL7 v2（ADT）消息，处理方式与 MLLP 监听相同：先加密保存，按发送方与
+    MSH-10 幂等，再执行；始终返回 200 和 ACK（读取 MSA-1）。仅限不限科室的令牌。
+    """
     if principal.scope is not None:
         raise HTTPException(
             403, "HL7 intake is hospital-wide: use a token with no department scope"
@@ -144,7 +156,11 @@ def get_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[Hl7MessageView]:
     """What arrived, when, from whom, what was done and the ACK code; never the raw message
-    (it stays encrypted; `suifang hl7 reprocess` acts on it again)."""
+    (it stays encrypted; `suifang hl7 reprocess` acts on it again).
+
+    中文：已接收的 HL7 消息（最新在前）：接收时间、发送方、处理结果和 ACK 代码；不返回原始消息
+    （加密保存）。
+    """
     rows = list_messages(runtime, status=status, limit=limit)
     audit_patients(request, *(row.patient_id for row in rows))
     return [Hl7MessageView.of(row) for row in rows]
@@ -160,6 +176,13 @@ def get_messages(
 async def reprocess_message(
     message_id: int, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
+    """Act on a stored message again, e.g. after mapping its HIS department code; its new
+    ACK replaces the old and is the answer. 404 for an unknown message, 503 while it is
+    being processed; a token scoped to departments may not call it.
+
+    中文：重新处理一条已保存的 HL7 消息（如补充科室映射后），返回并替换为新的 ACK；
+    消息不存在返回 404，正在处理中返回 503。仅限不限科室的令牌。
+    """
     if principal.scope is not None:
         raise HTTPException(
             403, "HL7 intake is hospital-wide: use a token with no department scope"
@@ -174,6 +197,12 @@ async def reprocess_message(
     dependencies=[CanReadMapping],
 )
 def get_department_map(runtime: RuntimeDep) -> dict[str, str]:
+    """The table HL7 and FHIR intake read a HIS department code through: HIS code → suifang
+    department code, e.g. ``{"XNK": "cardiology"}``.
+
+    中文：HIS 科室代码与 suifang 科室的映射表（如 XNK → cardiology），
+    HL7 与 FHIR 接入据此识别科室。
+    """
     return department_map(runtime)
 
 
@@ -184,9 +213,17 @@ def get_department_map(runtime: RuntimeDep) -> dict[str, str]:
     dependencies=[CanWriteMapping],
 )
 async def put_department_mapping(
-    his_code: str, body: DepartmentMapping, runtime: RuntimeDep, request: Request
+    his_code: str,
+    body: Annotated[DepartmentMapping, Body(openapi_examples=_MAPPING_EXAMPLES)],
+    runtime: RuntimeDep,
+    request: Request,
 ) -> DepartmentMappingChange:
-    """HL7 intake reads PV1-10 (else PV1-3.1) through this table; an unmapped code gets AE."""
+    """HL7 intake reads PV1-10 (else PV1-3.1) through this table; an unmapped code gets AE.
+    Answers the mapping before and after; 422 for an unknown suifang department.
+
+    中文：将 HIS 科室代码映射到 suifang 科室（HL7 读取 PV1-10，否则 PV1-3.1；未映射的代码回 AE），
+    返回修改前后的映射；科室不存在时返回 422。
+    """
     before, now = await in_thread(map_department, runtime, his_code, body.department)
     request.state.audit_detail = {"from": before, "to": now}
     return DepartmentMappingChange(his_code=his_code, department=now, previous=before)
@@ -201,6 +238,11 @@ async def put_department_mapping(
 async def delete_department_mapping(
     his_code: str, runtime: RuntimeDep, request: Request
 ) -> DepartmentMappingChange:
+    """Remove a HIS department code's mapping: HL7 messages naming it get AE from then on.
+    404 if the code is not mapped.
+
+    中文：删除一个 HIS 科室代码的映射，此后含该代码的 HL7 消息将回 AE；代码未映射时返回 404。
+    """
     before = await in_thread(unmap_department, runtime, his_code)
     request.state.audit_detail = {"from": before, "to": None}
     return DepartmentMappingChange(his_code=his_code, department=None, previous=before)

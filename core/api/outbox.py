@@ -137,7 +137,13 @@ def outbox(
     all_channels: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[OutboxMessage]:
-    """The outbox channel's messages (``all_channels=true``: every channel's)."""
+    """The outbox channel's messages (``all_channels=true``: every channel's), newest first,
+    by patient or journey; staff see their own departments' only. How the embedded default
+    shows what would have been sent.
+
+    中文：发件箱渠道的消息（``all_channels=true`` 时为所有渠道），最新在前，可按患者或旅程筛选；
+    医护人员只能看到本科室的消息。
+    """
     messages = outbox_messages(
         session,
         patient_id=patient_id,

@@ -73,7 +73,11 @@ def kpis(
 ) -> KpiReport:
     """Every KPI with its value, numerator, denominator and definition (see docs/kpis.md).
 
-    Days are calendar days in the hospital's timezone (``SUIFANG_TIMEZONE``).
+    Days are calendar days in the hospital's timezone (``SUIFANG_TIMEZONE``). Staff get
+    their own departments' figures; another department is 403, an unknown filter 422.
+
+    中文：指定时段的随访质量指标（覆盖率、应答率、失访、预警、SLA、再入院等），每项含数值、分子、
+    分母和定义；按医院时区的自然日计算。医护人员只能查看本科室，查询其他科室返回 403。
     """
     if start > end:
         raise HTTPException(

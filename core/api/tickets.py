@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
@@ -26,6 +36,64 @@ CanRead = Annotated[Principal, Depends(require(Permission.TICKETS_READ))]
 CanCreate = Annotated[Principal, Depends(require(Permission.TICKETS_CREATE))]
 CanAct = Annotated[Principal, Depends(require(Permission.TICKETS_ACT))]
 CanPatientEvent = Annotated[Principal, Depends(require(Permission.TICKETS_PATIENT_EVENT))]
+
+
+_TICKET_EXAMPLES = {
+    "zh": {
+        "summary": "A patient's message from the app, during a journey",
+        "value": {
+            "patient_id": 1024,
+            "text": "支架术后第5天，晚上睡觉时胸口有点闷，要不要紧？",
+            "source": "patient_message",
+            "enrollment_id": 2048,
+            "idempotency_key": "app-msg-88f2c1",
+        },
+    },
+    "en": {
+        "summary": "A complaint taken at the patient services desk",
+        "value": {
+            "patient_id": 1025,
+            "text": "There was nowhere to park at the outpatient building on Saturday morning.",
+            "source": "complaint",
+        },
+    },
+}
+_ACTION_EXAMPLES = {
+    "zh": {
+        "summary": "reply: the answer the patient gets",
+        "value": {
+            "action": "reply",
+            "text": "您好，胸闷时请先休息并测量血压；如持续超过15分钟或伴出汗，请立即拨打120。",
+        },
+    },
+    "en": {
+        "summary": "transfer: to the department that owns it",
+        "value": {
+            "action": "transfer",
+            "department": "logistics",
+            "text": "Parking complaint: for logistics to answer",
+        },
+    },
+    "claim": {"summary": "claim: take it yourself", "value": {"action": "claim"}},
+}
+_ACK_EXAMPLES = {
+    "zh": {"summary": "With a note", "value": {"note": "已收到，正在电话联系患者"}},
+    "en": {"summary": "With a note", "value": {"note": "calling now"}},
+}
+_PATIENT_EVENT_EXAMPLES = {
+    "zh": {
+        "summary": "The patient replied",
+        "value": {"kind": "reply", "text": "已经按医生说的测了血压，135/85，现在好多了。"},
+    },
+    "en": {
+        "summary": "The patient replied",
+        "value": {"kind": "reply", "text": "Thank you, the pain is much better today."},
+    },
+    "satisfaction": {
+        "summary": "The patient scored their satisfaction",
+        "value": {"kind": "satisfaction", "score": 5},
+    },
+}
 
 
 class ActionIn(BaseModel):
@@ -53,7 +121,12 @@ def queue(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[TicketSummary]:
-    """Tickets by due time (soonest first): filter by department, status, tier, due, breached."""
+    """Tickets by due time (soonest first): filter by department, status, tier, due, breached.
+    Staff see their own departments' tickets only.
+
+    中文：工单队列，按到期时间排序（最早在前），可按科室、状态、层级、到期时间、是否超时筛选；
+    医护人员只能看到本科室的工单。
+    """
     tickets = service.list_tickets(
         session,
         departments=principal.scope,
@@ -79,7 +152,7 @@ def queue(
     summary="Open a ticket: a patient's message, complaint or suggestion",
 )
 async def create(
-    body: TicketIn,
+    body: Annotated[TicketIn, Body(openapi_examples=_TICKET_EXAMPLES)],
     runtime: RuntimeDep,
     session: SessionDep,
     request: Request,
@@ -98,6 +171,9 @@ async def create(
     same request with the same key returns the same ticket and never opens a second one; the
     same key with a different body is refused (422 ``idempotency_key_reused``). Keys are
     yours alone and are remembered for ``SUIFANG_IDEMPOTENCY_KEY_HOURS`` (24 h).
+
+    中文：为患者开工单（留言、投诉或建议），自动分类（类别、紧急程度、危险信号、知识库答复）并分派科室；
+    医护只能为本科室已接诊的患者、在本科室开单。可用 Idempotency-Key 幂等重试。
     """
     key = idempotency_key or body.idempotency_key
 
@@ -159,6 +235,11 @@ def may_open_ticket(session: SessionDep, principal: Principal, body: TicketIn) -
 def detail(
     ticket_id: int, session: SessionDep, request: Request, principal: CanRead
 ) -> TicketDetail:
+    """A ticket with its SLA clocks, paging state, every event and every note. 404 for a
+    ticket that does not exist or is outside the caller's departments.
+
+    中文：工单详情：SLA 时限、急诊呼叫状态、全部处理记录和备注；不存在或不在本科室范围内时返回 404。
+    """
     ticket = service.ticket_detail(session, ticket_id, principal.scope)
     audit_patients(request, ticket.patient_id)
     return ticket
@@ -171,13 +252,18 @@ def detail(
 )
 async def act(
     ticket_id: int,
-    body: ActionIn,
+    body: Annotated[ActionIn, Body(openapi_examples=_ACTION_EXAMPLES)],
     runtime: RuntimeDep,
     session: SessionDep,
     request: Request,
     principal: CanAct,
 ) -> TicketDetail:
-    """Applied by the ticket's workflow; refused with 422 and the reason if it cannot apply."""
+    """Applied by the ticket's workflow; refused with 422 and the reason if it cannot apply.
+    Answers the ticket as it is after the action.
+
+    中文：处理工单：认领、回复、备注、转科、协作、升级、等待患者、解决、重新打开等，由工单工作流执行；
+    无法执行时返回 422 并说明原因。返回处理后的工单。
+    """
     await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     action = ActorAction(
         action=body.action,
@@ -206,14 +292,18 @@ class AcknowledgeIn(BaseModel):
 )
 async def acknowledge(
     ticket_id: int,
-    body: AcknowledgeIn,
+    body: Annotated[AcknowledgeIn, Body(openapi_examples=_ACK_EXAMPLES)],
     runtime: RuntimeDep,
     session: SessionDep,
     request: Request,
     principal: CanAct,
 ) -> TicketDetail:
     """Stops the page's escalation and makes you the ticket's owner; 422 if the ticket has
-    no page waiting (none was sent, or someone acknowledged it already)."""
+    no page waiting (none was sent, or someone acknowledged it already).
+
+    中文：确认急诊工单的值班呼叫：停止逐级升级呼叫，并由确认人负责该工单；
+    没有待确认的呼叫时返回 422。
+    """
     await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     action = ActorAction(action="acknowledge", actor=principal.actor, text=body.note)
     return await service.act_on_ticket(
@@ -225,15 +315,31 @@ async def acknowledge(
     "/tickets/{ticket_id}/patient-events",
     status_code=status.HTTP_202_ACCEPTED,
     summary="The patient replied, or scored their satisfaction (1–5)",
+    response_class=Response,
+    responses={
+        202: {
+            "description": "Handed to the ticket's workflow; the body is empty",
+            "content": {
+                "text/plain": {"schema": {"type": "string", "maxLength": 0}, "example": ""}
+            },
+        }
+    },
 )
 async def patient_event(
     ticket_id: int,
-    body: PatientEvent,
+    body: Annotated[PatientEvent, Body(openapi_examples=_PATIENT_EVENT_EXAMPLES)],
     runtime: RuntimeDep,
     session: SessionDep,
     request: Request,
     principal: CanPatientEvent,
 ) -> Response:
+    """The patient's reply to a ticket, or their satisfaction score (1–5), from the patient
+    app or another integrator; a closed ticket's workflow takes it up again. 202 with an
+    empty body; 404 for a ticket outside the caller's departments.
+
+    中文：患者对工单的回复或满意度评分（1–5 分），来自患者 App 或其他对接系统；
+    已关闭的工单会重新接收。返回 202，无响应体；不在本科室范围内的工单返回 404。
+    """
     await in_session_thread(session, _audit_ticket_patient, request, ticket_id, principal)
     await service.patient_event(runtime, session, ticket_id, body)
     return Response(status_code=status.HTTP_202_ACCEPTED)
@@ -251,13 +357,25 @@ class RoutingRuleView(BaseModel):
     dependencies=[Depends(require(Permission.ROUTING_READ))],
 )
 def routing_table(session: SessionDep) -> list[RoutingRuleView]:
+    """Which department each ticket category goes to, by category. Categories without a
+    rule go to the patient's discharge department (clinical) or the patient services desk.
 
+    中文：工单分派表：各工单类别对应的科室；无规则的类别分派到患者出院科室（临床类）或患者服务中心。
+    """
     rules = session.exec(select(RoutingRule).order_by(col(RoutingRule.category))).all()
     return [RoutingRuleView(category=r.category, department=r.department_code) for r in rules]
 
 
 class RoutingRuleIn(BaseModel):
     department: str = Field(min_length=1, max_length=64)
+
+
+_ROUTE_EXAMPLES = {
+    "parking": {
+        "summary": "PUT /routing/parking: parking complaints to logistics",
+        "value": {"department": "logistics"},
+    }
+}
 
 
 @router.put(
@@ -267,10 +385,18 @@ class RoutingRuleIn(BaseModel):
     dependencies=[Depends(require(Permission.ROUTING_WRITE))],
 )
 def set_route(
-    category: str, body: RoutingRuleIn, session: SessionDep, request: Request
+    category: str,
+    body: Annotated[RoutingRuleIn, Body(openapi_examples=_ROUTE_EXAMPLES)],
+    session: SessionDep,
+    request: Request,
 ) -> RoutingRuleView:
     """Route ``category`` (one of the ticket categories; an unknown one is refused with the
-    close one meant) to an existing department. The audit record says from where to where."""
+    close one meant) to an existing department. The audit record says from where to where.
+    An unknown category is 422, an unknown department 404.
+
+    中文：设置某工单类别的分派科室，审计记录写明修改前后；未知类别返回 422（提示最接近的类别），
+    科室不存在返回 404。
+    """
     change = routing.set_rule(session, category, body.department)
     request.state.audit_detail = change.audit_detail()
     return RoutingRuleView(category=change.category, department=body.department)
@@ -284,7 +410,11 @@ def set_route(
 )
 def delete_route(category: str, session: SessionDep, request: Request) -> None:
     """Its tickets then go to the patient's discharge department (clinical categories) or the
-    patient services desk, unless a plugin routes them."""
+    patient services desk, unless a plugin routes them. 404 if the category has no rule.
+
+    中文：删除某工单类别的分派规则：此后该类工单分派到患者出院科室（临床类）或患者服务中心，
+    除非插件另行分派；该类别无规则时返回 404。
+    """
     change = routing.delete_rule(session, category)
     request.state.audit_detail = change.audit_detail()
 
@@ -310,6 +440,12 @@ def notifications(
     department: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[NotificationView]:
+    """SLA warnings and breaches raised for tickets (first response, resolution), newest
+    first, with how they were delivered; staff see their own departments' only.
+
+    中文：工单 SLA 预警与超时通知（首次响应、解决时限），最新在前，含送达方式；
+    医护人员只能看到本科室的通知。
+    """
     query = select(StaffNotification)
     if department:
         query = query.where(StaffNotification.department_code == department)
