@@ -46,10 +46,17 @@ __all__ = [
 
 
 class AddressKind(enum.StrEnum):
+    """The kind of patient address a channel sends to, each with its contact system. A channel
+    whose addresses are of another system sets :attr:`Channel.contact_system` instead."""
+
     PHONE = "phone"
+    """A mobile number: SMS, voice (contact system ``phone``)."""
     EMAIL = "email"
+    """An e-mail address (contact system ``email``)."""
     WECHAT_OPENID = "wechat_openid"
+    """The patient's openid under the hospital's WeChat official account (``wechat``)."""
     APP_USER = "app_user"
+    """The patient's user id in the hospital's app or portal (``app``)."""
     NONE = "none"
     """The channel needs no patient address (the outbox, a human call task queue)."""
 
@@ -63,6 +70,8 @@ class ChannelConfig(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8")
 
     enabled: bool = True
+    """``SUIFANG_CHANNEL_<NAME>_ENABLED=false`` switches the channel off: it shows as disabled
+    and the cascade skips it."""
     rate_per_second: float = Field(20.0, gt=0, description="Sends per second per worker process.")
     timeout_seconds: float = Field(10.0, gt=0, le=300, description="Provider call timeout.")
 
@@ -74,62 +83,96 @@ class OutboundMessage(BaseModel):
 
     idempotency_key: str = Field(description="Same key → same message; providers may dedupe on it.")
     patient_id: int
+    """suifang's id of the patient (never a hospital record number): for logs and metadata."""
     address: str = Field(
         "", description="Phone, email, openid…; empty for channels that need none."
     )
     locale: str = "zh-CN"
+    """The language ``body`` is in: ``zh-CN`` or ``en``."""
     subject: str = ""
+    """A subject line, for channels that have one (e-mail); may be empty."""
     body: str
+    """The rendered text, to send as it is."""
     link: str | None = None
+    """The questionnaire or reply page, when the message has one."""
     template_id: str | None = Field(None, description="Provider-side template id (WeChat, SMS).")
     template_params: dict[str, str] = Field(default_factory=dict)
+    """The provider template's parameters, for channels that send by template."""
     metadata: dict[str, str] = Field(default_factory=dict)
+    """What the message is (``kind``: touchpoint, reminder, notice, page…) and suifang's ids
+    for it; never patient data. Pass it on to providers that keep metadata."""
 
 
 class DeliveryReceipt(BaseModel):
+    """What :meth:`Channel.send` returns when the provider took the message."""
+
     status: Literal["accepted", "delivered", "queued"] = "accepted"
+    """``accepted`` by the provider (the usual answer); ``delivered`` when sending is
+    delivering (e-mail handed to the recipient's server); ``queued`` for later (the outbox)."""
     provider_message_id: str | None = None
+    """The provider's id of the message: receipts and replies are matched to it."""
     cost: Decimal | None = None
+    """What the provider charged, if it says (shown in the delivery record and KPIs)."""
     currency: str | None = None
+    """ISO 4217 code of ``cost``, e.g. CNY."""
     detail: dict[str, Any] = Field(default_factory=dict)
+    """Anything else worth keeping from the provider's answer (no secrets, no patient data)."""
 
 
 class InboundMessage(BaseModel):
     """Something a patient sent: a reply to a touchpoint, an answer, or free text."""
 
     channel: str
+    """The channel's name (``Channel.name``)."""
     sender: str = Field(description="The patient's address on that channel.")
     text: str = ""
+    """What the patient wrote (a voice channel: the transcript); may be empty with answers."""
     answers: dict[str, Any] | None = Field(None, description="Structured questionnaire answers.")
     provider_message_id: str | None = None
+    """The provider's id of this inbound message: a resend with the same id has no second
+    effect."""
     in_reply_to: str | None = Field(
         None, description="Our idempotency key or the provider id of the message replied to."
     )
     received_at: dt.datetime | None = None
+    """When the provider received it (timezone-aware); suifang's clock when None."""
     extra: dict[str, Any] = Field(default_factory=dict)
+    """Other provider fields worth keeping with the reply (no secrets)."""
 
 
 class DeliveryStatusUpdate(BaseModel):
     """The provider's later word on a message: delivered, read, failed."""
 
     channel: str
+    """The channel's name (``Channel.name``)."""
     provider_message_id: str
+    """The id :class:`DeliveryReceipt` returned for the message this is about."""
     status: Literal["delivered", "read", "failed", "answered"]
+    """Where the message got to; ``failed`` after acceptance does not resend it."""
     error: str | None = None
+    """The provider's error code or text, with ``failed``."""
     at: dt.datetime | None = None
+    """When it happened, per the provider (timezone-aware); suifang's clock when None."""
     extra: dict[str, Any] = Field(default_factory=dict)
+    """Other provider fields worth keeping (no secrets)."""
 
 
 class InboundRequest(BaseModel):
     """A provider's webhook call, independent of the web framework."""
 
     method: str = "POST"
+    """The HTTP method: POST for callbacks, GET for endpoint checks."""
     path: str = ""
+    """The URL path and query string as called, e.g. ``/channels/sms/inbound?sig=…``."""
     headers: Mapping[str, str] = Field(default_factory=dict)
+    """The request's headers (look them up with :meth:`header`: names are case-insensitive)."""
     query: Mapping[str, str] = Field(default_factory=dict)
+    """The query string's parameters."""
     body: bytes = b""
+    """The raw body, exactly as received: verify signatures over these bytes."""
 
     def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), or None."""
         lowered = name.lower()
         for key, value in self.headers.items():
             if key.lower() == lowered:
@@ -168,6 +211,7 @@ class TransientChannelError(ChannelError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        """Seconds the provider asked us to wait (``Retry-After``), if it said."""
 
 
 class InboundRejected(Exception):
@@ -176,6 +220,7 @@ class InboundRejected(Exception):
     def __init__(self, message: str, *, status_code: int = 400) -> None:
         super().__init__(message)
         self.status_code = status_code
+        """The HTTP status the provider gets: 400 malformed, 401 bad signature, 404 unknown."""
 
 
 class Channel(ABC):
@@ -188,7 +233,11 @@ class Channel(ABC):
     """
 
     name: ClassVar[str]
+    """The channel's name: lower case, ``-`` allowed. Pathways and patients' preferences name
+    it, its settings are ``SUIFANG_CHANNEL_<NAME>_*`` and its webhook is
+    ``/channels/<name>/inbound``."""
     address_kind: ClassVar[AddressKind] = AddressKind.PHONE
+    """The kind of address :attr:`OutboundMessage.address` holds (``AddressKind.NONE``: none)."""
     contact_system: ClassVar[str | None] = None
     """The contact system whose values this channel sends to and matches replies against, when
     it is not the one of ``address_kind`` (phone, email, wechat, app): any lower-case name,
@@ -200,9 +249,11 @@ class Channel(ABC):
     such channels. A patient-only channel (an official-account message to a patient's openid)
     leaves it False."""
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
+    """The channel's settings model (a :class:`ChannelConfig` subclass)."""
 
     def __init__(self, config: ChannelConfig, *, http: httpx.AsyncClient | None = None) -> None:
         self.config = config
+        """The validated settings (an instance of :attr:`config_model`)."""
         self._http = http
 
     @property
@@ -214,6 +265,7 @@ class Channel(ABC):
 
     @classmethod
     def env_prefix(cls) -> str:
+        """``SUIFANG_CHANNEL_<NAME>_``: the prefix of this channel's settings."""
         return f"SUIFANG_CHANNEL_{cls.name.upper().replace('-', '_')}_"
 
     @classmethod
@@ -281,8 +333,11 @@ class Channel(ABC):
         return '{"ok": true}', "application/json"
 
     async def aclose(self) -> None:
+        """Release what the instance holds (its HTTP client); called when the process stops."""
         if self._http is not None:
             await self._http.aclose()
 
 
 ChannelRegistry = Callable[[type[Channel]], None]
+"""The ``register`` that ``suifang_register_channels(register)`` receives: call it with each
+:class:`Channel` subclass the plugin provides."""

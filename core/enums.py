@@ -27,26 +27,39 @@ class Tier(enum.StrEnum):
 
     @property
     def rank(self) -> int:
+        """1, 2, 3: for comparing tiers."""
         return int(self.value[1])
 
     def bumped(self) -> Tier:
+        """The tier above (L3 stays L3): where an escalation goes."""
         return Tier(f"L{min(3, self.rank + 1)}")
 
 
 class Priority(enum.StrEnum):
+    """How soon a ticket must be answered (its SLA clock)."""
+
     ROUTINE = "routine"
+    """A reply within the department's routine SLA."""
     URGENT = "urgent"
+    """A clinician within hours, on a 24/7 clock."""
     EMERGENCY = "emergency"
+    """Call 120 / go to the emergency department now; a doctor is paged within minutes."""
 
     @property
     def rank(self) -> int:
+        """0, 1, 2: for comparing priorities."""
         return ["routine", "urgent", "emergency"].index(self.value)
 
 
 class RiskTier(enum.StrEnum):
+    """Readmission risk: pathways' variants and follow-up intensity key on it."""
+
     LOW = "low"
+    """Fewer touchpoints (a pathway's ``low`` variant)."""
     MEDIUM = "medium"
+    """The pathway as written."""
     HIGH = "high"
+    """Closer follow-up (a pathway's ``high`` variant)."""
 
 
 class JourneyStatus(enum.StrEnum):
@@ -71,11 +84,18 @@ class TouchpointStatus(enum.StrEnum):
 
 
 class TicketSource(enum.StrEnum):
+    """What opened a ticket."""
+
     CLINICAL_ALERT = "clinical_alert"
+    """A questionnaire answer or reading met a pathway's alert rule."""
     PATIENT_MESSAGE = "patient_message"
+    """Something the patient (or family) wrote."""
     COMPLAINT = "complaint"
+    """A complaint taken by staff or a feed."""
     LOW_SATISFACTION = "low_satisfaction"
+    """A low satisfaction score."""
     NON_RESPONDER = "non_responder"
+    """A patient who stopped answering (call them)."""
 
 
 class TicketStatus(enum.StrEnum):

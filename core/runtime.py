@@ -82,6 +82,11 @@ class Runtime:
             self._channels = ChannelDirectory(self.plugins)
         return self._channels
 
+    def use_channels(self, channels: ChannelDirectory) -> Runtime:
+        """Send through ``channels`` from now on (the test kit's recording directory)."""
+        self._channels = channels
+        return self
+
     def with_client(self, client: Client) -> Runtime:
         self._client = client
         return self

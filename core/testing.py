@@ -58,8 +58,10 @@ __all__ = [
     "keyring_environment",
     "postgres_schema_url",
     "runtime",
+    "serving",
     "session",
     "settings",
+    "terminate_open_workflows",
     "test_keyring",
     "time_skipping_env",
     "worker_factory",
@@ -214,14 +216,26 @@ async def journey_worker(
     _session_worker: tuple[_CurrentRuntime, str],
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The session's real worker, now serving ``runtime``; yields the time-skipping environment."""
-    current, task_queue = _session_worker
-    await _clock_runs(time_skipping_env)
+    async with serving(runtime, time_skipping_env, _session_worker) as env:
+        yield env
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    runtime: Runtime,
+    env: WorkflowEnvironment,
+    session_worker: tuple[_CurrentRuntime, str],
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The session's worker serves ``runtime`` inside the block; what the test left running is
+    ended after it."""
+    current, task_queue = session_worker
+    await _clock_runs(env)
     runtime.settings.task_queue = task_queue
-    runtime.with_client(time_skipping_env.client)
+    runtime.with_client(env.client)
     current.target = runtime
     try:
-        yield time_skipping_env
-        await terminate_open_workflows(runtime, time_skipping_env.client)
+        yield env
+        await terminate_open_workflows(runtime, env.client)
     finally:
         current.target = None
 

@@ -10,7 +10,7 @@ from suifang.core.cli.context import cli_runtime
 from suifang.core.config import get_settings
 from suifang.core.security.crypto import Keyring, configure_keyring, get_keyring
 
-pytest_plugins = ["suifang.core.testing", "suifang.workflows.testing"]
+# suifang.testing (the test kit, loaded through its pytest11 entry point) brings the fixtures.
 
 
 @pytest.fixture(autouse=True)

@@ -171,8 +171,11 @@ class WebhookSigner:
     """
 
     secrets: tuple[bytes, ...]
+    """The shared secrets, newest first, each at least 16 bytes."""
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS
+    """How far a signature's timestamp may be from now (replays older than this fail)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Larger bodies are refused before any hashing."""
 
     def __post_init__(self) -> None:
         if not self.secrets:
@@ -196,6 +199,7 @@ class WebhookSigner:
         tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> WebhookSigner:
+        """A signer from secrets as settings hold them (text, bytes or ``SecretStr``)."""
         return cls(
             tuple(_secret_bytes(secret) for secret in secrets),
             tolerance_seconds=tolerance_seconds,
@@ -209,6 +213,9 @@ class WebhookSigner:
     def verify(
         self, body: bytes, header: str | None, *, now: float | None = None
     ) -> SignatureHeader:
+        """Check ``header`` (an ``X-Suifang-Signature`` value) against ``body``: raises
+        :class:`InboundRejected` (401) when no secret matches or the time is out of tolerance,
+        (413) when the body is too large; returns the parsed header."""
         return verify_signature(
             body,
             header,
