@@ -26,7 +26,7 @@ from typing import Any, Literal
 import jinja2
 import jinja2.meta
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
@@ -57,6 +57,7 @@ __all__ = [
     "MESSAGE_VARIABLES",
     "Finding",
     "Indicator",
+    "IndicatorTarget",
     "Vocabulary",
     "check_template",
     "load_checked",
@@ -82,6 +83,36 @@ _INDICATORS_FILE = Path(__file__).resolve().parent.parent / "templates" / "indic
 _ORDERINGS = ("gt", "gte", "lt", "lte")
 
 
+class IndicatorTarget(BaseModel):
+    """Where a reading should be: at least ``at_least`` and below ``below`` (either may be
+    omitted), e.g. systolic BP below 140, fasting glucose from 4.4 to below 7.0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at_least: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> IndicatorTarget:
+        if self.at_least is None and self.below is None:
+            raise ValueError("a target needs at_least, below or both")
+        if self.at_least is not None and self.below is not None and self.at_least >= self.below:
+            raise ValueError("at_least must be below `below`")
+        return self
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` is within the target."""
+        return (self.at_least is None or value >= self.at_least) and (
+            self.below is None or value < self.below
+        )
+
+    def band(self, low: float | None, high: float | None) -> tuple[float, float]:
+        """The target as a (low, high) band for a chart whose readings span low..high."""
+        floor = self.at_least if self.at_least is not None else min(low or 0.0, self.below or 0.0)
+        ceiling = self.below if self.below is not None else max(high or 0.0, floor)
+        return floor, ceiling
+
+
 class Indicator(BaseModel):
     """Something measured: its unit and the range a real reading falls in."""
 
@@ -93,6 +124,10 @@ class Indicator(BaseModel):
     max: float
     loinc: str | None = Field(None, pattern=r"^[0-9]{1,7}-[0-9]$")
     """The standard LOINC code, where one exists: how a lab result (HL7 OBX-3, FHIR) is known."""
+    target: IndicatorTarget | None = None
+    """Where a controlled patient's readings are (trends and reports judge control by it)."""
+    controlled_share: float = Field(0.7, gt=0, le=1)
+    """The share of readings within ``target`` that counts as controlled (e.g. BP: 70 %)."""
 
 
 class _IndicatorFile(BaseModel):

@@ -19,6 +19,7 @@ from suifang.core.api import (
     oncall,
     outbox,
     pathways,
+    records,
     reports,
 )
 from suifang.core.api import tickets as ticket_routes
@@ -73,6 +74,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(ticket_routes.router)
     app.include_router(admin.router)
     app.include_router(contacts.router)
+    app.include_router(records.router)
     app.include_router(oncall.router)
     app.include_router(reports.router)
     install_metrics(app, runtime, public)

@@ -18,6 +18,7 @@ from suifang.core.cli import (
     oncall,
     outbox,
     pathways,
+    patients,
     platform,
     report,
     security,
@@ -50,6 +51,7 @@ tickets.register(app)
 app.add_typer(report.report_app, name="report")
 app.add_typer(oncall.app, name="oncall")
 app.add_typer(contacts.app, name="contacts")
+app.add_typer(patients.app, name="patients")
 app.add_typer(triage.triage_app, name="triage")
 app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)

@@ -1,0 +1,211 @@
+"""Issue 24: a patient's health record and indicator trends, from a real journey: readings sent
+through the API reach the workflow, an alert opens a ticket, and the record, the trend and its
+chart show it all — to the patient's department only, every read audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
+
+from suifang.core.api import create_app
+from suifang.core.models import AuditLog, Observation
+from suifang.core.runtime import Runtime
+from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.workflows.intake import DischargeIn, register_discharge
+
+from .test_journey_workflow import advance_to_next_touchpoint, handle_of, settle
+
+BASE = "http://suifang.test"
+#: Systolic readings a month apart: falling, but only the last two are below 140.
+READINGS = [(150, 95), (146, 92), (141, 90), (134, 86), (128, 82)]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def discharge(discharged: dt.datetime) -> dict[str, Any]:
+    return {
+        "pathway": "pci",
+        "patient": {"external_id": "R-1", "name": "冯晓梅", "preferred_channels": ["outbox"]},
+        "encounter": {
+            "external_id": "V-R-1",
+            "department": "cardiology",
+            "discharged_at": discharged.isoformat(),
+        },
+    }
+
+
+def staff(runtime: Runtime, username: str, role: Role, departments: list[str] | None) -> dict:
+    with Session(runtime.engine) as session:
+        user = create_user(
+            session, username=username, display_name=username, role=role, departments=departments
+        )
+        token, _ = issue_token(session, user, name="t")
+    return bearer(token)
+
+
+@pytest.fixture
+async def followed(runtime: Runtime, journey_worker: WorkflowEnvironment) -> dict[str, Any]:
+    """A PCI patient with five monthly BP readings and one crisis reading (an alert, a ticket)."""
+    now = await journey_worker.get_current_time()
+    enrolled = await register_discharge(
+        runtime,
+        DischargeIn.model_validate(discharge(now - dt.timedelta(days=1))),
+    )
+    assert await advance_to_next_touchpoint(journey_worker, handle_of(journey_worker, enrolled))
+    nurse = staff(runtime, "wang", Role.NURSE, ["cardiology"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        for month, (sbp, dbp) in enumerate(READINGS):
+            sent = await api.post(
+                f"/journeys/{enrolled.enrollment_id}/observations",
+                json={
+                    "observations": [
+                        {"indicator": "sbp", "value": sbp, "unit": "mmHg"},
+                        {"indicator": "dbp", "value": dbp, "unit": "mmHg"},
+                    ],
+                    "observed_at": (now - dt.timedelta(days=150 - 30 * month)).isoformat(),
+                    "source": "home_device",
+                },
+                headers=nurse,
+            )
+            assert sent.status_code == 202, sent.text
+        crisis = await api.post(
+            f"/journeys/{enrolled.enrollment_id}/observations",
+            json={"observations": [{"indicator": "sbp", "value": 186, "unit": "mmHg"}]},
+            headers=nurse,
+        )
+        assert crisis.status_code == 202, crisis.text
+
+    def recorded() -> bool:
+        with Session(runtime.engine) as session:
+            return len(session.exec(select(Observation)).all()) == 2 * len(READINGS) + 1
+
+    await settle(recorded)
+    return {"enrollment": enrolled, "nurse": nurse}
+
+
+async def test_the_record_holds_the_whole_follow_up_for_the_patient_s_department_only(
+    runtime: Runtime, followed: dict[str, Any]
+) -> None:
+    enrolled = followed["enrollment"]
+    patient = enrolled.patient_id
+    outsider = staff(runtime, "li", Role.NURSE, ["orthopaedics"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+
+        async def alert_handled() -> dict[str, Any] | None:
+            answer = await api.get(f"/patients/{patient}/record", headers=followed["nurse"])
+            assert answer.status_code == 200, answer.text
+            record = answer.json()
+            return record if record["alerts"] and record["tickets"] else None
+
+        record = await settle(alert_handled)
+        hidden = await api.get(f"/patients/{patient}/record", headers=outsider)
+        english = await api.get(
+            f"/patients/{patient}/record", params={"locale": "en"}, headers=followed["nurse"]
+        )
+
+    assert record["patient"]["id"] == patient
+    assert record["patient"]["name"] == "冯晓梅"
+    assert [e["department"] for e in record["encounters"]] == ["cardiology"]
+    (journey,) = record["journeys"]
+    assert journey["pathway_id"] == "pci"
+    assert journey["touchpoints"], "the journey's schedule is in the record"
+    readings = [(o["indicator"], o["value"]) for o in record["observations"]]
+    assert readings[0] == ("sbp", 186.0), "newest first"
+    assert ("dbp", 95.0) in readings
+    assert len(readings) == 11
+    alert = record["alerts"][0]
+    assert alert["ticket_id"] == record["tickets"][0]["id"]
+    assert alert["handled"] == record["tickets"][0]["status"]
+    assert re.search(r"[\u4e00-\u9fff]", alert["summary"])
+    assert not re.search(r"[\u4e00-\u9fff]", english.json()["alerts"][0]["summary"])
+    assert record["tickets"][0]["priority"] == alert["priority"] == "urgent"  # the pathway says so
+    assert hidden.status_code == 404, "another department's nurse cannot even see it exists"
+    with Session(runtime.engine) as session:
+        reads = session.exec(
+            select(AuditLog).where(AuditLog.action == "GET /patients/{patient_id}/record")
+        ).all()
+    assert {(r.actor, r.patient_id, r.status_code) for r in reads} >= {
+        ("wang", patient, 200),
+        ("li", patient, 404),
+    }, "each read of a record, and each refused one, is in the audit log"
+
+
+async def test_a_trend_has_its_direction_control_and_a_chart(
+    runtime: Runtime, followed: dict[str, Any]
+) -> None:
+    patient = followed["enrollment"].patient_id
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        monthly = await api.get(
+            f"/patients/{patient}/trends",
+            params={
+                "indicator": "sbp",
+                "until": (dt.date.today() - dt.timedelta(days=1)).isoformat(),
+            },
+            headers=followed["nurse"],
+        )
+        chart = await api.get(
+            f"/patients/{patient}/trends",
+            params={"indicator": "sbp", "format": "svg"},
+            headers=followed["nurse"],
+        )
+        unknown = await api.get(
+            f"/patients/{patient}/trends", params={"indicator": "bp"}, headers=followed["nurse"]
+        )
+    assert monthly.status_code == 200, monthly.text
+    trend = monthly.json()
+    assert [p["value"] for p in trend["points"]] == [r[0] for r in READINGS]
+    assert trend["direction"] == "falling"
+    assert trend["change_per_30_days"] == pytest.approx(-5.6, abs=0.5)
+    assert trend["control"]["target"] == {"at_least": None, "below": 140.0}
+    assert trend["control"]["in_target_share"] == 0.4  # 134 and 128 of five
+    assert trend["control"]["controlled"] is False  # 70 % needed
+    assert [p["in_target"] for p in trend["points"]] == [False, False, False, True, True]
+    assert chart.status_code == 200
+    assert chart.headers["content-type"].startswith("image/svg+xml")
+    assert "<svg" in chart.text
+    assert "收缩压" in chart.text, "the title is text the viewer's CJK font renders"
+    assert chart.text.count("<path") > 3, "a line, its markers and the target band"
+    assert unknown.status_code == 422
+    assert "sbp" in unknown.json()["error"]["message"], "the error names the known indicators"
+
+
+async def test_the_cli_shows_the_record_and_writes_the_chart(
+    runtime: Runtime, followed: dict[str, Any], tmp_path: Path, cli: Any
+) -> None:
+    patient = followed["enrollment"].patient_id
+    code, shown, _ = cli("patients", "show", str(patient), "--record")
+    assert code == 0, shown
+    for section in ("Encounters", "Journeys", "Observations", "Alerts", "Tickets", "Messages"):
+        assert section in shown
+    assert "186" in shown
+    chart = tmp_path / "sbp.svg"
+    code, trend, _ = cli(
+        "patients", "trend", str(patient), "dbp", "--svg", str(chart), "--locale", "en"
+    )
+    assert code == 0, trend
+    assert "falling" in trend
+    assert "Diastolic blood pressure" in chart.read_text(encoding="utf-8")
+    for args, complaint in [
+        (["patients", "trend", str(patient), "pulse"], "not a known indicator"),
+        (["patients", "show", "999999"], "not found"),
+        (["patients", "show", str(patient), "--locale", "fr"], "not zh-CN or en"),
+    ]:
+        code, out, err = cli(*args)
+        assert code != 0, args
+        assert complaint in out + err, out + err
+        assert "Traceback" not in out + err
