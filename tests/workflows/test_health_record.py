@@ -8,6 +8,7 @@ import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -15,9 +16,14 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
-from suifang.core.models import AuditLog, Observation
+from suifang.core.channel_directory import ChannelDirectory
+from suifang.core.contacts import add_contact
+from suifang.core.delivery import DeliveryRequest, deliver
+from suifang.core.models import AuditLog, Observation, Patient
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.plugins.channels.voice import TwilioVoiceChannel as VoiceChannel
+from suifang.plugins.channels.voice import twilio_signature
 from suifang.workflows.intake import DischargeIn, register_discharge
 
 from .test_journey_workflow import advance_to_next_touchpoint, handle_of, settle
@@ -209,3 +215,79 @@ async def test_the_cli_shows_the_record_and_writes_the_chart(
         assert code != 0, args
         assert complaint in out + err, out + err
         assert "Traceback" not in out + err
+
+
+TWILIO_SID, TWILIO_TOKEN = "AC00000000000000000000000000000009", "twilio-token-for-record-tests"
+CALLBACK = f"{BASE}/channels/voice/inbound"
+
+
+def twilio(request: httpx.Request) -> httpx.Response:
+    """Twilio's Calls.json: a queued call with its sid."""
+    assert request.url.path == f"/2010-04-01/Accounts/{TWILIO_SID}/Calls.json"
+    return httpx.Response(
+        201, json={"sid": "CA0000000000000000000000000000abcd", "status": "queued"}
+    )
+
+
+async def test_a_follow_up_call_s_recording_is_in_the_record_to_play(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "ACCOUNT_SID": TWILIO_SID,
+        "AUTH_TOKEN": TWILIO_TOKEN,
+        "FROM_NUMBER": "+861088886666",
+        "CALLBACK_URL": CALLBACK,
+    }.items():
+        monkeypatch.setenv(f"SUIFANG_CHANNEL_VOICE_{name}", value)
+    with Session(runtime.engine) as session:
+        patient = Patient(external_id="R-2", name="赵敏", preferred_channels=["voice"])
+        session.add(patient)
+        session.commit()
+        add_contact(session, patient.id, "phone", "+8613800138001", known=frozenset({"phone"}))  # type: ignore[arg-type]
+        patient_id = patient.id
+    voice = VoiceChannel(
+        VoiceChannel.load_config(), http=httpx.AsyncClient(transport=httpx.MockTransport(twilio))
+    )
+    outcome = await deliver(
+        runtime.engine,
+        ChannelDirectory(runtime.plugins, instances={"voice": voice}),
+        DeliveryRequest(
+            idempotency_key="record-call-1",
+            patient_id=patient_id,  # type: ignore[arg-type]
+            kind="touchpoint",
+            subject="随访",
+            body="赵女士您好，这里是仁心医院随访中心。",
+            locale="zh-CN",
+            channels=["voice"],
+        ),
+    )
+    assert outcome.delivered
+    recording = "https://api.twilio.com/2010-04-01/Accounts/AC9/Recordings/RE77"
+    params = {
+        "AccountSid": TWILIO_SID,
+        "CallSid": "CA0000000000000000000000000000abcd",
+        "RecordingSid": "RE77",
+        "RecordingUrl": recording,
+        "RecordingStatus": "completed",
+        "RecordingDuration": "95",
+    }
+    url = f"{CALLBACK}?{urlencode({'event': 'recording', 'key': 'record-call-1'})}"
+    admin = staff(runtime, "root", Role.ADMIN, None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        called_back = await api.post(
+            url,
+            content=urlencode(params).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": twilio_signature(url, list(params.items()), TWILIO_TOKEN),
+            },
+        )
+        assert called_back.status_code == 200, called_back.text
+        record = (await api.get(f"/patients/{patient_id}/record", headers=admin)).json()
+    (played,) = record["recordings"]
+    assert played["url"] == recording
+    assert played["duration_seconds"] == 95
+    assert played["channel"] == "voice"
+    assert [m["channel"] for m in record["messages"]] == ["voice"]
