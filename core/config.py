@@ -248,6 +248,13 @@ class Settings(BaseSettings):
             "merged over the shipped ones; pathways may record and rule on them."
         ),
     )
+    tags_file: Path | None = Field(
+        None,
+        description=(
+            "A YAML file of the hospital's own auto-tag rules (templates/tags.yaml's format), "
+            "merged over the shipped ones."
+        ),
+    )
     knowledge_dir: Path | None = Field(
         None,
         description=(

@@ -66,6 +66,9 @@ __all__ = [
 
 LOCALES = ("zh-CN", "en")
 SPECIAL_GROUPS = ("elderly", "child", "pregnant")
+#: A variant for patients with an auto-tag (``tag:bp_uncontrolled``): the tag is given by the
+#: tag rules when the patient is enrolled.
+TAG_VARIANT = r"tag:[a-z0-9_]{1,64}"
 _SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|h|m|s)\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -494,12 +497,14 @@ class PathwayTemplate(_Strict):
         ):
             _no_duplicates((item.id for item in items), section)
         for name in self.variants:
-            if name not in {t.value for t in RiskTier} | set(SPECIAL_GROUPS):
+            if name not in {t.value for t in RiskTier} | set(SPECIAL_GROUPS) and not re.fullmatch(
+                TAG_VARIANT, name
+            ):
                 raise LocatedError(
                     ("variants", name),
                     f"unknown variant {name!r}; use a risk tier "
-                    f"({', '.join(t.value for t in RiskTier)}) "
-                    f"or a group ({', '.join(SPECIAL_GROUPS)})",
+                    f"({', '.join(t.value for t in RiskTier)}), "
+                    f"a group ({', '.join(SPECIAL_GROUPS)}) or tag:<tag id> (templates/tags.yaml)",
                 )
         if not self.send_window.contains(self.send_at):
             raise LocatedError(("send_at",), f"{self.send_at:%H:%M} is outside the send window")
@@ -648,11 +653,14 @@ def check_groups(groups: Iterable[str]) -> list[str]:
 def applicable_variants(
     template: PathwayTemplate, risk_tier: RiskTier | str | None, groups: Iterable[str]
 ) -> list[str]:
-    """The variants that apply, in a fixed order: the risk tier first, then groups."""
+    """The variants that apply, in a fixed order: the risk tier first, then special groups,
+    then tags (``tag:<id>`` groups) in name order."""
     chosen = []
+    given = set(groups)
     if risk_tier is not None and str(risk_tier) in template.variants:
         chosen.append(str(risk_tier))
-    chosen += [g for g in SPECIAL_GROUPS if g in set(groups) and g in template.variants]
+    chosen += [g for g in SPECIAL_GROUPS if g in given and g in template.variants]
+    chosen += sorted(g for g in given if re.fullmatch(TAG_VARIANT, g) and g in template.variants)
     return chosen
 
 

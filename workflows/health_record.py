@@ -25,6 +25,8 @@ from suifang.core.models import (
     Message,
     Observation,
     Patient,
+    PatientTag,
+    PatientTagChange,
     Ticket,
     TouchpointRecord,
 )
@@ -148,10 +150,24 @@ class RecordingEntry(BaseModel):
     received_at: dt.datetime
 
 
+class TagEntry(BaseModel):
+    tag: str
+    since: dt.datetime
+
+
+class TagChangeEntry(BaseModel):
+    tag: str
+    change: str = Field(description="added or removed")
+    reason: str = Field(description="What was being recorded: intake, answers, observations…")
+    at: dt.datetime
+
+
 class HealthRecord(BaseModel):
     """健康档案: one patient's follow-up, newest first within each part."""
 
     patient: PatientSummary
+    tags: list[TagEntry] = Field(description="Auto-tags the patient has now (自动标签).")
+    tag_history: list[TagChangeEntry] = Field(description="Every tag given or taken away.")
     encounters: list[EncounterEntry]
     journeys: list[JourneyEntry]
     answers: list[AnswerEntry]
@@ -200,6 +216,18 @@ def health_record(
             do_not_contact=patient.do_not_contact,
             deceased_at=patient.deceased_at,
         ),
+        tags=[
+            TagEntry(tag=t.tag, since=t.since)
+            for t in session.exec(
+                select(PatientTag)
+                .where(PatientTag.patient_id == patient_id)
+                .order_by(col(PatientTag.tag))
+            )
+        ],
+        tag_history=[
+            TagChangeEntry(tag=c.tag, change=c.change, reason=c.reason, at=c.at)
+            for c in rows(PatientTagChange, PatientTagChange.at)
+        ],
         encounters=[
             EncounterEntry(
                 id=e.id,

@@ -46,6 +46,7 @@ from suifang.workflows.journey import (
 )
 from suifang.workflows.journey_commands import GreetingOccasion
 from suifang.workflows.journey_core import JourneySetup, preview_schedule
+from suifang.workflows.tags import apply_tags, tag_groups
 
 __all__ = [
     "DischargeIn",
@@ -588,7 +589,17 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
         risk = assess(runtime, patient, data.encounter, length_of_stay, template.id)
         risk = _pathway_criteria(template, risk, patient, data.encounter, length_of_stay)
         tier = data.risk_tier or risk.tier
-        plan = _plan_for(template, tier, risk.groups)
+        # What the record already says of the patient (a previous stay's readings, missed
+        # follow-ups) can choose a variant: the tags are groups named tag:<id>.
+        tags = apply_tags(
+            session,
+            patient.id,
+            reason="intake",
+            indicators_file=runtime.settings.indicators_file,
+            tags_file=runtime.settings.tags_file,
+        )
+        groups = [*risk.groups, *tag_groups(tags)]
+        plan = _plan_for(template, tier, groups)
         discharged_at = data.encounter.discharged_at
         greetings, greetings_until = _greetings(plan, patient.birth_date, discharged_at)
         values: dict[str, Any] = {
@@ -602,7 +613,7 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
             "risk_score": risk.score,
             "risk_method": risk.method if data.risk_tier is None else f"{risk.method} (overridden)",
             "risk_reasons": risk.reasons,
-            "groups": risk.groups,
+            "groups": groups,
             "status": JourneyStatus.PENDING,
             "time_scale": data.time_scale,
             "idempotency_key": key,

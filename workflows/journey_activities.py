@@ -49,6 +49,7 @@ from suifang.workflows.journey_records import (
     UnknownEnrollment,
     write_records,
 )
+from suifang.workflows.tags import apply_tags
 
 __all__ = [
     "ASKING_KINDS",
@@ -122,6 +123,9 @@ class GreetingsInput(BaseModel):
     after: dt.date
     days: int = 365
 
+
+#: The records after which a patient's auto-tags are looked at again.
+_TAGGING_RECORDS = frozenset({"answers", "observations", "alert"})
 
 CALL_TASK_SUMMARY = {
     "lost_to_follow_up": LocalizedText.model_validate(
@@ -285,8 +289,34 @@ class JourneyActivities:
 
     @activity.defn(name="record_batch")
     def record_batch(self, batch: RecordBatch) -> None:
-        """The records a journey made between two sends or waits, in one transaction."""
+        """The records a journey made between two sends or waits, in one transaction; then
+        the auto-tags of a patient whose answers, readings or alerts were among them."""
         self._write(*batch.items)
+        telling = {
+            (item.patient_id, item.record)
+            for item in batch.items
+            if getattr(item, "record", None) in _TAGGING_RECORDS
+        }
+        missed = {
+            item.enrollment_id
+            for item in batch.items
+            if getattr(item, "record", None) == "touchpoint" and item.status == "missed"
+        }
+        if telling or missed:
+            with Session(self.runtime.engine) as session:
+                for enrollment_id in missed:
+                    enrollment = session.get(Enrollment, enrollment_id)
+                    if enrollment is not None:
+                        telling.add((enrollment.patient_id, "missed"))
+                for patient_id, record in sorted(telling):
+                    apply_tags(
+                        session,
+                        patient_id,
+                        reason=record,
+                        indicators_file=self.runtime.settings.indicators_file,
+                        tags_file=self.runtime.settings.tags_file,
+                    )
+                session.commit()
 
     def _write(self, *records: BaseModel) -> None:
         if not records:

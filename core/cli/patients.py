@@ -64,10 +64,16 @@ def _print_summary(found: HealthRecord) -> None:
         f"{len(found.tickets)} tickets, {len(found.messages)} messages, "
         f"{len(found.recordings)} recordings"
     )
+    print(f"  tags: {', '.join(t.tag for t in found.tags) or '(none)'}")
 
 
 def _print_record(found: HealthRecord) -> None:
     sections = [
+        (
+            "Tag history",
+            ["when", "tag", "change", "on"],
+            [[f"{c.at:%Y-%m-%d %H:%M}", c.tag, c.change, c.reason] for c in found.tag_history],
+        ),
         (
             "Encounters",
             ["id", "kind", "department", "discharged", "diagnoses"],

@@ -31,6 +31,7 @@ from suifang.core.models.oncall import (
 from suifang.core.models.pathways import PATHWAY_STATUSES, PathwayVersion
 from suifang.core.models.patients import ContactPoint, Patient
 from suifang.core.models.security import ApiToken, AuditLog, StaffUser
+from suifang.core.models.tags import PatientTag, PatientTagChange
 from suifang.core.models.tickets import (
     PraiseRecord,
     RoutingRule,
@@ -69,6 +70,8 @@ __all__ = [
     "PagingPolicy",
     "PathwayVersion",
     "Patient",
+    "PatientTag",
+    "PatientTagChange",
     "PointsEntry",
     "PraiseRecord",
     "RoutingRule",

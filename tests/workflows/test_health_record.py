@@ -20,6 +20,7 @@ from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.contacts import add_contact
 from suifang.core.delivery import DeliveryRequest, deliver
 from suifang.core.models import AuditLog, Observation, Patient
+from suifang.core.pathway_catalogue import add_draft, publish
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.plugins.channels.voice import TwilioVoiceChannel as VoiceChannel
@@ -291,3 +292,61 @@ async def test_a_follow_up_call_s_recording_is_in_the_record_to_play(
     assert played["duration_seconds"] == 95
     assert played["channel"] == "voice"
     assert [m["channel"] for m in record["messages"]] == ["voice"]
+
+
+async def test_readings_give_a_tag_that_is_kept_as_history_and_chooses_a_variant(
+    runtime: Runtime, followed: dict[str, Any], journey_worker: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Issue 24: blood pressure not controlled over the first follow-up (3 of 5 readings at
+    140 or above) tags the patient 血压控制不佳; at the next discharge a pathway's
+    ``tag:bp_uncontrolled`` variant gives them an early BP check."""
+    patient = followed["enrollment"].patient_id
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        record = (await api.get(f"/patients/{patient}/record", headers=followed["nurse"])).json()
+    assert "bp_uncontrolled" in [t["tag"] for t in record["tags"]]
+    added = [c for c in record["tag_history"] if c["tag"] == "bp_uncontrolled"]
+    assert [(c["change"], c["reason"]) for c in added] == [("added", "observations")]
+
+    shipped = (
+        Path(__file__).parents[2] / "templates" / "pathways" / "hypertension.yaml"
+    ).read_text(encoding="utf-8")
+    tagged = shipped.replace("id: hypertension\n", "id: hypertension-tagged\n", 1) + (
+        "  tag:bp_uncontrolled:\n"
+        "    reminders: 2\n"
+        "    add_touchpoints:\n"
+        "      - id: bp_early\n"
+        "        day: 2\n"
+        "        questionnaire: bp_weekly\n"
+        "        message:\n"
+        '          zh-CN: "{{ name }}您好，上次随访时您的血压控制得不太理想，'
+        '请今天量一次血压告诉我们。"\n'
+        '          en: "Hello {{ name }}, your blood pressure was not well controlled last time: '
+        'please measure it today and tell us."\n'
+    )
+    with Session(runtime.engine) as session:
+        change = add_draft(
+            session,
+            tagged,
+            origin="hypertension-tagged.yaml",
+            actor="test",
+            vocabulary=runtime.vocabulary(),
+            registered=runtime.catalog,
+        )
+        publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+    now = await journey_worker.get_current_time()
+    again = discharge(now)
+    again["pathway"] = "hypertension-tagged"
+    again["encounter"]["external_id"] = "V-R-1-second"
+    second = await register_discharge(runtime, DischargeIn.model_validate(again))
+    assert "tag:bp_uncontrolled" in second.variants
+    assert "bp_early" in [s.key for s in second.schedule]
+
+    untagged = discharge(now)
+    untagged["pathway"] = "hypertension-tagged"
+    untagged["patient"]["external_id"] = "R-9"
+    untagged["encounter"]["external_id"] = "V-R-9"
+    other = await register_discharge(runtime, DischargeIn.model_validate(untagged))
+    assert "tag:bp_uncontrolled" not in other.variants
+    assert "bp_early" not in [s.key for s in other.schedule]
