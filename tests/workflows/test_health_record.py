@@ -19,6 +19,7 @@ from suifang.core.api import create_app
 from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.contacts import add_contact
 from suifang.core.delivery import DeliveryRequest, deliver
+from suifang.core.errors import ValidationFailed
 from suifang.core.models import AuditLog, Observation, Patient
 from suifang.core.pathway_catalogue import add_draft, publish
 from suifang.core.runtime import Runtime
@@ -26,6 +27,7 @@ from suifang.core.security.auth import Role, create_user, issue_token
 from suifang.plugins.channels.voice import TwilioVoiceChannel as VoiceChannel
 from suifang.plugins.channels.voice import twilio_signature
 from suifang.workflows.intake import DischargeIn, register_discharge
+from suifang.workflows.tags import load_tag_rules
 
 from .test_journey_workflow import advance_to_next_touchpoint, handle_of, settle
 
@@ -350,3 +352,34 @@ async def test_readings_give_a_tag_that_is_kept_as_history_and_chooses_a_variant
     other = await register_discharge(runtime, DischargeIn.model_validate(untagged))
     assert "tag:bp_uncontrolled" not in other.variants
     assert "bp_early" not in [s.key for s in other.schedule]
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        (
+            "version: 1\ntags:\n  shaky:\n    name: {zh-CN: 不稳, en: Shaky}\n"
+            "    when: {falls_at_least: 2}\n",
+            "tags.yaml:5: tags.shaky.when.falls_at_least",
+        ),
+        (
+            "version: 1\ntags:\n  both:\n    name: {zh-CN: 两个, en: Both}\n"
+            "    when: {age_at_least: 70, risk_tier: high}\n",
+            "exactly one of",
+        ),
+        (
+            "version: 1\ntags:\n  heavy:\n    name: {zh-CN: 重, en: Heavy}\n"
+            "    when: {uncontrolled: weight}\n",
+            "'weight' is not an indicator with a target",
+        ),
+        ("version: 1\ntags: [oops\n", "not valid YAML"),
+    ],
+)
+def test_a_hospital_s_bad_tag_rule_is_refused_saying_where(
+    tmp_path: Path, text: str, complaint: str
+) -> None:
+    rules = tmp_path / "tags.yaml"
+    rules.write_text(text, encoding="utf-8")
+    with pytest.raises(ValidationFailed) as refused:
+        load_tag_rules(rules)
+    assert complaint in str(refused.value)
