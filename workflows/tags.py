@@ -41,7 +41,14 @@ from suifang.core.yaml_input import line_of, read_yaml
 from suifang.workflows.health_record import age_on
 from suifang.workflows.trends import indicator_trend
 
-__all__ = ["TAG_VARIANT_PREFIX", "TagRule", "apply_tags", "load_tag_rules", "tag_groups"]
+__all__ = [
+    "TAG_VARIANT_PREFIX",
+    "TagRule",
+    "apply_tags",
+    "load_tag_rules",
+    "tag_groups",
+    "tag_rules",
+]
 
 _TAGS_FILE = Path(__file__).resolve().parent.parent / "templates" / "tags.yaml"
 TAG_VARIANT_PREFIX = "tag:"
@@ -116,8 +123,9 @@ def load_tag_rules(
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_rules(extra: Path | None, indicators_file: Path | None) -> dict[str, TagRule]:
-    return load_tag_rules(extra, _cached_indicators(indicators_file))
+def tag_rules(tags_file: Path | None, indicators_file: Path | None) -> dict[str, TagRule]:
+    """The rules a deployment runs with (its settings' files), read once per process."""
+    return load_tag_rules(tags_file, _cached_indicators(indicators_file))
 
 
 @functools.lru_cache(maxsize=8)
@@ -290,7 +298,7 @@ def apply_tags(
     patient = session.get(Patient, patient_id)
     if patient is None:
         return []
-    rules = rules if rules is not None else _cached_rules(tags_file, indicators_file)
+    rules = rules if rules is not None else tag_rules(tags_file, indicators_file)
     facts = _Facts(session, patient, _cached_indicators(indicators_file), now or utcnow())
     wanted = {tag for tag, rule in rules.items() if _holds(rule.when, facts)}
     held = {

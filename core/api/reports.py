@@ -19,6 +19,7 @@ from suifang.core.api.security import require
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Principal
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
+from suifang.workflows.tags import tag_rules
 
 __all__ = ["router"]
 
@@ -33,6 +34,7 @@ def _check_filters(
     principal: Principal,
     department: str | None,
     pathway: str | None,
+    tag: str | None = None,
 ) -> None:
     scope = principal.scope
     if department is not None and scope is not None and department not in scope:
@@ -42,7 +44,12 @@ def _check_filters(
             detail=f"department {department!r} is outside your departments ({yours})",
         )
     problems = filter_problems(
-        session, department=department, pathway=pathway, pathways=runtime.catalog.ids()
+        session,
+        department=department,
+        pathway=pathway,
+        pathways=runtime.catalog.ids(),
+        tag=tag,
+        tags=list(tag_rules(runtime.settings.tags_file, runtime.settings.indicators_file)),
     )
     if problems:
         raise HTTPException(
@@ -70,6 +77,10 @@ def kpis(
         str | None, Query(max_length=64, description="Only this department.")
     ] = None,
     pathway: Annotated[str | None, Query(max_length=64, description="Only this pathway.")] = None,
+    tag: Annotated[
+        str | None,
+        Query(max_length=64, description="Only patients with this auto-tag now (tags.yaml)."),
+    ] = None,
 ) -> KpiReport:
     """Every KPI with its value, numerator, denominator and definition (see docs/kpis.md).
 
@@ -83,8 +94,8 @@ def kpis(
         raise HTTPException(
             status_code=422, detail=f"query.from ({start}) is after query.to ({end})"
         )
-    department, pathway = department or None, pathway or None
-    _check_filters(session, runtime, principal, department, pathway)
+    department, pathway, tag = department or None, pathway or None, tag or None
+    _check_filters(session, runtime, principal, department, pathway, tag)
     return compute_kpis(
         session,
         start=start,
@@ -93,4 +104,5 @@ def kpis(
         pathway=pathway,
         departments=principal.scope,
         timezone=runtime.settings.timezone,
+        tag=tag,
     )

@@ -12,6 +12,7 @@ from suifang.core.cli.context import cli_audit, cli_runtime, local_time, zone_na
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.errors import ValidationFailed
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
+from suifang.workflows.tags import tag_rules
 
 __all__ = ["kpis", "print_report", "report_app"]
 
@@ -31,7 +32,11 @@ def print_report(report: KpiReport) -> None:
     """The report as aligned text: a header, the KPI table, ticket volumes."""
     filters = ", ".join(
         f"{name} {value}"
-        for name, value in (("department", report.department), ("pathway", report.pathway))
+        for name, value in (
+            ("department", report.department),
+            ("pathway", report.pathway),
+            ("tag", report.tag),
+        )
         if value
     )
     print_kv(
@@ -69,6 +74,9 @@ def kpis(
     end: Annotated[str, typer.Option("--to", help="Last day (included), YYYY-MM-DD.")],
     department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
     pathway: Annotated[str | None, typer.Option(help="Only this pathway.")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Only patients with this auto-tag now (tags.yaml).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Coverage, response, 失访, alerts, SLA, time to first response, readmission, satisfaction.
@@ -82,7 +90,12 @@ def kpis(
     runtime = cli_runtime()
     with Session(runtime.engine) as session:
         problems = filter_problems(
-            session, department=department, pathway=pathway, pathways=runtime.catalog.ids()
+            session,
+            department=department,
+            pathway=pathway,
+            pathways=runtime.catalog.ids(),
+            tag=tag,
+            tags=list(tag_rules(runtime.settings.tags_file, runtime.settings.indicators_file)),
         )
         if problems:
             raise ValidationFailed(
@@ -96,6 +109,7 @@ def kpis(
             pathway=pathway or None,
             departments=None,
             timezone=runtime.settings.timezone,
+            tag=tag or None,
         )
     cli_audit("report kpis", "reports", [], f"{first}..{last}")
     if as_json:

@@ -4,6 +4,7 @@ chart show it all — to the patient's department only, every read audited."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from pathlib import Path
@@ -383,3 +384,41 @@ def test_a_hospital_s_bad_tag_rule_is_refused_saying_where(
     with pytest.raises(ValidationFailed) as refused:
         load_tag_rules(rules)
     assert complaint in str(refused.value)
+
+
+async def test_kpis_can_be_narrowed_to_the_patients_with_a_tag(
+    runtime: Runtime, followed: dict[str, Any]
+) -> None:
+    admin = staff(runtime, "root", Role.ADMIN, None)
+    today = dt.date.today()
+    # The test server's clock ran ahead to the first touchpoint: the period reaches past today.
+    period = {
+        "from": (today - dt.timedelta(days=30)).isoformat(),
+        "to": (today + dt.timedelta(days=30)).isoformat(),
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+
+        async def tickets(tag: str | None) -> int:
+            params = {**period, **({"tag": tag} if tag else {})}
+            answer = await api.get("/reports/kpis", params=params, headers=admin)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["tag"] == tag
+            return sum(answer.json()["tickets_by_category"].values())
+
+        everyone = await settle_async(lambda: tickets(None))
+        assert await tickets("bp_uncontrolled") == everyone  # the one patient has the tag
+        assert await tickets("elderly") == 0  # nobody here is 65
+        unknown = await api.get("/reports/kpis", params={**period, "tag": "tall"}, headers=admin)
+    assert unknown.status_code == 422
+    assert "bp_uncontrolled" in unknown.json()["error"]["message"]
+
+
+async def settle_async(count: Any) -> int:
+    """The count once it is above zero (the alert's ticket is opened by its workflow)."""
+    for _ in range(100):
+        if found := await count():
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError("no ticket was opened")

@@ -19,6 +19,7 @@ from suifang.core.models import (
     Alert,
     Encounter,
     Enrollment,
+    PatientTag,
     Ticket,
     TicketEvent,
     TouchpointRecord,
@@ -45,9 +46,18 @@ class Filters:
     department: str | None
     pathway: str | None
     scope: list[str] | None
+    tag: str | None = None
+    """Only patients who have this auto-tag now."""
+
+    def _tagged(self, stmt: Any, patient_id: Any) -> Any:
+        if self.tag is None:
+            return stmt
+        tagged = select(PatientTag.patient_id).where(PatientTag.tag == self.tag)
+        return stmt.where(col(patient_id).in_(tagged))
 
     def enrollments(self, stmt: Any) -> Any:
         """``stmt`` (which selects from or joins Enrollment) narrowed to the filters."""
+        stmt = self._tagged(stmt, Enrollment.patient_id)
         if self.department is not None:
             stmt = stmt.where(Enrollment.department_code == self.department)
         if self.scope is not None:
@@ -57,6 +67,7 @@ class Filters:
         return stmt
 
     def encounters(self, stmt: Any) -> Any:
+        stmt = self._tagged(stmt, Encounter.patient_id)
         if self.department is not None:
             stmt = stmt.where(Encounter.department_code == self.department)
         if self.scope is not None:
@@ -64,6 +75,7 @@ class Filters:
         return stmt
 
     def tickets(self, stmt: Any) -> Any:
+        stmt = self._tagged(stmt, Ticket.patient_id)
         if self.department is not None:
             stmt = stmt.where(Ticket.department_code == self.department)
         if self.scope is not None:

@@ -27,6 +27,7 @@ class KpiReport(BaseModel):
     as_of: dt.datetime = Field(description="When the report was made: later events are pending.")
     department: str | None
     pathway: str | None
+    tag: str | None = Field(None, description="Only patients with this auto-tag now.")
     scope: list[str] | None = Field(description="The caller's departments; None: all.")
     kpis: list[Kpi]
     tickets_by_category: dict[str, int]
@@ -58,9 +59,15 @@ def period_window(start: dt.date, end: dt.date, timezone: str) -> tuple[dt.datet
 
 
 def filter_problems(
-    session: Session, *, department: str | None, pathway: str | None, pathways: list[str]
+    session: Session,
+    *,
+    department: str | None,
+    pathway: str | None,
+    pathways: list[str],
+    tag: str | None = None,
+    tags: list[str] = (),  # type: ignore[assignment]
 ) -> dict[str, str]:
-    """What is wrong with the filters, by name: an unknown department or pathway.
+    """What is wrong with the filters, by name: an unknown department, pathway or tag.
 
     A pathway is known if the catalog has it (``pathways``) or a journey was ever enrolled in
     it (a template since removed still has history to report on).
@@ -76,6 +83,8 @@ def filter_problems(
     ):
         known = ", ".join(sorted(pathways)) or "none"
         problems["pathway"] = f"unknown pathway {pathway!r} (known: {known})"
+    if tag and tag not in tags:
+        problems["tag"] = f"unknown tag {tag!r} (known: {', '.join(sorted(tags)) or 'none'})"
     return problems
 
 
@@ -89,6 +98,7 @@ def compute_kpis(
     departments: list[str] | None = None,
     timezone: str = "Asia/Shanghai",
     as_of: dt.datetime | None = None,
+    tag: str | None = None,
 ) -> KpiReport:
     """Every KPI for ``start``–``end`` (dates, both included, in ``timezone``).
 
@@ -97,7 +107,7 @@ def compute_kpis(
     """
     lo, hi = period_window(start, end, timezone)
     as_of = (as_of or utcnow()).astimezone(dt.UTC)
-    f = queries.Filters(department or None, pathway or None, departments)
+    f = queries.Filters(department or None, pathway or None, departments, tag or None)
     ticket_kpis, by_category, by_department = queries.ticket_kpis(session, f, lo, hi, as_of)
     kpis = [
         *queries.journey_kpis(session, f, lo, hi, as_of),
@@ -116,6 +126,7 @@ def compute_kpis(
         as_of=as_of,
         department=f.department,
         pathway=f.pathway,
+        tag=f.tag,
         scope=departments,
         kpis=kpis,
         tickets_by_category=by_category,
