@@ -292,11 +292,10 @@ class JourneyActivities:
         """The records a journey made between two sends or waits, in one transaction; then
         the auto-tags of a patient whose answers, readings or alerts were among them."""
         self._write(*batch.items)
-        telling = {
-            (item.patient_id, item.record)
-            for item in batch.items
-            if getattr(item, "record", None) in _TAGGING_RECORDS
-        }
+        telling: dict[int, set[str]] = {}
+        for item in batch.items:
+            if getattr(item, "record", None) in _TAGGING_RECORDS:
+                telling.setdefault(item.patient_id, set()).add(item.record)
         missed = {
             item.enrollment_id
             for item in batch.items
@@ -307,12 +306,12 @@ class JourneyActivities:
                 for enrollment_id in missed:
                     enrollment = session.get(Enrollment, enrollment_id)
                     if enrollment is not None:
-                        telling.add((enrollment.patient_id, "missed"))
-                for patient_id, record in sorted(telling):
+                        telling.setdefault(enrollment.patient_id, set()).add("missed")
+                for patient_id, records in sorted(telling.items()):
                     apply_tags(
                         session,
                         patient_id,
-                        reason=record,
+                        reason=", ".join(sorted(records)),
                         indicators_file=self.runtime.settings.indicators_file,
                         tags_file=self.runtime.settings.tags_file,
                     )

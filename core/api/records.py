@@ -15,6 +15,12 @@ from suifang.core.errors import ValidationFailed
 from suifang.core.pathway_checks import load_indicators
 from suifang.core.security.auth import Permission, Principal
 from suifang.workflows.health_record import HealthRecord, health_record
+from suifang.workflows.health_report import (
+    PatientReport,
+    build_patient_report,
+    report_html,
+    report_pdf,
+)
 from suifang.workflows.trends import Trend, indicator_trend, trend_svg
 
 router = APIRouter(tags=["patients"])
@@ -108,3 +114,98 @@ def get_trend(
 
 def _midnight(day: dt.date | None) -> dt.datetime | None:
     return dt.datetime.combine(day, dt.time(), dt.UTC) if day else None
+
+
+ReportStart = Annotated[
+    dt.date | None, Query(alias="from", description="First day (default: 90 days before `to`).")
+]
+ReportEnd = Annotated[dt.date | None, Query(alias="to", description="Last day (default: today).")]
+_REPORT_DOC = """For the period: who the patient is and their tags, each journey's progress, the
+trend of every indicator read (with a chart), the alerts and how each was handled, diet,
+exercise and mental-health advice chosen by their tags and pathways, and the next steps.
+404 outside the caller's departments; audited.
+
+中文：指定期间的健康阶段总结：基本信息与标签、各随访旅程进展、每项指标的趋势（含图表）、
+预警及其处理、按标签和随访路径选择的饮食/运动/心理健康建议、下一步安排。
+不在本科室范围内返回 404；记入审计。"""
+
+
+def _report(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    principal: Principal,
+    patient_id: int,
+    start: dt.date | None,
+    end: dt.date | None,
+    locale: str,
+) -> PatientReport:
+    require_patient_in_scope(session, principal, patient_id)
+    audit_patients(request, patient_id)
+    end = end or dt.datetime.now(dt.UTC).date()
+    return build_patient_report(
+        runtime,
+        session,
+        patient_id,
+        start=start or end - dt.timedelta(days=90),
+        end=end,
+        locale=locale,
+    )
+
+
+@router.get(
+    "/patients/{patient_id}/report.pdf",
+    summary="A printable health report and stage summary (健康阶段总结) as PDF",
+    description=_REPORT_DOC + "\n\nThe PDF embeds its Chinese font (Noto Sans CJK SC).",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The report, Chinese font embedded",
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        422: {"description": "Bad dates or locale"},
+    },
+)
+def get_report_pdf(
+    patient_id: int,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    principal: CanRead,
+    start: ReportStart = None,
+    end: ReportEnd = None,
+    locale: Locale = "zh-CN",
+) -> Response:
+    report = _report(session, runtime, request, principal, patient_id, start, end, locale)
+    return Response(
+        report_pdf(report),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="patient-{patient_id}-report.pdf"'},
+    )
+
+
+@router.get(
+    "/patients/{patient_id}/report.html",
+    summary="The same health report as one HTML page",
+    description=_REPORT_DOC + "\n\nOne self-contained page, charts inline as SVG.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The report as one HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        422: {"description": "Bad dates or locale"},
+    },
+)
+def get_report_html(
+    patient_id: int,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    principal: CanRead,
+    start: ReportStart = None,
+    end: ReportEnd = None,
+    locale: Locale = "zh-CN",
+) -> Response:
+    report = _report(session, runtime, request, principal, patient_id, start, end, locale)
+    return Response(report_html(report), media_type="text/html; charset=utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from suifang.core.cli.output import emit_json, print_table
 from suifang.core.errors import ValidationFailed
 from suifang.core.pathway_checks import load_indicators
 from suifang.workflows.health_record import HealthRecord, health_record
+from suifang.workflows.health_report import build_patient_report, report_html, report_pdf
 from suifang.workflows.trends import Trend, indicator_trend, trend_svg
 
 app = typer.Typer(
@@ -203,3 +205,41 @@ def _print_trend(found: Trend) -> None:
             for p in found.points
         ],
     )
+
+
+def _day(option: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.command("report")
+def report(
+    patient_id: PatientId,
+    out: Annotated[Path, typer.Option("--out", help="FILE.pdf or FILE.html.")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day (default 90 days ago).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last day (default today).")] = None,
+    locale: Locale = "zh-CN",
+) -> None:
+    """PATIENT_ID's printable health report and stage summary (健康阶段总结) for a period:
+    progress, trends with charts, alerts and how each was handled, advice, next steps."""
+    locale = _locale(locale)
+    if out.suffix.lower() not in (".pdf", ".html"):
+        raise ValidationFailed(f"--out: {out} must end in .pdf or .html")
+    last = _day("--to", end) if end else dt.datetime.now(dt.UTC).date()
+    first = _day("--from", start) if start else last - dt.timedelta(days=90)
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        made = build_patient_report(
+            runtime, session, patient_id, start=first, end=last, locale=locale
+        )
+    cli_audit("patients report", "patients", [patient_id], str(patient_id))
+    content = report_pdf(made) if out.suffix.lower() == ".pdf" else report_html(made).encode()
+    try:
+        out.write_bytes(content)
+    except OSError as exc:
+        raise ValidationFailed(f"--out: cannot write {out}: {exc.strerror}") from None
+    print(f"wrote {out} ({len(content):,} bytes): {first} – {last}, {len(made.trends)} trends")
