@@ -104,7 +104,9 @@ async def followed(runtime: Runtime, journey_worker: WorkflowEnvironment) -> dic
             return len(session.exec(select(Observation)).all()) == 2 * len(READINGS) + 1
 
     await settle(recorded)
-    return {"enrollment": enrolled, "nurse": nurse}
+    # The readings are dated by the test server's clock, which a long session has moved on
+    # from the wall clock: periods below are counted from it.
+    return {"enrollment": enrolled, "nurse": nurse, "today": now.date()}
 
 
 async def test_the_record_holds_the_whole_follow_up_for_the_patient_s_department_only(
@@ -167,7 +169,7 @@ async def test_a_trend_has_its_direction_control_and_a_chart(
             f"/patients/{patient}/trends",
             params={
                 "indicator": "sbp",
-                "until": (dt.date.today() - dt.timedelta(days=1)).isoformat(),
+                "until": (followed["today"] - dt.timedelta(days=1)).isoformat(),
             },
             headers=followed["nurse"],
         )
@@ -394,7 +396,7 @@ async def test_kpis_can_be_narrowed_to_the_patients_with_a_tag(
     runtime: Runtime, followed: dict[str, Any]
 ) -> None:
     admin = staff(runtime, "root", Role.ADMIN, None)
-    today = dt.date.today()
+    today = followed["today"]
     # The test server's clock ran ahead to the first touchpoint: the period reaches past today.
     period = {
         "from": (today - dt.timedelta(days=30)).isoformat(),
@@ -434,7 +436,11 @@ async def test_the_printable_report_has_the_chinese_text_charts_and_advice(
     """Issue 24: the PDF embeds its Chinese font — the text reads back — and draws each
     indicator's chart; the HTML is the same content on one page."""
     patient = followed["enrollment"].patient_id
-    period = {"from": (dt.date.today() - dt.timedelta(days=200)).isoformat()}
+    today = followed["today"]
+    period = {
+        "from": (today - dt.timedelta(days=200)).isoformat(),
+        "to": (today + dt.timedelta(days=30)).isoformat(),
+    }
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
     ) as api:
@@ -495,6 +501,8 @@ async def test_the_printable_report_has_the_chinese_text_charts_and_advice(
         "en",
         "--from",
         period["from"],
+        "--to",
+        period["to"],
     )
     assert code == 0, said + err
     english = "".join(p.get_text() for p in pymupdf.open(out))
