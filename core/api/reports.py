@@ -18,6 +18,7 @@ from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.security import require
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Principal
+from suifang.tickets.analytics import FeedbackReport, feedback_report
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
 from suifang.workflows.tags import tag_rules
 
@@ -105,4 +106,49 @@ def kpis(
         departments=principal.scope,
         timezone=runtime.settings.timezone,
         tag=tag,
+    )
+
+
+@router.get(
+    "/reports/feedback",
+    response_model=FeedbackReport,
+    summary="Feedback hotspots by department and month, top phrases, resolution (热点分析)",
+)
+def feedback(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: CanReport,
+    start: Annotated[
+        dt.date, Query(alias="from", description="First day of the period (YYYY-MM-DD).")
+    ],
+    end: Annotated[
+        dt.date, Query(alias="to", description="Last day of the period, included (YYYY-MM-DD).")
+    ],
+    department: Annotated[
+        str | None, Query(max_length=64, description="Only this department.")
+    ] = None,
+    top: Annotated[int, Query(ge=1, le=50, description="Phrases per department.")] = 10,
+) -> FeedbackReport:
+    """Tickets opened in the period counted by department, month and category with the change
+    from the month before; the commonest words patients used, by department; and how each
+    department resolves them (median and 90th-percentile hours, reopen rate, satisfaction
+    after resolution). Staff see their own departments only.
+
+    中文：按科室、月份和类别统计期间内新开工单及环比变化；各科室患者反馈中最常见的词语；
+    以及各科室的处理情况（解决时长中位数与第90百分位、重开率、处理后满意度）。医护人员只能查看本科室。
+    """
+    if start > end:
+        raise HTTPException(
+            status_code=422, detail=f"query.from ({start}) is after query.to ({end})"
+        )
+    department = department or None
+    _check_filters(session, runtime, principal, department, None)
+    return feedback_report(
+        session,
+        start=start,
+        end=end,
+        timezone=runtime.settings.timezone,
+        department=department,
+        scope=principal.scope,
+        top=top,
     )

@@ -11,6 +11,7 @@ from sqlmodel import Session
 from suifang.core.cli.context import cli_audit, cli_runtime, local_time, zone_name
 from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.errors import ValidationFailed
+from suifang.tickets.analytics import FeedbackReport, feedback_report
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
 from suifang.workflows.tags import tag_rules
 
@@ -116,3 +117,89 @@ def kpis(
         emit_json(report)
         return
     print_report(report)
+
+
+@report_app.command("feedback")
+def feedback(
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last day (included), YYYY-MM-DD.")],
+    department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
+    top: Annotated[int, typer.Option(help="Phrases per department.", min=1, max=50)] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Feedback hotspots (热点分析): tickets by department, month and category with the change
+    from the month before, the words patients used most, and how each department resolves."""
+    first, last = _date("--from", start), _date("--to", end)
+    if first > last:
+        raise ValidationFailed(f"--from ({first}) is after --to ({last})")
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        problems = filter_problems(
+            session, department=department, pathway=None, pathways=runtime.catalog.ids()
+        )
+        if problems:
+            raise ValidationFailed(
+                "; ".join(f"--{name}: {problem}" for name, problem in problems.items())
+            )
+        found = feedback_report(
+            session,
+            start=first,
+            end=last,
+            timezone=runtime.settings.timezone,
+            department=department or None,
+            top=top,
+        )
+    cli_audit("report feedback", "reports", [], f"{first}..{last}")
+    if as_json:
+        emit_json(found.model_dump(mode="json"))
+        return
+    _print_feedback(found)
+
+
+def _print_feedback(found: FeedbackReport) -> None:
+    print_kv(
+        [
+            ("period", f"{found.start} – {found.end} ({found.timezone})"),
+            ("tickets", found.tickets),
+        ]
+    )
+    print("\nHotspots")
+    print_table(
+        ["month", "department", "category", "tickets", "change"],
+        [
+            [
+                h.month,
+                h.department,
+                h.category,
+                h.count,
+                "" if h.change is None else f"{h.change:+d}",
+            ]
+            for h in found.hotspots
+        ],
+    )
+    print("\nTop phrases")
+    print_table(
+        ["department", "phrases"],
+        [
+            [department, ", ".join(f"{p.phrase} ({p.count})" for p in phrases)]
+            for department, phrases in found.top_phrases.items()
+        ],
+    )
+    print("\nResolution")
+    print_table(
+        ["department", "opened", "resolved", "median h", "p90 h", "reopened", "satisfaction"],
+        [
+            [
+                r.department,
+                r.opened,
+                r.resolved,
+                r.median_hours_to_resolve,
+                r.p90_hours_to_resolve,
+                "" if r.reopen_rate is None else f"{r.reopen_rate:.0%}",
+                ""
+                if r.satisfaction_mean is None
+                else f"{r.satisfaction_mean} ({r.satisfaction_responses})",
+            ]
+            for r in found.resolution
+        ],
+    )

@@ -1,0 +1,109 @@
+"""Issue 24: feedback hotspots by department and month, the words patients used, and how each
+department resolves — from tickets opened through the real API and routed by the real triage."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
+
+from suifang.core.api import create_app
+from suifang.core.runtime import Runtime
+from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.workflows.intake import DischargeIn, register_discharge
+
+BASE = "http://suifang.test"
+COMPLAINTS = [
+    "停车场太难停了，找车位找了半个小时",
+    "你们停车场收费太贵了，而且停车场没有指示牌",
+    "食堂的饭菜太咸了，老人吃不了",
+]
+
+
+def token(runtime: Runtime, username: str, role: Role, departments: list[str] | None) -> dict:
+    with Session(runtime.engine) as session:
+        user = create_user(
+            session, username=username, display_name=username, role=role, departments=departments
+        )
+        value, _ = issue_token(session, user, name="t")
+    return {"Authorization": f"Bearer {value}"}
+
+
+async def test_hotspots_phrases_and_resolution_by_department(
+    runtime: Runtime, journey_worker: WorkflowEnvironment, cli: Any
+) -> None:
+    now = await journey_worker.get_current_time()
+    enrolled = await register_discharge(
+        runtime,
+        DischargeIn.model_validate(
+            {
+                "pathway": "pci",
+                "patient": {"external_id": "F-1", "name": "钱伟", "preferred_channels": ["outbox"]},
+                "encounter": {
+                    "external_id": "V-F-1",
+                    "department": "cardiology",
+                    "discharged_at": now.isoformat(),
+                },
+            }
+        ),
+    )
+    admin = token(runtime, "root", Role.ADMIN, None)
+    nurse = token(runtime, "wang", Role.NURSE, ["cardiology"])
+    day = now.date()
+    period = {
+        "from": (day - dt.timedelta(days=1)).isoformat(),
+        "to": (day + dt.timedelta(days=1)).isoformat(),
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        for text in COMPLAINTS:
+            opened = await api.post(
+                "/tickets", json={"patient_id": enrolled.patient_id, "text": text}, headers=admin
+            )
+            assert opened.status_code == 201, opened.text
+        for _ in range(100):  # each ticket's workflow routes it, a moment after it opens
+            report = await api.get("/reports/feedback", params=period, headers=admin)
+            if "unrouted" not in report.text:
+                break
+            await asyncio.sleep(0.1)
+        mine = await api.get("/reports/feedback", params=period, headers=nurse)
+        backwards = await api.get(
+            "/reports/feedback", params={"from": period["to"], "to": period["from"]}, headers=admin
+        )
+        unknown = await api.get(
+            "/reports/feedback", params={**period, "department": "astrology"}, headers=admin
+        )
+    assert report.status_code == 200, report.text
+    found = report.json()
+    assert found["tickets"] == 3
+    by_department: dict[str, int] = {}
+    for hotspot in found["hotspots"]:
+        by_department[hotspot["department"]] = (
+            by_department.get(hotspot["department"], 0) + hotspot["count"]
+        )
+        assert hotspot["month"] == now.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    assert by_department == {"logistics": 2, "catering": 1}
+    logistics = {p["phrase"]: p["count"] for p in found["top_phrases"]["logistics"]}
+    assert logistics["停车场"] == 2, logistics
+    assert "你们" not in logistics
+    (resolution,) = [r for r in found["resolution"] if r["department"] == "logistics"]
+    assert (resolution["opened"], resolution["resolved"]) == (2, 0)
+    assert mine.status_code == 200
+    assert mine.json()["tickets"] == 0, "a cardiology nurse does not see logistics' tickets"
+    assert backwards.status_code == 422
+    assert unknown.status_code == 422
+    assert "astrology" in unknown.json()["error"]["message"]
+
+    code, out, err = cli("report", "feedback", "--from", period["from"], "--to", period["to"])
+    assert code == 0, out + err
+    assert "Hotspots" in out
+    assert "停车场 (2)" in out
+    code, out, err = cli("report", "feedback", "--from", "2026-13-01", "--to", period["to"])
+    assert code != 0
+    assert "is not a date" in out + err
