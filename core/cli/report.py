@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from suifang.core.cli.output import emit_json, print_kv, print_table
 from suifang.core.errors import ValidationFailed
 from suifang.tickets.analytics import FeedbackReport, feedback_report
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
+from suifang.workflows.monthly_report import build_monthly_report, monthly_html, monthly_pdf
 from suifang.workflows.tags import tag_rules
 
 __all__ = ["kpis", "print_report", "report_app"]
@@ -203,3 +205,34 @@ def _print_feedback(found: FeedbackReport) -> None:
             for r in found.resolution
         ],
     )
+
+
+@report_app.command("monthly")
+def monthly(
+    month: Annotated[str, typer.Option("--month", help="YYYY-MM, the hospital's calendar.")],
+    out: Annotated[Path, typer.Option("--out", help="FILE.pdf or FILE.html.")],
+    department: Annotated[str | None, typer.Option(help="One department (default: all).")] = None,
+) -> None:
+    """The monthly follow-up quality review (月度随访质量报告): KPIs with SLA compliance,
+    tickets per day, the hotspot table and staff workload, as PDF or HTML."""
+    if out.suffix.lower() not in (".pdf", ".html"):
+        raise ValidationFailed(f"--out: {out} must end in .pdf or .html")
+    runtime = cli_runtime()
+    with Session(runtime.engine) as session:
+        problems = filter_problems(
+            session, department=department, pathway=None, pathways=runtime.catalog.ids()
+        )
+        if problems:
+            raise ValidationFailed(
+                "; ".join(f"--{name}: {problem}" for name, problem in problems.items())
+            )
+        made = build_monthly_report(
+            session, month=month, timezone=runtime.settings.timezone, department=department
+        )
+    cli_audit("report monthly", "reports", [], month)
+    content = monthly_pdf(made) if out.suffix.lower() == ".pdf" else monthly_html(made).encode()
+    try:
+        out.write_bytes(content)
+    except OSError as exc:
+        raise ValidationFailed(f"--out: cannot write {out}: {exc.strerror}") from None
+    print(f"wrote {out} ({len(content):,} bytes): {made.month}, {made.feedback.tickets} tickets")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pymupdf
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
@@ -35,7 +37,7 @@ def token(runtime: Runtime, username: str, role: Role, departments: list[str] | 
 
 
 async def test_hotspots_phrases_and_resolution_by_department(
-    runtime: Runtime, journey_worker: WorkflowEnvironment, cli: Any
+    runtime: Runtime, journey_worker: WorkflowEnvironment, cli: Any, tmp_path: Path
 ) -> None:
     now = await journey_worker.get_current_time()
     enrolled = await register_discharge(
@@ -107,3 +109,22 @@ async def test_hotspots_phrases_and_resolution_by_department(
     code, out, err = cli("report", "feedback", "--from", "2026-13-01", "--to", period["to"])
     assert code != 0
     assert "is not a date" in out + err
+
+    month = now.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    pdf, html = tmp_path / "monthly.pdf", tmp_path / "monthly.html"
+    for out in (pdf, html):
+        code, said, err = cli("report", "monthly", "--month", month, "--out", str(out))
+        assert code == 0, said + err
+    document = pymupdf.open(pdf)
+    text = "".join(page.get_text() for page in document)
+    assert f"月度随访质量报告 {month} · 全院" in text
+    for section in ("随访质量指标", "每日新开工单", "反馈热点", "工作量"):
+        assert section in text, section
+    assert "出院患者入组率" in text, "every KPI by its Chinese name"
+    assert "logistics" in text
+    assert [image for page in document for image in page.get_images()], "the per-day chart"
+    assert "反馈热点" in html.read_text(encoding="utf-8")
+    (tmp_path / "monthly-page-1.png").write_bytes(document[0].get_pixmap(dpi=70).tobytes("png"))
+    code, said, err = cli("report", "monthly", "--month", "2026-13", "--out", str(pdf))
+    assert code != 0
+    assert "is not a month" in said + err
