@@ -23,10 +23,12 @@ from suifang.tickets.activities import TicketActivities
 from suifang.tickets.workflow import FeedbackTicketWorkflow
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_activities import JourneyActivities
+from suifang.workflows.survey_workflow import SurveyCampaignWorkflow
+from suifang.workflows.surveys import SurveyActivities
 
 __all__ = ["WORKFLOWS", "HeartbeatInterceptor", "activity_threads", "build_worker", "run_worker"]
 
-WORKFLOWS: list[type] = [PatientJourneyWorkflow, FeedbackTicketWorkflow]
+WORKFLOWS: list[type] = [PatientJourneyWorkflow, FeedbackTicketWorkflow, SurveyCampaignWorkflow]
 
 
 class _BeatWhileRunning(ActivityInboundInterceptor):
@@ -75,7 +77,11 @@ class HeartbeatInterceptor(Interceptor):
 
 
 def activities_for(runtime: Runtime) -> list[Any]:
-    return [*JourneyActivities(runtime).all(), *TicketActivities(runtime).all()]
+    return [
+        *JourneyActivities(runtime).all(),
+        *TicketActivities(runtime).all(),
+        *SurveyActivities(runtime).all(),
+    ]
 
 
 def build_worker(

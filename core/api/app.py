@@ -21,6 +21,7 @@ from suifang.core.api import (
     pathways,
     records,
     reports,
+    surveys,
 )
 from suifang.core.api import tickets as ticket_routes
 from suifang.core.api.docs import install_docs
@@ -75,6 +76,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.include_router(admin.router)
     app.include_router(contacts.router)
     app.include_router(records.router)
+    app.include_router(surveys.router)
     app.include_router(oncall.router)
     app.include_router(reports.router)
     install_metrics(app, runtime, public)

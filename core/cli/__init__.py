@@ -23,6 +23,7 @@ from suifang.core.cli import (
     report,
     security,
     simulate,
+    surveys,
     tickets,
     triage,
 )
@@ -52,6 +53,7 @@ app.add_typer(report.report_app, name="report")
 app.add_typer(oncall.app, name="oncall")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(patients.app, name="patients")
+app.add_typer(surveys.app, name="surveys")
 app.add_typer(triage.triage_app, name="triage")
 app.add_typer(triage.kb_app, name="kb")
 app.command("simulate")(simulate.simulate)

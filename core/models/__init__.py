@@ -31,6 +31,7 @@ from suifang.core.models.oncall import (
 from suifang.core.models.pathways import PATHWAY_STATUSES, PathwayVersion
 from suifang.core.models.patients import ContactPoint, Patient
 from suifang.core.models.security import ApiToken, AuditLog, StaffUser
+from suifang.core.models.surveys import SurveyCampaign, SurveyInvitation
 from suifang.core.models.tags import PatientTag, PatientTagChange
 from suifang.core.models.tickets import (
     PraiseRecord,
@@ -78,6 +79,8 @@ __all__ = [
     "StaffContact",
     "StaffNotification",
     "StaffUser",
+    "SurveyCampaign",
+    "SurveyInvitation",
     "Ticket",
     "TicketEvent",
     "TicketNote",

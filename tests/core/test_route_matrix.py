@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from suifang.core.api import create_app
 from suifang.core.api.security import PUBLIC_ROUTES
 from suifang.core.config import Settings
 from suifang.core.db import utcnow
-from suifang.core.models import ApiToken, StaffUser, Ticket
+from suifang.core.models import ApiToken, StaffUser, SurveyInvitation, Ticket
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, Scope, issue_token
 from suifang.workflows.intake import DischargeIn, register_discharge
@@ -228,6 +228,24 @@ async def world(
                 return ticket is not None and ticket.department_code == "cardiology"
 
         await settle(routed)
+        today = utcnow().date()
+        surveyed = await client.post(
+            "/surveys/campaigns",
+            json={
+                "name": "matrix",
+                "discharged_from": (today - dt.timedelta(days=400)).isoformat(),
+                "discharged_to": (today + dt.timedelta(days=400)).isoformat(),
+                "channels": ["outbox"],
+            },
+            headers=bearer(callers.by_column["admin"]),
+        )
+        assert surveyed.status_code == 201, surveyed.text
+
+        def invited() -> int | None:
+            with Session(runtime.engine) as session:
+                return session.exec(select(SurveyInvitation.id)).first()
+
+        invitation_id = await settle(invited)
         yield {
             "app": app,
             "client": client,
@@ -249,6 +267,8 @@ async def world(
                 "resource_id": enrolled.enrollment_id,
                 "his_code": "XNK",
                 "name": "sms",
+                "campaign_id": surveyed.json()["id"],
+                "invitation_id": invitation_id,
             },
         }
 
@@ -259,6 +279,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "observations": [{"indicator": "pain_score", "value": 1}]
     },
     ("POST", "/tickets/{ticket_id}/actions"): {"action": "note", "text": "matrix"},
+    ("POST", "/surveys/invitations/{invitation_id}/answers"): {"answers": {"overall": 5}},
     ("POST", "/tickets/{ticket_id}/patient-events"): {"kind": "reply", "text": "好的"},
     ("POST", "/patients/{patient_id}/do-not-contact"): {"source": "matrix"},
     ("POST", "/patients/{patient_id}/contacts"): {"system": "phone", "value": "13700000000"},
