@@ -62,6 +62,7 @@ from suifang.tickets.workflow import FeedbackTicketWorkflow, TicketInput
 from suifang.workflows.intake import DischargeIn, EnrollmentOut, register_discharge
 from suifang.workflows.journey import PatientJourneyWorkflow
 from suifang.workflows.journey_commands import AnswerEvent, ControlEvent
+from suifang.workflows.surveys import CampaignIn, start_campaign
 from suifang.workflows.worker import build_worker
 
 HISTORIES = Path(__file__).resolve().parent
@@ -568,6 +569,33 @@ async def ticket_emergency_paged(rec: Recorder) -> None:
     )
 
 
+async def survey_campaign_two_rounds(rec: Recorder) -> None:
+    await rec.enroll("pci", "cardiology")  # the discharge the campaign surveys
+    now = await rec.env.get_current_time()
+    campaign = await start_campaign(
+        rec.runtime,
+        CampaignIn(
+            name="心内科出院患者满意度",
+            department="cardiology",
+            discharged_from=(now - dt.timedelta(days=3)).date(),
+            discharged_to=now.date(),
+            rounds=2,
+            every_days=30,
+            channels=["outbox"],
+        ),
+        actor="admin",
+    )
+    handle = rec.env.client.get_workflow_handle(campaign.workflow_id)
+    await rec.env.sleep(dt.timedelta(days=31))
+    await handle.result()
+    await rec.keep(
+        "survey-campaign-two-rounds",
+        "Satisfaction campaign: round one invites cardiology's discharge over the outbox, "
+        "a month later round two finds nobody discharged in its period, then finished",
+        campaign.workflow_id,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "journey-pci-answered": journey_pci_answered,
     "journey-pci-abnormal-answer": journey_pci_abnormal_answer,
@@ -580,6 +608,7 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "ticket-sla-escalated": ticket_sla_escalated,
     "journey-pci-free-text": journey_pci_free_text,
     "ticket-emergency-paged": ticket_emergency_paged,
+    "survey-campaign-two-rounds": survey_campaign_two_rounds,
 }
 
 

@@ -56,10 +56,13 @@ async def test_hotspots_phrases_and_resolution_by_department(
     )
     admin = token(runtime, "root", Role.ADMIN, None)
     nurse = token(runtime, "wang", Role.NURSE, ["cardiology"])
-    day = now.date()
+    # Tickets opened through the API are dated by the wall clock, the journey by the test
+    # server's, which a long session moves on: the period covers both.
+    wall = dt.datetime.now(dt.UTC)
+    first, last = sorted([now.date(), wall.date()])
     period = {
-        "from": (day - dt.timedelta(days=1)).isoformat(),
-        "to": (day + dt.timedelta(days=1)).isoformat(),
+        "from": (first - dt.timedelta(days=1)).isoformat(),
+        "to": (last + dt.timedelta(days=1)).isoformat(),
     }
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
@@ -89,7 +92,7 @@ async def test_hotspots_phrases_and_resolution_by_department(
         by_department[hotspot["department"]] = (
             by_department.get(hotspot["department"], 0) + hotspot["count"]
         )
-        assert hotspot["month"] == now.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+        assert hotspot["month"] == wall.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
     assert by_department == {"logistics": 2, "catering": 1}
     logistics = {p["phrase"]: p["count"] for p in found["top_phrases"]["logistics"]}
     assert logistics["停车场"] == 2, logistics
@@ -110,7 +113,7 @@ async def test_hotspots_phrases_and_resolution_by_department(
     assert code != 0
     assert "is not a date" in out + err
 
-    month = now.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    month = wall.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
     pdf, html = tmp_path / "monthly.pdf", tmp_path / "monthly.html"
     for out in (pdf, html):
         code, said, err = cli("report", "monthly", "--month", month, "--out", str(out))
