@@ -93,3 +93,6 @@ class RoutingRequest(BaseModel):
     """The department that discharged the patient."""
     pathway_id: str | None = None
     """The patient's pathway."""
+    patient_tags: list[str] = Field(default_factory=list)
+    """The patient's auto-tags now (``templates/tags.yaml``: e.g. ``elderly``,
+    ``bp_uncontrolled``), for plugins that route by them."""

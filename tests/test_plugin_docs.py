@@ -227,3 +227,7 @@ def test_the_guide_s_pathway_risk_and_routing_plugins_answer() -> None:
         category="parking", clinical=False, source="complaint", tier="L2", priority="routine"
     )
     assert hooks_["suifang_route_ticket"](parking) == "security"  # type: ignore[operator]
+    pills = parking.model_copy(update={"category": "medication", "patient_tags": ["elderly"]})
+    assert hooks_["suifang_route_ticket"](pills) == "geriatrics"  # type: ignore[operator]
+    younger = pills.model_copy(update={"patient_tags": []})
+    assert hooks_["suifang_route_ticket"](younger) is None  # type: ignore[operator]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -23,7 +23,7 @@ from suifang.core.delivery import (
     deliver,
 )
 from suifang.core.enums import Priority, TicketSource, Tier
-from suifang.core.models import Department, Patient, Ticket
+from suifang.core.models import Department, Patient, PatientTag, Ticket
 from suifang.core.rendering import MessageContext, MessageRenderer, patient_context
 from suifang.core.runtime import Runtime
 from suifang.core.triage import RoutingRequest, TriageResult
@@ -124,6 +124,12 @@ class TicketActivities:
     @activity.defn(name="route_ticket")
     def route_ticket(self, request: RouteInput) -> str:
         with Session(self.runtime.engine) as session:
+            tags = session.exec(
+                select(PatientTag.tag)
+                .join(Ticket, col(Ticket.patient_id) == col(PatientTag.patient_id))
+                .where(Ticket.id == request.ticket_id)
+                .order_by(col(PatientTag.tag))
+            ).all()
             return route(
                 session,
                 self.runtime.plugins,
@@ -134,6 +140,7 @@ class TicketActivities:
                     tier=request.tier,
                     priority=request.priority,
                     discharge_department=request.discharge_department,
+                    patient_tags=list(tags),
                 ),
             )
 

@@ -24,10 +24,12 @@ from suifang.core.channel_directory import ChannelDirectory
 from suifang.core.contacts import add_contact
 from suifang.core.delivery import DeliveryRequest, deliver
 from suifang.core.errors import ValidationFailed
+from suifang.core.hooks import hookimpl
 from suifang.core.models import AuditLog, Observation, Patient
 from suifang.core.pathway_catalogue import add_draft, publish
 from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Role, create_user, issue_token
+from suifang.core.triage import RoutingRequest
 from suifang.plugins.channels.voice import TwilioVoiceChannel as VoiceChannel
 from suifang.plugins.channels.voice import twilio_signature
 from suifang.workflows.intake import DischargeIn, register_discharge
@@ -511,3 +513,41 @@ async def test_the_printable_report_has_the_chinese_text_charts_and_advice(
     code, said, err = cli("patients", "report", str(patient), "--out", str(tmp_path / "r.doc"))
     assert code != 0
     assert "must end in .pdf or .html" in said + err
+
+
+class _RouteByTag:
+    """A hospital's routing plugin: medication questions from patients whose blood pressure is
+    not controlled go to the hypertension nurses (here: nursing)."""
+
+    @hookimpl
+    def suifang_route_ticket(self, request: RoutingRequest) -> str | None:
+        if "bp_uncontrolled" in request.patient_tags and request.category == "medication":
+            return "nursing"
+        return None
+
+
+async def test_a_routing_plugin_sees_the_patient_s_tags(
+    runtime: Runtime, followed: dict[str, Any]
+) -> None:
+    runtime.plugins.pm.register(_RouteByTag(), name="route-by-tag")
+    patient = followed["enrollment"].patient_id
+    admin = staff(runtime, "root", Role.ADMIN, None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        opened = await api.post(
+            "/tickets",
+            json={"patient_id": patient, "text": "降压药可以饭后吃吗？吃了有点头晕"},
+            headers=admin,
+        )
+        assert opened.status_code == 201, opened.text
+
+        async def routed() -> str | None:
+            answer = await api.get(f"/tickets/{opened.json()['id']}", headers=admin)
+            return answer.json()["department"]
+
+        for _ in range(100):
+            if department := await routed():
+                break
+            await asyncio.sleep(0.1)
+    assert department == "nursing"
