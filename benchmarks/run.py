@@ -6,7 +6,8 @@ uvicorn for ``api``), prints its progress on stderr and, last, one line on stdou
 
     BENCH <name> key=value key=value …
 
-Benchmarks: ``throughput``, ``capacity``, ``sla``, ``api``, ``memory``, ``hl7``; ``all`` runs each
+Benchmarks: ``throughput``, ``capacity``, ``sla``, ``api``, ``memory``, ``hl7``, ``records``;
+``all`` runs each
 with its defaults. See docs/benchmarks.md for results and what each number means.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ("throughput", "capacity", "sla", "api", "memory", "hl7")
+BENCHMARKS = ("throughput", "capacity", "sla", "api", "memory", "hl7", "records")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     memory.add_argument("--kind", choices=("journey", "ticket"), default="journey")
 
+    records = command("records", "Record, trend and monthly review on a large database.")
+    records.add_argument("--observations", type=int, default=1_000_000)
+    records.add_argument("--tickets", type=int, default=100_000)
+    records.add_argument("--patients", type=int, default=20_000)
+    records.add_argument("--repeat", type=int, default=3, help="Median of this many runs.")
+    records.add_argument(
+        "--database-url", default=None, help="PostgreSQL to fill (default: a SQLite file)."
+    )
+
     everything = command("all", "Every benchmark with its defaults.")
     del everything
 
@@ -126,9 +136,12 @@ async def _worker(args: argparse.Namespace) -> None:
 def _runner(name: str) -> Callable[[argparse.Namespace], Coroutine[Any, Any, str]]:
     import importlib
 
-    module = {"api": "api_latency", "memory": "memory_per_workflow", "hl7": "hl7_intake"}.get(
-        name, name
-    )
+    module = {
+        "api": "api_latency",
+        "memory": "memory_per_workflow",
+        "hl7": "hl7_intake",
+        "records": "records_scale",
+    }.get(name, name)
     return importlib.import_module(module).main  # type: ignore[no-any-return]
 
 

@@ -83,3 +83,22 @@ def test_memory_and_capacity_count_what_they_started() -> None:
     capacity = bench("capacity", "--journeys", "30", "--sample", "5")
     assert capacity["sample_ok"] == "5"
     assert capacity["visible_running"] == "30"
+
+
+def test_records_at_scale_are_timed_against_the_bound() -> None:
+    result = bench(
+        "records",
+        "--observations",
+        "2000",
+        "--tickets",
+        "300",
+        "--patients",
+        "100",
+        "--repeat",
+        "1",
+    )
+    assert (result["observations"], result["tickets"]) == ("2000", "300")
+    assert int(result["patient_readings"]) > 0
+    for key in ("record_s", "trend_s", "monthly_s", "monthly_pdf_s", "count_baseline_s"):
+        assert float(result[key]) > 0, key
+    assert result["within_bound"] in ("yes", "no")
