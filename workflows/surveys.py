@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from suifang.core.db import utcnow
+from suifang.core.db import in_thread, utcnow
 from suifang.core.delivery import DeliveryRequest, deliver
 from suifang.core.enums import TicketSource
 from suifang.core.errors import NotFoundError, ValidationFailed
@@ -162,7 +162,7 @@ class SurveyActivities:
     @activity.defn(name="send_survey_round")
     async def send_survey_round(self, request: RoundInput) -> int:
         """Invite every patient of the round's cohort (once each: a retry sends nothing twice)."""
-        invitations = _invite(self.runtime, request.campaign_id, request.round)
+        invitations = await in_thread(_invite, self.runtime, request.campaign_id, request.round)
         for invitation_id in invitations:
             await _send(self.runtime, invitation_id)
             activity.heartbeat()
@@ -232,12 +232,20 @@ def _invite(runtime: Runtime, campaign_id: int, number: int) -> list[int]:
 
 
 async def _send(runtime: Runtime, invitation_id: int) -> None:
+    request = await in_thread(_delivery_request, runtime, invitation_id)
+    if request is None:
+        return
+    outcome = await deliver(runtime.engine, runtime.channels, request)
+    await in_thread(_mark_sent, runtime, invitation_id, outcome.delivered, outcome.channel)
+
+
+def _delivery_request(runtime: Runtime, invitation_id: int) -> DeliveryRequest | None:
     with Session(runtime.engine) as session:
         invitation = session.get(SurveyInvitation, invitation_id)
         campaign = session.get(SurveyCampaign, invitation.campaign_id) if invitation else None
         patient = session.get(Patient, invitation.patient_id) if invitation else None
         if invitation is None or campaign is None or patient is None:
-            return  # deleted meanwhile (the patient's data erased): nothing to send
+            return None  # deleted meanwhile (the patient's data erased): nothing to send
         department = session.get(Department, invitation.department_code)
         survey = load_survey(campaign.survey_id)
         locale = patient.locale if patient.locale in ("zh-CN", "en") else "zh-CN"
@@ -254,7 +262,7 @@ async def _send(runtime: Runtime, invitation_id: int) -> None:
             else invitation.department_code,
             invitation=invitation.id,
         )
-        request = DeliveryRequest(
+        return DeliveryRequest(
             idempotency_key=f"survey-{campaign.id}-{invitation.round}-{invitation.encounter_id}",
             patient_id=patient.id,  # type: ignore[arg-type]
             kind="survey",
@@ -263,12 +271,15 @@ async def _send(runtime: Runtime, invitation_id: int) -> None:
             locale=locale,
             channels=list(campaign.channels or DEFAULT_CHANNELS),
         )
-    outcome = await deliver(runtime.engine, runtime.channels, request)
+
+
+def _mark_sent(runtime: Runtime, invitation_id: int, delivered: bool, channel: str | None) -> None:
     with Session(runtime.engine) as session:
         invitation = session.get(SurveyInvitation, invitation_id)
-        assert invitation is not None
-        invitation.status = "sent" if outcome.delivered else "undeliverable"
-        invitation.channel = outcome.channel
+        if invitation is None:
+            return
+        invitation.status = "sent" if delivered else "undeliverable"
+        invitation.channel = channel
         invitation.sent_at = utcnow()
         session.add(invitation)
         session.commit()
@@ -290,6 +301,22 @@ async def start_campaign(runtime: Runtime, data: CampaignIn, *, actor: str) -> S
     unknown = [c for c in data.channels if c not in runtime.plugins.channel_classes()]
     if unknown:
         raise ValidationFailed(f"channels: not installed: {', '.join(unknown)}")
+    campaign = await in_thread(_record_campaign, runtime, data, actor)
+    client = await runtime.client()
+    await client.start_workflow(
+        "SurveyCampaign",
+        CampaignInput(
+            campaign_id=campaign.id,  # type: ignore[arg-type]
+            rounds=campaign.rounds,
+            every_days=campaign.every_days,
+        ),
+        id=campaign.workflow_id,
+        task_queue=runtime.settings.task_queue,
+    )
+    return campaign
+
+
+def _record_campaign(runtime: Runtime, data: CampaignIn, actor: str) -> SurveyCampaign:
     with Session(runtime.engine, expire_on_commit=False) as session:
         if data.department and session.get(Department, data.department) is None:
             raise ValidationFailed(f"department: unknown department {data.department!r}")
@@ -307,18 +334,7 @@ async def start_campaign(runtime: Runtime, data: CampaignIn, *, actor: str) -> S
         )
         session.add(campaign)
         session.commit()
-    client = await runtime.client()
-    await client.start_workflow(
-        "SurveyCampaign",
-        CampaignInput(
-            campaign_id=campaign.id,  # type: ignore[arg-type]
-            rounds=campaign.rounds,
-            every_days=campaign.every_days,
-        ),
-        id=campaign.workflow_id,
-        task_queue=runtime.settings.task_queue,
-    )
-    return campaign
+        return campaign
 
 
 # --------------------------------------------------------------------------- answers
@@ -329,6 +345,26 @@ async def record_answers(
 ) -> SurveyInvitation:
     """Keep the patient's scores (each on the survey's scale); a comment opens a ticket that
     the triage routes as feedback. A second answer to the same invitation is refused."""
+    invitation, low = await in_thread(_keep_answers, runtime, invitation_id, data)
+    if invitation.comment:
+        ticket = await open_ticket(
+            runtime,
+            TicketIn(
+                patient_id=invitation.patient_id,
+                text=invitation.comment,
+                source=TicketSource.LOW_SATISFACTION if low else TicketSource.PATIENT_MESSAGE,
+                idempotency_key=f"survey-invitation-{invitation.id}",
+            ),
+            actor=actor,
+        )
+        invitation = await in_thread(_link_ticket, runtime, invitation_id, ticket.id)
+    return invitation
+
+
+def _keep_answers(
+    runtime: Runtime, invitation_id: int, data: AnswersIn
+) -> tuple[SurveyInvitation, bool]:
+    """The invitation answered, and whether any score is low (the bottom two of the scale)."""
     with Session(runtime.engine, expire_on_commit=False) as session:
         invitation = session.get(SurveyInvitation, invitation_id)
         if invitation is None:
@@ -359,26 +395,18 @@ async def record_answers(
         invitation.status = "answered"
         session.add(invitation)
         session.commit()
-    if invitation.comment:
         low = any(v <= survey.scale.min + 1 for v in data.answers.values())
-        ticket = await open_ticket(
-            runtime,
-            TicketIn(
-                patient_id=invitation.patient_id,
-                text=invitation.comment,
-                source=TicketSource.LOW_SATISFACTION if low else TicketSource.PATIENT_MESSAGE,
-                idempotency_key=f"survey-invitation-{invitation.id}",
-            ),
-            actor=actor,
-        )
-        with Session(runtime.engine, expire_on_commit=False) as session:
-            row = session.get(SurveyInvitation, invitation_id)
-            assert row is not None
-            row.ticket_id = ticket.id
-            session.add(row)
-            session.commit()
-            invitation = row
-    return invitation
+        return invitation, low
+
+
+def _link_ticket(runtime: Runtime, invitation_id: int, ticket_id: int) -> SurveyInvitation:
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        row = session.get(SurveyInvitation, invitation_id)
+        assert row is not None
+        row.ticket_id = ticket_id
+        session.add(row)
+        session.commit()
+        return row
 
 
 # --------------------------------------------------------------------------- results

@@ -11,8 +11,10 @@ from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
 from suifang.core.api.security import audit_patients, require, require_patient_in_scope
+from suifang.core.db import in_thread
 from suifang.core.errors import NotFoundError
 from suifang.core.models import SurveyInvitation
+from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Principal
 from suifang.workflows.surveys import (
     AnswersIn,
@@ -132,16 +134,22 @@ async def answer_invitation(
     中文：患者的调查评分（1–5 分）及意见；意见会生成工单，由分诊像其他反馈一样转给负责科室（低分
     则为低满意度工单）。每份问卷只能作答一次；不在本科室范围内返回 404。
     """
+    patient_id = await in_thread(_invitation_in_scope, runtime, principal, invitation_id)
+    audit_patients(request, patient_id)
+    answered = await record_answers(runtime, invitation_id, body, actor=principal.username)
+    return AnswerOut(
+        invitation_id=invitation_id, status=answered.status, ticket_id=answered.ticket_id
+    )
+
+
+def _invitation_in_scope(runtime: Runtime, principal: Principal, invitation_id: int) -> int:
+    """The invitation's patient, if the caller may see them (else 404)."""
     with Session(runtime.engine) as session:
         invitation = session.get(SurveyInvitation, invitation_id)
         if invitation is None:
             raise NotFoundError(f"no survey invitation {invitation_id}")
         require_patient_in_scope(session, principal, invitation.patient_id)
-    audit_patients(request, invitation.patient_id)
-    answered = await record_answers(runtime, invitation_id, body, actor=principal.username)
-    return AnswerOut(
-        invitation_id=invitation_id, status=answered.status, ticket_id=answered.ticket_id
-    )
+        return invitation.patient_id
 
 
 @router.get(

@@ -233,8 +233,10 @@ async def world(
             "/surveys/campaigns",
             json={
                 "name": "matrix",
-                "discharged_from": (today - dt.timedelta(days=400)).isoformat(),
-                "discharged_to": (today + dt.timedelta(days=400)).isoformat(),
+                # The discharge is dated by the test server's clock, which a long session
+                # moves years on: the campaign's period reaches far either side.
+                "discharged_from": (today - dt.timedelta(days=3650)).isoformat(),
+                "discharged_to": (today + dt.timedelta(days=36500)).isoformat(),
                 "channels": ["outbox"],
             },
             headers=bearer(callers.by_column["admin"]),

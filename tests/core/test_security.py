@@ -193,6 +193,8 @@ def concrete(path: str, world: dict[str, Any]) -> str:
         "user_id": 1,
         "token_id": 1,
         "contact_id": 1,
+        "invitation_id": 1,
+        "campaign_id": 1,
         "category": "parking",
         "message_id": 1,
         "resource_type": "CarePlan",
