@@ -231,3 +231,24 @@ def test_the_guide_s_pathway_risk_and_routing_plugins_answer() -> None:
     assert hooks_["suifang_route_ticket"](pills) == "geriatrics"  # type: ignore[operator]
     younger = pills.model_copy(update={"patient_tags": []})
     assert hooks_["suifang_route_ticket"](younger) is None  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- docs/channels
+
+
+BUILT_IN_CHANNELS = sorted(Plugins.load(entrypoints=False).channel_classes().items())
+
+
+@pytest.mark.parametrize(
+    ("name", "channel"), BUILT_IN_CHANNELS, ids=[n for n, _ in BUILT_IN_CHANNELS]
+)
+def test_every_built_in_channel_has_a_page_with_every_setting(name: str, channel: type) -> None:
+    """Issue 22: a channel's settings and provider protocol are in docs/channels/, not only in
+    its module's docstring — every ``SUIFANG_CHANNEL_*`` variable it reads is on its page."""
+    page = ROOT / "docs" / "channels" / f"{name}.md"
+    assert page.exists(), f"docs/channels/{name}.md is missing"
+    text = page.read_text(encoding="utf-8")
+    missing = [variable for variable in channel.settings_view() if variable not in text]
+    assert missing == [], f"{page.name} does not name {missing}"
+    index = (ROOT / "docs" / "channels" / "README.md").read_text(encoding="utf-8")
+    assert f"({name}.md)" in index, f"docs/channels/README.md does not link {name}.md"
