@@ -40,7 +40,7 @@ from temporalio.worker import Worker
 from suifang.core.binaries import find_binary
 from suifang.core.config import Settings, load_settings
 from suifang.core.db import create_db_engine
-from suifang.core.models import Enrollment, Ticket, metadata
+from suifang.core.models import Enrollment, SurveyCampaign, Ticket, metadata
 from suifang.core.plugins import Plugins
 from suifang.core.runtime import Runtime
 from suifang.core.security.codec import PayloadEncryptionCodec
@@ -246,7 +246,7 @@ async def _clock_runs(env: WorkflowEnvironment) -> None:
     Otherwise every later test waits out the server's RPC timeout, one after another.
     """
     try:
-        await asyncio.wait_for(env.sleep(dt.timedelta(hours=1)), timeout=15)
+        await asyncio.wait_for(env.sleep(dt.timedelta(hours=1)), timeout=30)
     except (TimeoutError, RPCError) as held:
         pytest.fail(
             "the shared time-skipping server's clock is held: an earlier test left a workflow "
@@ -258,7 +258,9 @@ async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
     """End what a test left running, gracefully: on the shared time-skipping server a workflow
     left open (or terminated mid-activity) would hold time still for every later test.
 
-    Journeys first (they may still be opening tickets), then every ticket there is by then.
+    Journeys first (they may still be opening tickets), then every ticket there is by then,
+    and survey campaigns (a round's activity left for the next test's runtime would fail and
+    be retried, holding the clock).
     """
     with Session(runtime.engine) as session:
         journeys = session.exec(select(Enrollment.workflow_id)).all()
@@ -278,7 +280,8 @@ async def terminate_open_workflows(runtime: Runtime, client: Client) -> None:
             await handle.terminate("test finished")
     with Session(runtime.engine) as session:
         tickets = session.exec(select(Ticket.workflow_id)).all()
-    for workflow_id in tickets:
+        campaigns = session.exec(select(SurveyCampaign.workflow_id)).all()
+    for workflow_id in [*tickets, *campaigns]:
         handle = client.get_workflow_handle(workflow_id)
         if await _running(handle):
             await _wait_until_quiet(handle)
