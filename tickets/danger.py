@@ -87,6 +87,7 @@ _CUES = (
     "present",
     "recurrence",
     "hypothetical",
+    "hypothetical_after",
     "mild",
     "tolerable",
     "question",
@@ -305,6 +306,18 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", folded).strip()
 
 
+_AGE = "{age}"
+_AGES = range(20, 100)
+
+
+def _ages_spelled_out(phrase: str) -> list[str]:
+    """A cue phrase with every adult age in place of ``{age}`` (at {age} → at 20 … at 99):
+    an age dates what it is said of, as a year does."""
+    if _AGE not in phrase:
+        return [phrase]
+    return [phrase.replace(_AGE, str(age)) for age in _AGES]
+
+
 def _phrase_key(phrase: str) -> str:
     return normalize(phrase)
 
@@ -387,6 +400,9 @@ class DangerAssessment:
     """The states the message's symptom words are in (current, negated, past…)."""
     readings: tuple[vital_signs.Reading, ...] = ()
     """The measurements in the message, as the vitals limits read them."""
+    now: str = ""
+    """The message as the patient's state now: its symptom words that are denied, in the past
+    or hypothetical blanked out (what a second reader should judge)."""
 
     @property
     def only_denied(self) -> bool:
@@ -464,11 +480,15 @@ class DangerDetector:
                 key = _phrase_key(phrase)
                 if key:
                     phrases[key][0].add(name if group.kind != "ignore" else "")
+        self._age_phrases: set[str] = set()
         for cue, words in spec.cues.items():
             for phrase in words.all():
-                key = _phrase_key(phrase)
-                if key:
-                    phrases[key][1].add(cue)
+                for concrete in _ages_spelled_out(phrase):
+                    key = _phrase_key(concrete)
+                    if key:
+                        phrases[key][1].add(cue)
+                        if concrete != phrase:
+                            self._age_phrases.add(key)
         self._phrases = {
             key: (frozenset(g for g in groups if g), frozenset(cues))
             for key, (groups, cues) in phrases.items()
@@ -519,9 +539,15 @@ class DangerDetector:
         tokens = self._tokens(normalized)
         self._place(normalized, tokens)
         contexts = set(self.spec.pathway_context.get(pathway_id or "", ()))
-        message = _Message(
-            normalized, tokens, frozenset(), readings=vital_signs.readings(normalized)
-        )
+        readings = vital_signs.readings(normalized)
+        # "at 60" dates an event (had a heart attack at 60); in "sugar at 40" it is a reading.
+        tokens = [
+            t
+            for t in tokens
+            if t.text not in self._age_phrases
+            or not any(r.start < t.end and t.start < r.end for r in readings)
+        ]
+        message = _Message(normalized, tokens, frozenset(), readings=readings)
         for index, token in enumerate(tokens):
             for group in token.groups:
                 message.by_group.setdefault(group, []).append(index)
@@ -694,7 +720,9 @@ class DangerDetector:
         ]
         earlier = [t for t in sentence if t.end <= token.start]
         later = [t for t in sentence if t.start >= token.end]
-        if any("hypothetical" in t.cues for t in earlier):
+        if any(t.cues & {"hypothetical", "hypothetical_after"} for t in earlier) or any(
+            "hypothetical_after" in t.cues and t.clause == token.clause for t in later
+        ):
             return "hypothetical"
         anchors = [t for t in earlier if self._anchor(t, sentence)]
         last = anchors[-1] if anchors else None
@@ -883,7 +911,9 @@ class DangerDetector:
         mentions = frozenset(
             token.status for token in message.tokens if token.groups & self.symptom_groups
         ) | frozenset("resolved" for token in message.tokens if "symptom_over" in token.cues)
-        return DangerAssessment(tuple(ordered), message.contexts, mentions, tuple(message.readings))
+        return DangerAssessment(
+            tuple(ordered), message.contexts, mentions, tuple(message.readings), _now(message)
+        )
 
     def _best(self, concept: _Concept, message: _Message) -> Finding | None:
         spec = concept.spec
@@ -1090,6 +1120,14 @@ class DangerDetector:
         clause = [t for t in sentence if t.clause == probe.clause]
         status = self._status(probe, sentence, clause, message.text, message.tokens)
         return "current" if status == "negated" else status
+
+
+def _now(message: _Message) -> str:
+    text = message.text
+    for token in reversed(message.tokens):
+        if token.groups and token.status in ("negated", "past", "hypothetical"):
+            text = f"{text[: token.start]} {text[token.end :]}"
+    return text
 
 
 @functools.cache

@@ -137,8 +137,14 @@ class Triager:
                 category = self.feedback_owner.owner(text, category) or category
             answer = None
             if signals.asks and request.source is TicketSource.PATIENT_MESSAGE:
-                # Information the patient may use meanwhile; the complaint stays open.
+                # Information the patient may use meanwhile, from the service complained
+                # about (a salty canteen meal gets no salt-and-blood-pressure advice); the
+                # complaint stays open.
                 answer = knowledge_answer()
+                if answer is not None and self.knowledge_base.entries[answer.id].category != (
+                    category
+                ):
+                    answer = None
             return self._feedback(category, intent, prediction.confidence, answer, common)
 
         unnamed = self._unnamed_feedback(text, signals)
@@ -258,7 +264,7 @@ class Triager:
             self.second_opinion is not None
             and not danger.only_denied
             and not danger.readings  # numbers are for the vitals limits: the model reads 0s
-            and self.second_opinion.is_sure(text)
+            and self.second_opinion.is_sure(danger.now or text)
         )
 
     @staticmethod

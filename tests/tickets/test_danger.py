@@ -292,6 +292,42 @@ def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) 
     assert level(text) != "emergency", (text, concepts(text))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "低血糖要怎么预防啊？我现在血糖挺好的",
+        "怎么防止低血糖 出门要带点什么",
+        "how do I prevent a stroke after the stent?",
+        "我爸60岁那年心梗走的，我要注意什么",
+        "my dad died at 58 of a heart attack, should I get my heart checked?",
+        "family history of stroke, what should I eat",
+    ],
+)
+def test_prevention_questions_and_a_relatives_history_are_not_emergencies(text: str) -> None:
+    assert level(text) != "emergency", (text, DETECTOR.assess(text).findings)
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("my dad is 70 and his face is drooping right now, he cant lift his arm", "stroke"),
+        ("sugar at 40 mg/dl, shaking and sweating", "hypoglycaemia"),
+        ("我妈今年78岁，刚才突然嘴歪了说话说不清楚", "stroke"),
+        ("she's at 41 and acting weird like she doesn't know where she is", "acute_confusion"),
+    ],
+)
+def test_an_age_or_a_reading_near_an_emergency_does_not_date_it(text: str, concept: str) -> None:
+    assert concept in concepts(text), DETECTOR.assess(text)
+    assert level(text) == "emergency"
+
+
+def test_the_state_now_blanks_only_what_is_denied_past_or_hypothetical() -> None:
+    assessment = DETECTOR.assess("not short of breath at all now, the cough is almost gone")
+    assert "short of breath" not in assessment.now
+    assert "cough" in assessment.now
+    assert "胸痛" in DETECTOR.assess("胸痛得厉害").now
+
+
 def test_a_low_sugar_meal_is_food_and_feeling_low_sugar_is_a_hypo() -> None:
     assert level("Ordered the low sugar meal 3 days in a row, got fruit cake every time") is None
     assert level("订的低糖餐送来的是甜粥") is None

@@ -229,7 +229,14 @@ def test_a_hypothetical_question_about_danger_is_answered_not_escalated() -> Non
 
 
 @pytest.mark.parametrize(
-    "text", ["谢谢，一切都好", "thank you, all fine!", "恢复得很好，谢谢王医生和护士们"]
+    "text",
+    [
+        "谢谢，一切都好",
+        "thank you, all fine!",
+        "恢复得很好，谢谢王医生和护士们",
+        "Can't thank the team enough, best care I've ever had",
+        "👍👍 好着呢",
+    ],
 )
 def test_thanks_are_praise_at_l1_not_a_ticket(text: str) -> None:
     result = triage(text)
@@ -297,6 +304,21 @@ def test_a_complaint_is_never_answered_automatically_even_with_a_question() -> N
     result = triage("停车场太难停了，到底哪里能停车？")
     assert result.intent == "complaint"
     assert result.suggested_tier is Tier.L2
+
+
+def test_a_complaint_is_informed_only_from_the_service_it_is_about() -> None:
+    canteen = triage("投诉食堂！饭菜咸死了，高血压病人每天能吃多少盐啊？")
+    assert (canteen.intent, canteen.category) == ("complaint", "food")
+    assert canteen.knowledge_answer is None  # no salt-and-blood-pressure advice from the kitchen
+    parking = triage("停车场太难停了，到底哪里能停车？")
+    assert parking.knowledge_answer is not None
+    assert parking.knowledge_answer.id.startswith("parking")
+
+
+def test_denied_danger_words_do_not_make_the_second_opinion_page() -> None:
+    result = triage("not short of breath at all now, the pneumonia cough is almost gone")
+    assert result.urgency is not Priority.EMERGENCY
+    assert result.clinical  # the cough is still for a nurse to read
 
 
 def test_a_suggestion_goes_to_the_department_it_is_about() -> None:
