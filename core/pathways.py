@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     ValidationError,
     field_validator,
@@ -462,6 +463,11 @@ class MatchRule(_Strict):
     encounter_kinds: list[Literal["inpatient", "checkup", "outpatient", "day_surgery"]] = Field(
         default_factory=list
     )
+    tags: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]] = Field(
+        default_factory=list,
+        description="Only patients who hold all these auto-tags when the discharge arrives "
+        "(given by their record so far: 高危, 血压控制不佳; templates/tags.yaml).",
+    )
     priority: int = Field(0, description="Higher wins when several pathways match.")
 
 
@@ -885,8 +891,10 @@ class PathwayCatalog:
         procedure_codes: Iterable[str] = (),
         department: str | None = None,
         encounter_kind: str | None = None,
+        tags: Collection[str] = (),
     ) -> PathwayTemplate | None:
-        """The best pathway for a discharge by its match rules (None if nothing matches)."""
+        """The best pathway for a discharge by its match rules (None if nothing matches);
+        ``tags`` are the auto-tags the patient holds."""
         diagnoses = [c.upper() for c in diagnosis_codes]
         procedures = list(procedure_codes)
         best: tuple[int, int, str] | None = None
@@ -911,6 +919,10 @@ class PathwayCatalog:
                 if encounter_kind not in rule.encounter_kinds:
                     continue
                 score += 1
+            if rule.tags:
+                if not set(rule.tags) <= set(tags):
+                    continue
+                score += 3
             if score == 0:
                 continue
             candidate = (rule.priority, score, template.id)

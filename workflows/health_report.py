@@ -17,7 +17,6 @@ from typing import Literal
 
 import jinja2
 import matplotlib
-import matplotlib.dates as mdates
 import mplfonts
 import yaml
 from fpdf import FPDF
@@ -34,7 +33,7 @@ from suifang.core.runtime import Runtime
 from suifang.workflows.health_record import HealthRecord, JourneyEntry, health_record
 from suifang.workflows.journey_core import preview_schedule
 from suifang.workflows.tags import tag_rules
-from suifang.workflows.trends import Trend, indicator_trend, trend_svg
+from suifang.workflows.trends import Trend, date_axis, indicator_trend, trend_svg
 
 __all__ = ["PatientReport", "build_patient_report", "report_html", "report_pdf"]
 
@@ -67,6 +66,7 @@ _TEXT = {
         "generated": "生成时间",
         "open_ticket": "待处理工单",
         "next_touchpoint": "下次随访",
+        "sexes": {"female": "女", "male": "男", "other": "其他", "unknown": "未知"},
         "direction": {
             "rising": "上升",
             "falling": "下降",
@@ -98,6 +98,7 @@ _TEXT = {
         "generated": "Generated",
         "open_ticket": "Open ticket",
         "next_touchpoint": "Next follow-up",
+        "sexes": {"female": "female", "male": "male", "other": "other", "unknown": "unknown"},
         "direction": {
             "rising": "rising",
             "falling": "falling",
@@ -146,6 +147,22 @@ class PatientReport(BaseModel):
     trends: list[Trend]
     advice: list[ReportAdvice]
     next_steps: list[str]
+    pathway_names: dict[str, str] = Field(
+        default_factory=dict, description="Each journey's pathway by its name in the language."
+    )
+    sex: str = Field("-", description="The patient's sex in the report's language.")
+
+
+_JOURNEY_STATUS = {
+    "zh-CN": {
+        "pending": "待开始",
+        "active": "进行中",
+        "paused": "已暂停",
+        "completed": "已完成",
+        "lost": "失访",
+        "stopped": "已停止",
+    }
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -186,8 +203,8 @@ def build_patient_report(
     ).all()
     trends = [
         indicator_trend(session, patient_id, name, indicators, locale=locale, since=lo, until=hi)
-        for name in sorted(set(read))
-        if name in indicators
+        for name in indicators  # the registry's order: systolic before diastolic
+        if name in set(read)
     ]
     tags = {t.tag for t in record.tags}
     rules = tag_rules(runtime.settings.tags_file, runtime.settings.indicators_file)
@@ -206,12 +223,15 @@ def build_patient_report(
             Ticket.patient_id == patient_id, col(Ticket.status).not_in(["resolved", "closed"])
         )
     ).all()
+    names = {pid: _pathway_name(runtime, pid, locale) for pid in pathways}
     next_steps = [
         f"{text['open_ticket']} #{t.id} ({t.category}, {t.tier}, {t.status})" for t in open_tickets
     ]
     for journey in record.journeys:
         if journey.status == "active" and (due := _next_touchpoint(runtime, record, journey, now)):
-            next_steps.append(f"{text['next_touchpoint']}: {journey.pathway_id} {due:%Y-%m-%d}")
+            next_steps.append(
+                f"{text['next_touchpoint']}: {names[journey.pathway_id]} {due:%Y-%m-%d}"
+            )
     return PatientReport(
         locale=locale,
         start=start,
@@ -222,7 +242,16 @@ def build_patient_report(
         trends=trends,
         advice=advice,
         next_steps=next_steps,
+        pathway_names=names,
+        sex=text["sexes"].get(record.patient.sex or "", record.patient.sex or "-"),
     )
+
+
+def _pathway_name(runtime: Runtime, pathway_id: str, locale: str) -> str:
+    try:
+        return runtime.catalog.get(pathway_id).name.get(locale)
+    except NotFoundError:
+        return pathway_id
 
 
 def _next_touchpoint(
@@ -284,7 +313,7 @@ def trend_png(trend: Trend, locale: str) -> bytes:
         axes.scatter([p.at for p in outside], [p.value for p in outside], color="#c62828", zorder=3)
         title = f"{trend.name} ({trend.unit})" if trend.unit else trend.name
         axes.set_title(title, fontproperties=font)
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+        date_axis(axes, trend.points)
         axes.grid(alpha=0.3)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", bbox_inches="tight")
@@ -313,6 +342,7 @@ def report_html(report: PatientReport) -> str:
     return environment.get_template("patient.html.j2").render(
         report=report,
         text=_TEXT[report.locale],
+        statuses=_JOURNEY_STATUS.get(report.locale, {}),
         charts=[
             (t, _summary(t, report.locale), trend_svg(t, locale=report.locale))
             for t in report.trends
@@ -357,7 +387,7 @@ def report_pdf(report: PatientReport) -> bytes:
 
     heading(text["patient"])
     line(
-        f"{text['name']}: {patient.name}    {text['sex']}: {patient.sex or '-'}    "
+        f"{text['name']}: {patient.name}    {text['sex']}: {report.sex}    "
         f"{text['age']}: {patient.age if patient.age is not None else '-'}"
     )
     line(f"{text['tags']}: {', '.join(report.tags) or text['none']}")
@@ -367,7 +397,9 @@ def report_pdf(report: PatientReport) -> bytes:
         answered = sum(1 for t in journey.touchpoints if t.answered_at)
         progress = f"{answered}/{len(journey.touchpoints)} {text['answered']}"
         line(
-            f"{journey.pathway_id} v{journey.pathway_version} · {journey.status} · "
+            f"{report.pathway_names.get(journey.pathway_id, journey.pathway_id)} "
+            f"v{journey.pathway_version} · "
+            f"{_JOURNEY_STATUS.get(locale, {}).get(journey.status, journey.status)} · "
             f"{journey.enrolled_at:%Y-%m-%d} · {progress}"
         )
     if not report.record.journeys:

@@ -30,7 +30,14 @@ from suifang.core.contacts import SYSTEM_PATTERN, known_systems
 from suifang.core.db import in_session_thread, in_thread, insert_for, update_by_id, utcnow
 from suifang.core.enums import JourneyStatus, RiskTier
 from suifang.core.errors import NotFoundError, StartupError, ValidationFailed
-from suifang.core.models import ContactPoint, Department, Encounter, Enrollment, Patient
+from suifang.core.models import (
+    ContactPoint,
+    Department,
+    Encounter,
+    Enrollment,
+    Patient,
+    PatientTag,
+)
 from suifang.core.pathways import JourneyPlan, PathwayTemplate, resolve_plan
 from suifang.core.risk import RiskAssessment, RiskInput
 from suifang.core.risk_criteria import RiskFacts
@@ -376,10 +383,21 @@ def journey_department(runtime: Runtime, data: DischargeIn) -> str:
     """The department the journey of this discharge will belong to, before it is registered
     (a scoped integrator token may enroll only into its own departments)."""
     with Session(runtime.engine) as session:
-        return _journey_department(session, _choose_pathway(runtime, data), data.encounter)
+        return _journey_department(session, _choose_pathway(runtime, data, session), data.encounter)
 
 
-def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
+def _held_tags(session: Session, patient: PatientIn) -> list[str]:
+    """The auto-tags a known patient holds when a discharge arrives (none for a new one)."""
+    return list(
+        session.exec(
+            select(PatientTag.tag)
+            .join(Patient, Patient.id == PatientTag.patient_id)
+            .where(Patient.external_id_hash == identifier_index("mrn", patient.external_id))
+        )
+    )
+
+
+def _choose_pathway(runtime: Runtime, data: DischargeIn, session: Session) -> PathwayTemplate:
     catalog = runtime.catalog
     if data.pathway:
         template = catalog.get(data.pathway, data.pathway_version)
@@ -396,6 +414,7 @@ def _choose_pathway(runtime: Runtime, data: DischargeIn) -> PathwayTemplate:
         procedure_codes=data.encounter.procedure_codes,
         department=data.encounter.department,
         encounter_kind=data.encounter.kind,
+        tags=_held_tags(session, data.patient),
     )
     if template is None:
         raise ValidationFailed(
@@ -567,7 +586,7 @@ def _enroll(runtime: Runtime, data: DischargeIn, idempotency_key: str | None) ->
                 f"encounter.department: unknown department {data.encounter.department!r} "
                 f"(known: {known})"
             )
-        template = _choose_pathway(runtime, data)
+        template = _choose_pathway(runtime, data, session)
         connection = session.connection()
         patient = _upsert_patient(connection, data.patient)
         encounter_id, length_of_stay, new_encounter = _upsert_encounter(

@@ -17,6 +17,7 @@ from typing import Literal
 
 import matplotlib
 import matplotlib.dates as mdates
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
@@ -154,6 +155,20 @@ _LABELS = {
 }
 
 
+def date_axis(axes: Axes, points: list[TrendPoint], *, long_format: str = "%Y-%m") -> None:
+    """Dates on the x axis that a reader can place: a lone reading gets a month either side
+    (matplotlib would spread one point over decades), and a span of more than half a year
+    shows the year."""
+    if not points:
+        return
+    first, last = points[0].at, points[-1].at
+    if first == last:
+        axes.set_xlim(first - dt.timedelta(days=30), last + dt.timedelta(days=30))
+    long = (last - first) > dt.timedelta(days=183)
+    axes.xaxis.set_major_formatter(mdates.DateFormatter(long_format if long else "%m-%d"))
+    axes.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+
+
 def trend_svg(trend: Trend, *, locale: str = "zh-CN") -> str:
     """The trend as an SVG line chart, the target band shaded; text kept as SVG text.
 
@@ -187,7 +202,7 @@ def trend_svg(trend: Trend, *, locale: str = "zh-CN") -> str:
             )
         axes.set_title(f"{trend.name} ({trend.unit})" if trend.unit else trend.name)
         axes.set_xlabel(labels["date"])
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+        date_axis(axes, trend.points, long_format="%Y-%m-%d")
         figure.autofmt_xdate()
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")

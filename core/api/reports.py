@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlmodel import Session
 
 from suifang.core.api.deps import RuntimeDep, SessionDep
@@ -20,6 +20,12 @@ from suifang.core.runtime import Runtime
 from suifang.core.security.auth import Permission, Principal
 from suifang.tickets.analytics import FeedbackReport, feedback_report
 from suifang.workflows.kpis import KpiReport, compute_kpis, filter_problems
+from suifang.workflows.monthly_report import (
+    MonthlyReport,
+    build_monthly_report,
+    monthly_html,
+    monthly_pdf,
+)
 from suifang.workflows.tags import tag_rules
 
 __all__ = ["router"]
@@ -152,3 +158,95 @@ def feedback(
         scope=principal.scope,
         top=top,
     )
+
+
+_MONTHLY_DOC = """The month's follow-up quality review for a department, or hospital-wide without
+``department``: the KPIs of docs/kpis.md, SLA compliance, tickets opened per day (a chart), the
+feedback hotspot table and staff workload. Staff get their own departments only (another is
+403); a month that is not YYYY-MM is 422.
+
+中文：月度随访质量报告（科室或全院）：docs/kpis.md 中的各项指标、SLA 达标、每日新开工单
+（图表）、反馈热点表和人员工作量。医护人员只能查看本科室（其他科室返回 403）；月份格式须为
+YYYY-MM，否则返回 422。"""
+
+Month = Annotated[
+    str,
+    Query(
+        pattern=r"^\d{4}-\d{2}$",
+        description="The month, YYYY-MM (calendar days in the hospital's timezone).",
+    ),
+]
+MonthlyDepartment = Annotated[
+    str | None, Query(max_length=64, description="Only this department (default: all yours).")
+]
+
+
+def _monthly(
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    month: str,
+    department: str | None,
+) -> MonthlyReport:
+    department = department or None
+    _check_filters(session, runtime, principal, department, None)
+    return build_monthly_report(
+        session,
+        month=month,
+        timezone=runtime.settings.timezone,
+        department=department,
+        scope=principal.scope,
+    )
+
+
+@router.get(
+    "/reports/monthly.pdf",
+    summary="The monthly follow-up quality review (月度随访质量报告) as PDF",
+    description=_MONTHLY_DOC + "\n\nThe PDF embeds its Chinese font (Noto Sans CJK SC).",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The review, Chinese font embedded",
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        422: {"description": "Not a month, or an unknown department"},
+    },
+)
+def monthly_review_pdf(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: CanReport,
+    month: Month,
+    department: MonthlyDepartment = None,
+) -> Response:
+    report = _monthly(session, runtime, principal, month, department)
+    name = f"monthly-{month}-{report.department or 'hospital'}.pdf"
+    return Response(
+        monthly_pdf(report),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
+
+
+@router.get(
+    "/reports/monthly.html",
+    summary="The same monthly review as one HTML page",
+    description=_MONTHLY_DOC + "\n\nOne self-contained page, the chart inline.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The review as one HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        422: {"description": "Not a month, or an unknown department"},
+    },
+)
+def monthly_review_html(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: CanReport,
+    month: Month,
+    department: MonthlyDepartment = None,
+) -> Response:
+    report = _monthly(session, runtime, principal, month, department)
+    return Response(monthly_html(report), media_type="text/html; charset=utf-8")

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -338,3 +339,63 @@ def test_a_backup_taken_while_up_restores_to_a_platform_whose_journeys_continue(
         second.send_signal(signal.SIGINT)
         output, _ = second.communicate(timeout=60)
     assert second.returncode == 0, output
+
+
+@pytest.mark.slow
+@pytest.mark.devserver
+def test_the_demo_gives_a_printable_patient_report_and_a_monthly_review(
+    up: subprocess.Popen[str], ports_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 24: after ``suifang demo`` on the embedded default, a patient's report and the
+    month's review come out as PDFs with their Chinese text, fonts and charts."""
+    import pymupdf
+
+    api = f"http://127.0.0.1:{ports_env['SUIFANG_API_PORT']}"
+    assert wait_healthy(api, up) is not None
+    demo = run_suifang("demo", env=ports_env, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    row = next(line.split() for line in demo.stdout.splitlines() if "王秀英" in line)
+    patient = row[1]
+    assert "suifang patients report <PATIENT ID>" in demo.stdout
+    opened = run_suifang(
+        "tickets", "create", patient, "停车场太难停了，转了半小时都没有车位",
+        env=ports_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+
+    today = dt.datetime.now(dt.UTC).date()
+    report = tmp_path / "patient.pdf"
+    made = run_suifang(
+        "patients", "report", patient, "--from", str(today - dt.timedelta(days=365)),
+        "--out", str(report), env=ports_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    document = pymupdf.open(report)
+    text = "".join(page.get_text() for page in document)
+    for words in (
+        "健康阶段总结",
+        "王秀英",
+        "性别: 女",
+        "心脏支架术后随访",
+        "收缩压",
+        "舒张压",
+        "下降",
+    ):
+        assert words in text, words
+    assert len([i for page in document for i in page.get_images()]) >= 3, "a chart per indicator"
+    fonts = {font[3] for page in document for font in page.get_fonts()}
+    assert any("NotoSansCJK" in name for name in fonts), fonts
+
+    month = dt.datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    review = tmp_path / "month.pdf"
+    made = run_suifang(
+        "report", "monthly", "--month", month, "--out", str(review), env=ports_env, cwd=tmp_path
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    document = pymupdf.open(review)
+    text = "".join(page.get_text() for page in document)
+    for words in ("月度随访质量报告", "全院", "随访覆盖率", "反馈热点", "parking"):
+        assert words in text, words
+    assert [i for page in document for i in page.get_images()], "the tickets-per-day chart"
+    first = document[0].get_pixmap(dpi=60)
+    assert len(set(first.samples)) > 10, "the page is not blank"

@@ -78,6 +78,21 @@ async def test_hotspots_phrases_and_resolution_by_department(
                 break
             await asyncio.sleep(0.1)
         mine = await api.get("/reports/feedback", params=period, headers=nurse)
+        month = wall.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+        review_pdf = await api.get("/reports/monthly.pdf", params={"month": month}, headers=admin)
+        review_html = await api.get(
+            "/reports/monthly.html",
+            params={"month": month, "department": "logistics"},
+            headers=admin,
+        )
+        not_yours = await api.get(
+            "/reports/monthly.pdf",
+            params={"month": month, "department": "logistics"},
+            headers=nurse,
+        )
+        not_a_month = await api.get(
+            "/reports/monthly.pdf", params={"month": "2026-13"}, headers=admin
+        )
         backwards = await api.get(
             "/reports/feedback", params={"from": period["to"], "to": period["from"]}, headers=admin
         )
@@ -101,6 +116,17 @@ async def test_hotspots_phrases_and_resolution_by_department(
     assert (resolution["opened"], resolution["resolved"]) == (2, 0)
     assert mine.status_code == 200
     assert mine.json()["tickets"] == 0, "a cardiology nurse does not see logistics' tickets"
+    assert review_pdf.status_code == 200, review_pdf.text
+    assert review_pdf.headers["content-type"] == "application/pdf"
+    served = pymupdf.open(stream=review_pdf.content, filetype="pdf")
+    assert f"月度随访质量报告 {month} · 全院" in "".join(page.get_text() for page in served)
+    assert review_html.status_code == 200
+    assert f"月度随访质量报告 {month} · logistics" in review_html.text
+    assert "parking" in review_html.text
+    assert "catering" not in review_html.text, "only logistics' own tickets"
+    assert not_yours.status_code == 403, "a cardiology nurse gets no logistics review"
+    assert not_a_month.status_code == 422
+    assert "not a month" in not_a_month.text
     assert backwards.status_code == 422
     assert unknown.status_code == 422
     assert "astrology" in unknown.json()["error"]["message"]
@@ -113,7 +139,6 @@ async def test_hotspots_phrases_and_resolution_by_department(
     assert code != 0
     assert "is not a date" in out + err
 
-    month = wall.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
     pdf, html = tmp_path / "monthly.pdf", tmp_path / "monthly.html"
     for out in (pdf, html):
         code, said, err = cli("report", "monthly", "--month", month, "--out", str(out))

@@ -362,6 +362,32 @@ async def test_readings_give_a_tag_that_is_kept_as_history_and_chooses_a_variant
     assert "tag:bp_uncontrolled" not in other.variants
     assert "bp_early" not in [s.key for s in other.schedule]
 
+    # A pathway can be *for* tagged patients: matched by the tag the record gave them.
+    watch = shipped.replace("id: hypertension\n", "id: hypertension-watch\n", 1).replace(
+        "  priority: 5\n", "  priority: 5\n  tags: [bp_uncontrolled]\n", 1
+    )
+    assert "tags: [bp_uncontrolled]" in watch
+    with Session(runtime.engine) as session:
+        change = add_draft(
+            session,
+            watch,
+            origin="hypertension-watch.yaml",
+            actor="test",
+            vocabulary=runtime.vocabulary(),
+            registered=runtime.catalog,
+        )
+        publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+    for mrn, visit, expected in (
+        ("R-1", "V-R-1-third", "hypertension-watch"),
+        ("R-8", "V-R-8", "hypertension"),
+    ):
+        unnamed = discharge(now)
+        del unnamed["pathway"]
+        unnamed["patient"]["external_id"] = mrn
+        unnamed["encounter"] |= {"external_id": visit, "diagnosis_codes": ["I10"]}
+        chosen = await register_discharge(runtime, DischargeIn.model_validate(unnamed))
+        assert chosen.pathway_id == expected, mrn
+
 
 @pytest.mark.parametrize(
     ("text", "complaint"),
