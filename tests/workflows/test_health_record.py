@@ -577,3 +577,56 @@ async def test_a_routing_plugin_sees_the_patient_s_tags(
                 break
             await asyncio.sleep(0.1)
     assert department == "nursing"
+
+
+async def test_bad_input_to_the_record_trend_report_and_survey_doors_is_named_not_crashed(
+    runtime: Runtime, followed: dict[str, Any], tmp_path: Path, cli: Any
+) -> None:
+    """Issue 24: each new route and command answers bad input with what is wrong and where."""
+    patient = followed["enrollment"].patient_id
+    nurse = followed["nurse"]
+    cases = [
+        (f"/patients/{patient}/trends", {}, 422, "indicator: required"),
+        (f"/patients/{patient}/trends", {"indicator": "pulse"}, 422, "pulse"),
+        (f"/patients/{patient}/trends", {"indicator": "sbp", "format": "gif"}, 422, "format"),
+        (f"/patients/{patient}/report.pdf", {"locale": "fr"}, 422, "locale"),
+        (f"/patients/{patient}/report.pdf", {"from": "2026-02-30"}, 422, "from"),
+        (f"/patients/{patient}/report.html", {"to": "yesterday"}, 422, "to"),
+        ("/patients/abc/record", {}, 422, "patient_id"),
+        ("/patients/999999/record", {}, 404, "no patient 999999"),
+        ("/reports/monthly.html", {"month": "11/2026"}, 422, "month"),
+        ("/reports/monthly.pdf", {}, 422, "month"),
+        ("/reports/feedback", {"from": "2026-11-01", "to": "2026-11-30", "top": 0}, 422, "top"),
+        ("/surveys/campaigns/999999/results", {}, 404, "999999"),
+    ]
+    admin = staff(runtime, "records-admin", Role.ADMIN, None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url=BASE
+    ) as api:
+        for path, params, status, named in cases:
+            headers = admin if path.startswith(("/reports", "/surveys")) else nurse
+            response = await api.get(path, params=params, headers=headers)
+            assert response.status_code == status, (path, params, response.text)
+            message = response.json()["error"]["message"]
+            assert named in message, (path, params, message)
+        bad_campaign = await api.post(
+            "/surveys/campaigns",
+            json={"name": "x", "from": "2026-11-01", "to": "2026-10-01", "survey": "nope"},
+            headers=admin,
+        )
+    assert bad_campaign.status_code == 422, bad_campaign.text
+    assert "Traceback" not in bad_campaign.text
+
+    pdf, doc = str(tmp_path / "r.pdf"), str(tmp_path / "m.doc")
+    for args, complaint in [
+        (["patients", "report", "999999", "--out", pdf], "999999"),
+        (["patients", "report", str(patient), "--from", "2026-13-01", "--out", pdf], "2026-13-01"),
+        (["report", "monthly", "--month", "2026-11", "--out", doc], ".pdf or .html"),
+        (["report", "monthly", "--month", "2026-11", "--department", "x9", "--out", pdf], "x9"),
+        (["surveys", "results", "999999"], "999999"),
+    ]:  # fmt: skip
+        code, out, err = cli(*args)
+        assert code != 0, args
+        assert complaint in out + err, (args, out + err)
+        assert "Traceback" not in out + err
+    assert not (tmp_path / "r.pdf").exists(), "nothing half-written"
