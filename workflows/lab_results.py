@@ -18,6 +18,8 @@ import functools
 import hashlib
 from pathlib import Path
 
+from sqlmodel import Session
+
 from suifang.core.db import in_thread, insert_for
 from suifang.core.models import Observation
 from suifang.core.pathway_checks import Indicator, load_indicators
@@ -30,6 +32,7 @@ from suifang.workflows.intake import (
     register_discharge,
     update_patient,
 )
+from suifang.workflows.tags import apply_tags
 
 __all__ = [
     "ABNORMAL_FLAGS",
@@ -229,3 +232,13 @@ def _insert(runtime: Runtime, patient_id: int, readings: list[dict[str, object]]
             index_elements=["event_key", "indicator"]
         )
         connection.execute(statement, [{**r, "patient_id": patient_id} for r in readings])
+    # New readings can give or take a tag (血压控制不佳 from the clinic's readings too).
+    with Session(runtime.engine) as session:
+        apply_tags(
+            session,
+            patient_id,
+            reason="results",
+            indicators_file=runtime.settings.indicators_file,
+            tags_file=runtime.settings.tags_file,
+        )
+        session.commit()

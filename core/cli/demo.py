@@ -171,8 +171,9 @@ def demo(
         }
         try:
             discharge = DischargeIn.model_validate(data)
-            enrollment = cli_run(register_discharge(runtime, discharge))
+            # The readings before this stay first: the tags they give can choose a variant.
             _record_history(runtime, sample["pathway"], discharge.patient, now, f"{run}-{index}")
+            enrollment = cli_run(register_discharge(runtime, discharge))
         except SuifangError as exc:
             raise SuifangError(f"demo patient {sample['patient']['name']}: {exc}") from None
         first = enrollment.schedule[0] if enrollment.schedule else None

@@ -357,6 +357,10 @@ def test_the_demo_gives_a_printable_patient_report_and_a_monthly_review(
     row = next(line.split() for line in demo.stdout.splitlines() if "王秀英" in line)
     patient = row[1]
     assert "suifang patients report <PATIENT ID>" in demo.stdout
+    # The year of readings before the stay tagged the hypertensive patient at intake.
+    hypertensive = next(line.split() for line in demo.stdout.splitlines() if "刘洋" in line)[1]
+    record = run_suifang("patients", "show", hypertensive, "--record", env=ports_env, cwd=tmp_path)
+    assert "bp_uncontrolled" in record.stdout, record.stdout + record.stderr
     opened = run_suifang(
         "tickets", "create", patient, "停车场太难停了，转了半小时都没有车位",
         env=ports_env, cwd=tmp_path,
