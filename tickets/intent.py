@@ -288,12 +288,34 @@ class IntentReader:
                 count += 1
                 continue
             opening = _CLAUSE_START.search(text[:start])
-            if opening is not None:
+            if opening is not None and not self._statement(word, text, end):
                 count += 1
         return count
 
+    @staticmethod
+    def _statement(word: str, text: str, end: int) -> bool:
+        """An auxiliary that opens a clause but is not followed by its subject says, not
+        asks: "will def come back next year", "can't thank you enough"."""
+        if word not in _AUXILIARIES:
+            return False
+        following = _NEXT_WORD.match(text, end)
+        return following is not None and following.group(1) not in _SUBJECTS
+
 
 _PARTICLES = frozenset("吗么嘛呢不")
+_AUXILIARIES = frozenset(
+    {"are", "is", "can", "could", "do", "did", "should", "will", "would", "have", "has", "am"}
+)
+# What follows an auxiliary that asks: its subject (will I, is it, can my dad, do u).
+_SUBJECTS = frozenset(
+    {
+        "i", "you", "u", "ya", "he", "she", "it", "its", "we", "they", "my", "your", "his",
+        "her", "our", "their", "the", "this", "that", "these", "those", "there", "a", "an",
+        "me", "mum", "mom", "dad", "someone", "anyone", "somebody", "anybody", "one",
+        "ok", "okay", "alright", "safe", "normal", "fine", "all", "any", "some",
+    }
+)  # fmt: skip
+_NEXT_WORD = re.compile(r"\s+([a-z']+)")
 # Topics a message names in passing while it is about something more specific ("waited an
 # hour at the car park" is about parking): ranked after the specific ones.
 _GENERAL_TOPICS = frozenset({"environment", "waiting_time", "appointment", "other"})

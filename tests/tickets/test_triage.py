@@ -236,6 +236,7 @@ def test_a_hypothetical_question_about_danger_is_answered_not_escalated() -> Non
         "恢复得很好，谢谢王医生和护士们",
         "Can't thank the team enough, best care I've ever had",
         "👍👍 好着呢",
+        "The checkup staff were super friendly and quick, will def come back next year",
     ],
 )
 def test_thanks_are_praise_at_l1_not_a_ticket(text: str) -> None:
