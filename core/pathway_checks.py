@@ -80,6 +80,7 @@ MESSAGE_VARIABLES: Mapping[str, str] = {
 """What a pathway's texts may use: every message is rendered with exactly these."""
 
 _INDICATORS_FILE = Path(__file__).resolve().parent.parent / "templates" / "indicators.yaml"
+_TAGS_FILE = Path(__file__).resolve().parent.parent / "templates" / "tags.yaml"
 _ORDERINGS = ("gt", "gte", "lt", "lte")
 
 
@@ -177,6 +178,8 @@ class Vocabulary:
     departments: frozenset[str] | None = None
     categories: frozenset[str] = field(default_factory=lambda: frozenset(CATEGORY_IDS))
     variables: frozenset[str] = field(default_factory=lambda: frozenset(MESSAGE_VARIABLES))
+    tags: frozenset[str] | None = None
+    """The auto-tags the tag rules can give (``None``: not checked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +529,21 @@ def _check_names(template: PathwayTemplate, vocabulary: Vocabulary) -> Iterator[
                     f"unknown department {department!r}",
                     _known(vocabulary.departments, department),
                 )
+    if vocabulary.tags is not None:
+        named: list[tuple[Loc, str]] = [
+            (("match", "tags", index), tag) for index, tag in enumerate(template.match.tags)
+        ]
+        named += [
+            (("variants", name), name.removeprefix("tag:"))
+            for name in template.variants
+            if name.startswith("tag:")
+        ]
+        for loc, tag in named:
+            if tag not in vocabulary.tags:
+                # A tag no rule gives would never match: a typo, most likely.
+                yield Finding(
+                    loc, f"unknown tag {tag!r} (templates/tags.yaml)", _known(vocabulary.tags, tag)
+                )
 
 
 _JINJA = jinja2.Environment(autoescape=False)  # noqa: S701 -- parsed only, never rendered
@@ -601,7 +619,23 @@ def vocabulary_of(engine: Engine, settings: Settings, channels: Iterable[str]) -
         indicators=load_indicators(settings.indicators_file),
         channels=frozenset(channels),
         departments=departments,
+        tags=tag_ids(settings.tags_file),
     )
+
+
+def tag_ids(extra: Path | None = None) -> frozenset[str] | None:
+    """The ids of the shipped auto-tags and ``extra``'s; ``None`` when a file cannot be read
+    (the tag rules' own loader says what is wrong with it)."""
+    ids: set[str] = set()
+    for path in (_TAGS_FILE, extra):
+        if path is None:
+            continue
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            ids |= set(data["tags"])
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            return None
+    return frozenset(ids)
 
 
 def load_checked(path: Path, vocabulary: Vocabulary) -> PathwayTemplate:

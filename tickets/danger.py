@@ -720,8 +720,8 @@ class DangerDetector:
         ]
         earlier = [t for t in sentence if t.end <= token.start]
         later = [t for t in sentence if t.start >= token.end]
-        if any(t.cues & {"hypothetical", "hypothetical_after"} for t in earlier) or any(
-            "hypothetical_after" in t.cues and t.clause == token.clause for t in later
+        if any("hypothetical" in t.cues for t in earlier) or self._asked_about(
+            token, later, text, tokens
         ):
             return "hypothetical"
         anchors = [t for t in earlier if self._anchor(t, sentence)]
@@ -755,6 +755,19 @@ class DangerDetector:
         if recent and not self._renewed(later, sentence):
             return "resolved"
         return "current"
+
+    def _asked_about(
+        self, token: Token, later: list[Token], text: str, tokens: list[Token]
+    ) -> bool:
+        """A question about preventing or handling the word follows it at once (低血糖要怎么预防;
+        胸痛的话怎么办): only filler between, so "crushing chest pain and sweating, how do I
+        avoid a heart attack" keeps the chest pain now."""
+        return any(
+            "hypothetical_after" in cue.cues
+            and cue.clause == token.clause
+            and self._only_filler(text, token.end, cue.start, tokens)
+            for cue in later
+        )
 
     @staticmethod
     def _compared(token: Token, past: Token, sentence: list[Token]) -> bool:
@@ -912,8 +925,21 @@ class DangerDetector:
             token.status for token in message.tokens if token.groups & self.symptom_groups
         ) | frozenset("resolved" for token in message.tokens if "symptom_over" in token.cues)
         return DangerAssessment(
-            tuple(ordered), message.contexts, mentions, tuple(message.readings), _now(message)
+            tuple(ordered), message.contexts, mentions, tuple(message.readings), self._now(message)
         )
+
+    def _now(self, message: _Message) -> str:
+        """The message with its symptom words that are denied, past or hypothetical blanked.
+        Resolved ones stay: a chest pain that stopped ten minutes ago is still news."""
+        text = message.text
+        for token in reversed(message.tokens):
+            if token.groups & self.symptom_groups and token.status in (
+                "negated",
+                "past",
+                "hypothetical",
+            ):
+                text = f"{text[: token.start]} {text[token.end :]}"
+        return text
 
     def _best(self, concept: _Concept, message: _Message) -> Finding | None:
         spec = concept.spec
@@ -1120,14 +1146,6 @@ class DangerDetector:
         clause = [t for t in sentence if t.clause == probe.clause]
         status = self._status(probe, sentence, clause, message.text, message.tokens)
         return "current" if status == "negated" else status
-
-
-def _now(message: _Message) -> str:
-    text = message.text
-    for token in reversed(message.tokens):
-        if token.groups and token.status in ("negated", "past", "hypothetical"):
-            text = f"{text[: token.start]} {text[token.end :]}"
-    return text
 
 
 @functools.cache

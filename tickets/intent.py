@@ -294,25 +294,27 @@ class IntentReader:
 
     @staticmethod
     def _statement(word: str, text: str, end: int) -> bool:
-        """An auxiliary that opens a clause but is not followed by its subject says, not
-        asks: "will def come back next year", "can't thank you enough"."""
+        """An auxiliary that opens a clause and goes straight on to an adverb or a verb says,
+        not asks: "will def come back next year", "would highly recommend". A noun after it
+        is its subject (should metformin be taken…, can grandma take…): a question."""
         if word not in _AUXILIARIES:
             return False
         following = _NEXT_WORD.match(text, end)
-        return following is not None and following.group(1) not in _SUBJECTS
+        return following is not None and following.group(1) in _PREDICATES
 
 
 _PARTICLES = frozenset("吗么嘛呢不")
 _AUXILIARIES = frozenset(
     {"are", "is", "can", "could", "do", "did", "should", "will", "would", "have", "has", "am"}
 )
-# What follows an auxiliary that asks: its subject (will I, is it, can my dad, do u).
-_SUBJECTS = frozenset(
+# What follows an auxiliary that tells rather than asks: an adverb or a verb (will def come
+# back, would highly recommend, can honestly say).
+_PREDICATES = frozenset(
     {
-        "i", "you", "u", "ya", "he", "she", "it", "its", "we", "they", "my", "your", "his",
-        "her", "our", "their", "the", "this", "that", "these", "those", "there", "a", "an",
-        "me", "mum", "mom", "dad", "someone", "anyone", "somebody", "anybody", "one",
-        "ok", "okay", "alright", "safe", "normal", "fine", "all", "any", "some",
+        "def", "defo", "deffo", "definitely", "certainly", "surely", "never", "always",
+        "really", "truly", "honestly", "highly", "totally", "absolutely", "gladly", "happily",
+        "so", "be", "come", "recommend", "miss", "not", "forever", "still", "now", "also",
+        "probably", "just",
     }
 )  # fmt: skip
 _NEXT_WORD = re.compile(r"\s+([a-z']+)")

@@ -77,6 +77,20 @@ MISTAKES = [
         id="variable",
     ),
     pytest.param(
+        ("department: obstetrics", "department: obstetrics\nmatch: {tags: [bp_uncontroled]}"),
+        "bp_uncontroled",
+        "match.tags[0]: unknown tag 'bp_uncontroled' (templates/tags.yaml) "
+        "(did you mean 'bp_uncontrolled'?)",
+        id="match-tag",
+    ),
+    pytest.param(
+        ("variants:\n  high:", "variants:\n  tag:eldery: {reminders: 2}\n  high:"),
+        "tag:eldery",
+        "variants['tag:eldery']: unknown tag 'eldery' (templates/tags.yaml) "
+        "(did you mean 'elderly'?)",
+        id="variant-tag",
+    ),
+    pytest.param(
         ("department: obstetrics", "department: obstetric"),
         "department: obstetric",
         "department: unknown department 'obstetric' (did you mean 'obstetrics'?)",
