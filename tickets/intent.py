@@ -326,7 +326,10 @@ _FEW = frozenset("那这前好没头后的")
 _TELLS = re.compile(
     r"(?:教|讲|告诉|解释|说明|知道|明白|学会|演示|搞懂|弄懂|懂了)[^，。,.!?！？]{0,3}$"
 )
-_CONTRAST = ("但是", "但", "可是", "不过", "就是", "只是", "然而", "but", "however", "though")
+_CONTRAST = (
+    "但是", "但", "可是", "不过", "就是", "只是", "然而", "倒是", "反倒",
+    "but", "however", "though", "on the other hand", "other than that", "except",
+)  # fmt: skip
 # What a "nothing to report" reply may have around its words: punctuation, particles, emoji.
 _FILLER = re.compile(r"[\W_啊呀哦噢嗯呢的了吧哈啦]+", re.UNICODE)
 _CLAUSE_END = re.compile(r"\s*(?:[,，。.!！?？~～;；…]|$|了|啊|呀|哈)|\s+(?=[\u4e00-\u9fff])")

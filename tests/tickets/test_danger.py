@@ -248,6 +248,16 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
             "mum texted love you all, her phone is off now and she took a bag of pills",
             "suicidality",
         ),
+        # Blind set 15a (now tuning): a plan without the word, a means bought, joining the dead.
+        ("I'm parked on the bridge. I keep thinking about just driving off it.", "suicidality"),
+        ("天天睡不着，活着没有一点意义，昨天去买了根绳子，今晚家里没人", "suicidality"),
+        ("everything fine except i dont want to be alive anymore, i have a plan", "suicidality"),
+        (
+            "Nana told the carer she's going to take all her tablets at once so she can go and "
+            "be with grandad",
+            "suicidality",
+        ),
+        ("can u tell my daughter i love her. on the ledge of the 20th floor", "suicidality"),
     ],
 )
 def test_emergencies_described_without_their_textbook_words(text: str, concept: str) -> None:
@@ -286,6 +296,9 @@ def test_asking_when_you_can_walk_is_not_a_lethal_dose_and_a_heart_attack_idiom_
         "fainted once in hospital when they took blood, fine ever since. can I drive?",
         "I won't be here next week, visiting my daughter, can we move the call?",
         "吃了止痛药应该就不疼了吧？",
+        "等号等得我想死，排了整整三个小时",
+        "I nearly fainted when I saw the price of the new tablets 😂",
+        "my dog is on the ledge of the window lol",
     ],
 )
 def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) -> None:
@@ -314,6 +327,12 @@ def test_prevention_questions_and_a_relatives_history_are_not_emergencies(text: 
         ("sugar at 40 mg/dl, shaking and sweating", "hypoglycaemia"),
         ("我妈今年78岁，刚才突然嘴歪了说话说不清楚", "stroke"),
         ("she's at 41 and acting weird like she doesn't know where she is", "acute_confusion"),
+        # Found in review: a prevention word or an age-like number must not hide what follows.
+        ("I'm on prevention meds but now crushing chest pain and can't breathe", "chest_pain"),
+        ("stroke prevention nurse rang, he is slurring his words now, face drooping", "stroke"),
+        ("I have crushing chest pain and sweating how do i avoid a heart attack", "chest_pain"),
+        ("我今年60岁时不时胸口剧痛，出冷汗", "chest_pain"),
+        ("when i was 20 minutes into my walk i got crushing chest pain and sweating", "chest_pain"),
     ],
 )
 def test_an_age_or_a_reading_near_an_emergency_does_not_date_it(text: str, concept: str) -> None:

@@ -237,6 +237,7 @@ def test_a_hypothetical_question_about_danger_is_answered_not_escalated() -> Non
         "Can't thank the team enough, best care I've ever had",
         "👍👍 好着呢",
         "The checkup staff were super friendly and quick, will def come back next year",
+        "the lactation nurse was a lifesaver honestly",
     ],
 )
 def test_thanks_are_praise_at_l1_not_a_ticket(text: str) -> None:
@@ -363,6 +364,12 @@ def test_praise_then_but_is_a_complaint_about_what_follows_the_but() -> None:
         ),
         ("谢谢王主任，就是夜里护士叫了好久都没人来", "nursing_care"),
         ("doctor was fab, but the insurance desk says only half of it is covered", "insurance"),
+        (
+            "Nurses were angels honestly. The finance desk on the other hand... 3 trips to get "
+            "a proper invoice",
+            "billing",
+        ),
+        ("Doctors 10/10. Nurses 10/10. The 'chicken' on tuesday 0/10", "food"),
     ],
 )
 def test_praise_then_a_but_about_someone_else_is_their_complaint(text: str, category: str) -> None:
