@@ -465,8 +465,11 @@ class MatchRule(_Strict):
     )
     tags: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]] = Field(
         default_factory=list,
-        description="Only patients who hold all these auto-tags when the discharge arrives "
-        "(given by their record so far: 高危, 血压控制不佳; templates/tags.yaml).",
+        description="Only patients who hold all these auto-tags when the discharge arrives: "
+        "what their record so far gave them (a previous stay's readings, lab results, missed "
+        "follow-ups: 高危, 血压控制不佳; templates/tags.yaml). A tag this discharge's own facts "
+        "give (老年 for a new patient) is given at intake, after the pathway is chosen, and "
+        "can choose a tag: variant.",
     )
     priority: int = Field(0, description="Higher wins when several pathways match.")
 

@@ -157,14 +157,14 @@ _LABELS = {
 
 def date_axis(axes: Axes, points: list[TrendPoint], *, long_format: str = "%Y-%m") -> None:
     """Dates on the x axis that a reader can place: a lone reading gets a month either side
-    (matplotlib would spread one point over decades), and a span of more than half a year
-    shows the year."""
+    (matplotlib would spread one point over decades), and a span of more than half a year, or
+    across New Year, shows the year."""
     if not points:
         return
     first, last = points[0].at, points[-1].at
     if first == last:
         axes.set_xlim(first - dt.timedelta(days=30), last + dt.timedelta(days=30))
-    long = (last - first) > dt.timedelta(days=183)
+    long = (last - first) > dt.timedelta(days=183) or first.year != last.year
     axes.xaxis.set_major_formatter(mdates.DateFormatter(long_format if long else "%m-%d"))
     axes.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
 
