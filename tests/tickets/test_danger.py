@@ -299,6 +299,10 @@ def test_asking_when_you_can_walk_is_not_a_lethal_dose_and_a_heart_attack_idiom_
         "等号等得我想死，排了整整三个小时",
         "I nearly fainted when I saw the price of the new tablets 😂",
         "my dog is on the ledge of the window lol",
+        "scared stiff my stent will block, cant stop googling, sleeping badly",
+        "whats the wifi password in the outpatient building, my data is dying",
+        "停车场排了一个多小时，差点气晕过去",
+        "我妈有癫痫，吃药控制得很好，两年没犯过了，新开的降压药会不会有冲突",
     ],
 )
 def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) -> None:
