@@ -555,7 +555,12 @@ async def test_rules_that_name_their_department_open_a_ticket_each(
             for t in rows(runtime, Ticket, enrollment_id=enrollment.enrollment_id)
             if t.source == "clinical_alert" and t.department_code
         ]
-        return found if len(found) == 2 else []
+        # Each alert is linked to its ticket by a write of its own, after the ticket opens.
+        linked = all(
+            a.ticket_id is not None
+            for a in rows(runtime, Alert, enrollment_id=enrollment.enrollment_id)
+        )
+        return found if len(found) == 2 and linked else []
 
     tickets = await settle(alert_tickets)
     owners = {t.department_code: (t.tier, t.priority) for t in tickets}
