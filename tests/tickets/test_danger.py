@@ -258,6 +258,13 @@ def test_a_number_in_mmol_is_a_blood_sugar_unless_another_analyte_is_named() -> 
             "suicidality",
         ),
         ("can u tell my daughter i love her. on the ledge of the 20th floor", "suicidality"),
+        # Blind set 17b: "last month" earlier in a run-on message does not date the pain now.
+        (
+            "my mum had a stint put in last month and for the last half hour shes got this "
+            "crushing pain in her chset going up into her jaw and shes sweating buckets",
+            "chest_pain",
+        ),
+        ("上个月放了支架，这两天胸口又疼得厉害，出冷汗", "chest_pain"),
     ],
 )
 def test_emergencies_described_without_their_textbook_words(text: str, concept: str) -> None:
