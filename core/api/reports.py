@@ -182,12 +182,13 @@ MonthlyDepartment = Annotated[
 
 
 def _monthly(
-    session: Session,
-    runtime: Runtime,
-    principal: Principal,
-    month: str,
-    department: str | None,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: CanReport,
+    month: Month,
+    department: MonthlyDepartment = None,
 ) -> MonthlyReport:
+    """The review both routes render (a dependency: one set of parameters, one check)."""
     department = department or None
     _check_filters(session, runtime, principal, department, None)
     return build_monthly_report(
@@ -197,6 +198,9 @@ def _monthly(
         department=department,
         scope=principal.scope,
     )
+
+
+MonthlyReview = Annotated[MonthlyReport, Depends(_monthly)]
 
 
 @router.get(
@@ -212,15 +216,8 @@ def _monthly(
         422: {"description": "Not a month, or an unknown department"},
     },
 )
-def monthly_review_pdf(
-    session: SessionDep,
-    runtime: RuntimeDep,
-    principal: CanReport,
-    month: Month,
-    department: MonthlyDepartment = None,
-) -> Response:
-    report = _monthly(session, runtime, principal, month, department)
-    name = f"monthly-{month}-{report.department or 'hospital'}.pdf"
+def monthly_review_pdf(report: MonthlyReview) -> Response:
+    name = f"monthly-{report.month}-{report.department or 'hospital'}.pdf"
     return Response(
         monthly_pdf(report),
         media_type="application/pdf",
@@ -241,12 +238,5 @@ def monthly_review_pdf(
         422: {"description": "Not a month, or an unknown department"},
     },
 )
-def monthly_review_html(
-    session: SessionDep,
-    runtime: RuntimeDep,
-    principal: CanReport,
-    month: Month,
-    department: MonthlyDepartment = None,
-) -> Response:
-    report = _monthly(session, runtime, principal, month, department)
+def monthly_review_html(report: MonthlyReview) -> Response:
     return Response(monthly_html(report), media_type="text/html; charset=utf-8")

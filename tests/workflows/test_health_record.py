@@ -58,6 +58,20 @@ def discharge(discharged: dt.datetime) -> dict[str, Any]:
     }
 
 
+def publish_pathway(runtime: Runtime, text: str, origin: str) -> None:
+    """Add ``text`` as a draft and publish it, as an administrator would."""
+    with Session(runtime.engine) as session:
+        change = add_draft(
+            session,
+            text,
+            origin=origin,
+            actor="test",
+            vocabulary=runtime.vocabulary(),
+            registered=runtime.catalog,
+        )
+        publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+
+
 def staff(runtime: Runtime, username: str, role: Role, departments: list[str] | None) -> dict:
     with Session(runtime.engine) as session:
         user = create_user(
@@ -336,16 +350,7 @@ async def test_readings_give_a_tag_that_is_kept_as_history_and_chooses_a_variant
         '          en: "Hello {{ name }}, your blood pressure was not well controlled last time: '
         'please measure it today and tell us."\n'
     )
-    with Session(runtime.engine) as session:
-        change = add_draft(
-            session,
-            tagged,
-            origin="hypertension-tagged.yaml",
-            actor="test",
-            vocabulary=runtime.vocabulary(),
-            registered=runtime.catalog,
-        )
-        publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+    publish_pathway(runtime, tagged, "hypertension-tagged.yaml")
     now = await journey_worker.get_current_time()
     again = discharge(now)
     again["pathway"] = "hypertension-tagged"
@@ -367,16 +372,7 @@ async def test_readings_give_a_tag_that_is_kept_as_history_and_chooses_a_variant
         "  priority: 5\n", "  priority: 5\n  tags: [bp_uncontrolled]\n", 1
     )
     assert "tags: [bp_uncontrolled]" in watch
-    with Session(runtime.engine) as session:
-        change = add_draft(
-            session,
-            watch,
-            origin="hypertension-watch.yaml",
-            actor="test",
-            vocabulary=runtime.vocabulary(),
-            registered=runtime.catalog,
-        )
-        publish(session, change.pathway_id, change.version, vocabulary=runtime.vocabulary())
+    publish_pathway(runtime, watch, "hypertension-watch.yaml")
     for mrn, visit, expected in (
         ("R-1", "V-R-1-third", "hypertension-watch"),
         ("R-8", "V-R-8", "hypertension"),
