@@ -181,15 +181,29 @@ class IntentReader:
         counts = dict.fromkeys(("complaint", "difficulty", "request", "suggestion", "praise"), 0)
         complaining: list[int] = []
         praising: list[int] = []
+        # A praise word inside a complaint's or a suggestion's own phrase is not thanks:
+        # "thanks for nothing", "it'd be nice to have…".
+        worded: list[tuple[int, int]] = []
         for name in counts:
             pattern = self._intents.get(name)
             for match in pattern.finditer(normalized) if pattern else ():
+                if name == "praise" and any(
+                    start <= match.start() and match.end() <= end for start, end in worded
+                ):
+                    continue
                 if not _negated(normalized, match.start(), match.end()):
                     counts[name] += 1
+                    if name in ("complaint", "suggestion"):
+                        worded.append(match.span())
                     if name == "complaint":
                         complaining.append(match.start())
                     elif name == "praise":
                         praising.append(match.end())
+                    elif name == "difficulty" and _EXCLAIMED.match(normalized, match.end()):
+                        # 太麻烦了吧, 也太折腾了啊: an exclamation, a complaint even when
+                        # the message asks something.
+                        counts["complaint"] += 1
+                        complaining.append(match.start())
                 elif name == "praise":
                     counts["complaint"] += 1  # 一点耐心都没有, not helpful: praise denied
                     complaining.append(match.start())
@@ -299,6 +313,8 @@ class IntentReader:
         is its subject (should metformin be taken…, can grandma take…): a question."""
         if word not in _AUXILIARIES:
             return False
+        if _DONE_IT.match(text, end):
+            return True  # "did it and all normal now": done, not "did it hurt?"
         following = _NEXT_WORD.match(text, end)
         return following is not None and following.group(1) in _PREDICATES
 
@@ -318,6 +334,8 @@ _PREDICATES = frozenset(
     }
 )  # fmt: skip
 _NEXT_WORD = re.compile(r"\s+([a-z']+)")
+_DONE_IT = re.compile(r"\s+(?:it|that|this)\s*(?:$|[,.;!~)]|and\b|:\))")
+_EXCLAIMED = re.compile(r"了(?:吧|啊|呀)|了?[!！]")
 # Topics a message names in passing while it is about something more specific ("waited an
 # hour at the car park" is about parking): ranked after the specific ones.
 _GENERAL_TOPICS = frozenset({"environment", "waiting_time", "appointment", "other"})

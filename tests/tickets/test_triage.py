@@ -247,6 +247,41 @@ def test_thanks_are_praise_at_l1_not_a_ticket(text: str) -> None:
     assert result.suggested_tier is Tier.L1
 
 
+def test_thanks_that_say_what_was_done_are_not_a_question() -> None:
+    # "did it" after the thanks tells what the patient did; "did it hurt?" would ask.
+    result = triage("thanks for the text about the recheck, went and did it and all clear :)")
+    assert result.intent == "praise"
+    assert result.suggested_tier is Tier.L1
+
+
+def test_a_praise_word_inside_a_suggestion_is_not_thanks() -> None:
+    result = triage("it would be lovely to have a chat group for patients after knee ops")
+    assert result.intent == "suggestion"
+    assert result.suggested_tier is Tier.L2
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        # An exclamation (太…了吧) complains even though 什么 seems to ask.
+        ("复印个病历还得本人来，要什么授权书，也太折腾了吧", "medical_records"),
+        # A discharge decision is the doctor's, whatever ward care the message mentions.
+        (
+            "why did they discharge my mum when she couldnt even get to the toilet? "
+            "felt like they just wanted the bed",
+            "doctor_conduct",
+        ),
+        ("只是拿个药为啥收了我五百多？隔壁床才两百", "billing"),
+        ("drove round and round the car park for ages, then circling again. brilliant", "parking"),
+    ],
+)
+def test_complaints_in_disguise_reach_the_service_they_are_about(text: str, category: str) -> None:
+    result = triage(text)
+    assert result.intent == "complaint"
+    assert result.category == category
+    assert result.suggested_tier is Tier.L2
+
+
 @pytest.mark.parametrize(
     "text",
     [
