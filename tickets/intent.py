@@ -297,6 +297,8 @@ class IntentReader:
                 before = text[max(0, start - 1) : start]
                 if before in ("没", "不") or (word.startswith("几") and before in _FEW):
                     continue
+                if word in ("啥", "什么") and text[end : end + 1] in ("都", "也"):
+                    continue  # 啥都中, 什么都能吃: everything, not "what?"
                 if _TELLS.search(text[max(0, start - 5) : start]):
                     continue  # 教我怎么打针, 讲了什么时候吃: told how, not asking
                 count += 1
@@ -346,7 +348,9 @@ _TELLS = re.compile(
 )
 _CONTRAST = (
     "但是", "但", "可是", "不过", "就是", "只是", "然而", "倒是", "反倒",
-    "but", "however", "though", "on the other hand", "other than that", "except",
+    "顺便说一句", "顺便说一下", "顺便提一句", "顺便提一下",
+    "but", "however", "though", "on the other hand", "other than that", "except", "by the way",
+    "btw",
 )  # fmt: skip
 # What a "nothing to report" reply may have around its words: punctuation, particles, emoji.
 _FILLER = re.compile(r"[\W_啊呀哦噢嗯呢的了吧哈啦]+", re.UNICODE)

@@ -319,6 +319,31 @@ def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) 
 @pytest.mark.parametrize(
     "text",
     [
+        # Leaving hospital is a discharge too; pus from a wound is another.
+        "could someone show my husband how to change the dressing before discharge next time",
+        "since my discharge the wound looks fine, dressing changed on Monday",
+        # A weekday, the first week, "right as rain" date or close what they qualify.
+        "had a dizzy spell last Thursday, nearly passed out in the kitchen, right as rain since",
+        "the bleeding was really heavy the first week after the section, only spotting now",
+        "刚生完头几天出血特别多，现在就一点点褐色的",
+        # A plan denied, in ordinary English and in Nigerian pidgin.
+        "low mood since the op but I don't have any plan to hurt myself",
+        "I dey feel down small but I no get any plan to harm myself",
+    ],
+)
+def test_words_that_date_deny_or_mean_something_else_keep_it_from_an_emergency(
+    text: str,
+) -> None:
+    assert level(text) != "emergency", (text, DETECTOR.assess(text).findings)
+
+
+def test_a_denied_plan_with_low_mood_still_reaches_a_person_the_same_day() -> None:
+    assert level("feeling hopeless lately but no plan to harm myself") == "urgent"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         "低血糖要怎么预防啊？我现在血糖挺好的",
         "怎么防止低血糖 出门要带点什么",
         "how do I prevent a stroke after the stent?",

@@ -254,6 +254,26 @@ def test_thanks_that_say_what_was_done_are_not_a_question() -> None:
     assert result.suggested_tier is Tier.L1
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "very satisfied with the ward, everyone was super responsible",
+        "谢谢大夫，俺现在啥都中，吃嘛嘛香",
+    ],
+)
+def test_satisfaction_and_dialect_thanks_are_praise(text: str) -> None:
+    # 啥都中 says "everything is fine": 啥 before 都 does not ask.
+    result = triage(text)
+    assert result.intent == "praise"
+    assert result.suggested_tier is Tier.L1
+
+
+def test_by_the_way_turns_thanks_to_the_complaint_that_follows() -> None:
+    result = triage("谢谢骨科的大夫，顺便说一句，门诊楼的电梯老坏，等了半天")
+    assert result.intent == "complaint"
+    assert result.category == "environment"
+
+
 def test_a_praise_word_inside_a_suggestion_is_not_thanks() -> None:
     result = triage("it would be lovely to have a chat group for patients after knee ops")
     assert result.intent == "suggestion"
