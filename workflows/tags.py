@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, func, select
 
 from suifang.core.db import utcnow
@@ -30,6 +32,7 @@ from suifang.core.models import (
     Answer,
     Encounter,
     Enrollment,
+    Observation,
     Patient,
     PatientTag,
     PatientTagChange,
@@ -168,6 +171,37 @@ def _uncontrolled_of(condition: TagCondition) -> Iterable[str]:
         yield from _uncontrolled_of(condition.none_of)
 
 
+def _rows(model: Any, *where: Any) -> Any:
+    return select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+
+# Built once: intake runs it for every discharge.
+_RECORD_SIZE = select(
+    _rows(
+        Observation,
+        Observation.patient_id == bindparam("patient"),
+        col(Observation.observed_at) >= bindparam("readings_since"),
+    ),
+    _rows(Enrollment, Enrollment.patient_id == bindparam("patient")),
+    _rows(
+        Alert,
+        Alert.patient_id == bindparam("patient"),
+        col(Alert.created_at) >= bindparam("alerts_since"),
+    ),
+    _rows(Answer, Answer.patient_id == bindparam("patient")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordSize:
+    readings: int
+    """In the control window, of any indicator."""
+    enrollments: int
+    alerts: int
+    """In the last RECENT_ALERTS."""
+    answers: int
+
+
 class _Facts:
     """What the rules ask of one patient's record, each looked up once, when first asked."""
 
@@ -182,7 +216,28 @@ class _Facts:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def _record(self) -> _RecordSize:
+        """How much record the patient has, in one statement: most patients arrive at intake
+        with none, and then no rule needs a query of its own (intake is on every discharge's
+        path)."""
+
+        def count() -> _RecordSize:
+            row = self.session.connection().execute(
+                _RECORD_SIZE,
+                {
+                    "patient": self.patient.id,
+                    "readings_since": self.now - CONTROL_WINDOW,
+                    "alerts_since": self.now - RECENT_ALERTS,
+                },
+            )
+            return _RecordSize(*row.one())
+
+        return self._once("record", count)  # type: ignore[no-any-return]
+
     def risk_tier(self) -> str | None:
+        if not self._record().enrollments:
+            return None
+
         def latest() -> str | None:
             query = (
                 select(Enrollment.risk_tier)
@@ -194,6 +249,9 @@ class _Facts:
         return self._once("risk", latest)
 
     def missed(self) -> int:
+        if not self._record().enrollments:
+            return 0
+
         def count() -> int:
             query = (
                 select(func.count())
@@ -208,6 +266,9 @@ class _Facts:
         return self._once("missed", count)
 
     def uncontrolled(self, indicator: str) -> bool:
+        if self._record().readings < MIN_READINGS_FOR_CONTROL:
+            return False
+
         def judge() -> bool:
             trend = indicator_trend(
                 self.session,
@@ -222,6 +283,9 @@ class _Facts:
         return self._once(("uncontrolled", indicator), judge)
 
     def answer(self, question: str) -> Any:
+        if not self._record().answers:
+            return None
+
         def latest() -> Any:
             query = (
                 select(Answer)
@@ -234,18 +298,7 @@ class _Facts:
         return self._once(("answer", question), latest)
 
     def recent_alerts(self) -> int:
-        def count() -> int:
-            query = (
-                select(func.count())
-                .select_from(Alert)
-                .where(
-                    Alert.patient_id == self.patient.id,
-                    col(Alert.created_at) >= self.now - RECENT_ALERTS,
-                )
-            )
-            return int(self.session.exec(query).one())
-
-        return self._once("alerts", count)
+        return self._record().alerts
 
     def diagnoses(self) -> list[str]:
         def codes() -> list[str]:
