@@ -141,7 +141,8 @@ _NOT_A_READING = re.compile(
     r"小时|分钟|min|mins|minutes|hours?\b|hrs|days?\b|weeks?\b|months?\b|years?\b|yrs|tablets|pills|units|点钟|点(?!\d)|am\b|"
     r"pm\b|o'?clock|号|楼|床|斤|公斤|kg|lbs|cm|厘米|块|元|%)",
 )
-_BREAK = r"[。！？!?;；\n]"
+# A full stop ends a sentence when a space or the end follows it (not 7.2).
+_BREAK = r"(?:[。！？!?;；\n]|\.(?=\s|$))"
 _PAIN_GAP = r"[^\d。！？!?;；\n]{0,40}?"
 
 
@@ -249,6 +250,7 @@ _COMPARATIVE_BEFORE = re.compile(
     r"(?:低于|高于|超过|小于|大于|不到|below|above|under|over|less than|more than"
     r"|greater than|higher than|lower than)\s*$"
 )
+_BP_OVER = re.compile(r"(\d{2,3})\s*over\s*$")
 _COMPARATIVE_AFTER = re.compile(
     r"^\s*(?:以下|以上|以内|多少|or (?:less|more|lower|higher|above|below))"
 )
@@ -265,6 +267,14 @@ def _sentence_of(text: str, start: int, end: int) -> str:
 
 
 def _is_question_about_threshold(text: str, start: int, end: int) -> bool:
+    window = max(0, start - 12)
+    pair = _BP_OVER.search(text[window:start])
+    if pair is not None:
+        # "196 over 118" is one blood pressure, not "over 118": asked about as its first
+        # number is ("is over 180 over 110 dangerous?").
+        return _is_question_about_threshold(
+            text, window + pair.start(), window + pair.start() + len(pair.group(1))
+        )
     if not (
         _COMPARATIVE_BEFORE.search(text[max(0, start - 12) : start])
         or _COMPARATIVE_AFTER.match(text[end:])

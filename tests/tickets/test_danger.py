@@ -337,6 +337,23 @@ def test_words_that_date_deny_or_mean_something_else_keep_it_from_an_emergency(
     assert level(text) != "emergency", (text, DETECTOR.assess(text).findings)
 
 
+def test_a_blood_pressure_written_with_over_is_a_reading_not_a_limit() -> None:
+    # "196 over 118" is one pressure; and a full stop ends the sentence that said an earlier
+    # reading was "normal for me", so nothing here asks about a threshold.
+    text = (
+        "morning was 150/90 which is normal for me. this evening its 196 over 118 and ive "
+        "got a pounding headache and my vision's gone blurry. what time is my clinic"
+    )
+    assert level(text) == "emergency", concepts(text)
+    assert "critical_vitals" in concepts(text)
+
+
+def test_thanks_that_look_ahead_are_not_a_goodbye() -> None:
+    assert level("Thanks for everything. Maybe the nurses could write the doses on a card?") is None
+    assert level("感谢护士们这段时间的照顾。建议出院前给老人示范一下助行器怎么用") is None
+    assert level("thank you for everything. I won't need you any more") in ("urgent", "emergency")
+
+
 def test_a_denied_plan_with_low_mood_still_reaches_a_person_the_same_day() -> None:
     assert level("feeling hopeless lately but no plan to harm myself") == "urgent"
 
