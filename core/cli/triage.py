@@ -143,6 +143,9 @@ def evaluate_(
     if misses:
         for o in evaluation.missed_emergencies:
             print(f"missed emergency ({o.row.concept}), line {o.row.line}: {o.row.text}")
+        for o in evaluation.clinical_answered_automatically:
+            why = f"{o.row.label}; {o.result.intent}"
+            print(f"clinical at L1 ({why}), line {o.row.line}: {o.row.text}")
         for o in evaluation.false_emergencies:
             flags = ", ".join(o.result.red_flags) or "-"
             print(f"false emergency ({o.row.label}; {flags}), line {o.row.line}: {o.row.text}")

@@ -329,6 +329,8 @@ def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) 
         # A plan denied, in ordinary English and in Nigerian pidgin.
         "low mood since the op but I don't have any plan to hurt myself",
         "I dey feel down small but I no get any plan to harm myself",
+        # "Slid off the bed onto my bottom" is a slip, not a faint, and days ago is the past.
+        "I slid off the bed onto my bottom a couple days ago, hip feels fine, walking ok",
     ],
 )
 def test_words_that_date_deny_or_mean_something_else_keep_it_from_an_emergency(
@@ -531,6 +533,24 @@ def test_triage_try_shows_the_words_their_status_and_the_concepts() -> None:
     assert result.returncode == 0, result.stderr
     assert "emergency" in result.stdout
     assert "chest_pain" in result.stdout
+
+
+def test_triage_evaluate_lists_every_kind_of_miss_by_line(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text(
+        "text,language,class,concept,department,kb_topic,pathway,discharge_department,note\n"
+        # Labelled on purpose so that each kind of miss occurs once.
+        "复查需要空腹吗？,zh-CN,clinical,fasting,,,pci,cardiology,\n"
+        "胸口压着疼，一身冷汗，喘不上气,zh-CN,routine,,,none,pci,cardiology,\n"
+        "谢谢医生护士，恢复得很好,zh-CN,emergency,chest_pain,,,pci,cardiology,\n",
+        encoding="utf-8",
+    )
+    result = run_cli("triage", "evaluate", str(corpus), "--misses")
+    assert result.returncode == 0, result.stderr
+    assert "clinical at L1 (clinical; question), line 2: 复查需要空腹吗？" in result.stdout
+    assert "false emergency (routine; " in result.stdout
+    assert "line 3: 胸口压着疼" in result.stdout
+    assert "missed emergency (chest_pain), line 4:" in result.stdout
 
 
 def test_triage_check_names_the_line_of_a_broken_file(tmp_path: Path) -> None:
