@@ -189,6 +189,7 @@ _RECORD_SIZE = select(
         col(Alert.created_at) >= bindparam("alerts_since"),
     ),
     _rows(Answer, Answer.patient_id == bindparam("patient")),
+    _rows(PatientTag, PatientTag.patient_id == bindparam("patient")),
 )
 
 
@@ -200,15 +201,23 @@ class _RecordSize:
     alerts: int
     """In the last RECENT_ALERTS."""
     answers: int
+    tags: int
+    """Held now."""
 
 
 class _Facts:
     """What the rules ask of one patient's record, each looked up once, when first asked."""
 
     def __init__(
-        self, session: Session, patient: Patient, indicators: dict[str, Indicator], now: dt.datetime
+        self,
+        session: Session,
+        patient_id: int,
+        birth_date: dt.date | None,
+        indicators: dict[str, Indicator],
+        now: dt.datetime,
     ) -> None:
-        self.session, self.patient, self.indicators, self.now = session, patient, indicators, now
+        self.session, self.patient_id, self.birth_date = session, patient_id, birth_date
+        self.indicators, self.now = indicators, now
         self._cache: dict[Any, Any] = {}
 
     def _once(self, key: Any, compute: Any) -> Any:
@@ -216,7 +225,7 @@ class _Facts:
             self._cache[key] = compute()
         return self._cache[key]
 
-    def _record(self) -> _RecordSize:
+    def record_size(self) -> _RecordSize:
         """How much record the patient has, in one statement: most patients arrive at intake
         with none, and then no rule needs a query of its own (intake is on every discharge's
         path)."""
@@ -225,7 +234,7 @@ class _Facts:
             row = self.session.connection().execute(
                 _RECORD_SIZE,
                 {
-                    "patient": self.patient.id,
+                    "patient": self.patient_id,
                     "readings_since": self.now - CONTROL_WINDOW,
                     "alerts_since": self.now - RECENT_ALERTS,
                 },
@@ -235,13 +244,13 @@ class _Facts:
         return self._once("record", count)  # type: ignore[no-any-return]
 
     def risk_tier(self) -> str | None:
-        if not self._record().enrollments:
+        if not self.record_size().enrollments:
             return None
 
         def latest() -> str | None:
             query = (
                 select(Enrollment.risk_tier)
-                .where(Enrollment.patient_id == self.patient.id)
+                .where(Enrollment.patient_id == self.patient_id)
                 .order_by(col(Enrollment.enrolled_at).desc(), col(Enrollment.id).desc())
             )
             return self.session.exec(query).first()
@@ -249,7 +258,7 @@ class _Facts:
         return self._once("risk", latest)
 
     def missed(self) -> int:
-        if not self._record().enrollments:
+        if not self.record_size().enrollments:
             return 0
 
         def count() -> int:
@@ -258,7 +267,7 @@ class _Facts:
                 .select_from(TouchpointRecord)
                 .join(Enrollment, col(Enrollment.id) == col(TouchpointRecord.enrollment_id))
                 .where(
-                    Enrollment.patient_id == self.patient.id, TouchpointRecord.status == "missed"
+                    Enrollment.patient_id == self.patient_id, TouchpointRecord.status == "missed"
                 )
             )
             return int(self.session.exec(query).one())
@@ -266,13 +275,13 @@ class _Facts:
         return self._once("missed", count)
 
     def uncontrolled(self, indicator: str) -> bool:
-        if self._record().readings < MIN_READINGS_FOR_CONTROL:
+        if self.record_size().readings < MIN_READINGS_FOR_CONTROL:
             return False
 
         def judge() -> bool:
             trend = indicator_trend(
                 self.session,
-                self.patient.id,  # type: ignore[arg-type]
+                self.patient_id,
                 indicator,
                 self.indicators,
                 since=self.now - CONTROL_WINDOW,
@@ -283,13 +292,13 @@ class _Facts:
         return self._once(("uncontrolled", indicator), judge)
 
     def answer(self, question: str) -> Any:
-        if not self._record().answers:
+        if not self.record_size().answers:
             return None
 
         def latest() -> Any:
             query = (
                 select(Answer)
-                .where(Answer.patient_id == self.patient.id, Answer.question_id == question)
+                .where(Answer.patient_id == self.patient_id, Answer.question_id == question)
                 .order_by(col(Answer.received_at).desc(), col(Answer.id).desc())
             )
             row = self.session.exec(query).first()
@@ -298,11 +307,11 @@ class _Facts:
         return self._once(("answer", question), latest)
 
     def recent_alerts(self) -> int:
-        return self._record().alerts
+        return self.record_size().alerts
 
     def diagnoses(self) -> list[str]:
         def codes() -> list[str]:
-            query = select(Encounter).where(Encounter.patient_id == self.patient.id)
+            query = select(Encounter).where(Encounter.patient_id == self.patient_id)
             return [c for e in self.session.exec(query) for c in (e.diagnosis_codes or [])]
 
         return self._once("diagnoses", codes)
@@ -318,7 +327,7 @@ def _holds(condition: TagCondition, facts: _Facts) -> bool:
     if condition.risk_tier is not None:
         return facts.risk_tier() == condition.risk_tier.value
     if condition.age_at_least is not None:
-        age = age_on(facts.patient.birth_date, facts.now.date())
+        age = age_on(facts.birth_date, facts.now.date())
         return age is not None and age >= condition.age_at_least
     if condition.missed_touchpoints_at_least is not None:
         return facts.missed() >= condition.missed_touchpoints_at_least
@@ -348,16 +357,24 @@ def apply_tags(
 
     Idempotent: a second call with nothing new changes nothing and records nothing. The
     caller commits."""
-    patient = session.get(Patient, patient_id)
+    # Only what the rules read: loading the patient would decrypt every identifier.
+    patient = session.exec(
+        select(Patient.id, Patient.birth_date).where(Patient.id == patient_id)
+    ).first()
     if patient is None:
         return []
     rules = rules if rules is not None else tag_rules(tags_file, indicators_file)
-    facts = _Facts(session, patient, _cached_indicators(indicators_file), now or utcnow())
+    indicators = _cached_indicators(indicators_file)
+    facts = _Facts(session, patient_id, patient.birth_date, indicators, now or utcnow())
     wanted = {tag for tag, rule in rules.items() if _holds(rule.when, facts)}
-    held = {
-        row.tag: row
-        for row in session.exec(select(PatientTag).where(PatientTag.patient_id == patient_id))
-    }
+    held = (
+        {
+            row.tag: row
+            for row in session.exec(select(PatientTag).where(PatientTag.patient_id == patient_id))
+        }
+        if facts.record_size().tags
+        else {}
+    )
     at = facts.now
     # A tag whose rule was removed from the file stays until someone takes it away.
     removed = {tag for tag in held.keys() - wanted if tag in rules}

@@ -6,6 +6,7 @@ Real runtime, real database (SQLite and PostgreSQL), the session's real worker.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, func, select
 from temporalio.testing import WorkflowEnvironment
 
@@ -160,3 +161,33 @@ async def test_an_unknown_department_is_refused_and_nothing_is_written(
         0,
         0,
     )
+
+
+# What registering a discharge of a patient new to the hospital may say to the database:
+# look up the department and the catalogue, write patient, contact point, encounter and
+# enrollment (and name its workflow), read what the record says for the tags (one statement),
+# and mark the journey active once started. The tags once cost a query per rule on every
+# intake and a fifth of the API's capacity (docs/benchmarks.md); a change that adds
+# statements to every discharge's path fails here, not only in a benchmark.
+NEW_PATIENT_STATEMENTS = 12
+
+
+async def test_a_new_patients_discharge_takes_a_fixed_handful_of_statements(
+    runtime: Runtime, journey_worker: WorkflowEnvironment
+) -> None:
+    now = await journey_worker.get_current_time()
+    warm = discharge(runtime, runtime.catalog.get("pci"), now)
+    await register_discharge(runtime, warm)  # first use loads the catalogue and caches
+    new_patient = discharge(runtime, runtime.catalog.get("pci"), now)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split())[:70])
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    try:
+        result = await register_discharge(runtime, new_patient)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", record)
+    assert result.created
+    assert len(statements) <= NEW_PATIENT_STATEMENTS, "\n".join(statements)
