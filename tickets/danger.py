@@ -306,6 +306,23 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", folded).strip()
 
 
+# A checklist answered item by item ("胸痛：无", "1.胸痛 无 2.气短 无", "chest pain - no."): the
+# denial follows what it denies. Written the other way round ("无 胸痛"), the negation cues
+# read it. Only a bare denial ending its item counts: "疼痛：无法忍受", "pain: no relief" stay.
+_CHECKLIST_DENIAL = re.compile(
+    r"(?P<item>[^\s:：,，。.;；!！?？\-–—()（）\d]{1,12}|[a-z][a-z ]{1,24}?)"
+    r"\s*(?:[:：\-–—]\s*|\s+)"
+    r"(?P<no>无|没有|没|否|no|none|nil|negative)"
+    r"(?=\s*(?:$|[,，。.;；!！\n]|\d))"
+)
+
+
+def _denial_first(match: re.Match[str]) -> str:
+    # A space between Chinese words is a pause, which would cut the denial from its item.
+    joint = "" if _HAS_CJK.match(match["no"]) else " "
+    return f"{match['no']}{joint}{match['item']}"
+
+
 _AGE = "{age}"
 _AGES = range(20, 100)
 
@@ -535,7 +552,7 @@ class DangerDetector:
     # ----------------------------------------------------------------- reading a message
 
     def segment(self, text: str, *, pathway_id: str | None = None) -> _Message:
-        normalized = normalize(text)
+        normalized = _CHECKLIST_DENIAL.sub(_denial_first, normalize(text))
         tokens = self._tokens(normalized)
         self._place(normalized, tokens)
         contexts = set(self.spec.pathway_context.get(pathway_id or "", ()))
@@ -726,6 +743,16 @@ class DangerDetector:
             return "hypothetical"
         anchors = [t for t in earlier if self._anchor(t, sentence)]
         last = anchors[-1] if anchors else None
+        if (
+            last is not None
+            and "distant_past" in last.cues
+            and last.clause != token.clause
+            and any("contrast" in t.cues and last.end <= t.start < token.start for t in sentence)
+            and any("present" in t.cues and t.clause == token.clause for t in sentence)
+        ):
+            # "No history of epilepsy, but he is having convulsions right now": a turn, then
+            # the present, in the symptom's own clause, dates it now.
+            last = None
         ongoing = any(t.cues & {"persisting", "recurrence"} for t in clause)
         past_after = any(
             "distant_past" in t.cues

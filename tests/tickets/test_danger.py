@@ -356,6 +356,41 @@ def test_thanks_that_look_ahead_are_not_a_goodbye() -> None:
     assert level("thank you for everything. I won't need you any more") in ("urgent", "emergency")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "胸痛：无。气短：无。黑便：无。就是牙龈偶尔出一点点血",
+        "回复：1.胸痛 无 2.气短 无 3.黑便 无 4.头晕 偶尔起猛了晕一下",
+        "chest pain - no. short of breath - no. black stools: none. ankles a bit puffy",
+        "低血糖：没有。手抖出汗：没有。就是脚趾甲有点发黄",
+    ],
+)
+def test_a_checklist_answered_item_by_item_denies_each_item(text: str) -> None:
+    assert level(text) != "emergency", (text, DETECTOR.assess(text).findings)
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("疼痛：无法忍受，胸口压着疼，一身冷汗", "chest_pain"),
+        ("chest pain: no relief from the spray, crushing and sweating", "chest_pain"),
+        (
+            "no history of epilepsy at all, but my husband is having convulsions right now",
+            "seizure",
+        ),
+        (
+            "上个月那次心口疼是胃的毛病，这回不一样，心口像被攥住一样疼，往后背窜，满头大汗",
+            "chest_pain",
+        ),
+    ],
+)
+def test_a_denial_or_a_history_does_not_reach_past_what_it_is_about(
+    text: str, concept: str
+) -> None:
+    assert level(text) == "emergency", (text, DETECTOR.assess(text).findings)
+    assert concept in concepts(text)
+
+
 def test_a_denied_plan_with_low_mood_still_reaches_a_person_the_same_day() -> None:
     assert level("feeling hopeless lately but no plan to harm myself") == "urgent"
 
