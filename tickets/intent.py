@@ -315,7 +315,7 @@ class IntentReader:
         is its subject (should metformin be taken…, can grandma take…): a question."""
         if word not in _AUXILIARIES:
             return False
-        if _DONE_IT.match(text, end):
+        if word == "did" and _DONE_IT.match(text, end):
             return True  # "did it and all normal now": done, not "did it hurt?"
         following = _NEXT_WORD.match(text, end)
         return following is not None and following.group(1) in _PREDICATES

@@ -141,8 +141,10 @@ _NOT_A_READING = re.compile(
     r"小时|分钟|min|mins|minutes|hours?\b|hrs|days?\b|weeks?\b|months?\b|years?\b|yrs|tablets|pills|units|点钟|点(?!\d)|am\b|"
     r"pm\b|o'?clock|号|楼|床|斤|公斤|kg|lbs|cm|厘米|块|元|%)",
 )
-# A full stop ends a sentence when a space or the end follows it (not 7.2).
-_BREAK = r"(?:[。！？!?;；\n]|\.(?=\s|$))"
+_BREAK = r"[。！？!?;；\n]"
+# For what a sentence asks, a full stop before a space ends it too (not 7.2). Not for finding
+# a number after its word: "sats. 82", "approx. 1.8".
+_SENTENCE_BREAK = r"(?:[。！？!?;；\n]|\.(?=\s|$))"
 _PAIN_GAP = r"[^\d。！？!?;；\n]{0,40}?"
 
 
@@ -261,8 +263,8 @@ _QUESTION = re.compile(
 
 
 def _sentence_of(text: str, start: int, end: int) -> str:
-    left = max((m.end() for m in re.finditer(_BREAK, text[:start])), default=0)
-    right = re.search(_BREAK, text[end:])
+    left = max((m.end() for m in re.finditer(_SENTENCE_BREAK, text[:start])), default=0)
+    right = re.search(_SENTENCE_BREAK, text[end:])
     return text[left : end + (right.start() if right else len(text) - end)]
 
 

@@ -357,7 +357,8 @@ def apply_tags(
 
     Idempotent: a second call with nothing new changes nothing and records nothing. The
     caller commits."""
-    # Only what the rules read: loading the patient would decrypt every identifier.
+    # The rules read the birth date; loading the patient would decrypt every identifier (a
+    # trend still loads it, but only for a patient with readings enough to judge).
     patient = session.exec(
         select(Patient.id, Patient.birth_date).where(Patient.id == patient_id)
     ).first()

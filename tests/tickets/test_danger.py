@@ -322,10 +322,8 @@ def test_idioms_and_old_events_near_danger_words_are_not_emergencies(text: str) 
         # Leaving hospital is a discharge too; pus from a wound is another.
         "could someone show my husband how to change the dressing before discharge next time",
         "since my discharge the wound looks fine, dressing changed on Monday",
-        # A weekday, the first week, "right as rain" date or close what they qualify.
+        # "Right as rain" closes what it follows.
         "had a dizzy spell last Thursday, nearly passed out in the kitchen, right as rain since",
-        "the bleeding was really heavy the first week after the section, only spotting now",
-        "刚生完头几天出血特别多，现在就一点点褐色的",
         # A plan denied, in ordinary English and in Nigerian pidgin.
         "low mood since the op but I don't have any plan to hurt myself",
         "I dey feel down small but I no get any plan to harm myself",
@@ -389,6 +387,43 @@ def test_a_denial_or_a_history_does_not_reach_past_what_it_is_about(
 ) -> None:
     assert level(text) == "emergency", (text, DETECTOR.assess(text).findings)
     assert concept in concepts(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # An onset or an operation dated in the same clause is when it began, not the past.
+        "I was discharged 2 days ago and I cant breathe",
+        "3 days ago I had my stent put in and I have crushing chest pain",
+        "crushing chest pain since last tuesday",
+        "3天前开始胸口剧痛",
+        "术后第一周伤口大出血止不住",
+        "白天前胸剧痛出冷汗",
+        # A checklist item that is not a symptom word alone denies what it says, not the
+        # symptom: an improvement denied, a sentence that ends in "no".
+        "胸痛好转：无",
+        "chest pain any better: no",
+        "i have crushing chest pain no",
+        "胸口剧痛 没有",
+        # An abbreviation's full stop is not the end of the sentence a reading is in.
+        "Sats. 82",
+        "sugar approx. 1.8 and sweaty",
+    ],
+)
+def test_emergencies_a_date_a_checklist_or_an_abbreviation_must_not_hide(text: str) -> None:
+    assert level(text) == "emergency", (text, DETECTOR.assess(text).findings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "thank you for everything. see you in heaven",
+        "谢谢你们为我做的一切，下次不用再来看我了",
+        "thank you for everything, next time you wont need to see me",
+    ],
+)
+def test_a_goodbye_that_mentions_next_time_still_reaches_a_person(text: str) -> None:
+    assert level(text) in ("urgent", "emergency"), (text, DETECTOR.assess(text).findings)
 
 
 def test_a_denied_plan_with_low_mood_still_reaches_a_person_the_same_day() -> None:
