@@ -306,21 +306,6 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", folded).strip()
 
 
-# A checklist answered item by item ("胸痛：无", "1.胸痛 无 2.气短 无", "chest pain - no."): the
-# denial follows what it denies. Written the other way round ("无胸痛"), the negation cues
-# read it. Only when the item is a symptom word of the lexicon and nothing else ("胸痛好转：无"
-# denies the improvement, "i have crushing chest pain no" denies nothing), the denial ends
-# its item ("疼痛：无法忍受", "pain: no relief" stay), and a bare space separates them only in
-# a numbered list.
-_CHECKLIST_DENIAL = re.compile(
-    r"(?P<item>[^\s:：,，。.;；!！?？\-–—()（）\d]{1,12}|[a-z][a-z ]{1,24}?)"
-    r"(?P<separator>\s*[:：\-–—]\s*|\s+)"
-    r"(?P<no>无|没有|没|否|no|none|nil|negative)"
-    r"(?=\s*(?:$|[,，。.;；!！\n]|\d))"
-)
-_NUMBERED = re.compile(r"\d[.、)）]\s*$")
-
-
 _AGE = "{age}"
 _AGES = range(20, 100)
 
@@ -549,22 +534,8 @@ class DangerDetector:
 
     # ----------------------------------------------------------------- reading a message
 
-    def _denial_first(self, match: re.Match[str]) -> str:
-        item = match["item"].strip()
-        known = self._phrases.get(item)
-        numbered = _NUMBERED.search(match.string[max(0, match.start() - 4) : match.start()])
-        if (
-            known is None
-            or not known[0] & self.symptom_groups
-            or (not match["separator"].strip() and numbered is None)
-        ):
-            return match.group(0)
-        # A space between Chinese words is a pause, which would cut the denial from its item.
-        joint = "" if _HAS_CJK.match(match["no"]) else " "
-        return f"{match['no']}{joint}{item}"
-
     def segment(self, text: str, *, pathway_id: str | None = None) -> _Message:
-        normalized = _CHECKLIST_DENIAL.sub(self._denial_first, normalize(text))
+        normalized = normalize(text)
         tokens = self._tokens(normalized)
         self._place(normalized, tokens)
         contexts = set(self.spec.pathway_context.get(pathway_id or "", ()))
