@@ -144,7 +144,7 @@ _NOT_A_READING = re.compile(
 _BREAK = r"[。！？!?;；\n]"
 # For what a sentence asks, a full stop before a space ends it too (not 7.2). Not for finding
 # a number after its word: "sats. 82", "approx. 1.8".
-_SENTENCE_BREAK = r"(?:[。！？!?;；\n]|\.(?=\s|$))"
+_SENTENCE_BREAK = rf"(?:{_BREAK}|\.(?=\s|$))"
 _PAIN_GAP = r"[^\d。！？!?;；\n]{0,40}?"
 
 
@@ -277,10 +277,7 @@ def _is_question_about_threshold(text: str, start: int, end: int) -> bool:
         return _is_question_about_threshold(
             text, window + pair.start(), window + pair.start() + len(pair.group(1))
         )
-    if not (
-        _COMPARATIVE_BEFORE.search(text[max(0, start - 12) : start])
-        or _COMPARATIVE_AFTER.match(text[end:])
-    ):
+    if not (_COMPARATIVE_BEFORE.search(text[window:start]) or _COMPARATIVE_AFTER.match(text[end:])):
         return False
     return bool(_QUESTION.search(_sentence_of(text, start, end)))
 

@@ -231,15 +231,15 @@ class _Facts:
         path)."""
 
         def count() -> _RecordSize:
-            row = self.session.connection().execute(
+            row = self.session.exec(
                 _RECORD_SIZE,
-                {
+                params={
                     "patient": self.patient_id,
                     "readings_since": self.now - CONTROL_WINDOW,
                     "alerts_since": self.now - RECENT_ALERTS,
                 },
-            )
-            return _RecordSize(*row.one())
+            ).one()
+            return _RecordSize(*row)
 
         return self._once("record", count)  # type: ignore[no-any-return]
 
